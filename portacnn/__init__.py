@@ -1,0 +1,17 @@
+"""portacnn: a small CNN library written once against the Python array-API standard.
+
+The same layers train and run on NumPy (CPU), CuPy (CUDA), PyTorch tensors or ``array_api_strict``,
+chosen per model with ``backend=``.
+"""
+
+from . import layers, losses, models, optim
+from .backend import Backend, BackendUnavailableError, available_backends, get_backend
+from .layers import Parameter
+from .model import Sequential
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend", "BackendUnavailableError", "Parameter", "Sequential", "available_backends", "get_backend",
+    "layers", "losses", "models", "optim", "__version__",
+]  # fmt: skip

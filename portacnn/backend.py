@@ -1,0 +1,214 @@
+"""Backends: which array library a model computes with, and the one place that knows about each.
+
+A :class:`Backend` bundles a name, an array-API namespace (``xp``) and a device. Layers, losses and
+optimizers only ever call ``xp``; everything library-specific (how to copy to the host, how to wait for
+the device, whether a GPU is usable) lives here.
+
+Resolution order for a backend name: explicit argument > ``$PORTACNN_BACKEND`` > ``"numpy"``.
+CuPy and PyTorch are imported lazily, only when asked for, and CuPy counts as available only when a
+CUDA device actually answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+KNOWN_BACKENDS = ("numpy", "cupy", "array_api_strict", "torch")
+ENV_VAR = "PORTACNN_BACKEND"
+
+
+class BackendUnavailableError(RuntimeError):
+    """A known backend that cannot be used on this machine; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    load: Callable[[], tuple[Any, Any]]  # -> (namespace, default device); raises BackendUnavailableError
+    to_numpy: Callable[[Any], np.ndarray]
+    synchronize: Callable[[], None] = lambda: None
+
+
+def _load_numpy():
+    import array_api_compat.numpy as xp
+
+    return xp, "cpu"
+
+
+def _load_strict():
+    try:
+        import array_api_strict as xp
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"backend 'array_api_strict' is not installed ({e}); install it with: pip install array-api-strict"
+        ) from None
+    return xp, xp.Device("CPU_DEVICE")
+
+
+def _strict_to_numpy(x):
+    import array_api_strict as xp
+
+    return np.asarray(x.to_device(xp.Device("CPU_DEVICE")))
+
+
+def _load_torch():
+    try:
+        import torch  # noqa: F401
+        import array_api_compat.torch as xp
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"backend 'torch' is not installed ({e}); install it with: pip install torch"
+        ) from None
+    return xp, torch.device("cpu")
+
+
+def _torch_to_numpy(x):
+    return x.detach().cpu().numpy()
+
+
+def _load_cupy():
+    hint = "install the matching extra (pip install 'portacnn[cuda12]' or 'portacnn[cuda13]') on a machine with an NVIDIA GPU"
+    try:
+        import cupy
+    except Exception as e:  # ImportError, or a broken CUDA install raising at import time
+        raise BackendUnavailableError(f"backend 'cupy' is not usable: cupy is not installed ({type(e).__name__}); {hint}") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BackendUnavailableError(f"backend 'cupy' is not usable: no CUDA device answers ({msg}); {hint}") from None
+    if count <= 0:
+        raise BackendUnavailableError(f"backend 'cupy' is not usable: CUDA reports 0 devices; {hint}")
+    import array_api_compat.cupy as xp
+
+    return xp, cupy.cuda.Device()
+
+
+def _cupy_to_numpy(x):
+    return x.get()
+
+
+def _cupy_sync():
+    import cupy
+
+    cupy.cuda.get_current_stream().synchronize()
+
+
+_SPECS = {
+    "numpy": _Spec(_load_numpy, np.asarray),
+    "cupy": _Spec(_load_cupy, _cupy_to_numpy, _cupy_sync),
+    "array_api_strict": _Spec(_load_strict, _strict_to_numpy),
+    "torch": _Spec(_load_torch, _torch_to_numpy),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _loaded(name: str):
+    """Import a backend once; cache the namespace and default device, or the reason it is unusable."""
+    try:
+        return _SPECS[name].load(), None
+    except BackendUnavailableError as e:
+        return None, str(e)
+
+
+@dataclass(frozen=True, eq=False)
+class Backend:
+    """An array library plus a device: everything a model needs to compute somewhere.
+
+    Attributes: ``name`` (one of :data:`KNOWN_BACKENDS`), ``xp`` (array-API namespace), ``device``.
+    """
+
+    name: str
+    xp: Any = field(repr=False)
+    device: Any
+
+    def asarray(self, x, dtype=None):
+        """``x`` (a NumPy array, a Python sequence, or an array of any backend) as an array of this backend.
+
+        ``dtype`` is a name ("float32") or a dtype of this namespace; ``None`` keeps ``x``'s dtype. Arrays
+        already here with the right dtype are returned as they are (no copy).
+        """
+        dtype = None if dtype is None else self.dtype(dtype)
+        source = _namespace_name(x)
+        if source == self.name and (source == "numpy" or x.device == self.device):
+            return x if dtype is None or x.dtype == dtype else self.xp.astype(x, dtype)
+        x = to_host(x)
+        if dtype is not None:
+            # cast on the host: a uint8 batch crosses once, already in the target dtype
+            x = x.astype(numpy_dtype(dtype), copy=False)
+        return self.xp.asarray(x, device=self.device)
+
+    def to_numpy(self, x) -> np.ndarray:
+        """A NumPy array on the host holding ``x`` (a copy for device arrays; may share memory on CPU)."""
+        return _SPECS[self.name].to_numpy(x)
+
+    def synchronize(self) -> None:
+        """Wait until queued device work has finished (a no-op on CPU backends)."""
+        _SPECS[self.name].synchronize()
+
+    def dtype(self, name):
+        """The namespace's dtype for ``name`` ("float32"/"float64"), or ``name`` if it already is one."""
+        return getattr(self.xp, name) if isinstance(name, str) else name
+
+    def __eq__(self, other):
+        return isinstance(other, Backend) and self.name == other.name and self.device == other.device
+
+    def __hash__(self):
+        return hash((self.name, str(self.device)))
+
+
+def numpy_dtype(dtype) -> np.dtype:
+    """The NumPy dtype with the same name as a dtype of any backend (float32 -> numpy.float32)."""
+    return np.dtype(str(dtype).split(".")[-1])
+
+
+def _namespace_name(x) -> str | None:
+    """Which known backend ``x`` belongs to, or None for non-arrays (without importing anything new)."""
+    mod = type(x).__module__.split(".")[0]
+    if mod == "numpy" and isinstance(x, np.ndarray):
+        return "numpy"
+    return {"cupy": "cupy", "array_api_strict": "array_api_strict", "torch": "torch"}.get(mod)
+
+
+def to_host(x) -> np.ndarray:
+    """Any backend's array (or anything NumPy accepts) as a NumPy array."""
+    name = _namespace_name(x)
+    if name is None or name == "numpy":
+        return np.asarray(x)
+    return _SPECS[name].to_numpy(x)
+
+
+def unusable_reason(name: str) -> str | None:
+    """Why backend ``name`` cannot be used here, or None if it can."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown backend {name!r}; valid names: {', '.join(KNOWN_BACKENDS)}")
+    return _loaded(name)[1]
+
+
+def available_backends() -> list[str]:
+    """The backend names usable on this machine, in order of preference."""
+    return [n for n in KNOWN_BACKENDS if unusable_reason(n) is None]
+
+
+def get_backend(name: str | Backend | None = None, device=None) -> Backend:
+    """Resolve ``name`` (or ``$PORTACNN_BACKEND``, or "numpy") to a usable :class:`Backend`.
+
+    ``device`` overrides the backend's default device (e.g. ``array_api_strict.Device("device1")``
+    or a CuPy device). Raises ValueError for unknown names and BackendUnavailableError for known
+    backends that cannot run here.
+    """
+    if isinstance(name, Backend):
+        return name if device is None else Backend(name.name, name.xp, device)
+    if name is None:
+        name = os.environ.get(ENV_VAR) or "numpy"
+    if not isinstance(name, str) or name not in _SPECS:
+        raise ValueError(f"unknown backend {name!r}; valid names: {', '.join(KNOWN_BACKENDS)}")
+    loaded, reason = _loaded(name)
+    if loaded is None:
+        raise BackendUnavailableError(reason)
+    xp, default_device = loaded
+    return Backend(name, xp, default_device if device is None else device)

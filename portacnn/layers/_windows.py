@@ -1,0 +1,73 @@
+"""Sliding windows inside the array-API standard: padding, window views, im2col and col2im.
+
+The standard has no ``as_strided`` and no scatter-add, so every window operation is a loop over the
+``kh * kw`` kernel offsets. For offset (i, j) the inputs seen by all output positions form one strided
+slice of the padded input::
+
+    window(xp, i, j)[n, c, r, s] == xp[n, c, i + r*sh, j + s*sw]     for r < Ho, s < Wo
+
+so im2col stacks kh*kw slices and col2im adds kh*kw slices back. Within one slice no index repeats,
+which makes the slice ``+=`` of col2im an exact scatter-add.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+
+def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def pad(x, ph: int, pw: int, value=0):
+    """``x`` (N, C, H, W) with ``ph`` rows and ``pw`` columns of ``value`` on each side."""
+    if ph == 0 and pw == 0:
+        return x
+    xp = array_namespace(x)
+    n, c, h, w = x.shape
+    out = xp.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype, device=device(x))
+    out[:, :, ph : ph + h, pw : pw + w] = x
+    return out
+
+
+def crop(x, ph: int, pw: int):
+    """Undo :func:`pad`."""
+    if ph == 0 and pw == 0:
+        return x
+    return x[:, :, ph : x.shape[2] - ph, pw : x.shape[3] - pw]
+
+
+def window(xpad, i: int, j: int, out_hw, stride):
+    """The (N, C, Ho, Wo) strided slice of ``xpad`` that kernel offset (i, j) sees (exact slice stops)."""
+    (ho, wo), (sh, sw) = out_hw, stride
+    return xpad[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+
+
+def im2col(xpad, kernel, stride, out_hw):
+    """Patches of ``xpad`` (N, C, Hp, Wp) as columns (N, C*kh*kw, Ho*Wo), row index c*kh*kw + i*kw + j.
+
+    That row order matches a PyTorch weight (O, C, kh, kw) reshaped to (O, C*kh*kw), so the convolution
+    is a single batched ``matmul``.
+    """
+    xp = array_namespace(xpad)
+    (kh, kw), (ho, wo) = kernel, out_hw
+    n, c = xpad.shape[:2]
+    cols = xp.empty((n, c, kh * kw, ho, wo), dtype=xpad.dtype, device=device(xpad))
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i * kw + j, ...] = window(xpad, i, j, out_hw, stride)
+    return xp.reshape(cols, (n, c * kh * kw, ho * wo))
+
+
+def col2im(cols, padded_shape, kernel, stride, out_hw):
+    """Adjoint of :func:`im2col`: add each column entry back to the padded position it came from."""
+    xp = array_namespace(cols)
+    (kh, kw), (ho, wo) = kernel, out_hw
+    n, c = padded_shape[:2]
+    cols = xp.reshape(cols, (n, c, kh * kw, ho, wo))
+    out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
+    sh, sw = stride
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += cols[:, :, i * kw + j, ...]
+    return out

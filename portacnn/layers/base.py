@@ -1,0 +1,87 @@
+"""What every layer shares: :class:`Parameter`, the :class:`Layer` protocol and argument checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array and its gradient. ``name`` is the state-dict key ("0.weight") once in a model."""
+
+    __slots__ = ("name", "data", "grad")
+
+    def __init__(self, name: str, data: Any):
+        self.name = name
+        self.data = data
+        self.grad = None
+
+    def __repr__(self):
+        return f"Parameter({self.name!r}, shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+class Layer:
+    """A differentiable step of a :class:`~portacnn.Sequential` model.
+
+    ``forward(x, training)`` keeps what ``backward`` needs; ``backward(grad_out)`` returns the gradient
+    with respect to the input and stores the gradients of the layer's parameters in ``Parameter.grad``.
+    ``initialize`` draws the parameters from the model's host generator, so every backend starts from the
+    same numbers.
+    """
+
+    def initialize(self, rng: np.random.Generator, backend, dtype) -> None:
+        """Create this layer's parameters (layers without parameters have nothing to do)."""
+
+    def parameters(self) -> list[Parameter]:
+        return [p for p in (getattr(self, "weight", None), getattr(self, "bias", None)) if p is not None]
+
+    def config(self) -> dict:
+        """Constructor arguments, enough to rebuild the layer (stored in checkpoints)."""
+        return {}
+
+    def forward(self, x, training: bool = False):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def __call__(self, x, training: bool = False):
+        return self.forward(x, training)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def pair(value, what: str) -> tuple[int, int]:
+    """``3`` or ``(3, 5)`` as an (h, w) pair of ints; anything else is a ValueError naming ``what``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{what} must be an int or a pair (h, w); got {value!r}")
+        h, w = value
+    else:
+        h = w = value
+    for v in (h, w):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{what} must be an int or a pair of ints; got {value!r}")
+    return int(h), int(w)
+
+
+def positive(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{what} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def check_input(layer: Layer, x, ndim: int, layout: str, channels: int | None = None) -> None:
+    """Raise a ValueError naming the layer when ``x`` is not of rank ``ndim`` (and ``channels`` wide)."""
+    shape = tuple(x.shape)
+    if len(shape) != ndim or (channels is not None and shape[1] != channels):
+        raise ValueError(f"{layer!r} expects input of shape {layout}; got shape {shape}")
+
+
+def uniform(rng: np.random.Generator, bound: float, shape, backend, dtype):
+    """PyTorch's default init: U(-bound, bound), drawn on the host, cast, moved once to the device."""
+    host = rng.uniform(-bound, bound, size=shape)
+    return backend.asarray(host, dtype=dtype)

@@ -1,0 +1,48 @@
+"""Fully connected layer.
+
+Shapes: x (N, in), W (out, in) (PyTorch's layout), b (out,), y (N, out).
+
+    forward:   y = x @ W^T + b
+    backward:  dW = dy^T @ x      db = sum_n dy      dx = dy @ W
+"""
+
+from __future__ import annotations
+
+import math
+
+from array_api_compat import array_namespace
+
+from .base import Layer, Parameter, check_input, positive, uniform
+
+
+class Dense(Layer):
+    """Dense(in_features, out_features, bias=True), like torch.nn.Linear (same default initialisation)."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        self.in_features = positive(in_features, "Dense in_features")
+        self.out_features = positive(out_features, "Dense out_features")
+        self.use_bias = bool(bias)
+        self.weight = self.bias = None
+
+    def config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias)
+
+    def initialize(self, rng, backend, dtype):
+        bound = 1.0 / math.sqrt(self.in_features)
+        self.weight = Parameter("weight", uniform(rng, bound, (self.out_features, self.in_features), backend, dtype))
+        if self.use_bias:
+            self.bias = Parameter("bias", uniform(rng, bound, (self.out_features,), backend, dtype))
+
+    def forward(self, x, training=False):
+        xp = array_namespace(x)
+        check_input(self, x, 2, f"(N, {self.in_features})", self.in_features)
+        self._x = x
+        y = xp.matmul(x, xp.matrix_transpose(self.weight.data))
+        return y if self.bias is None else y + self.bias.data
+
+    def backward(self, grad_out):
+        xp = array_namespace(grad_out)
+        self.weight.grad = xp.matmul(xp.matrix_transpose(grad_out), self._x)
+        if self.bias is not None:
+            self.bias.grad = xp.sum(grad_out, axis=0)
+        return xp.matmul(grad_out, self.weight.data)

@@ -1,0 +1,67 @@
+"""2-D max pooling as an element-wise maximum over the kh*kw strided window views.
+
+forward:  y = max over offsets (i, j) of window(x_pad, i, j)     (x padded with the dtype's lowest value)
+backward: each output's gradient goes to the FIRST input that attains its maximum, scanning the window
+          row by row (what PyTorch does); computed as one mask per offset, "equals the max and no earlier
+          offset claimed it", then added back slice by slice as in col2im.
+
+No argmax, gather or scatter is needed, so this stays inside the array-API standard, and for the usual
+kernel == stride case it is also the fastest way NumPy has (no reshape to 6-D and reduce).
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+from ._windows import crop, out_size, pad, window
+from .base import Layer, check_input, pair
+
+
+class MaxPool2D(Layer):
+    """MaxPool2D(kernel_size, stride=None, padding=0), like torch.nn.MaxPool2d; stride defaults to kernel_size."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        self.kernel_size = pair(kernel_size, "MaxPool2D kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, "MaxPool2D stride")
+        self.padding = pair(padding, "MaxPool2D padding")
+        if min(self.kernel_size + self.stride) <= 0 or min(self.padding) < 0:
+            raise ValueError(
+                f"MaxPool2D needs kernel_size and stride > 0 and padding >= 0; got kernel_size={kernel_size!r}, "
+                f"stride={stride!r}, padding={padding!r}"
+            )
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"MaxPool2D padding {self.padding} must be at most half the kernel size {self.kernel_size}")
+
+    def config(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+
+    def _offsets(self):
+        kh, kw = self.kernel_size
+        return [(i, j) for i in range(kh) for j in range(kw)]
+
+    def forward(self, x, training=False):
+        xp = array_namespace(x)
+        check_input(self, x, 4, "(N, C, H, W)")
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        out_hw = (out_size(x.shape[2], kh, sh, ph), out_size(x.shape[3], kw, sw, pw))
+        if min(out_hw) <= 0:
+            raise ValueError(f"{self!r}: input {tuple(x.shape[2:])} is smaller than the {kh}x{kw} window")
+        xpad = pad(x, ph, pw, xp.finfo(x.dtype).min)
+        y = None
+        for i, j in self._offsets():
+            v = window(xpad, i, j, out_hw, self.stride)
+            y = v if y is None else xp.maximum(y, v)
+        self._cache = (xpad, y, out_hw)
+        return y
+
+    def backward(self, grad_out):
+        xp = array_namespace(grad_out)
+        xpad, y, (ho, wo) = self._cache
+        (sh, sw), dev = self.stride, device(grad_out)
+        dxpad = xp.zeros(xpad.shape, dtype=grad_out.dtype, device=dev)
+        unclaimed = xp.ones(y.shape, dtype=grad_out.dtype, device=dev)  # 1 until an earlier offset took it
+        for i, j in self._offsets():
+            hit = xp.astype(window(xpad, i, j, (ho, wo), self.stride) == y, grad_out.dtype) * unclaimed
+            dxpad[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += grad_out * hit
+            unclaimed = unclaimed - hit
+        return crop(dxpad, *self.padding)

@@ -1,0 +1,51 @@
+"""Loss functions. Each returns ``(loss, dlogits)``: the batch-mean loss as a 0-d array on the logits'
+device (call ``float()`` only when you log it: on a GPU every conversion is a sync) and its gradient.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+from .backend import get_backend
+
+
+def softmax_cross_entropy(logits, labels, check: bool = True):
+    """Mean cross-entropy of softmax(logits) against integer class ids, and its gradient.
+
+    With z = logits (N, C), y = labels (N,), p = softmax(z) and one-hot Y::
+
+        loss   = -(1/N) * sum_n log p[n, y_n]       log p = z - max(z) - log(sum(exp(z - max(z))))
+        dloss/dz = (p - Y) / N
+
+    ``labels`` may be a host NumPy array (moved to the logits' device). ``check=False`` skips the
+    label-range check, which costs a device-to-host sync (a training loop validates its labels once).
+    """
+    xp = array_namespace(logits)
+    if logits.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy expects logits of shape (N, C); got shape {tuple(logits.shape)}")
+    n, c = logits.shape
+    if type(labels).__module__.split(".")[0] != type(logits).__module__.split(".")[0] or (
+        hasattr(labels, "device") and labels.device != device(logits)
+    ):
+        labels = _move_like(labels, logits)
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},) to match logits {tuple(logits.shape)}; got {tuple(labels.shape)}")
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise ValueError(f"labels must be integer class ids; got dtype {labels.dtype}")
+    if check and n > 0:
+        lo, hi = int(xp.min(labels)), int(xp.max(labels))
+        if lo < 0 or hi >= c:
+            raise ValueError(f"labels must lie in 0..{c - 1} for {c} classes; got values from {lo} to {hi}")
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+    onehot = xp.astype(xp.arange(c, device=device(logits))[None, :] == labels[:, None], logits.dtype)
+    loss = -xp.sum(log_p * onehot) / n
+    return loss, (xp.exp(log_p) - onehot) / n
+
+
+def _move_like(labels, logits):
+    from .backend import _namespace_name
+
+    name = _namespace_name(logits) or "numpy"
+    backend = get_backend(name, device=device(logits))
+    return backend.asarray(labels)

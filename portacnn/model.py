@@ -1,0 +1,135 @@
+"""The Sequential model: an ordered list of layers on one backend, with PyTorch-compatible state."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import Backend, get_backend, numpy_dtype
+from .layers import LAYER_TYPES, Layer, Parameter
+
+DTYPES = ("float32", "float64")
+
+
+class Sequential:
+    """Layers applied in order. ``backend`` is a name ("numpy", "cupy", ...) or a :class:`Backend`.
+
+    Parameters are drawn from ``numpy.random.default_rng(seed)`` on the host, in layer order, so the same
+    seed gives the same initial weights on every backend; the same generator later drives dropout masks.
+    State keys follow ``torch.nn.Sequential``: "<layer index>.weight", "<layer index>.bias".
+    """
+
+    def __init__(self, layers, backend=None, dtype="float32", seed=0):
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise ValueError(f"Sequential item {i} is not a portacnn layer: {layer!r}")
+        if str(dtype).split(".")[-1] not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        self.dtype = str(dtype).split(".")[-1]
+        self.backend = get_backend(backend)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        for i, layer in enumerate(self.layers):
+            layer.initialize(self.rng, self.backend, self.backend.dtype(self.dtype))
+            for p in layer.parameters():
+                p.name = f"{i}.{p.name.rsplit('.', 1)[-1]}"
+
+    # -- computing -------------------------------------------------------------------------------------
+    def forward(self, x, training: bool = False):
+        """Logits for a batch ``x`` (N, C, H, W); host arrays are moved to the model's device and dtype."""
+        x = self.backend.asarray(x, dtype=self.dtype)
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad):
+        """Back-propagate ``grad`` (d loss / d output); fills every ``Parameter.grad``, returns d loss / d x."""
+        grad = self.backend.asarray(grad, dtype=self.dtype)
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad
+
+    # -- parameters and state --------------------------------------------------------------------------
+    def parameters(self) -> list[Parameter]:
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host (NumPy) copies of every parameter, keyed like ``torch.nn.Sequential.state_dict()``."""
+        return {p.name: np.array(self.backend.to_numpy(p.data), copy=True) for p in self.parameters()}
+
+    def load_state_dict(self, state) -> None:
+        """Copy arrays (NumPy or any backend's) into the parameters; keys and shapes must match exactly."""
+        params = {p.name: p for p in self.parameters()}
+        missing = sorted(set(params) - set(state))
+        unexpected = sorted(set(state) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"state dict does not fit this model: missing keys {missing}, unexpected keys {unexpected}")
+        new = {}
+        for key, p in params.items():
+            value = np.asarray(self.backend.to_numpy(state[key]) if hasattr(state[key], "device") else state[key])
+            if value.shape != tuple(p.data.shape):
+                raise ValueError(f"state dict entry {key!r} has shape {value.shape}; the model needs {tuple(p.data.shape)}")
+            if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+                raise ValueError(f"state dict entry {key!r} has dtype {value.dtype}; expected a float array")
+            new[key] = value
+        for key, p in params.items():  # only assign once everything has been checked
+            p.data = self.backend.asarray(new[key], dtype=self.dtype)
+            p.grad = None
+
+    def to(self, backend, dtype=None) -> "Sequential":
+        """Move the parameters to another backend (and optionally dtype); returns ``self``.
+
+        Create optimizers after moving: their state lives with the parameters they were given.
+        """
+        state = self.state_dict()
+        self.backend = get_backend(backend)
+        if dtype is not None:
+            self.dtype = str(dtype).split(".")[-1]
+        for layer in self.layers:
+            if hasattr(layer, "_backend"):
+                layer._backend = self.backend
+        for p in self.parameters():
+            p.data = self.backend.asarray(state[p.name], dtype=self.dtype)
+            p.grad = None
+        return self
+
+    # -- description -----------------------------------------------------------------------------------
+    def architecture(self) -> list[dict]:
+        """The layers as ``[{"type": "Conv2D", "in_channels": 1, ...}, ...]`` (JSON-ready)."""
+        out = []
+        for layer in self.layers:
+            cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in layer.config().items()}
+            out.append({"type": type(layer).__name__, **cfg})
+        return out
+
+    @classmethod
+    def from_architecture(cls, arch, backend=None, dtype="float32", seed=0) -> "Sequential":
+        """Rebuild a model from :meth:`architecture` output (unknown types or bad fields: ValueError)."""
+        if not isinstance(arch, list) or not arch:
+            raise ValueError("architecture must be a non-empty list of layer descriptions")
+        layers = []
+        for i, spec in enumerate(arch):
+            if not isinstance(spec, dict) or spec.get("type") not in LAYER_TYPES:
+                known = ", ".join(LAYER_TYPES)
+                raise ValueError(f"architecture item {i} is not a known layer ({known}): {spec!r}")
+            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "type"}
+            try:
+                layers.append(LAYER_TYPES[spec["type"]](**kwargs))
+            except TypeError as e:
+                raise ValueError(f"architecture item {i} ({spec['type']}) has bad arguments: {e}") from None
+        return cls(layers, backend=backend, dtype=dtype, seed=seed)
+
+    def input_channels(self) -> int | None:
+        for layer in self.layers:
+            if hasattr(layer, "in_channels"):
+                return layer.in_channels
+        return None
+
+    def num_parameters(self) -> int:
+        return int(sum(int(np.prod(p.data.shape)) for p in self.parameters()))
+
+    def __repr__(self):
+        body = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(backend={self.backend.name!r}, dtype={self.dtype!r}, params={self.num_parameters()})[\n{body}\n]"
