@@ -5,6 +5,7 @@ chosen per model with ``backend=``.
 """
 
 from . import layers, losses, models, optim
+from .checkpoint import CheckpointError, load
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
 from .layers import Parameter
 from .model import Sequential
@@ -12,6 +13,6 @@ from .model import Sequential
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backend", "BackendUnavailableError", "Parameter", "Sequential", "available_backends", "get_backend",
+    "Backend", "BackendUnavailableError", "CheckpointError", "load", "Parameter", "Sequential", "available_backends", "get_backend",
     "layers", "losses", "models", "optim", "__version__",
 ]  # fmt: skip

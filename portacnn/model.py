@@ -95,6 +95,39 @@ class Sequential:
             p.grad = None
         return self
 
+    # -- training and inference (loops live in training.py, files in checkpoint.py) -------------------------
+    def fit(self, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
+            progress=True, **kwargs):
+        """Train on images ``x`` (N, C, H, W) and labels ``y``; returns a History. See :func:`portacnn.training.fit`."""
+        from .training import fit
+
+        return fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                   validation_data=validation_data, shuffle=shuffle, seed=seed, progress=progress, **kwargs)
+
+    def evaluate(self, x, y, batch_size=1000) -> dict:
+        """``{"loss": float, "accuracy": float, "n": int}`` over the whole of ``x``, ``y``."""
+        from .training import evaluate
+
+        return evaluate(self, x, y, batch_size=batch_size)
+
+    def predict(self, x, batch_size=1000) -> np.ndarray:
+        """Predicted class ids (N,), a host NumPy array."""
+        from .training import predict
+
+        return predict(self, x, batch_size=batch_size)
+
+    def predict_proba(self, x, batch_size=1000) -> np.ndarray:
+        """Class probabilities (N, classes), a host NumPy array."""
+        from .training import predict_proba
+
+        return predict_proba(self, x, batch_size=batch_size)
+
+    def save(self, path, optimizer=None, **kwargs):
+        """Write a safetensors checkpoint atomically (see :mod:`portacnn.checkpoint`)."""
+        from .checkpoint import save
+
+        return save(self, path, optimizer=optimizer, **kwargs)
+
     # -- description -----------------------------------------------------------------------------------
     def architecture(self) -> list[dict]:
         """The layers as ``[{"type": "Conv2D", "in_channels": 1, ...}, ...]`` (JSON-ready)."""

@@ -1,0 +1,409 @@
+"""The ``portacnn`` command: train, evaluate, predict, info.
+
+Every failure a user can cause (bad flags, bad files, a missing GPU) ends with one line on stderr and
+exit code 2; a diverged training run exits 1; Ctrl-C saves a checkpoint and exits 130. With ``--json``
+the last line of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
+DEFAULT_EPOCHS = {"seed": 10, "lenet5": 15, "kannada": 12}
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not (value > 0) or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _nonneg_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backend import KNOWN_BACKENDS
+    from .models import MODELS
+
+    p = _Parser(prog="portacnn", description="Train and run small CNNs on NumPy (CPU) or CuPy (GPU).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(sp):
+        sp.add_argument("--backend", choices=KNOWN_BACKENDS, default=None,
+                        help="array backend (default: $PORTACNN_BACKEND or numpy)")
+        sp.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+    t = sub.add_parser("train", help="train a model (default: seed_cnn on the embedded Kannada-MNIST)")
+    t.add_argument("--model", choices=sorted(MODELS), default="seed", help="network (default: seed)")
+    t.add_argument("--data", help="folder of IDX files, a CSV or an .npz (default: the embedded Kannada-MNIST)")
+    t.add_argument("--protocol", choices=["full", "tutorial"], default="full",
+                   help="full: all training images; tutorial: 600/100 per class drawn from the training set")
+    t.add_argument("--epochs", type=_positive(int), help="epochs (default: 10 seed, 15 lenet5, 12 kannada)")
+    t.add_argument("--batch-size", type=_positive(int), default=128)
+    t.add_argument("--lr", type=_positive(float), help="learning rate (default: 1e-3 adam, 0.05 sgd)")
+    t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    t.add_argument("--seed", type=_nonneg_int, default=0)
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--out", help="output folder (default: runs/<timestamp>)")
+    t.add_argument("--checkpoint-every", type=_positive(int), default=1, metavar="N",
+                   help="write a resumable checkpoint every N epochs (default 1)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT")
+    t.add_argument("--limit", type=_positive(int), help="use only the first N training images (quick runs)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--no-plots", action="store_true", help="do not draw the PNG figures")
+    common(t)
+
+    e = sub.add_parser("evaluate", help="accuracy and loss of a saved model")
+    e.add_argument("model", help="a .safetensors checkpoint written by portacnn")
+    e.add_argument("--data", help="folder of IDX files (one *images* and one *labels* file), a CSV or an .npz")
+    e.add_argument("--split", choices=["train", "test"], default="test")
+    e.add_argument("--batch-size", type=_positive(int), default=1000)
+    common(e)
+
+    pr = sub.add_parser("predict", help="classify PNG/JPEG images or the images of an IDX/CSV/.npz file")
+    pr.add_argument("model", help="a .safetensors checkpoint written by portacnn")
+    pr.add_argument("inputs", nargs="+", help="image files (greyscale, white digit on black) or IDX/CSV/.npz files")
+    pr.add_argument("--invert", action="store_true", help="images are dark digits on a light background")
+    pr.add_argument("--batch-size", type=_positive(int), default=1000)
+    common(pr)
+
+    i = sub.add_parser("info", help="version, backends usable here and why others are not")
+    i.add_argument("--json", action="store_true")
+    return p
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _say(args, *lines):
+    if not getattr(args, "json", False):
+        for line in lines:
+            print(line, flush=True)
+
+
+def _emit_json(obj):
+    print(json.dumps(obj, sort_keys=True), flush=True)
+
+
+def _prepare_out(path: str | None) -> Path:
+    if path is None:
+        base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        out, k = base, 1
+        while out.exists():
+            k += 1
+            out = Path(f"{base}-{k}")
+    else:
+        out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"output folder {out} is not writable ({e.strerror or e}); choose another with --out") from None
+    return out
+
+
+def _load_split(path: str | None, split: str):
+    """(images uint8, labels) for ``split`` of the embedded data set or of ``path``."""
+    from . import data
+
+    if path is None:
+        return data.load_kannada_mnist(split)
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{path}: no such file or folder")
+    if p.is_dir():
+        try:
+            return data.load_kannada_mnist(split, root=p)
+        except ValueError:
+            if split == "test":  # a folder holding just one images/labels pair of any prefix
+                return data.load_folder_pair(p)
+            raise
+    return data.load_kannada_mnist(split, root=p)
+
+
+def _train_test(args):
+    """Training and test arrays as the CLI's train command uses them, plus a note on where they came from."""
+    from . import data
+
+    if args.protocol == "tutorial":
+        (xtr, ytr), (xho, yho) = data.tutorial_split(seed=args.seed, root=args.data)
+        extra = {"heldout": (data.preprocess(xho), yho)}
+        note = "tutorial protocol: 600 train / 100 held-out images per class from the training set"
+    else:
+        xtr, ytr = _load_split(args.data, "train")
+        extra, note = {}, "full training set"
+    try:
+        xte, yte = _load_split(args.data, "test")
+    except (ValueError, FileNotFoundError) as e:
+        if args.data is None:
+            raise
+        # a single CSV/npz without a test split: hold out a seeded 10 % of it
+        rng = np.random.default_rng([args.seed, 1])
+        order = rng.permutation(len(ytr))
+        cut = max(1, len(ytr) // 10)
+        xte, yte, xtr, ytr = xtr[order[:cut]], ytr[order[:cut]], xtr[order[cut:]], ytr[order[cut:]]
+        note += f"; no test split in {args.data} ({e}), so 10 % of it is held out as the test set"
+    if args.limit:
+        xtr, ytr = xtr[: args.limit], ytr[: args.limit]
+    return (data.preprocess(xtr), ytr), (data.preprocess(xte), yte), extra, note
+
+
+# -- commands -----------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    import portacnn as pc
+
+    from .checkpoint import optimizer_from_checkpoint
+    from .models import MODELS
+    from .optim import SGD, Adam
+    from .training import TrainingDiverged
+
+    if args.resume:
+        model = pc.load(args.resume, backend=args.backend)
+        state = (model.checkpoint or {}).get("train_state")
+        if not state:
+            raise UsageError(f"{args.resume}: this checkpoint holds no training state to resume from")
+        args.seed, args.batch_size = state["seed"], state["batch_size"]
+        optimizer = optimizer_from_checkpoint(model)
+        model_name = (model.checkpoint.get("extra") or {}).get("model", "custom")
+    else:
+        model = MODELS[args.model](backend=args.backend, dtype=args.dtype, seed=args.seed)
+        optimizer = None
+        model_name = args.model
+    epochs = args.epochs or DEFAULT_EPOCHS.get(model_name, 10)
+    out = _prepare_out(args.out)
+    (xtr, ytr), (xte, yte), extra, note = _train_test(args)
+    if optimizer is None:
+        if args.optimizer == "adam":
+            optimizer = Adam(model.parameters(), lr=args.lr or 1e-3)
+        else:
+            optimizer = SGD(model.parameters(), lr=args.lr or 0.05, momentum=args.momentum)
+    ckpt = out / "model.safetensors"
+    _say(args, f"portacnn {pc.__version__}: training {model_name} ({model.num_parameters()} parameters) on "
+               f"{model.backend.name}, {len(ytr)} images ({note}), {epochs} epochs, batch {args.batch_size}")
+    from . import checkpoint as ck
+
+    def save_meta():  # the model name travels in the checkpoint so --resume and evaluate can report it
+        return {"model": model_name}
+
+    try:
+        history = model.fit(
+            xtr, ytr, epochs=epochs, batch_size=args.batch_size, optimizer=optimizer,
+            validation_data=(xte, yte), seed=args.seed, progress=not args.no_progress,
+            resume=model if args.resume else None, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
+            checkpoint_extra=save_meta(),
+            on_epoch_end=None if args.json else lambda e, logs: print(
+                f"epoch {e + 1}/{epochs}: " + "  ".join(f"{k} {v:.4f}" for k, v in logs.items()), flush=True),
+        )
+    except TrainingDiverged as e:
+        print(f"portacnn: error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    ck.atomic_write(out / "history.json", json.dumps(history.to_dict(), indent=2).encode())
+    if history.interrupted:
+        print(f"portacnn: interrupted; checkpoint saved to {ckpt}; continue with: portacnn train --resume {ckpt}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    test = model.evaluate(xte, yte)
+    result = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "epochs": epochs, "model": str(ckpt),
+              "network": model_name, "backend": model.backend.name, "n_train": int(len(ytr)), "n_test": test["n"],
+              "seconds_per_epoch": float(np.mean(history.epoch_times)) if history.epoch_times else None,
+              "out": str(out)}
+    if "heldout" in extra:
+        held = model.evaluate(*extra["heldout"])
+        result["heldout_accuracy"] = held["accuracy"]
+    if not args.no_plots:
+        result["plots"] = _draw(out, model, history, xtr, ytr, xte, yte, args)
+    _say(args, f"test accuracy {test['accuracy'] * 100:.2f} % (loss {test['loss']:.4f}) on {test['n']} images"
+               + (f"; tutorial held-out accuracy {result['heldout_accuracy'] * 100:.2f} %" if "heldout_accuracy" in result else ""),
+         f"saved {ckpt} and {out / 'history.json'}")
+    if args.json:
+        _emit_json(result)
+    return 0
+
+
+def _draw(out, model, history, xtr, ytr, xte, yte, args):
+    try:
+        from . import plots
+    except ImportError:
+        plots = None
+    if plots is None or not plots.plots_available():
+        print("portacnn: note: matplotlib is not installed, so no plots were drawn (pip install 'portacnn[plot]')",
+              file=sys.stderr)
+        return []
+    conv = next((layer for layer in model.layers if hasattr(layer, "kernel_size") and hasattr(layer, "weight")), None)
+    paths = plots.save_all(
+        out, history=history.history,
+        model_weight=None if conv is None else model.backend.to_numpy(conv.weight.data),
+        images=xte, y_true=yte, proba=model.predict_proba(xte),
+        sample_images=xtr[:40], sample_labels=ytr[:40],
+    )
+    _say(args, "plots: " + ", ".join(str(p) for p in paths))
+    return [str(p) for p in paths]
+
+
+def cmd_evaluate(args) -> int:
+    import portacnn as pc
+
+    from . import data
+
+    model = pc.load(args.model, backend=args.backend)
+    x, y = _load_split(args.data, args.split)
+    if y is None:
+        raise UsageError(f"{args.data}: holds no labels, so accuracy cannot be computed (use 'portacnn predict')")
+    result = model.evaluate(data.preprocess(x), y, batch_size=args.batch_size)
+    _say(args, f"accuracy {result['accuracy'] * 100:.2f} %  loss {result['loss']:.4f}  on {result['n']} images "
+               f"({args.data or 'embedded Kannada-MNIST ' + args.split})")
+    if args.json:
+        _emit_json({"accuracy": result["accuracy"], "loss": result["loss"], "n": result["n"]})
+    return 0
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _read_image(path: Path, invert: bool, size=(28, 28)) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            if im.size != size:
+                im = im.resize(size, Image.Resampling.LANCZOS)
+            a = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise UsageError(f"{path}: not a readable image ({e})") from None
+    return 255 - a if invert else a
+
+
+def _inputs(paths, invert):
+    """(names, uint8 images (N, 28, 28)) from image files and IDX/CSV/npz files."""
+    from . import data
+
+    names, images = [], []
+    for text in paths:
+        p = Path(text)
+        if not p.is_file():
+            raise UsageError(f"{text}: no such file")
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            names.append(text)
+            images.append(_read_image(p, invert)[None])
+        else:
+            x, _ = data.load_any(p)
+            names.extend(f"{text}[{k}]" for k in range(len(x)))
+            images.append(x)
+    return names, np.concatenate(images, axis=0)
+
+
+def cmd_predict(args) -> int:
+    import portacnn as pc
+
+    from . import data
+
+    model = pc.load(args.model, backend=args.backend)
+    names, images = _inputs(args.inputs, args.invert)
+    proba = model.predict_proba(data.preprocess(images), batch_size=args.batch_size)
+    classes = proba.argmax(axis=1)
+    rows = [{"input": n, "class": int(c), "probability": float(p[c])} for n, c, p in zip(names, classes, proba)]
+    if args.json:
+        _emit_json({"predictions": rows})
+    else:
+        for r in rows:
+            print(f"{r['input']}: {r['class']} ({r['probability']:.3f})")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import array_api_compat
+
+    import portacnn as pc
+
+    from .backend import KNOWN_BACKENDS, unusable_reason
+
+    backends = {}
+    for name in KNOWN_BACKENDS:
+        reason = unusable_reason(name)
+        entry = {"available": reason is None}
+        if reason:
+            entry["reason"] = reason
+        else:
+            be = pc.get_backend(name)
+            entry["device"] = str(be.device)
+            if name == "cupy":
+                import cupy
+
+                props = cupy.cuda.runtime.getDeviceProperties(be.device.id)
+                entry["device_name"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        backends[name] = entry
+    info = {"portacnn": pc.__version__, "python": sys.version.split()[0], "numpy": np.__version__,
+            "array_api_compat": array_api_compat.__version__, "backends": backends,
+            "default_backend": os.environ.get("PORTACNN_BACKEND") or "numpy"}
+    if args.json:
+        _emit_json(info)
+        return 0
+    print(f"portacnn {info['portacnn']} (python {info['python']}, numpy {info['numpy']}, "
+          f"array-api-compat {info['array_api_compat']})")
+    print(f"default backend: {info['default_backend']}")
+    for name, e in backends.items():
+        where = e.get("device_name") or e.get("device")
+        print(f"  {name:17s} " + (f"available on {where}" if e["available"] else f"unavailable: {e['reason']}"))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}
+
+
+def main(argv=None) -> int:
+    from .backend import BackendUnavailableError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"portacnn: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, BackendUnavailableError, OSError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, OSError) and e.filename and e.strerror:
+            message = f"{e.filename}: {e.strerror}"
+        print(f"portacnn: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("portacnn: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

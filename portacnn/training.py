@@ -1,0 +1,312 @@
+"""Training, evaluation and prediction loops for :class:`~portacnn.Sequential`.
+
+Determinism: epoch ``e`` visits the samples in ``numpy.random.default_rng([seed, e]).permutation(N)``,
+drawn on the host, and dropout draws from the model's own generator. The trainer's position (epoch,
+step within the epoch, running sums, generator state, history) is plain JSON saved in checkpoints, so a
+run resumed from any checkpoint finishes with exactly the weights of an uninterrupted run.
+
+Host syncs: the loss and the number of correct predictions accumulate on the device; they are read back
+(one transfer of two numbers) only every ``log_every`` steps and at the end of an epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import to_host
+from .losses import softmax_cross_entropy
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the weights in memory are no longer usable."""
+
+
+@dataclass
+class History:
+    """Per-epoch metrics, like Keras' ``History``: ``history["loss"][e]`` is epoch e's mean training loss."""
+
+    history: dict = field(default_factory=lambda: {"loss": [], "accuracy": []})
+    epoch_times: list = field(default_factory=list)
+    interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        return {"history": self.history, "epoch_times": self.epoch_times, "interrupted": self.interrupted}
+
+
+# -- argument checks ----------------------------------------------------------------------------------
+def _num_classes(model) -> int | None:
+    for layer in reversed(model.layers):
+        if hasattr(layer, "out_features"):
+            return layer.out_features
+    return None
+
+
+def check_inputs(model, x, what="x"):
+    """Validate a batch of images for ``model``: rank 4, channel count, float values that are finite."""
+    shape = tuple(x.shape)
+    channels = model.input_channels()
+    if len(shape) != 4 or (channels is not None and shape[1] != channels):
+        hint = " (scale uint8 (N, H, W) images with portacnn.data.preprocess)" if len(shape) == 3 else ""
+        raise ValueError(f"{what} must have shape (N, {channels or 'C'}, H, W); got {shape}{hint}")
+    if shape[0] == 0:
+        raise ValueError(f"{what} is empty (0 samples)")
+    host = isinstance(x, np.ndarray)
+    if host and x.dtype.kind not in "f":
+        raise ValueError(f"{what} has dtype {x.dtype}; expected float images in [0, 1] (use portacnn.data.preprocess)")
+    if host:
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    else:
+        xp = model.backend.xp
+        bad = int(xp.sum(xp.astype(~xp.isfinite(x), xp.int64)))
+    if bad:
+        raise ValueError(f"{what} holds {bad} NaN or infinite values; clean the input first")
+
+
+def check_labels(model, y, n, what="y") -> np.ndarray:
+    """Labels as a host int64 array of length ``n`` with every value a valid class id."""
+    y = to_host(y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"{what} must have shape ({n},) to match the images; got {tuple(y.shape)}")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{what} must hold integer class ids; got dtype {y.dtype}")
+    classes = _num_classes(model)
+    if n and (y.min() < 0 or (classes is not None and y.max() >= classes)):
+        raise ValueError(f"{what} must lie in 0..{(classes or 0) - 1}; got values from {y.min()} to {y.max()}")
+    return y.astype(np.int64, copy=False)
+
+
+def _positive_int(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+# -- the loops ----------------------------------------------------------------------------------------
+def _batches(n, batch_size):
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def _take(x, idx, backend, dtype):
+    """Rows ``idx`` (host int array or slice) of ``x`` (host or device) as a device batch."""
+    if isinstance(x, np.ndarray):
+        return backend.asarray(x[idx], dtype=dtype)
+    xp = backend.xp
+    if isinstance(idx, slice):
+        return backend.asarray(x[idx, ...], dtype=dtype)
+    return backend.asarray(xp.take(x, backend.asarray(idx), axis=0), dtype=dtype)
+
+
+class _Interrupt:
+    """Turns Ctrl-C during training into a flag checked between steps (main thread only)."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.hit:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _progress_bar(total, epoch, epochs, enabled):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="img", leave=True, dynamic_ncols=True)
+
+
+def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
+        progress=True, log_every=20, resume=None, checkpoint_path=None, checkpoint_every=1,
+        checkpoint_extra=None, on_epoch_end=None) -> History:
+    """Train ``model`` on images ``x`` (N, C, H, W floats, host or device) and labels ``y`` (N,).
+
+    ``optimizer`` defaults to Adam(lr=1e-3). ``resume`` is a model loaded with :func:`portacnn.load` (or its
+    ``.checkpoint`` dict): training continues from the saved position with the saved optimizer state.
+    ``checkpoint_path`` writes a resumable checkpoint every ``checkpoint_every`` epochs, at the end and on
+    Ctrl-C (which then stops training after the current step and marks the history ``interrupted``);
+    ``checkpoint_extra`` is a JSON-able dict stored with it.
+    A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
+    """
+    from .checkpoint import optimizer_from_checkpoint, save
+    from .optim import Adam
+
+    epochs = _positive_int(epochs, "epochs")
+    batch_size = _positive_int(batch_size, "batch_size")
+    log_every = _positive_int(log_every, "log_every")
+    if checkpoint_every is not None:
+        checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
+    check_inputs(model, x)
+    n = int(x.shape[0])
+    y_host = check_labels(model, y, n)
+    if validation_data is not None:
+        x_val, y_val = validation_data
+        check_inputs(model, x_val, "validation images")
+        y_val = check_labels(model, y_val, int(x_val.shape[0]), "validation labels")
+
+    backend, xp, dtype = model.backend, model.backend.xp, model.dtype
+    state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seed": seed, "batch_size": batch_size}
+    history = History()
+    if validation_data is not None:
+        history.history.update(val_loss=[], val_accuracy=[])
+    if resume is not None:
+        info = resume if isinstance(resume, dict) else getattr(resume, "checkpoint", None)
+        saved = (info or {}).get("train_state")
+        if not saved:
+            raise ValueError("resume: the checkpoint holds no training state (it was saved without a trainer)")
+        if resume is not model and not isinstance(resume, dict):
+            model.load_state_dict(resume.state_dict())
+        if saved["batch_size"] != batch_size or saved["seed"] != seed:
+            raise ValueError(f"resume: the checkpoint was trained with batch_size={saved['batch_size']}, seed={saved['seed']}; "
+                             "use the same values to continue the run")
+        state.update({k: saved[k] for k in ("epoch", "step", "loss_sum", "correct", "seen")})
+        history.history = {k: list(v) for k, v in saved["history"].items()}
+        history.epoch_times = list(saved.get("epoch_times", []))
+        model.rng.bit_generator.state = saved["rng"]
+        if optimizer is None:
+            optimizer = optimizer_from_checkpoint(model, info)
+    if optimizer is None:
+        optimizer = Adam(model.parameters(), lr=1e-3)
+
+    def snapshot():
+        return {**state, "rng": model.rng.bit_generator.state, "history": history.history,
+                "epoch_times": history.epoch_times}
+
+    def write_checkpoint():
+        if checkpoint_path is not None:
+            save(model, checkpoint_path, optimizer=optimizer, train_state=snapshot(), extra=checkpoint_extra)
+
+    show = progress and sys.stderr.isatty()
+    with _Interrupt() as interrupt:
+        while state["epoch"] < epochs:
+            epoch = state["epoch"]
+            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+            spans = _batches(n, batch_size)
+            bar = _progress_bar(n, epoch, epochs, show)
+            if bar is not None:
+                bar.update(state["seen"])
+            start_time = time.perf_counter()
+            # device-side running sums, seeded from the host values (non-zero after a resume)
+            loss_sum = xp.asarray(state["loss_sum"], dtype=backend.dtype(dtype), device=backend.device)
+            correct = xp.asarray(state["correct"], dtype=xp.int64, device=backend.device)
+            last_logged = state["step"]
+            while state["step"] < len(spans):
+                lo, hi = spans[state["step"]]
+                idx = order[lo:hi]
+                xb = _take(x, idx, backend, dtype)
+                yb = backend.asarray(y_host[idx])
+                logits = model.forward(xb, training=True)
+                loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
+                model.backward(dlogits)
+                optimizer.step()
+                optimizer.zero_grad()
+                loss_sum = loss_sum + loss * (hi - lo)
+                correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
+                state["step"] += 1
+                state["seen"] += hi - lo
+                end_of_epoch = state["step"] == len(spans)
+                if end_of_epoch or state["step"] - last_logged >= log_every or interrupt.hit:
+                    sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
+                    state["loss_sum"], state["correct"] = float(sums[0]), int(sums[1])
+                    if not math.isfinite(state["loss_sum"]):
+                        if bar is not None:
+                            bar.close()
+                        raise TrainingDiverged(
+                            f"training diverged: the loss became {state['loss_sum']} in epoch {epoch + 1} "
+                            f"(step {state['step']}); lower the learning rate"
+                            + (f"; the last good checkpoint is {checkpoint_path}" if checkpoint_path else "")
+                        )
+                    if bar is not None:
+                        bar.update(state["seen"] - bar.n)
+                        bar.set_postfix(loss=f"{state['loss_sum'] / state['seen']:.4f}",
+                                        acc=f"{state['correct'] / state['seen']:.4f}", refresh=False)
+                    last_logged = state["step"]
+                if interrupt.hit:
+                    break
+            if interrupt.hit and state["step"] < len(spans):
+                if bar is not None:
+                    bar.close()
+                history.interrupted = True
+                write_checkpoint()
+                return history
+            history.history["loss"].append(state["loss_sum"] / state["seen"])
+            history.history["accuracy"].append(state["correct"] / state["seen"])
+            if validation_data is not None:
+                val = evaluate(model, x_val, y_val, batch_size=max(batch_size, 1000))
+                history.history["val_loss"].append(val["loss"])
+                history.history["val_accuracy"].append(val["accuracy"])
+            history.epoch_times.append(time.perf_counter() - start_time)
+            if bar is not None:
+                bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.history.items()}, refresh=True)
+                bar.close()
+            state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0)
+            if checkpoint_every is not None and (state["epoch"] % checkpoint_every == 0 or state["epoch"] == epochs):
+                write_checkpoint()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, {k: v[-1] for k, v in history.history.items()})
+            if interrupt.hit:
+                history.interrupted = state["epoch"] < epochs
+                if history.interrupted:
+                    write_checkpoint()
+                break
+    model.optimizer = optimizer
+    return history
+
+
+def _forward_batches(model, x, batch_size):
+    """Yield (start, stop, logits) over ``x`` in chunks, so memory depends on the batch, not on N."""
+    batch_size = _positive_int(batch_size, "batch_size")
+    check_inputs(model, x)
+    for lo, hi in _batches(int(x.shape[0]), batch_size):
+        yield lo, hi, model.forward(_take(x, slice(lo, hi), model.backend, model.dtype), training=False)
+
+
+def evaluate(model, x, y, batch_size=1000) -> dict:
+    """Mean loss and accuracy over ``x``, ``y`` (one host sync at the end)."""
+    xp, backend = model.backend.xp, model.backend
+    y_host = check_labels(model, y, int(x.shape[0]))
+    loss_sum = xp.asarray(0.0, dtype=xp.float64 if model.dtype == "float64" else xp.float32, device=backend.device)
+    correct = xp.asarray(0, dtype=xp.int64, device=backend.device)
+    for lo, hi, logits in _forward_batches(model, x, batch_size):
+        yb = backend.asarray(y_host[lo:hi])
+        loss, _ = softmax_cross_entropy(logits, yb, check=False)
+        loss_sum = loss_sum + loss * (hi - lo)
+        correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
+    sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
+    n = int(x.shape[0])
+    return {"loss": float(sums[0]) / n, "accuracy": float(sums[1]) / n, "n": n}
+
+
+def predict_proba(model, x, batch_size=1000) -> np.ndarray:
+    """Class probabilities (N, classes) as a host NumPy array of the model's dtype."""
+    xp = model.backend.xp
+    out = []
+    for _, _, logits in _forward_batches(model, x, batch_size):
+        shifted = logits - xp.max(logits, axis=1, keepdims=True)
+        e = xp.exp(shifted)
+        out.append(model.backend.to_numpy(e / xp.sum(e, axis=1, keepdims=True)))
+    return np.concatenate(out, axis=0)
+
+
+def predict(model, x, batch_size=1000) -> np.ndarray:
+    """Predicted class ids (N,) as a host int64 NumPy array."""
+    xp = model.backend.xp
+    out = [model.backend.to_numpy(xp.argmax(logits, axis=1)) for _, _, logits in _forward_batches(model, x, batch_size)]
+    return np.concatenate(out).astype(np.int64, copy=False)
