@@ -4,9 +4,9 @@ The same layers train and run on NumPy (CPU), CuPy (CUDA), PyTorch tensors or ``
 chosen per model with ``backend=``.
 """
 
-from . import layers, losses, models, optim
-from .checkpoint import CheckpointError, load
+from . import data, layers, losses, models, optim
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
+from .checkpoint import CheckpointError, load
 from .layers import Parameter
 from .model import Sequential
 
@@ -14,5 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend", "BackendUnavailableError", "CheckpointError", "load", "Parameter", "Sequential", "available_backends", "get_backend",
-    "layers", "losses", "models", "optim", "__version__",
+    "data", "layers", "losses", "models", "optim", "__version__",
 ]  # fmt: skip
