@@ -143,8 +143,11 @@ class Backend:
         return self.xp.asarray(x, device=self.device)
 
     def to_numpy(self, x) -> np.ndarray:
-        """A NumPy array on the host holding ``x`` (a copy for device arrays; may share memory on CPU)."""
-        return _SPECS[self.name].to_numpy(x)
+        """A NumPy array on the host holding ``x`` (a copy for device arrays; may share memory on CPU).
+
+        Accepts arrays of any backend (and anything NumPy accepts), not only this one's.
+        """
+        return to_host(x)
 
     def synchronize(self) -> None:
         """Wait until queued device work has finished (a no-op on CPU backends)."""

@@ -1,0 +1,296 @@
+"""Tests for portacnn.plots: PNGs are written, the NumPy helpers are right, bad input is refused."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import portacnn.plots as plots  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    assert path.exists(), path
+    data = path.read_bytes()
+    assert len(data) > len(PNG_SIGNATURE)
+    assert data[:8] == PNG_SIGNATURE
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        w, h = im.size
+        assert w > 0 and h > 0
+    # no temp files left behind by the atomic write
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def no_figure_leaks():
+    """plots never goes through pyplot, so pyplot's figure registry must stay empty."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    yield
+    assert plt.get_fignums() == before == []
+
+
+def make_proba(rng, n, c=10):
+    logits = rng.normal(size=(n, c))
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# PNG output
+# ------------------------------------------------------------------------------------------------
+
+
+def test_plots_available():
+    assert plots.plots_available() is True
+
+
+def test_sample_grid_uint8(tmp_path, rng):
+    images = rng.integers(0, 256, size=(50, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=50)
+    out = plots.sample_grid(images, labels, tmp_path / "samples.png")
+    assert out == tmp_path / "samples.png"
+    assert_png(out)
+
+
+def test_sample_grid_nchw_float_fewer_than_n(tmp_path, rng):
+    images = rng.random((7, 1, 28, 28)).astype(np.float32)
+    labels = np.arange(7)
+    out = plots.sample_grid(images, labels, tmp_path / "sub" / "s.png", n=40, cols=10, title="seven")
+    assert_png(out)
+
+
+def test_training_curves_with_and_without_validation(tmp_path):
+    hist = {"loss": [1.0, 0.6, 0.4], "accuracy": [0.6, 0.8, 0.9],
+            "val_loss": [0.9, 0.7, 0.5], "val_accuracy": [0.7, 0.8, 0.85]}  # fmt: skip
+    assert_png(plots.training_curves(hist, tmp_path / "curves.png"))
+    assert_png(plots.training_curves({"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}, tmp_path / "c2.png"))
+    assert_png(plots.training_curves({"loss": np.array([1.0])}, tmp_path / "c3.png"))
+
+
+def test_training_curves_accepts_history_object(tmp_path):
+    class History:
+        history = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}
+
+    assert_png(plots.training_curves(History(), tmp_path / "curves.png"))
+
+
+def test_confusion_matrix_png(tmp_path, rng):
+    y = rng.integers(0, 10, size=200)
+    p = np.where(rng.random(200) < 0.8, y, rng.integers(0, 10, size=200))
+    assert_png(plots.confusion_matrix(y, p, tmp_path / "confusion.png"))
+
+
+def test_conv_filters_png(tmp_path, rng):
+    assert_png(plots.conv_filters(rng.normal(size=(32, 1, 3, 3)), tmp_path / "f1.png"))
+    assert_png(plots.conv_filters(rng.normal(size=(4, 3, 5, 5)).astype(np.float32), tmp_path / "f3.png"))
+    assert_png(plots.conv_filters(np.zeros((2, 1, 3, 3)), tmp_path / "zeros.png"))
+
+
+def test_worst_mistakes_png(tmp_path, rng):
+    images = rng.integers(0, 256, size=(100, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, size=100)
+    proba = make_proba(rng, 100)
+    assert_png(plots.worst_mistakes(images, y, proba, tmp_path / "mistakes.png", n=16))
+
+
+def test_worst_mistakes_none(tmp_path, rng):
+    proba = make_proba(rng, 5)
+    y = proba.argmax(1)  # every prediction right
+    images = rng.random((5, 1, 28, 28))
+    assert_png(plots.worst_mistakes(images, y, proba, tmp_path / "none.png"))
+
+
+def test_png_replaces_existing_file(tmp_path, rng):
+    target = tmp_path / "c.png"
+    target.write_bytes(b"old contents")
+    plots.confusion_matrix([0, 1], [0, 1], target, num_classes=2)
+    assert_png(target)
+
+
+def test_save_all(tmp_path, rng):
+    n = 60
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, size=n)
+    proba = make_proba(rng, n)
+    hist = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.7], "val_loss": [0.9, 0.6], "val_accuracy": [0.6, 0.7]}
+    paths = plots.save_all(tmp_path / "plots", history=hist, model_weight=rng.normal(size=(8, 1, 3, 3)),
+                           images=images, y_true=y, proba=proba,
+                           sample_images=images[:20], sample_labels=y[:20])  # fmt: skip
+    names = sorted(p.name for p in paths)
+    assert names == ["confusion.png", "curves.png", "filters.png", "mistakes.png", "samples.png"]
+    for p in paths:
+        assert p.parent == tmp_path / "plots"
+        assert_png(p)
+
+
+def test_save_all_partial(tmp_path, rng):
+    assert plots.save_all(tmp_path) == []
+    paths = plots.save_all(tmp_path, history={"loss": [1.0, 0.5]})
+    assert [p.name for p in paths] == ["curves.png"]
+    with pytest.raises(ValueError, match="sample_labels"):
+        plots.save_all(tmp_path, sample_images=np.zeros((2, 28, 28), np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------
+# NumPy helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def test_confusion_counts_known_example():
+    y_true = [0, 0, 1, 1, 2, 2, 2]
+    y_pred = [0, 1, 1, 1, 0, 1, 1]  # class 2 never predicted
+    got = plots.confusion_counts(y_true, y_pred, 3)
+    expected = np.array([[1, 1, 0], [0, 2, 0], [1, 2, 0]])
+    assert got.dtype == np.int64
+    assert got.shape == (3, 3)
+    np.testing.assert_array_equal(got, expected)
+    assert got[:, 2].sum() == 0
+    assert got.sum() == len(y_true)
+
+
+def test_confusion_counts_empty_and_unseen_classes():
+    got = plots.confusion_counts(np.array([], dtype=np.int64), np.array([], dtype=np.int64), 4)
+    np.testing.assert_array_equal(got, np.zeros((4, 4), np.int64))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_confusion_counts_matches_naive_loop(seed):
+    r = np.random.default_rng(seed)
+    c = int(r.integers(2, 12))
+    n = int(r.integers(1, 500))
+    y_true = r.integers(0, c, size=n)
+    y_pred = r.integers(0, c, size=n)
+    oracle = np.zeros((c, c), dtype=np.int64)
+    for t in range(c):
+        for p in range(c):
+            oracle[t, p] = sum(1 for a, b in zip(y_true, y_pred) if a == t and b == p)
+    np.testing.assert_array_equal(plots.confusion_counts(y_true, y_pred, c), oracle)
+
+
+def test_worst_mistake_indices_constructed():
+    y_true = np.array([0, 1, 2, 0, 1, 2])
+    proba = np.array([
+        [0.90, 0.05, 0.05],  # 0: correct
+        [0.60, 0.30, 0.10],  # 1: wrong, 0.60
+        [0.05, 0.94, 0.01],  # 2: wrong, 0.94  <- worst
+        [0.10, 0.80, 0.10],  # 3: wrong, 0.80
+        [0.20, 0.70, 0.10],  # 4: correct
+        [0.45, 0.50, 0.05],  # 5: wrong, 0.50
+    ])  # fmt: skip
+    np.testing.assert_array_equal(plots.worst_mistake_indices(y_true, proba, 2), [2, 3])
+    np.testing.assert_array_equal(plots.worst_mistake_indices(y_true, proba, 4), [2, 3, 1, 5])
+    # fewer mistakes than asked for: all of them, in order
+    got = plots.worst_mistake_indices(y_true, proba, 16)
+    np.testing.assert_array_equal(got, [2, 3, 1, 5])
+    assert got.dtype == np.int64
+    assert plots.worst_mistake_indices(y_true, proba, 0).size == 0
+
+
+def test_worst_mistake_indices_no_mistakes(rng):
+    proba = make_proba(rng, 20)
+    assert plots.worst_mistake_indices(proba.argmax(1), proba, 5).size == 0
+
+
+def test_worst_mistake_indices_random_matches_sort(rng):
+    proba = make_proba(rng, 300)
+    y = rng.integers(0, 10, size=300)
+    got = plots.worst_mistake_indices(y, proba, 10)
+    pred = proba.argmax(1)
+    wrong = [i for i in range(300) if pred[i] != y[i]]
+    expected = sorted(wrong, key=lambda i: -proba[i, pred[i]])[:10]
+    np.testing.assert_array_equal(got, expected)
+
+
+# ------------------------------------------------------------------------------------------------
+# validation
+# ------------------------------------------------------------------------------------------------
+
+
+def test_value_errors(tmp_path):
+    img = np.zeros((4, 28, 28), np.uint8)
+    with pytest.raises(ValueError, match="labels"):
+        plots.sample_grid(img, [0, 1, 2], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="images"):
+        plots.sample_grid(np.zeros((4, 28)), [0, 1, 2, 3], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="images"):
+        plots.sample_grid(np.zeros((4, 3, 28, 28)), [0, 1, 2, 3], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="labels"):
+        plots.sample_grid(img, np.zeros((4, 1)), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="y_pred"):
+        plots.confusion_counts([0, 1], [0, 1, 1], 2)
+    with pytest.raises(ValueError, match="y_true"):
+        plots.confusion_counts(np.zeros((2, 2), int), [0, 1], 2)
+    with pytest.raises(ValueError, match="y_pred"):
+        plots.confusion_counts([0, 1], [0, 5], 2)
+    with pytest.raises(ValueError, match="y_true"):
+        plots.confusion_matrix([0, 1.5], [0, 1], tmp_path / "x.png", num_classes=2)
+    with pytest.raises(ValueError, match="weight"):
+        plots.conv_filters(np.zeros((3, 3, 3)), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="proba"):
+        plots.worst_mistake_indices([0, 1], np.zeros(2), 3)
+    with pytest.raises(ValueError, match="proba"):
+        plots.worst_mistake_indices([0, 1, 0], np.full((2, 3), 1 / 3), 3)
+    with pytest.raises(ValueError, match="images"):
+        plots.worst_mistakes(img, [0, 1, 0], np.full((3, 10), 0.1), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="val_loss"):
+        plots.training_curves({"loss": [1.0, 0.5], "val_loss": [0.9]}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="history"):
+        plots.training_curves({}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="history"):
+        plots.training_curves({"loss": [[1.0, 2.0]]}, tmp_path / "x.png")
+    assert not list(tmp_path.iterdir())  # nothing written for bad input
+
+
+# ------------------------------------------------------------------------------------------------
+# matplotlib missing
+# ------------------------------------------------------------------------------------------------
+
+
+def test_plot_unavailable_when_matplotlib_missing(monkeypatch, tmp_path):
+    for name in list(sys.modules):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+
+    # importing the module must not need matplotlib: load a fresh private copy (leaves the real one alone)
+    spec = importlib.util.spec_from_file_location("portacnn._plots_without_mpl", plots.__file__)
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    assert copy.plots_available() is False
+
+    assert plots.plots_available() is False
+    with pytest.raises(plots.PlotUnavailable) as excinfo:
+        plots.confusion_matrix([0, 1], [0, 1], tmp_path / "c.png", num_classes=2)
+    assert isinstance(excinfo.value, ImportError)
+    assert str(excinfo.value) == "matplotlib is not installed; pip install 'portacnn[plot]' to get plots"
+    with pytest.raises(plots.PlotUnavailable, match="portacnn\\[plot\\]"):
+        plots.save_all(tmp_path, history={"loss": [1.0]})
+    with pytest.raises(copy.PlotUnavailable):
+        copy.sample_grid(np.zeros((1, 28, 28), np.uint8), [3], tmp_path / "s.png")
+    # the pure-NumPy helpers keep working
+    np.testing.assert_array_equal(plots.confusion_counts([0, 1], [1, 1], 2), [[0, 1], [0, 1]])
+    assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    assert plots.plots_available() is True
