@@ -8,11 +8,14 @@ the last line of stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
+import struct
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (default: seed_cnn on the embedded Kannada-MNIST)")
     t.add_argument("--model", choices=sorted(MODELS), default="seed", help="network (default: seed)")
     t.add_argument("--data", help="folder of IDX files, a CSV or an .npz (default: the embedded Kannada-MNIST)")
-    t.add_argument("--protocol", choices=["full", "tutorial"], default="full",
+    t.add_argument("--protocol", choices=["full", "tutorial"], default=None,
                    help="full: all training images; tutorial: 600/100 per class drawn from the training set")
     t.add_argument("--epochs", type=_positive(int), help="epochs (default: 10 seed, 15 lenet5, 12 kannada)")
     t.add_argument("--batch-size", type=_positive(int), default=128)
@@ -81,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="output folder (default: runs/<timestamp>)")
     t.add_argument("--checkpoint-every", type=_positive(int), default=1, metavar="N",
                    help="write a resumable checkpoint every N epochs (default 1)")
-    t.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT (data, --limit, --epochs and --out default to "
+                        "that run's; --lr overrides its learning rate)")
     t.add_argument("--limit", type=_positive(int), help="use only the first N training images (quick runs)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--no-plots", action="store_true", help="do not draw the PNG figures")
@@ -136,23 +140,111 @@ def _prepare_out(path: str | None) -> Path:
     return out
 
 
-def _load_split(path: str | None, split: str):
-    """(images uint8, labels) for ``split`` of the embedded data set or of ``path``."""
+def _mapped_idx(images_path, labels_path=None):
+    """(images, labels) with the images of a plain (not gzipped) IDX file read lazily, or None.
+
+    Nothing is read into memory but the labels: the commands below read and scale a huge images file one
+    chunk at a time. Only a file that is entirely well formed
+    takes this path; anything else returns None so that :mod:`portacnn.data` reads it and reports the
+    problem with its usual one-line message.
+    """
+    try:
+        size = os.path.getsize(images_path)
+        with open(images_path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if len(head) < 16 or head[:4] != b"\x00\x00\x08\x03":
+        return None
+    n, h, w = struct.unpack(">3I", head[4:])
+    if 0 in (n, h, w) or size != 16 + n * h * w:
+        return None
+    labels = None
+    if labels_path is not None:
+        try:
+            raw = Path(labels_path).read_bytes()
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error):
+            return None
+        if len(raw) != 8 + n or raw[:4] != b"\x00\x00\x08\x01" or int.from_bytes(raw[4:8], "big") != n:
+            return None
+        labels = np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
+        if labels.max() >= 10:
+            return None
+    return _IdxImages(images_path, n, h, w), labels
+
+
+class _IdxImages:
+    """The uint8 images of a plain IDX file, read from disk only when sliced.
+
+    ``images[lo:hi]`` reads just those rows (so the memory the commands need does not grow with the file,
+    unlike a memory map whose touched pages all count as resident); anything else (``np.asarray``, fancy
+    indexing) reads the whole file.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, path, n, h, w):
+        self.path, self.shape = Path(path), (n, h, w)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        n, h, w = self.shape
+        if isinstance(key, slice) and key.indices(n)[2] == 1:
+            lo, hi, _ = key.indices(n)
+            count = max(0, hi - lo)
+            with open(self.path, "rb") as f:
+                f.seek(16 + lo * h * w)
+                buf = f.read(count * h * w)
+            if len(buf) != count * h * w:
+                raise UsageError(f"{self.path}: the file changed while it was being read")
+            return np.frombuffer(buf, dtype=np.uint8).reshape(count, h, w)
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None):
+        whole = np.array(self[:], copy=True)
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def _read_pair(images_path, labels_path):
+    from . import data
+
+    mapped = _mapped_idx(images_path, labels_path)
+    return mapped if mapped is not None else data.load_idx(images_path, labels_path)
+
+
+def _load_split(path: str | None, split: str, any_pair: bool = True):
+    """(images uint8 (N, H, W), labels or None, exact) for ``split`` of the embedded data set or of ``path``.
+
+    ``path`` is a folder of IDX files or a single CSV/.npz/IDX-images file. ``exact`` is True when the data
+    really are that split (the embedded set, or a folder with files named for the split); a folder holding
+    one images/labels pair of any prefix, or a single file, gives the same data for both splits (exact
+    False). With ``any_pair=False`` such a fallback returns None instead.
+    """
     from . import data
 
     if path is None:
-        return data.load_kannada_mnist(split)
+        x, y = data.load_kannada_mnist(split)
+        return x, y, True
     p = Path(path)
     if not p.exists():
         raise UsageError(f"{path}: no such file or folder")
     if p.is_dir():
         try:
-            return data.load_kannada_mnist(split, root=p)
-        except ValueError:
-            if split == "test":  # a folder holding just one images/labels pair of any prefix
-                return data.load_folder_pair(p)
-            raise
-    return data.load_kannada_mnist(split, root=p)
+            return (*_read_pair(*data.find_idx_pair(p, split)), True)
+        except data.DataError:
+            if not any_pair:
+                return None
+        return (*_read_pair(*data.find_idx_pair(p)), False)
+    if not any_pair:
+        return None
+    mapped = _mapped_idx(p)
+    x, y = mapped if mapped is not None else data.load_any(p)
+    return x, y, False
 
 
 def _train_test(args):
@@ -163,32 +255,64 @@ def _train_test(args):
         (xtr, ytr), (xho, yho) = data.tutorial_split(seed=args.seed, root=args.data)
         extra = {"heldout": (data.preprocess(xho), yho)}
         note = "tutorial protocol: 600 train / 100 held-out images per class from the training set"
+        test = _load_split(args.data, "test", any_pair=False)
     else:
-        xtr, ytr = _load_split(args.data, "train")
+        xtr, ytr, exact = _load_split(args.data, "train")
+        if ytr is None:
+            raise UsageError(f"{args.data}: holds no labels, so it cannot be used for training")
         extra, note = {}, "full training set"
-    try:
-        xte, yte = _load_split(args.data, "test")
-    except (ValueError, FileNotFoundError) as e:
-        if args.data is None:
-            raise
-        # a single CSV/npz without a test split: hold out a seeded 10 % of it
+        test = _load_split(args.data, "test", any_pair=False) if exact else None
+    if test is not None:
+        xte, yte, _ = test
+        if yte is None:
+            raise UsageError(f"{args.data}: the test split holds no labels")
+    else:
+        # a single CSV/npz or one images/labels pair: hold out a seeded 10 % of it as the test set
         rng = np.random.default_rng([args.seed, 1])
         order = rng.permutation(len(ytr))
         cut = max(1, len(ytr) // 10)
         xte, yte, xtr, ytr = xtr[order[:cut]], ytr[order[:cut]], xtr[order[cut:]], ytr[order[cut:]]
-        note += f"; no test split in {args.data} ({e}), so 10 % of it is held out as the test set"
+        note += f"; {args.data} has no separate test split, so 10 % of it is held out as the test set"
     if args.limit:
         xtr, ytr = xtr[: args.limit], ytr[: args.limit]
+    if len(ytr) == 0:
+        raise UsageError(f"{args.data}: no training images left after holding out the test set")
     return (data.preprocess(xtr), ytr), (data.preprocess(xte), yte), extra, note
 
 
+def _check_fits(model, images, source, model_path):
+    """One image through the model first, so a size or channel mismatch is one clear line, not a traceback."""
+    from . import data
+
+    try:
+        model.forward(data.preprocess(np.asarray(images[:1])))
+    except (ValueError, RuntimeError, TypeError, IndexError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        shape = "x".join(str(d) for d in images.shape[1:])
+        raise UsageError(f"{source}: its {shape} images do not fit the model in {model_path} ({first})") from None
+
+
+def _chunks(n, batch_size, target=16384):
+    """Spans of whole batches, about ``target`` images each: the unit the CLI scales to float32 at a time."""
+    step = max(batch_size, (target // batch_size) * batch_size)
+    return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+
+
 # -- commands -----------------------------------------------------------------------------------------
+def _make_optimizer(model, args):
+    from .optim import SGD, Adam
+
+    if args.optimizer == "sgd":
+        return SGD(model.parameters(), lr=args.lr or 0.05, momentum=args.momentum)
+    return Adam(model.parameters(), lr=args.lr or 1e-3)
+
+
 def cmd_train(args) -> int:
     import portacnn as pc
 
+    from . import checkpoint as ck
     from .checkpoint import optimizer_from_checkpoint
     from .models import MODELS
-    from .optim import SGD, Adam
     from .training import TrainingDiverged
 
     if args.resume:
@@ -196,38 +320,44 @@ def cmd_train(args) -> int:
         state = (model.checkpoint or {}).get("train_state")
         if not state:
             raise UsageError(f"{args.resume}: this checkpoint holds no training state to resume from")
+        saved = model.checkpoint.get("extra") or {}
+        # the run continues as it was started: same seed, batches, data and length unless told otherwise
         args.seed, args.batch_size = state["seed"], state["batch_size"]
+        for key in ("data", "limit", "protocol", "epochs"):
+            if getattr(args, key) is None and saved.get(key) is not None:
+                setattr(args, key, saved[key])
+        if args.out is None:
+            args.out = str(Path(args.resume).parent)
         optimizer = optimizer_from_checkpoint(model)
-        model_name = (model.checkpoint.get("extra") or {}).get("model", "custom")
+        if optimizer is not None and args.lr is not None:  # an explicit --lr overrides the saved one
+            optimizer.lr = float(args.lr)
+        model_name = saved.get("model", "custom")
     else:
         model = MODELS[args.model](backend=args.backend, dtype=args.dtype, seed=args.seed)
         optimizer = None
         model_name = args.model
+    args.protocol = args.protocol or "full"
     epochs = args.epochs or DEFAULT_EPOCHS.get(model_name, 10)
-    out = _prepare_out(args.out)
-    (xtr, ytr), (xte, yte), extra, note = _train_test(args)
     if optimizer is None:
-        if args.optimizer == "adam":
-            optimizer = Adam(model.parameters(), lr=args.lr or 1e-3)
-        else:
-            optimizer = SGD(model.parameters(), lr=args.lr or 0.05, momentum=args.momentum)
+        optimizer = _make_optimizer(model, args)
+    (xtr, ytr), (xte, yte), extra, note = _train_test(args)
+    _check_fits(model, xtr, args.data or "embedded Kannada-MNIST", args.resume or f"the {model_name} network")
+    out = _prepare_out(args.out)  # only once the inputs are known to be good: nothing half-made otherwise
     ckpt = out / "model.safetensors"
     _say(args, f"portacnn {pc.__version__}: training {model_name} ({model.num_parameters()} parameters) on "
                f"{model.backend.name}, {len(ytr)} images ({note}), {epochs} epochs, batch {args.batch_size}")
-    from . import checkpoint as ck
-
-    def save_meta():  # the model name travels in the checkpoint so --resume and evaluate can report it
-        return {"model": model_name}
-
+    run_info = {"model": model_name, "epochs": epochs, "protocol": args.protocol, "limit": args.limit,
+                "data": None if args.data is None else str(Path(args.data).resolve())}
     try:
-        history = model.fit(
-            xtr, ytr, epochs=epochs, batch_size=args.batch_size, optimizer=optimizer,
-            validation_data=(xte, yte), seed=args.seed, progress=not args.no_progress,
-            resume=model if args.resume else None, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
-            checkpoint_extra=save_meta(),
-            on_epoch_end=None if args.json else lambda e, logs: print(
-                f"epoch {e + 1}/{epochs}: " + "  ".join(f"{k} {v:.4f}" for k, v in logs.items()), flush=True),
-        )
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported below
+            history = model.fit(
+                xtr, ytr, epochs=epochs, batch_size=args.batch_size, optimizer=optimizer,
+                validation_data=(xte, yte), seed=args.seed, progress=not args.no_progress,
+                resume=model if args.resume else None, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
+                checkpoint_extra=run_info,
+                on_epoch_end=None if args.json else lambda e, logs: print(
+                    f"epoch {e + 1}/{epochs}: " + "  ".join(f"{k} {v:.4f}" for k, v in logs.items()), flush=True),
+            )
     except TrainingDiverged as e:
         print(f"portacnn: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -240,7 +370,7 @@ def cmd_train(args) -> int:
     result = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "epochs": epochs, "model": str(ckpt),
               "network": model_name, "backend": model.backend.name, "n_train": int(len(ytr)), "n_test": test["n"],
               "seconds_per_epoch": float(np.mean(history.epoch_times)) if history.epoch_times else None,
-              "out": str(out)}
+              "out": str(out), "history": str(out / "history.json")}
     if "heldout" in extra:
         held = model.evaluate(*extra["heldout"])
         result["heldout_accuracy"] = held["accuracy"]
@@ -280,14 +410,20 @@ def cmd_evaluate(args) -> int:
     from . import data
 
     model = pc.load(args.model, backend=args.backend)
-    x, y = _load_split(args.data, args.split)
+    x, y, _ = _load_split(args.data, args.split)
+    source = args.data or f"embedded Kannada-MNIST {args.split}"
     if y is None:
         raise UsageError(f"{args.data}: holds no labels, so accuracy cannot be computed (use 'portacnn predict')")
-    result = model.evaluate(data.preprocess(x), y, batch_size=args.batch_size)
-    _say(args, f"accuracy {result['accuracy'] * 100:.2f} %  loss {result['loss']:.4f}  on {result['n']} images "
-               f"({args.data or 'embedded Kannada-MNIST ' + args.split})")
+    _check_fits(model, x, source, args.model)
+    loss_sum, correct, n = 0.0, 0, int(x.shape[0])
+    for lo, hi in _chunks(n, args.batch_size):  # float32 copies one chunk at a time: memory does not grow with N
+        r = model.evaluate(data.preprocess(x[lo:hi]), y[lo:hi], batch_size=args.batch_size)
+        loss_sum += r["loss"] * r["n"]
+        correct += round(r["accuracy"] * r["n"])
+    result = {"accuracy": correct / n, "loss": loss_sum / n, "n": n}
+    _say(args, f"accuracy {result['accuracy'] * 100:.2f} %  loss {result['loss']:.4f}  on {n} images ({source})")
     if args.json:
-        _emit_json({"accuracy": result["accuracy"], "loss": result["loss"], "n": result["n"]})
+        _emit_json(result)
     return 0
 
 
@@ -303,28 +439,35 @@ def _read_image(path: Path, invert: bool, size=(28, 28)) -> np.ndarray:
             if im.size != size:
                 im = im.resize(size, Image.Resampling.LANCZOS)
             a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise UsageError(f"{path}: not a readable image ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{path}: not a readable image ({first})") from None
     return 255 - a if invert else a
 
 
 def _inputs(paths, invert):
-    """(names, uint8 images (N, 28, 28)) from image files and IDX/CSV/npz files."""
+    """[(name, uint8 images (N, H, W), one_image)] from image files and IDX/CSV/npz files.
+
+    Consecutive image files are grouped into one array; data files stay as they are (a plain IDX file
+    read lazily), so nothing here grows with the size of a data file but its uint8 images.
+    """
     from . import data
 
-    names, images = [], []
+    groups, pictures, names = [], [], []
     for text in paths:
         p = Path(text)
         if not p.is_file():
             raise UsageError(f"{text}: no such file")
         if p.suffix.lower() in IMAGE_SUFFIXES:
             names.append(text)
-            images.append(_read_image(p, invert)[None])
-        else:
-            x, _ = data.load_any(p)
-            names.extend(f"{text}[{k}]" for k in range(len(x)))
-            images.append(x)
-    return names, np.concatenate(images, axis=0)
+            pictures.append(_read_image(p, invert))
+            continue
+        mapped = _mapped_idx(p)
+        x = mapped[0] if mapped is not None else data.load_any(p)[0]
+        groups.append((text, x, False))
+    if pictures:
+        groups.insert(0, (names, np.stack(pictures), True))
+    return groups
 
 
 def cmd_predict(args) -> int:
@@ -333,15 +476,29 @@ def cmd_predict(args) -> int:
     from . import data
 
     model = pc.load(args.model, backend=args.backend)
-    names, images = _inputs(args.inputs, args.invert)
-    proba = model.predict_proba(data.preprocess(images), batch_size=args.batch_size)
-    classes = proba.argmax(axis=1)
-    rows = [{"input": n, "class": int(c), "probability": float(p[c])} for n, c, p in zip(names, classes, proba)]
+    groups = _inputs(args.inputs, args.invert)
+    for name, images, single in groups:
+        _check_fits(model, images, name[0] if single else name, args.model)
+    out = sys.stdout
+    if args.json:  # streamed, so a million predictions never sit in memory as Python objects
+        out.write('{"predictions": [')
+    first = True
+    for name, images, single in groups:
+        for lo, hi in _chunks(int(images.shape[0]), args.batch_size):
+            proba = model.predict_proba(data.preprocess(images[lo:hi]), batch_size=args.batch_size)
+            classes = proba.argmax(axis=1)
+            for k, c in enumerate(classes):
+                label = name[lo + k] if single else f"{name}[{lo + k}]"
+                p = float(proba[k, c])
+                if args.json:
+                    out.write(("" if first else ", ") + json.dumps({"input": label, "class": int(c), "probability": p},
+                                                                   sort_keys=True))
+                    first = False
+                else:
+                    out.write(f"{label}: {int(c)} ({p:.3f})\n")
     if args.json:
-        _emit_json({"predictions": rows})
-    else:
-        for r in rows:
-            print(f"{r['input']}: {r['class']} ({r['probability']:.3f})")
+        out.write("]}\n")
+    out.flush()
     return 0
 
 

@@ -190,8 +190,16 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 "epoch_times": history.epoch_times}
 
     def write_checkpoint():
-        if checkpoint_path is not None:
-            save(model, checkpoint_path, optimizer=optimizer, train_state=snapshot(), extra=checkpoint_extra)
+        if checkpoint_path is None:
+            return
+        # the last update can overflow the weights even when the loss it followed was finite: never let
+        # such weights replace the last good checkpoint (one host sync per checkpoint)
+        bad = to_host(sum(xp.sum(xp.astype(~xp.isfinite(p.data), xp.int64)) for p in model.parameters()))
+        if int(bad):
+            raise TrainingDiverged(
+                f"training diverged: {int(bad)} weights became NaN or infinite; "
+                f"lower the learning rate; the last good checkpoint is {checkpoint_path}")
+        save(model, checkpoint_path, optimizer=optimizer, train_state=snapshot(), extra=checkpoint_extra)
 
     show = progress and sys.stderr.isatty()
     with _Interrupt() as interrupt:
