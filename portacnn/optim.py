@@ -27,7 +27,8 @@ class Optimizer:
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         self.state: dict[int, dict] = {}  # index in self.params -> named arrays
-        self.steps = 0
+        self.steps = 0  # calls of step()
+        self.param_steps = [0] * len(self.params)  # updates each parameter received (torch counts per parameter)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -36,23 +37,35 @@ class Optimizer:
     def step(self) -> None:
         self.steps += 1
         for i, p in enumerate(self.params):
-            if p.grad is not None:
-                self._update(p, self.state.setdefault(i, {}))
+            if p.grad is not None:  # like torch.optim, a parameter without a gradient is left alone
+                self.param_steps[i] += 1
+                self._update(p, self.state.setdefault(i, {}), self.param_steps[i])
 
-    def _update(self, p, state):
+    def _update(self, p, state, t):
+        """Update ``p`` in place; ``t`` is how many updates ``p`` has now received (1 on the first)."""
         raise NotImplementedError
 
     def hyperparameters(self) -> dict:
         raise NotImplementedError
 
     def state_dict(self, to_numpy) -> dict:
-        """``{"steps": int, "state": {"<i>.<name>": host array}}``; ``to_numpy`` copies arrays to the host."""
+        """``{"steps": [per-parameter update counts], "state": {"<i>.<name>": host array}}``.
+
+        ``to_numpy`` copies arrays to the host.
+        """
         flat = {f"{i}.{k}": to_numpy(v) for i, s in self.state.items() for k, v in s.items()}
-        return {"steps": self.steps, "state": flat}
+        return {"steps": list(self.param_steps), "state": flat}
 
     def load_state_dict(self, d, asarray) -> None:
         """Restore what :meth:`state_dict` saved; ``asarray`` moves host arrays to the parameters' backend."""
-        self.steps = int(d["steps"])
+        steps = d["steps"]
+        if isinstance(steps, (list, tuple)):
+            if len(steps) != len(self.params):
+                raise ValueError(f"optimizer state has step counts for {len(steps)} parameters, not {len(self.params)}")
+            self.param_steps = [int(t) for t in steps]
+        else:  # a single count: every parameter was updated at every step
+            self.param_steps = [int(steps)] * len(self.params)
+        self.steps = max(self.param_steps, default=0)
         self.state = {}
         for key, value in d["state"].items():
             i, name = key.split(".", 1)
@@ -83,7 +96,7 @@ class SGD(Optimizer):
     def hyperparameters(self):
         return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
 
-    def _update(self, p, state):
+    def _update(self, p, state, t):
         g = p.grad
         if self.weight_decay:
             g = g + self.weight_decay * p.data
@@ -117,7 +130,7 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return dict(lr=self.lr, betas=list(self.betas), eps=self.eps, weight_decay=self.weight_decay)
 
-    def _update(self, p, state):
+    def _update(self, p, state, t):
         xp = array_namespace(p.data)
         b1, b2 = self.betas
         g = p.grad
@@ -131,7 +144,6 @@ class Adam(Optimizer):
         m += (1.0 - b1) * g
         v *= b2
         v += (1.0 - b2) * (g * g)
-        t = self.steps
         step_size = self.lr / (1.0 - b1**t)
         denom = xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
         p.data -= step_size * (m / denom)

@@ -1,0 +1,141 @@
+"""Independent, deliberately naive float64 reference implementations used as test oracles.
+
+Nothing here imports portacnn. Loops over output positions keep the math obvious; the sizes used
+in the tests are small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pair(v):
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def out_size(size: int, k: int, s: int, p: int) -> int:
+    """floor((size + 2p - k) / s) + 1, PyTorch's (ceil_mode=False) output length."""
+    return (size + 2 * p - k) // s + 1
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0):
+    """Cross-correlation y[n,o,i,j] = b[o] + sum_{c,u,v} xpad[n,c,i*sh+u,j*sw+v] * w[o,c,u,v]."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    n, c, h, wd = x.shape
+    o, c2, kh, kw = w.shape
+    assert c == c2
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph : ph + h, pw : pw + wd] = x
+    oh, ow = out_size(h, kh, sh, ph), out_size(wd, kw, sw, pw)
+    y = np.zeros((n, o, oh, ow))
+    for ni in range(n):
+        for oi in range(o):
+            for i in range(oh):
+                for j in range(ow):
+                    patch = xp[ni, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
+                    y[ni, oi, i, j] = np.sum(patch * w[oi])
+            if b is not None:
+                y[ni, oi] += float(b[oi])
+    return y
+
+
+def _pool_windows(x, kernel_size, stride=None, padding=0):
+    x = np.asarray(x, dtype=np.float64)
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride if stride is not None else kernel_size)
+    ph, pw = _pair(padding)
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), -np.inf)
+    xp[:, :, ph : ph + h, pw : pw + w] = x
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    return xp, (kh, kw), (sh, sw), (ph, pw), (oh, ow)
+
+
+def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
+    """y[n,c,i,j] = max over the (padded with -inf) window starting at (i*sh, j*sw)."""
+    xp, (kh, kw), (sh, sw), _, (oh, ow) = _pool_windows(x, kernel_size, stride, padding)
+    n, c = xp.shape[:2]
+    y = np.zeros((n, c, oh, ow))
+    for ni in range(n):
+        for ci in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    y[ni, ci, i, j] = np.max(xp[ni, ci, i * sh : i * sh + kh, j * sw : j * sw + kw])
+    return y
+
+
+def maxpool2d_backward(x, grad_out, kernel_size, stride=None, padding=0):
+    """Each window's gradient goes to its FIRST maximum in row-major window order (as PyTorch);
+    overlapping windows accumulate."""
+    xp, (kh, kw), (sh, sw), (ph, pw), (oh, ow) = _pool_windows(x, kernel_size, stride, padding)
+    grad_out = np.asarray(grad_out, dtype=np.float64)
+    n, c = xp.shape[:2]
+    gp = np.zeros_like(xp)
+    for ni in range(n):
+        for ci in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    win = xp[ni, ci, i * sh : i * sh + kh, j * sw : j * sw + kw]
+                    u, v = np.unravel_index(int(np.argmax(win)), win.shape)  # argmax: first maximum
+                    gp[ni, ci, i * sh + u, j * sw + v] += grad_out[ni, ci, i, j]
+    h, w = np.asarray(x).shape[2:]
+    return gp[:, :, ph : ph + h, pw : pw + w]
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean over the batch of -log softmax(logits)[label], and its gradient, in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels)
+    n = z.shape[0]
+    m = z.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.sum(np.exp(z - m), axis=1))
+    loss = float(np.mean(lse - z[np.arange(n), y]))
+    p = np.exp(z - lse[:, None])
+    p[np.arange(n), y] -= 1.0
+    return loss, p / n
+
+
+def numeric_grad(f, x, eps=1e-6):
+    """Central finite differences (float64) of a scalar function ``f`` at array ``x``:
+    g[i] = (f(x + eps e_i) - f(x - eps e_i)) / (2 eps)."""
+    x = np.array(x, dtype=np.float64, copy=True)
+    g = np.zeros_like(x)
+    flat = x.reshape(-1)
+    gflat = g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = float(f(x))
+        flat[i] = old - eps
+        fm = float(f(x))
+        flat[i] = old
+        gflat[i] = (fp - fm) / (2.0 * eps)
+    return g
+
+
+# Reference optimizer steps (torch.optim semantics, dampening=0), float64, one parameter array.
+
+
+def sgd_step(p, g, state, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    g = g + weight_decay * p if weight_decay else g
+    if momentum:
+        buf = state.get("buf")
+        buf = g.copy() if buf is None else momentum * buf + g
+        state["buf"] = buf
+        g = g + momentum * buf if nesterov else buf
+    return p - lr * g
+
+
+def adam_step(p, g, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    b1, b2 = betas
+    g = g + weight_decay * p if weight_decay else g
+    t = state.get("t", 0) + 1
+    m = b1 * state.get("m", np.zeros_like(p)) + (1 - b1) * g
+    v = b2 * state.get("v", np.zeros_like(p)) + (1 - b2) * g * g
+    state.update(t=t, m=m, v=v)
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    return p - lr * m_hat / (np.sqrt(v_hat) + eps)

@@ -1,0 +1,221 @@
+"""Sequential models: state dict layout, loading errors, seeded initialisation, moving between backends."""
+
+import numpy as np
+import pytest
+
+import portacnn as pc
+from conftest import assert_close, assert_on_backend, make_backend, to_numpy
+
+SEED_CNN_SHAPES = {
+    "0.weight": (2, 1, 5, 5), "0.bias": (2,),
+    "4.weight": (60, 288), "4.bias": (60,),
+    "6.weight": (10, 60), "6.bias": (10,),
+}  # fmt: skip
+LENET5_SHAPES = {
+    "0.weight": (6, 1, 5, 5), "0.bias": (6,),
+    "3.weight": (16, 6, 5, 5), "3.bias": (16,),
+    "7.weight": (120, 400), "7.bias": (120,),
+    "9.weight": (84, 120), "9.bias": (84,),
+    "11.weight": (10, 84), "11.bias": (10,),
+}  # fmt: skip
+KANNADA_SHAPES = {
+    "0.weight": (32, 1, 3, 3), "0.bias": (32,),
+    "2.weight": (64, 32, 3, 3), "2.bias": (64,),
+    "7.weight": (128, 9216), "7.bias": (128,),
+    "10.weight": (10, 128), "10.bias": (10,),
+}  # fmt: skip
+
+MODEL_SHAPES = [
+    pytest.param("seed_cnn", SEED_CNN_SHAPES, id="seed_cnn"),
+    pytest.param("lenet5", LENET5_SHAPES, id="lenet5"),
+    pytest.param("kannada_cnn", KANNADA_SHAPES, id="kannada_cnn"),
+]
+
+
+def build(name, backend="numpy", **kw):
+    return getattr(pc.models, name)(backend=backend, **kw)
+
+
+@pytest.mark.parametrize("name,shapes", MODEL_SHAPES)
+def test_state_dict_keys_and_shapes(name, shapes, dtype):
+    model = build(name, dtype=dtype)
+    sd = model.state_dict()
+    assert list(sd) == list(shapes)  # layer order, torch.nn.Sequential indices
+    for key, shape in shapes.items():
+        assert isinstance(sd[key], np.ndarray), key
+        assert sd[key].shape == shape, key
+        assert sd[key].dtype == np.dtype(dtype), key
+    assert [p.name for p in model.parameters()] == list(shapes)
+
+
+@pytest.mark.parametrize("name,shapes", MODEL_SHAPES)
+def test_state_dict_is_a_host_copy(name, shapes):
+    model = build(name)
+    sd = model.state_dict()
+    sd["0.weight"][...] = 123.0
+    assert not np.any(model.state_dict()["0.weight"] == 123.0)
+
+
+@pytest.mark.parametrize("name,shapes", MODEL_SHAPES)
+def test_forward_output_shape(backend, name, shapes):
+    model = build(name, backend=backend)
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    out = model.forward(x, training=False)
+    assert_on_backend(backend, out, "float32", shape=(2, 10))
+
+
+def test_default_dtype_is_float32():
+    model = pc.models.seed_cnn(backend="numpy")
+    assert all(v.dtype == np.float32 for v in model.state_dict().values())
+
+
+def test_load_state_dict_round_trip(backend, rng):
+    model = pc.models.seed_cnn(backend=backend, seed=0)
+    new = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in model.state_dict().items()}
+    model.load_state_dict(new)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, new[k])
+    for p in model.parameters():
+        assert_on_backend(backend, p.data, "float32")
+
+
+def test_load_state_dict_from_another_backend_model(backend):
+    src = pc.models.seed_cnn(backend="numpy", seed=5)
+    dst = pc.models.seed_cnn(backend=backend, seed=6)
+    dst.load_state_dict(src.state_dict())
+    for k, v in dst.state_dict().items():
+        np.testing.assert_array_equal(v, src.state_dict()[k])
+
+
+def test_load_state_dict_missing_key_names_it():
+    model = pc.models.seed_cnn(backend="numpy")
+    sd = model.state_dict()
+    del sd["4.bias"]
+    with pytest.raises(ValueError, match=r"4\.bias"):
+        model.load_state_dict(sd)
+
+
+def test_load_state_dict_unexpected_key_names_it():
+    model = pc.models.seed_cnn(backend="numpy")
+    sd = model.state_dict()
+    sd["5.weight"] = np.zeros((3, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"5\.weight"):
+        model.load_state_dict(sd)
+
+
+def test_load_state_dict_wrong_shape_names_it():
+    model = pc.models.seed_cnn(backend="numpy")
+    sd = model.state_dict()
+    sd["6.weight"] = np.zeros((60, 10), dtype=np.float32)  # transposed
+    with pytest.raises(ValueError, match=r"6\.weight"):
+        model.load_state_dict(sd)
+
+
+def test_failed_load_leaves_model_unchanged():
+    model = pc.models.seed_cnn(backend="numpy")
+    before = model.state_dict()
+    sd = {k: np.zeros_like(v) for k, v in before.items()}
+    sd["6.bias"] = np.zeros(11, dtype=np.float32)
+    with pytest.raises(ValueError):
+        model.load_state_dict(sd)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "lenet5", "kannada_cnn"])
+def test_same_seed_same_weights_on_every_backend(backend, name, dtype):
+    ref = build(name, "numpy", seed=11, dtype=dtype).state_dict()
+    got = build(name, backend, seed=11, dtype=dtype).state_dict()
+    assert list(got) == list(ref)
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "lenet5"])
+def test_same_seed_is_deterministic_and_seeds_differ(name):
+    a = build(name, seed=1).state_dict()
+    b = build(name, seed=1).state_dict()
+    c = build(name, seed=2).state_dict()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        assert not np.array_equal(a[k], c[k]), k
+
+
+@pytest.mark.parametrize("name,shapes", MODEL_SHAPES)
+def test_init_matches_torch_default_bounds(name, shapes):
+    """torch's default Conv2d/Linear init: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    sd = build(name, seed=0, dtype="float64").state_dict()
+    for key, value in sd.items():
+        layer = key.split(".")[0]
+        fan_in = int(np.prod(sd[f"{layer}.weight"].shape[1:]))
+        bound = 1.0 / np.sqrt(fan_in)
+        assert np.max(np.abs(value)) <= bound * (1 + 1e-7), key
+        if value.size >= 50:
+            # uniform, not e.g. normal or constant: range covered, mean ~0, std ~bound/sqrt(3)
+            assert np.max(np.abs(value)) > 0.8 * bound, key
+            assert value.min() < 0 < value.max(), key
+        if value.size >= 1000:
+            assert abs(value.mean()) < 0.05 * bound, key
+            assert abs(value.std() / (bound / np.sqrt(3)) - 1) < 0.05, key
+
+
+def test_to_round_trip_keeps_weights(rng):
+    model = pc.models.lenet5(backend="numpy", seed=3)
+    ref = model.state_dict()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    ref_out = pc.get_backend("numpy").to_numpy(model.forward(x))
+    path = ["array_api_strict", make_backend("array_api_strict")]
+    if "torch" in pc.available_backends():
+        path.append("torch")
+    path.append("numpy")
+    for target in path:
+        same = model.to(target)
+        assert same is model
+        expected_name = target if isinstance(target, str) else target.name
+        assert model.backend.name == expected_name
+        if not isinstance(target, str):
+            assert model.backend.device == target.device
+        for p in model.parameters():
+            assert_on_backend(model.backend, p.data, "float32")
+        for k, v in model.state_dict().items():
+            np.testing.assert_array_equal(v, ref[k], err_msg=f"{k} after .to({target!r})")
+        out = model.forward(x, training=False)
+        assert_on_backend(model.backend, out, "float32", shape=(2, 10))
+        assert_close(to_numpy(model.backend, out), ref_out, "float32")
+
+
+def test_to_backend_object_then_train(backend, rng):
+    model = pc.models.seed_cnn(backend="numpy", seed=0).to(backend)
+    assert model.backend == backend
+    x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
+    out = model.forward(x, training=True)
+    loss, d = pc.losses.softmax_cross_entropy(out, backend.asarray(np.array([1, 2, 3])))
+    dx = model.backward(d)
+    assert_on_backend(backend, dx, "float32", shape=x.shape)
+    for p in model.parameters():
+        assert_on_backend(backend, p.grad, "float32", shape=tuple(p.data.shape))
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "lenet5", "kannada_cnn"])
+def test_input_channel_mismatch(backend, name):
+    model = build(name, backend)
+    with pytest.raises(ValueError):
+        model.forward(np.zeros((2, 3, 28, 28), dtype=np.float32))
+
+
+def test_wrong_input_rank(backend):
+    model = pc.models.seed_cnn(backend=backend)
+    with pytest.raises(ValueError):
+        model.forward(np.zeros((2, 28, 28), dtype=np.float32))
+
+
+def test_float64_model_keeps_float64(backend, rng):
+    model = pc.models.seed_cnn(backend=backend, dtype="float64")
+    for p in model.parameters():
+        assert_on_backend(backend, p.data, "float64")
+    out = model.forward(rng.standard_normal((2, 1, 28, 28)), training=True)
+    assert_on_backend(backend, out, "float64", shape=(2, 10))
+    loss, d = pc.losses.softmax_cross_entropy(out, backend.asarray(np.array([0, 9])))
+    assert_on_backend(backend, loss, "float64", shape=())
+    dx = model.backward(d)
+    assert_on_backend(backend, dx, "float64", shape=(2, 1, 28, 28))
