@@ -743,18 +743,3 @@ def preprocess(images) -> np.ndarray:
         out[...] = a
         return out
     raise DataError(f"preprocess: unsupported image dtype {a.dtype}; expected uint8, integer or float")
-
-
-def load_any(path, num_classes: int | None = 10):
-    """Load one data file of any supported kind, chosen by its content (not its name).
-
-    An ``.npz`` archive (zip signature), an IDX images file (magic ``00 00 08 03``, gzip or plain;
-    returned without labels) or otherwise a Kaggle-layout CSV. Returns ``(images uint8 (N, H, W),
-    labels int64 (N,) or None)``. A lone IDX labels file is refused. Raises :class:`DataError`.
-    """
-    kind = _sniff(path)
-    if kind == "npz":
-        return load_npz(path, num_classes=num_classes)
-    if kind == "idx":
-        return load_idx(path, num_classes=num_classes)
-    return load_csv(path, num_classes=num_classes)
