@@ -8,6 +8,13 @@ slice of the padded input::
 
 so im2col stacks kh*kw slices and col2im adds kh*kw slices back. Within one slice no index repeats,
 which makes the slice ``+=`` of col2im an exact scatter-add.
+
+Two column layouts are provided. :func:`im2col` gives (N, C*kh*kw, Ho*Wo) per-image matrices (a batched
+matmul, PyTorch's row order). :func:`im2col_nhwc` works on a channels-last view (N, H, W, C) and gives
+one (N*Ho*Wo, kh*kw*C) matrix: the convolution is then ONE large GEMM with a small right operand, which
+BLAS runs 2-5x faster than N small ones (measured: 110 vs 20-50 GFLOP/s for the Kannada net's conv2 on
+this machine's OpenBLAS), and its output (N*Ho*Wo, O) is already the channels-last activation, so no
+transpose is needed between layers (a permuted view keeps NCHW semantics; element-wise ops preserve it).
 """
 
 from __future__ import annotations
@@ -70,4 +77,47 @@ def col2im(cols, padded_shape, kernel, stride, out_hw):
     for i in range(kh):
         for j in range(kw):
             out[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += cols[:, :, i * kw + j, ...]
+    return out
+
+
+def pad_nhwc(xh, ph: int, pw: int, value=0):
+    """Channels-last ``xh`` (N, H, W, C) with ``ph`` rows and ``pw`` columns of ``value`` on each side."""
+    if ph == 0 and pw == 0:
+        return xh
+    xp = array_namespace(xh)
+    n, h, w, c = xh.shape
+    out = xp.full((n, h + 2 * ph, w + 2 * pw, c), value, dtype=xh.dtype, device=device(xh))
+    out[:, ph : ph + h, pw : pw + w, :] = xh
+    return out
+
+
+def im2col_nhwc(xhpad, kernel, stride, out_hw):
+    """Patches of channels-last ``xhpad`` (N, Hp, Wp, C) as rows: (N*Ho*Wo, kh*kw*C), column (i*kw + j)*C + c.
+
+    Row n*Ho*Wo + r*Wo + s holds the window of output pixel (n, r, s); the matching weight matrix is
+    W (O, C, kh, kw) permuted to (O, kh, kw, C) and reshaped to (O, kh*kw*C). The buffer is filled by
+    kh*kw slice assignments (each writes contiguous runs of C values).
+    """
+    xp = array_namespace(xhpad)
+    (kh, kw), (ho, wo), (sh, sw) = kernel, out_hw, stride
+    n, c = xhpad.shape[0], xhpad.shape[3]
+    if kh == 1 and kw == 1 and sh == 1 and sw == 1:
+        return xp.reshape(xhpad[:, :ho, :wo, :], (n * ho * wo, c))
+    cols = xp.empty((n, ho, wo, kh, kw, c), dtype=xhpad.dtype, device=device(xhpad))
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = xhpad[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+    return xp.reshape(cols, (n * ho * wo, kh * kw * c))
+
+
+def col2im_nhwc(cols, padded_shape, kernel, stride, out_hw):
+    """Adjoint of :func:`im2col_nhwc`: (N*Ho*Wo, kh*kw*C) rows added back into a (N, Hp, Wp, C) buffer."""
+    xp = array_namespace(cols)
+    (kh, kw), (ho, wo), (sh, sw) = kernel, out_hw, stride
+    n, hp, wp, c = padded_shape
+    cols = xp.reshape(cols, (n, ho, wo, kh, kw, c))
+    out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += cols[:, :, :, i, j, :]
     return out

@@ -11,7 +11,7 @@ kernel == stride case it is also the fastest way NumPy has (no reshape to 6-D an
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 
 from ._windows import crop, out_size, pad, window
 from .base import Layer, check_input, pair
@@ -57,11 +57,21 @@ class MaxPool2D(Layer):
     def backward(self, grad_out):
         xp = array_namespace(grad_out)
         xpad, y, (ho, wo) = self._cache
-        (sh, sw), dev = self.stride, device(grad_out)
-        dxpad = xp.zeros(xpad.shape, dtype=grad_out.dtype, device=dev)
-        unclaimed = xp.ones(y.shape, dtype=grad_out.dtype, device=dev)  # 1 until an earlier offset took it
-        for i, j in self._offsets():
-            hit = xp.astype(window(xpad, i, j, (ho, wo), self.stride) == y, grad_out.dtype) * unclaimed
-            dxpad[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += grad_out * hit
-            unclaimed = unclaimed - hit
+        (sh, sw), (kh, kw) = self.stride, self.kernel_size
+        disjoint = sh >= kh and sw >= kw  # windows do not overlap: each slice write touches fresh cells
+        dxpad = xp.zeros_like(xpad)  # keeps xpad's memory layout on NumPy/torch (channels-last stays so)
+        claimed = None  # bool: an earlier offset already took this output's gradient
+        offsets = self._offsets()
+        for k, (i, j) in enumerate(offsets):
+            hit = window(xpad, i, j, (ho, wo), self.stride) == y
+            if claimed is not None:
+                hit = xp.logical_and(hit, xp.logical_not(claimed))
+            if k + 1 < len(offsets):
+                claimed = hit if claimed is None else xp.logical_or(claimed, hit)
+            g = grad_out * xp.astype(hit, grad_out.dtype)
+            sl = (slice(None), slice(None), slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw))
+            if disjoint:
+                dxpad[sl] = g
+            else:
+                dxpad[sl] += g
         return crop(dxpad, *self.padding)

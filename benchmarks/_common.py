@@ -1,0 +1,241 @@
+"""Shared helpers for the portacnn benchmarks: data, a PyTorch mirror of a portacnn model, timing, and
+machine/version facts. Every script in this folder imports it (run them as ``python benchmarks/<x>.py``).
+
+Nothing here is part of the library; the benchmarks only use portacnn's public API.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# where results go; the smoke tests point this at a temporary folder so the published files stay untouched
+RESULTS = Path(os.environ.get("PORTACNN_BENCH_RESULTS") or HERE / "results")
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")  # fmt: skip
+NETS = ("seed_cnn", "lenet5", "kannada_cnn")
+DATA_CANDIDATES = (ROOT.parent / "shared" / "data" / "kannada_mnist", ROOT / "data" / "kannada_mnist")
+
+
+# -- threads ------------------------------------------------------------------------------------------
+def thread_env(threads: int) -> dict:
+    """A copy of os.environ that pins every BLAS/OpenMP pool to ``threads`` (for a fresh subprocess)."""
+    env = dict(os.environ)
+    for k in THREAD_ENV:
+        env[k] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def pin_threads_here(threads: int, torch: bool = True) -> None:
+    """Pin thread pools of the current process (env before numpy is imported; torch explicitly)."""
+    for k in THREAD_ENV:
+        os.environ[k] = str(threads)
+    if not torch:
+        return
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def run_child(script: Path, args: list[str], threads: int, timeout: float | None = None) -> dict:
+    """Run ``python script args --child`` with ``threads`` pinned; it prints one JSON object last."""
+    cmd = [sys.executable, str(script), *args]
+    proc = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    if proc.stderr.strip():
+        sys.stderr.write(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def _read_idx(path: Path):
+    import numpy as np
+
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_images(n: int, seed: int = 0, source: str = "auto", uint8: bool = False):
+    """``n`` float32 images (n, 1, 28, 28) in [0, 1] and int64 labels.
+
+    ``source``: "real" (Kannada-MNIST training set from ../shared/data; error if absent), "synthetic"
+    (seeded uniform noise, labels uniform) or "auto" (real when present, else synthetic). Returns
+    (x, y, source_used). Real data repeats cyclically if ``n`` exceeds 60k. ``uint8=True``: pixels 0..255
+    as uint8 (a quarter of the memory; convert per batch).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if source in ("auto", "real"):
+        for d in DATA_CANDIDATES:
+            img, lab = d / "train-images-idx3-ubyte.gz", d / "train-labels-idx1-ubyte.gz"
+            if img.exists() and lab.exists():
+                xs, ys = _read_idx(img), _read_idx(lab).astype(np.int64)
+                idx = rng.permutation(np.resize(np.arange(len(xs)), max(n, 1)))[:n] if n <= len(xs) else np.resize(rng.permutation(len(xs)), n)
+                x = xs[idx][:, None, :, :]
+                del xs
+                if not uint8:
+                    x = x.astype(np.float32) / np.float32(255.0)
+                return np.ascontiguousarray(x), ys[idx], f"kannada_mnist ({d})"
+        if source == "real":
+            raise FileNotFoundError(f"Kannada-MNIST not found in {[str(d) for d in DATA_CANDIDATES]}")
+    x = rng.random((n, 1, 28, 28), dtype=np.float32)
+    if uint8:
+        x = (x * 255).astype(np.uint8)
+    y = rng.integers(0, 10, size=n, dtype=np.int64)
+    return x, y, "synthetic (seeded uniform)"
+
+
+# -- models -------------------------------------------------------------------------------------------
+def build_pc(net: str, backend: str, dtype: str = "float32", seed: int = 0):
+    import portacnn as pc
+
+    return getattr(pc.models, net)(backend=backend, dtype=dtype, seed=seed)
+
+
+def torch_mirror(pc_model, device: str = "cpu", dtype: str = "float32"):
+    """The same network as a ``torch.nn.Sequential``, loaded from the portacnn state dict (keys match)."""
+    import torch
+    from torch import nn
+
+    mods = []
+    for spec in pc_model.architecture():
+        t = spec["type"]
+        if t == "Conv2D":
+            mods.append(nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
+                                  stride=tuple(spec["stride"]), padding=tuple(spec["padding"]), bias=spec["bias"]))
+        elif t == "Dense":
+            mods.append(nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"]))
+        elif t == "ReLU":
+            mods.append(nn.ReLU())
+        elif t == "MaxPool2D":
+            mods.append(nn.MaxPool2d(tuple(spec["kernel_size"]), stride=tuple(spec["stride"]), padding=tuple(spec["padding"])))
+        elif t == "Flatten":
+            mods.append(nn.Flatten())
+        elif t == "Dropout":
+            mods.append(nn.Dropout(spec["p"]))
+        else:
+            raise ValueError(f"no torch mirror for layer type {t}")
+    net = nn.Sequential(*mods).to(device=device, dtype=getattr(torch, dtype))
+    state = {k: torch.from_numpy(v) for k, v in pc_model.state_dict().items()}
+    net.load_state_dict(state)
+    return net
+
+
+# -- timing -------------------------------------------------------------------------------------------
+def summarize(samples: list[float]) -> dict:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples),
+            "samples": [round(s, 3) for s in samples]}
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+# -- facts about this run -----------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB (VmHWM from /proc, else getrusage)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for mod in ("numpy", "torch", "array_api_compat", "array_api_strict", "portacnn", "cupy"):
+        try:
+            m = __import__(mod)
+            out[mod] = getattr(m, "__version__", "?")
+        except Exception:
+            out[mod] = None
+    try:
+        import numpy as np
+
+        cfg = np.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        out["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:
+        pass
+    return out
+
+
+def machine() -> dict:
+    return {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "hostname_hash": hash(platform.node()) & 0xFFFF}
+
+
+def git_rev() -> str | None:
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "portacnn"], capture_output=True, text=True)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else None
+    except OSError:
+        return None
+
+
+def header(kind: str, args) -> dict:
+    return {"benchmark": kind, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "git": git_rev(), "versions": versions(), "machine": machine(),
+            "argv": sys.argv[1:], "options": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
