@@ -44,11 +44,15 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, grad):
-        """Back-propagate ``grad`` (d loss / d output); fills every ``Parameter.grad``, returns d loss / d x."""
+    def backward(self, grad, input_grad: bool = True):
+        """Back-propagate ``grad`` (d loss / d output); fills every ``Parameter.grad``, returns d loss / d x.
+
+        ``input_grad=False`` skips the gradient with respect to the input (returns None): a training step
+        does not need it, and for a first convolution it is the costliest part of the backward pass.
+        """
         grad = self.backend.asarray(grad, dtype=self.dtype)
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad, need_input_grad=input_grad or i > 0)
         return grad
 
     # -- parameters and state --------------------------------------------------------------------------

@@ -222,7 +222,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 yb = backend.asarray(y_host[idx])
                 logits = model.forward(xb, training=True)
                 loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
-                model.backward(dlogits)
+                model.backward(dlogits, input_grad=False)
                 optimizer.step()
                 optimizer.zero_grad()
                 loss_sum = loss_sum + loss * (hi - lo)

@@ -417,3 +417,9 @@ def test_bad_input_shapes(backend, factory, shape):
     with pytest.raises(ValueError) as info:
         model.forward(backend.asarray(np.zeros(shape, dtype=np.float32)), training=False)
     assert str(info.value).strip()
+
+
+def test_relu_of_infinities_and_nan_matches_torch_semantics(backend):
+    x = np.array([[-np.inf, np.inf, np.nan, -1.0, 0.0, 2.0]], dtype=np.float32)
+    out = to_numpy(backend, single(ReLU(), backend, "float32").forward(x))
+    np.testing.assert_array_equal(out, np.array([[0.0, np.inf, np.nan, 0.0, 0.0, 2.0]], dtype=np.float32))

@@ -219,3 +219,20 @@ def test_float64_model_keeps_float64(backend, rng):
     assert_on_backend(backend, loss, "float64", shape=())
     dx = model.backward(d)
     assert_on_backend(backend, dx, "float64", shape=(2, 1, 28, 28))
+
+
+def test_backward_without_input_grad_gives_the_same_parameter_grads(backend):
+    """fit skips the first layer's input gradient; every parameter gradient must be unchanged."""
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 1, 28, 28))
+    labels = rng.integers(0, 10, 4)
+    grads = []
+    for input_grad in (True, False):
+        model = pc.models.lenet5(backend=backend, dtype="float64", seed=0)
+        logits = model.forward(x, training=True)
+        _, dlogits = pc.losses.softmax_cross_entropy(logits, model.backend.asarray(labels))
+        dx = model.backward(dlogits, input_grad=input_grad)
+        assert (dx is None) == (not input_grad)
+        grads.append({p.name: model.backend.to_numpy(p.grad) for p in model.parameters()})
+    for key in grads[0]:
+        np.testing.assert_array_equal(grads[0][key], grads[1][key], err_msg=key)

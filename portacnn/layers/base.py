@@ -25,7 +25,8 @@ class Layer:
     """A differentiable step of a :class:`~portacnn.Sequential` model.
 
     ``forward(x, training)`` keeps what ``backward`` needs; ``backward(grad_out)`` returns the gradient
-    with respect to the input and stores the gradients of the layer's parameters in ``Parameter.grad``.
+    with respect to the input and stores the gradients of the layer's parameters in ``Parameter.grad``
+    (``backward(grad_out, need_input_grad=False)`` may skip the input gradient and return None).
     ``initialize`` draws the parameters from the model's host generator, so every backend starts from the
     same numbers.
     """
@@ -43,7 +44,9 @@ class Layer:
     def forward(self, x, training: bool = False):
         raise NotImplementedError
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
+        """Store parameter gradients; return d loss / d input, or None when ``need_input_grad`` is False
+        (the first layer of a training step: nobody reads that gradient, and computing it is expensive)."""
         raise NotImplementedError
 
     def __call__(self, x, training: bool = False):

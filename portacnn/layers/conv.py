@@ -116,7 +116,7 @@ class Conv2D(Layer):
         self._cache = (x, cols if training else None, out_hw)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         xp = array_namespace(grad_out)
         x, cols, out_hw = self._cache
         if cols is None:
@@ -130,6 +130,8 @@ class Conv2D(Layer):
             self.weight.grad = xp.permute_dims(xp.reshape(dw, (o, kh, kw, c)), (0, 3, 1, 2))
             if self.bias is not None:
                 self.bias.grad = xp.sum(dy, axis=0)
+            if not need_input_grad:
+                return None
             dxh = col2im_nhwc(xp.matmul(dy, wm), (n, h + 2 * ph, w + 2 * pw, c), self.kernel_size, self.stride, out_hw)
             if ph or pw:
                 dxh = dxh[:, ph : ph + h, pw : pw + w, :]
@@ -139,6 +141,8 @@ class Conv2D(Layer):
         self.weight.grad = xp.reshape(dw, self.weight.data.shape)
         if self.bias is not None:
             self.bias.grad = xp.sum(dy, axis=(0, 2))
+        if not need_input_grad:
+            return None
         dcols = xp.matmul(xp.matrix_transpose(wm), dy)  # (N, C*kh*kw, Ho*Wo)
         padded = (n, c, h + 2 * ph, w + 2 * pw)
         return crop(col2im(dcols, padded, self.kernel_size, self.stride, out_hw), ph, pw)

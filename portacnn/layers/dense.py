@@ -40,9 +40,9 @@ class Dense(Layer):
         y = xp.matmul(x, xp.matrix_transpose(self.weight.data))
         return y if self.bias is None else y + self.bias.data
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         xp = array_namespace(grad_out)
         self.weight.grad = xp.matmul(xp.matrix_transpose(grad_out), self._x)
         if self.bias is not None:
             self.bias.grad = xp.sum(grad_out, axis=0)
-        return xp.matmul(grad_out, self.weight.data)
+        return xp.matmul(grad_out, self.weight.data) if need_input_grad else None

@@ -39,5 +39,5 @@ class Dropout(Layer):
         self._scale = self._backend.asarray(mask)
         return x * self._scale
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         return grad_out if self._scale is None else grad_out * self._scale

@@ -16,5 +16,5 @@ class Flatten(Layer):
         self._shape = tuple(x.shape)
         return array_namespace(x).reshape(x, (x.shape[0], -1))
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         return array_namespace(grad_out).reshape(grad_out, self._shape)

@@ -54,7 +54,7 @@ class MaxPool2D(Layer):
         self._cache = (xpad, y, out_hw)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         xp = array_namespace(grad_out)
         xpad, y, (ho, wo) = self._cache
         (sh, sw), (kh, kw) = self.stride, self.kernel_size

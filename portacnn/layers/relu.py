@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 from .base import Layer
 
@@ -13,7 +13,8 @@ class ReLU(Layer):
     def forward(self, x, training=False):
         xp = array_namespace(x)
         self._mask = xp.astype(x > 0, x.dtype)
-        return x * self._mask
+        # maximum, not x * mask: -inf must give 0 and NaN must stay NaN, as in torch.relu
+        return xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         return grad_out * self._mask
