@@ -6,7 +6,7 @@ same batches, same thread count) run one full pass over the same images, alterna
 times after a warm-up. Reported: images/s (median, min, max) and the ratio portacnn / PyTorch (median of
 the per-repeat ratios, each from back-to-back passes, so a noisy machine affects both sides alike).
 
-A training step is forward(training=True) + softmax_cross_entropy(check=False) + backward + Adam step +
+A training step is forward(training=True) + softmax_cross_entropy(check=False) + backward(input_grad=False) + Adam step +
 zero_grad; PyTorch's is forward + F.cross_entropy + loss.backward() + Adam step + zero_grad().
 
 Each thread count runs in a fresh subprocess with OMP/OpenBLAS/MKL_NUM_THREADS pinned before NumPy is
@@ -85,7 +85,7 @@ class Runner:
         for xb, yb in list(zip(self.xb, self.yb))[:nbatches]:
             logits = m.forward(xb, training=True)
             _, d = loss(logits, yb, check=False)
-            m.backward(d)
+            m.backward(d, input_grad=False)  # like PyTorch, whose input does not require grad
             opt.step()
             opt.zero_grad()
         self.sync()

@@ -30,14 +30,14 @@ def child(args):
     opt = pc.optim.Adam(model.parameters())
     # warm-up on one batch, then measure from the current high-water mark
     _, d = pc.losses.softmax_cross_entropy(model.forward(xu8[:batch].astype(np.float32) / np.float32(255), training=True), y[:batch], check=False)
-    model.backward(d)
+    model.backward(d, input_grad=False)
     opt.zero_grad()
     t0 = C.now()
     for i in range(0, n, batch):
         xb = xu8[i : i + batch].astype(np.float32) / np.float32(255)
         logits = model.forward(xb, training=True)
         _, d = pc.losses.softmax_cross_entropy(logits, y[i : i + batch], check=False)
-        model.backward(d)
+        model.backward(d, input_grad=False)
         opt.step()
         opt.zero_grad()
     secs = C.now() - t0
