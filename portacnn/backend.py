@@ -185,6 +185,14 @@ def to_host(x) -> np.ndarray:
     return _SPECS[name].to_numpy(x)
 
 
+def asarray_like(x, ref):
+    """``x`` as an array of the same backend and device as the array ``ref`` (no copy when it already is)."""
+    name = _namespace_name(ref) or "numpy"
+    if _namespace_name(x) == name and (name == "numpy" or x.device == ref.device):
+        return x
+    return get_backend(name, device=ref.device if name != "numpy" else None).asarray(x)
+
+
 def unusable_reason(name: str) -> str | None:
     """Why backend ``name`` cannot be used here, or None if it can."""
     if name not in _SPECS:

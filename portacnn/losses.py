@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from .backend import get_backend
+from .backend import asarray_like
 
 
 def softmax_cross_entropy(logits, labels, check: bool = True):
@@ -24,10 +24,7 @@ def softmax_cross_entropy(logits, labels, check: bool = True):
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy expects logits of shape (N, C); got shape {tuple(logits.shape)}")
     n, c = logits.shape
-    if type(labels).__module__.split(".")[0] != type(logits).__module__.split(".")[0] or (
-        hasattr(labels, "device") and labels.device != device(logits)
-    ):
-        labels = _move_like(labels, logits)
+    labels = asarray_like(labels, logits)
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},) to match logits {tuple(logits.shape)}; got {tuple(labels.shape)}")
     if not xp.isdtype(labels.dtype, "integral"):
@@ -41,11 +38,3 @@ def softmax_cross_entropy(logits, labels, check: bool = True):
     onehot = xp.astype(xp.arange(c, device=device(logits))[None, :] == labels[:, None], logits.dtype)
     loss = -xp.sum(log_p * onehot) / n
     return loss, (xp.exp(log_p) - onehot) / n
-
-
-def _move_like(labels, logits):
-    from .backend import _namespace_name
-
-    name = _namespace_name(logits) or "numpy"
-    backend = get_backend(name, device=device(logits))
-    return backend.asarray(labels)
