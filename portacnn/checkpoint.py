@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import atomic_write, remove_stale_temp_files  # noqa: F401  (part of this module's API)
 
 FORMAT = "portacnn-checkpoint"
 FORMAT_VERSION = "1"
@@ -30,91 +30,6 @@ class CheckpointError(ValueError):
     """A file that is not a usable portacnn checkpoint; the message names the file and the problem."""
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def remove_stale_temp_files(path) -> list[Path]:
-    """Delete ``.<name>.<pid>.*.tmp`` files left beside ``path`` by writers that were killed (their pid is gone).
-
-    A SIGKILL between creating the temporary file and renaming it leaves such a file behind; it never
-    replaces the real checkpoint, and :func:`load` only ever opens the path it is given. Files of a
-    still-running writer are kept. Returns the files removed.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    removed = []
-    try:
-        candidates = list(folder.glob(f".{glob_escape(path.name)}.*.tmp"))
-    except OSError:
-        return removed
-    for tmp in candidates:
-        middle = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        pid_text = middle.split(".", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
-            continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except OSError:
-            pass
-    return removed
-
-
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
-
-
-def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
-
-    The bytes go to ``.<name>.<pid>.<random>.tmp`` in the same folder, are flushed and fsync'ed, and the
-    temporary file is renamed over ``path`` (atomic on POSIX and Windows). The file gets the usual
-    permissions (0o666 minus the umask) rather than mkstemp's private 0o600. Temporary files of killed
-    earlier writers are removed afterwards.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, 0o666 & ~_umask())
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    remove_stale_temp_files(path)
 
 
 def save(model, path, optimizer=None, train_state: dict | None = None, extra: dict | None = None) -> Path:

@@ -310,7 +310,7 @@ def _make_optimizer(model, args):
 def cmd_train(args) -> int:
     import portacnn as pc
 
-    from . import checkpoint as ck
+    from ._atomic import atomic_write
     from .checkpoint import optimizer_from_checkpoint
     from .models import MODELS
     from .training import TrainingDiverged
@@ -361,7 +361,7 @@ def cmd_train(args) -> int:
     except TrainingDiverged as e:
         print(f"portacnn: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
-    ck.atomic_write(out / "history.json", json.dumps(history.to_dict(), indent=2).encode())
+    atomic_write(out / "history.json", json.dumps(history.to_dict(), indent=2).encode())
     if history.interrupted:
         print(f"portacnn: interrupted; checkpoint saved to {ckpt}; continue with: portacnn train --resume {ckpt}",
               file=sys.stderr)

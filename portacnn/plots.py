@@ -7,19 +7,20 @@ functions that draw, so ``import portacnn.plots`` always works; drawing without 
 
 Figures are built with ``matplotlib.figure.Figure`` + ``FigureCanvasAgg`` rather than pyplot, so no
 global backend is selected, no GUI is touched and nothing is left registered in pyplot's figure
-manager. Every PNG is written atomically: rendered to a temporary file in the destination folder,
-then moved into place with :func:`os.replace`, so a reader never sees a half-written file.
+manager. Every PNG is written atomically: rendered in memory, written to a temporary file in the destination folder,
+then renamed into place, so a reader never sees a half-written file.
 
 All functions take host (NumPy) arrays; bring device arrays back first (e.g. ``backend.to_numpy``).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
+import io
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import atomic_write
 
 __all__ = [
     "PlotUnavailable", "plots_available", "sample_grid", "training_curves", "confusion_matrix",
@@ -66,24 +67,16 @@ def _new_figure(figsize):
 
 
 def _save(fig, path) -> Path:
-    """Render ``fig`` to ``path`` as PNG atomically (temp file in the same folder + os.replace)."""
+    """Render ``fig`` to ``path`` as PNG atomically (see :func:`portacnn._atomic.atomic_write`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    buffer = io.BytesIO()
     try:
-        with open(tmp, "xb") as fh:  # "x": never clobber; plain open() honours the umask
-            fig.savefig(fh, format="png", dpi=DPI, facecolor="white")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
     finally:
         fig.clear()  # drop artists now; the Figure is not registered anywhere, so GC frees the rest
+    atomic_write(path, buffer.getvalue())
     return path
-
 
 def _grid_shape(count: int, cols: int) -> tuple[int, int]:
     cols = max(1, min(cols, count))

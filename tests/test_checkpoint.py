@@ -13,7 +13,7 @@ import pytest
 from clihelp import assert_same_state, float_subset, tiny_model
 
 import portacnn as pc
-from portacnn import checkpoint
+from portacnn import _atomic, checkpoint
 from portacnn.checkpoint import CheckpointError
 
 
@@ -90,7 +90,7 @@ def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path, mon
     def boom(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", boom)
+    monkeypatch.setattr(_atomic.os, "fsync", boom)
     with pytest.raises(OSError, match="No space"):
         tiny_model(seed=2).save(path)
     assert path.read_bytes() == before and _temps(tmp_path) == []
