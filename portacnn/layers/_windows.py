@@ -9,6 +9,10 @@ slice of the padded input::
 so im2col stacks kh*kw slices and col2im adds kh*kw slices back. Within one slice no index repeats,
 which makes the slice ``+=`` of col2im an exact scatter-add.
 
+These loops are the reference implementation that every backend runs. A backend may register a faster
+version of a primitive at the seam in :mod:`portacnn.backend` (NumPy does, for im2col, with an overlapping
+window view); tests check that it returns exactly what the loop returns.
+
 Two column layouts are provided. :func:`im2col` gives (N, C*kh*kw, Ho*Wo) per-image matrices (a batched
 matmul, PyTorch's row order). :func:`im2col_nhwc` works on a channels-last view (N, H, W, C) and gives
 one (N*Ho*Wo, kh*kw*C) matrix: the convolution is then ONE large GEMM with a small right operand, which
@@ -20,6 +24,8 @@ transpose is needed between layers (a permuted view keeps NCHW semantics; elemen
 from __future__ import annotations
 
 from array_api_compat import array_namespace, device
+
+from ..backend import fast_path
 
 
 def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -56,6 +62,9 @@ def im2col(xpad, kernel, stride, out_hw):
     That row order matches a PyTorch weight (O, C, kh, kw) reshaped to (O, C*kh*kw), so the convolution
     is a single batched ``matmul``.
     """
+    fast = fast_path(xpad, "im2col")
+    if fast is not None:
+        return fast(xpad, kernel, stride, out_hw)
     xp = array_namespace(xpad)
     (kh, kw), (ho, wo) = kernel, out_hw
     n, c = xpad.shape[:2]
@@ -98,6 +107,9 @@ def im2col_nhwc(xhpad, kernel, stride, out_hw):
     W (O, C, kh, kw) permuted to (O, kh, kw, C) and reshaped to (O, kh*kw*C). The buffer is filled by
     kh*kw slice assignments (each writes contiguous runs of C values).
     """
+    fast = fast_path(xhpad, "im2col_nhwc")
+    if fast is not None:
+        return fast(xhpad, kernel, stride, out_hw)
     xp = array_namespace(xhpad)
     (kh, kw), (ho, wo), (sh, sw) = kernel, out_hw, stride
     n, c = xhpad.shape[0], xhpad.shape[3]

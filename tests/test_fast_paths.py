@@ -1,0 +1,67 @@
+"""Backend fast paths registered at the seam in portacnn.backend must return exactly what the portable
+array-API primitives return (those stay the reference, and are what array_api_strict and torch run)."""
+
+import numpy as np
+import pytest
+
+import portacnn as pc
+from portacnn import backend as backend_module
+from portacnn.layers import _windows
+
+GEOMETRIES = [  # (N, C, H, W, kernel, stride, padding)
+    (3, 1, 28, 28, (5, 5), (1, 1), (0, 0)),
+    (2, 6, 14, 14, (5, 5), (1, 1), (2, 2)),
+    (2, 32, 26, 26, (3, 3), (1, 1), (0, 0)),
+    (2, 3, 11, 9, (3, 2), (2, 3), (1, 0)),
+    (1, 4, 7, 7, (1, 1), (1, 1), (0, 0)),
+    (2, 2, 9, 12, (4, 3), (3, 2), (1, 1)),
+]
+
+
+def _portable(monkeypatch):
+    monkeypatch.setenv("PORTACNN_PORTABLE", "1")
+
+
+def test_numpy_registers_fast_paths():
+    assert backend_module.fast_path(np.zeros(1, np.float32), "im2col") is not None
+    assert backend_module.fast_path(np.zeros(1, np.float32), "no_such_primitive") is None
+
+
+def test_portable_switch_turns_fast_paths_off(monkeypatch):
+    _portable(monkeypatch)
+    assert backend_module.fast_path(np.zeros(1, np.float32), "im2col") is None
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g[:4])) + f"-k{g[4]}-s{g[5]}-p{g[6]}")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("primitive", ["im2col", "im2col_nhwc"])
+def test_fast_im2col_equals_the_portable_loop(monkeypatch, geometry, dtype, primitive):
+    n, c, h, w, kernel, stride, padding = geometry
+    x = np.random.default_rng(0).standard_normal((n, c, h, w)).astype(dtype)
+    out_hw = tuple(_windows.out_size(s, k, st, p) for s, k, st, p in zip((h, w), kernel, stride, padding))
+    if primitive == "im2col":
+        arg = _windows.pad(x, *padding)
+    else:
+        arg = _windows.pad_nhwc(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), *padding)
+    fast = getattr(_windows, primitive)(arg, kernel, stride, out_hw)
+    _portable(monkeypatch)
+    reference = getattr(_windows, primitive)(arg, kernel, stride, out_hw)
+    assert fast.dtype == reference.dtype and fast.shape == reference.shape
+    np.testing.assert_array_equal(fast, reference)
+
+
+@pytest.mark.parametrize("make", [pc.models.seed_cnn, pc.models.lenet5, pc.models.kannada_cnn])
+def test_models_give_identical_results_with_and_without_fast_paths(monkeypatch, make):
+    rng = np.random.default_rng(1)
+    x, y = rng.random((4, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 4)
+    results = []
+    for portable in (False, True):
+        if portable:
+            _portable(monkeypatch)
+        model = make(seed=0)
+        logits = model.forward(x, training=False)
+        _, d = pc.losses.softmax_cross_entropy(logits, y)
+        dx = model.backward(d)
+        results.append([logits, dx] + [p.grad for p in model.parameters()])
+    for fast, reference in zip(*results):
+        np.testing.assert_array_equal(fast, reference)
