@@ -69,8 +69,8 @@ def run_portacnn(backend, dtype, opt_cls, grads, **hp):
 
 @pytest.mark.parametrize(
     "opt_name, reference_step, hp",
-    [("SGD", oracles.sgd_step, hp) for hp in SGD_CONFIGS] + [("Adam", oracles.adam_step, hp) for hp in ADAM_CONFIGS],
-    ids=[f"SGD-{i}" for i in range(len(SGD_CONFIGS))] + [f"Adam-{i}" for i in range(len(ADAM_CONFIGS))],
+    [pytest.param("SGD", oracles.sgd_step, c.values[0], id=f"SGD-{c.id}") for c in SGD_CONFIGS]
+    + [pytest.param("Adam", oracles.adam_step, c.values[0], id=f"Adam-{c.id}") for c in ADAM_CONFIGS],
 )
 def test_optimizer_matches_reference(backend, dtype, opt_name, reference_step, hp):
     grads = grad_sequence(small_model(backend, dtype).parameters(), STEPS)
