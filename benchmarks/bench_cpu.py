@@ -20,7 +20,6 @@ imported (threadpoolctl is not needed) and torch.set_num_threads(t).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 

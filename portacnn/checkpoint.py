@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write, remove_stale_temp_files  # noqa: F401  (part of this module's API)
+from ._atomic import atomic_write
 
 FORMAT = "portacnn-checkpoint"
 FORMAT_VERSION = "1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import Backend, get_backend, numpy_dtype
+from .backend import get_backend, to_host
 from .layers import LAYER_TYPES, Layer, Parameter
 
 DTYPES = ("float32", "float64")
@@ -72,7 +72,7 @@ class Sequential:
             raise ValueError(f"state dict does not fit this model: missing keys {missing}, unexpected keys {unexpected}")
         new = {}
         for key, p in params.items():
-            value = np.asarray(self.backend.to_numpy(state[key]) if hasattr(state[key], "device") else state[key])
+            value = to_host(state[key])
             if value.shape != tuple(p.data.shape):
                 raise ValueError(f"state dict entry {key!r} has shape {value.shape}; the model needs {tuple(p.data.shape)}")
             if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
@@ -91,9 +91,6 @@ class Sequential:
         self.backend = get_backend(backend)
         if dtype is not None:
             self.dtype = str(dtype).split(".")[-1]
-        for layer in self.layers:
-            if hasattr(layer, "_backend"):
-                layer._backend = self.backend
         for p in self.parameters():
             p.data = self.backend.asarray(state[p.name], dtype=self.dtype)
             p.grad = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import numpy_dtype
+from ..backend import asarray_like, numpy_dtype
 from .base import Layer
 
 
@@ -19,13 +19,13 @@ class Dropout(Layer):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout p must be a probability in [0, 1); got {p!r}")
         self.p = float(p)
-        self._rng = self._backend = None
+        self._rng = None
 
     def config(self):
         return dict(p=self.p)
 
     def initialize(self, rng, backend, dtype):
-        self._rng, self._backend = rng, backend
+        self._rng = rng
 
     def forward(self, x, training=False):
         if not training or self.p == 0.0:
@@ -36,7 +36,7 @@ class Dropout(Layer):
         keep = self._rng.random(tuple(x.shape), dtype=np.float32) >= self.p
         host_dtype = numpy_dtype(x.dtype)
         mask = keep.astype(host_dtype) * host_dtype.type(1.0 / (1.0 - self.p))
-        self._scale = self._backend.asarray(mask)
+        self._scale = asarray_like(mask, x)  # to x's backend and device, whatever model.to() did
         return x * self._scale
 
     def backward(self, grad_out, need_input_grad=True):
