@@ -142,11 +142,17 @@ class Adam(Optimizer):
         m, v = state["m"], state["v"]
         m *= b1
         m += (1.0 - b1) * g
+        g2 = g * g
+        g2 *= 1.0 - b2
         v *= b2
-        v += (1.0 - b2) * (g * g)
-        step_size = self.lr / (1.0 - b1**t)
-        denom = xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
-        p.data -= step_size * (m / denom)
+        v += g2
+        # the same operations as the formula above, in the same order, in place where a temporary would do
+        denom = xp.sqrt(v)
+        denom /= math.sqrt(1.0 - b2**t)
+        denom += self.eps
+        update = m / denom
+        update *= self.lr / (1.0 - b1**t)
+        p.data -= update
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

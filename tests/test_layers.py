@@ -137,6 +137,36 @@ def test_conv_forward_random_configs_numpy(n, c, o, kh, kw, sh, sw, ph, pw, extr
     assert_close(got, oracles.conv2d_forward(x, w, b, stride=(sh, sw), padding=(ph, pw)), "float64")
 
 
+WIDE_CASES = [c for c in CONV_CASES if c.id.startswith("wide")] + [
+    pytest.param(2, 3, 9, 8, 32, (3, 2), (2, 3), (2, 1), id="wide-k3x2s2x3p2x1"),
+]
+
+
+@pytest.mark.parametrize("N,C,H,W,O,k,s,p", WIDE_CASES)
+def test_wide_conv_input_grad_equals_col2im_of_the_column_gradient(backend, rng, N, C, H, W, O, k, s, p):
+    """The channels-last backward adds dy @ Wm one kernel offset at a time instead of forming the column
+    gradient dy @ Wm and running col2im_nhwc on it: the same sums (BLAS may round a narrower GEMM
+    differently, so equal to float32 rounding, not bit for bit)."""
+    from portacnn.layers import _windows
+
+    x, w, b = conv_data(rng, N, C, H, W, O, k, "float32")
+    layer = Conv2D(C, O, k, stride=s, padding=p)
+    model = single(layer, backend, "float32", {"weight": w, "bias": b})
+    assert layer.channels_last
+    out = model.forward(backend.asarray(x, dtype="float32"), training=True)
+    dy = backend.asarray(rng.standard_normal(tuple(out.shape)), dtype="float32")
+    dx = to_numpy(backend, model.backward(dy))
+
+    xp, dyn = backend.xp, to_numpy(backend, dy)
+    (kh, kw), (ph, pw), out_hw = _pair(k), _pair(p), tuple(out.shape[2:])
+    dy_rows = backend.asarray(np.ascontiguousarray(dyn.transpose(0, 2, 3, 1)).reshape(-1, O), dtype="float32")
+    dcols = xp.matmul(dy_rows, layer._wmat())
+    padded = (N, H + 2 * ph, W + 2 * pw, C)
+    ref = to_numpy(backend, _windows.col2im_nhwc(dcols, padded, (kh, kw), _pair(s), out_hw))
+    ref = ref[:, ph : ph + H, pw : pw + W, :].transpose(0, 3, 1, 2)
+    assert_close(dx, ref, "float32")
+
+
 # ----------------------------------------------------------------------------------------------------
 # MaxPool2D
 
