@@ -12,7 +12,10 @@ Shapes: x (N, C, H, W), weight W (O, C, kh, kw), bias b (O,), y (N, O, Ho, Wo) w
   to (O, kh, kw, C) and reshaped to (O, K)::
 
       forward:   Y = X @ Wm^T + b      (P, O): y in (N, Ho, Wo, O) memory order
-      backward:  dWm = dY^T @ X        db = sum_P dY        dX = dY @ Wm
+      backward:  dWm = dY^T @ X        db = sum_P dY        dX = col2im_nhwc(dY @ Wm)
+
+  where dX is computed one kernel offset at a time, dY @ Wm[:, block k] added into offset k's window,
+  so the (P, kh*kw*C) column gradient (85 MB per Kannada batch) is never written and read back.
 
   One large GEMM instead of N small ones (2-5x the GFLOP/s in OpenBLAS for the Kannada net), and the
   output is returned as the permuted (N, O, Ho, Wo) view of the channels-last buffer: NCHW semantics for
@@ -21,7 +24,7 @@ Shapes: x (N, C, H, W), weight W (O, C, kh, kw), bias b (O,), y (N, O, Ho, Wo) w
   with 2-16 columns gains nothing from being large), hence the switch, which is a property of the layer
   shape only (never of the backend); both give the same numbers up to float rounding.
 
-``x -> dx`` is exact col2im (the adjoint of im2col), so gradients match PyTorch's to rounding.
+``x -> dx`` is the adjoint of im2col (col2im), so gradients match PyTorch's to rounding.
 """
 
 from __future__ import annotations
