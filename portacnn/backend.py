@@ -11,6 +11,7 @@ CUDA device actually answers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass, field
@@ -153,6 +154,13 @@ class Backend:
         """Wait until queued device work has finished (a no-op on CPU backends)."""
         _SPECS[self.name].synchronize()
 
+    @property
+    def is_cpu(self) -> bool:
+        """Whether arrays live in host memory and ops run on CPU cores (the data-parallel shards need that)."""
+        if self.name in ("numpy", "array_api_strict"):
+            return True
+        return self.name == "torch" and getattr(self.device, "type", None) == "cpu"
+
     def dtype(self, name):
         """The namespace's dtype for ``name`` ("float32"/"float64"), or ``name`` if it already is one."""
         return getattr(self.xp, name) if isinstance(name, str) else name
@@ -223,6 +231,42 @@ def get_backend(name: str | Backend | None = None, device=None) -> Backend:
         raise BackendUnavailableError(reason)
     xp, default_device = loaded
     return Backend(name, xp, default_device if device is None else device)
+
+
+# -- CPU threads: NumPy's BLAS ---------------------------------------------------------------------------
+# Data-parallel shards (portacnn/parallel.py) run one Python thread per CPU core; while they run, BLAS must
+# use one thread per call, or two shards times two BLAS threads fight over two cores (measured: 0.8x
+# instead of 1.2x for the Kannada net). threadpoolctl reads and sets the thread count of the BLAS that
+# NumPy loaded (it honours OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, like PyTorch's own count does).
+@functools.lru_cache(maxsize=None)
+def _numpy_blas_controllers() -> tuple:
+    from threadpoolctl import ThreadpoolController
+
+    blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    # NumPy's wheels keep their BLAS in numpy/ or numpy.libs/ (both start with numpy's own path); other
+    # installs (conda, distro packages) link a system BLAS: then control every BLAS found
+    here = os.path.dirname(np.__file__)
+    return tuple([c for c in blas if c.filepath.startswith(here)] or blas)
+
+
+def blas_threads() -> int:
+    """Threads NumPy's BLAS uses per call (1 when no controllable BLAS is found)."""
+    libs = _numpy_blas_controllers()
+    return max([int(c.num_threads) for c in libs] or [1])
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """NumPy's BLAS runs each call on one thread inside this block (restored after, even on errors)."""
+    libs = [c for c in _numpy_blas_controllers() if c.num_threads != 1]
+    saved = [c.num_threads for c in libs]
+    for c in libs:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in zip(libs, saved):
+            c.set_num_threads(n)
 
 
 # -- the fast-path seam ------------------------------------------------------------------------------------

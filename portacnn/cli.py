@@ -57,6 +57,15 @@ def _nonneg_int(text):
     return value
 
 
+def _workers(text):
+    if text == "auto":
+        return text
+    try:
+        return _positive(int)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backend import KNOWN_BACKENDS
     from .models import MODELS
@@ -68,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--backend", choices=KNOWN_BACKENDS, default=None,
                         help="array backend (default: $PORTACNN_BACKEND or numpy)")
         sp.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+        sp.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
+                        help="CPU threads a batch is split across (default auto: NumPy backend, large enough batches)")
 
     t = sub.add_parser("train", help="train a model (default: seed_cnn on the embedded Kannada-MNIST)")
     t.add_argument("--model", choices=sorted(MODELS), default="seed", help="network (default: seed)")
@@ -336,6 +347,7 @@ def cmd_train(args) -> int:
         model = MODELS[args.model](backend=args.backend, dtype=args.dtype, seed=args.seed)
         optimizer = None
         model_name = args.model
+    model.workers = args.workers
     args.protocol = args.protocol or "full"
     epochs = args.epochs or DEFAULT_EPOCHS.get(model_name, 10)
     if optimizer is None:
@@ -410,6 +422,7 @@ def cmd_evaluate(args) -> int:
     from . import data
 
     model = pc.load(args.model, backend=args.backend)
+    model.workers = args.workers
     x, y, _ = _load_split(args.data, args.split)
     source = args.data or f"embedded Kannada-MNIST {args.split}"
     if y is None:
@@ -476,6 +489,7 @@ def cmd_predict(args) -> int:
     from . import data
 
     model = pc.load(args.model, backend=args.backend)
+    model.workers = args.workers
     groups = _inputs(args.inputs, args.invert)
     for name, images, single in groups:
         _check_fits(model, images, name[0] if single else name, args.model)

@@ -6,6 +6,8 @@ import numpy as np
 
 from .backend import get_backend, to_host
 from .layers import LAYER_TYPES, Layer, Parameter
+from .layers.base import run_backward, run_forward
+from .parallel import DataParallel, check_workers
 
 DTYPES = ("float32", "float64")
 
@@ -16,9 +18,14 @@ class Sequential:
     Parameters are drawn from ``numpy.random.default_rng(seed)`` on the host, in layer order, so the same
     seed gives the same initial weights on every backend; the same generator later drives dropout masks.
     State keys follow ``torch.nn.Sequential``: "<layer index>.weight", "<layer index>.bias".
+
+    ``workers`` cuts each batch into row shards computed on that many CPU threads (see
+    :mod:`portacnn.parallel`): ``"auto"`` (default) does so on the NumPy backend when the batch is large
+    enough to gain, with as many shards as NumPy's BLAS has threads; ``1`` never does. Results equal the
+    single-thread ones up to float rounding (dropout masks are the same draws).
     """
 
-    def __init__(self, layers, backend=None, dtype="float32", seed=0):
+    def __init__(self, layers, backend=None, dtype="float32", seed=0, workers="auto"):
         self.layers = list(layers)
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
@@ -33,14 +40,32 @@ class Sequential:
             layer.initialize(self.rng, self.backend, self.backend.dtype(self.dtype))
             for p in layer.parameters():
                 p.name = f"{i}.{p.name.rsplit('.', 1)[-1]}"
+        self.workers = workers
+        self._parallel = DataParallel(self)
+        self._sharded = False  # whether the last forward ran in shards (then so does backward)
+
+    @property
+    def workers(self):
+        """``"auto"`` or the number of CPU threads a batch is split across (1: no splitting)."""
+        return self._workers
+
+    @workers.setter
+    def workers(self, value):
+        self._workers = check_workers(value, self.backend)
+
+    def shards_for(self, batch_shape) -> int:
+        """How many row shards (threads) a batch of ``batch_shape`` (N, C, H, W) is computed in."""
+        return self._parallel.shards(tuple(batch_shape))
 
     # -- computing -------------------------------------------------------------------------------------
     def forward(self, x, training: bool = False):
         """Logits for a batch ``x`` (N, C, H, W); host arrays are moved to the model's device and dtype."""
         x = self.backend.asarray(x, dtype=self.dtype)
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
+        shards = self._parallel.shards(tuple(x.shape))
+        self._sharded = shards > 1
+        if self._sharded:
+            return self._parallel.forward(x, training, shards)
+        return run_forward(self.layers, x, training)
 
     __call__ = forward
 
@@ -51,9 +76,9 @@ class Sequential:
         does not need it, and for a first convolution it is the costliest part of the backward pass.
         """
         grad = self.backend.asarray(grad, dtype=self.dtype)
-        for i in range(len(self.layers) - 1, -1, -1):
-            grad = self.layers[i].backward(grad, need_input_grad=input_grad or i > 0)
-        return grad
+        if self._sharded:
+            return self._parallel.backward(grad, input_grad)
+        return run_backward(self.layers, grad, input_grad)
 
     # -- parameters and state --------------------------------------------------------------------------
     def parameters(self) -> list[Parameter]:
@@ -139,7 +164,7 @@ class Sequential:
         return out
 
     @classmethod
-    def from_architecture(cls, arch, backend=None, dtype="float32", seed=0) -> "Sequential":
+    def from_architecture(cls, arch, backend=None, dtype="float32", seed=0, workers="auto") -> "Sequential":
         """Rebuild a model from :meth:`architecture` output (unknown types or bad fields: ValueError)."""
         if not isinstance(arch, list) or not arch:
             raise ValueError("architecture must be a non-empty list of layer descriptions")
@@ -153,7 +178,7 @@ class Sequential:
                 layers.append(LAYER_TYPES[spec["type"]](**kwargs))
             except TypeError as e:
                 raise ValueError(f"architecture item {i} ({spec['type']}) has bad arguments: {e}") from None
-        return cls(layers, backend=backend, dtype=dtype, seed=seed)
+        return cls(layers, backend=backend, dtype=dtype, seed=seed, workers=workers)
 
     def input_channels(self) -> int | None:
         for layer in self.layers:

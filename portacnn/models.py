@@ -6,30 +6,30 @@ from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from .model import Sequential
 
 
-def seed_cnn(backend=None, dtype="float32", seed=0) -> Sequential:
+def seed_cnn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
     """The tutorial's net: conv 2@5x5 -> ReLU -> maxpool 2 -> flatten 288 -> dense 60 -> ReLU -> dense 10."""
     layers = [Conv2D(1, 2, 5), ReLU(), MaxPool2D(2), Flatten(), Dense(288, 60), ReLU(), Dense(60, 10)]
-    return Sequential(layers, backend=backend, dtype=dtype, seed=seed)
+    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers)
 
 
-def lenet5(backend=None, dtype="float32", seed=0) -> Sequential:
+def lenet5(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
     """LeNet-5 with ReLU and max pooling: conv 6@5x5 pad 2, pool, conv 16@5x5, pool, 400-120-84-10."""
     layers = [
         Conv2D(1, 6, 5, padding=2), ReLU(), MaxPool2D(2),
         Conv2D(6, 16, 5), ReLU(), MaxPool2D(2),
         Flatten(), Dense(400, 120), ReLU(), Dense(120, 84), ReLU(), Dense(84, 10),
     ]  # fmt: skip
-    return Sequential(layers, backend=backend, dtype=dtype, seed=seed)
+    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers)
 
 
-def kannada_cnn(backend=None, dtype="float32", seed=0) -> Sequential:
+def kannada_cnn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
     """The Kannada-MNIST paper's baseline (Prabhu 2019): conv 32@3x3, conv 64@3x3, pool 2, dropout .25,
     dense 9216 -> 128, dropout .5, dense 128 -> 10."""
     layers = [
         Conv2D(1, 32, 3), ReLU(), Conv2D(32, 64, 3), ReLU(), MaxPool2D(2), Dropout(0.25),
         Flatten(), Dense(9216, 128), ReLU(), Dropout(0.5), Dense(128, 10),
     ]  # fmt: skip
-    return Sequential(layers, backend=backend, dtype=dtype, seed=seed)
+    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers)
 
 
 MODELS = {"seed": seed_cnn, "lenet5": lenet5, "kannada": kannada_cnn}

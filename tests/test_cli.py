@@ -56,6 +56,20 @@ def test_train_text_output_prints_final_test_accuracy(data_dir, tmp_path):
     assert pc.load(tmp_path / "o" / "model.safetensors").checkpoint["optimizer"]["type"] == "sgd"
 
 
+def test_train_with_workers_matches_one_thread(data_dir, tmp_path):
+    """--workers 2 splits every batch across two threads: the same run up to float rounding."""
+    results = {}
+    for w in ("1", "2"):
+        proc = run_cli("train", "--data", data_dir, "--model", "lenet5", "--limit", 128, "--epochs", 1,
+                       "--batch-size", 64, "--workers", w, "--out", tmp_path / w, "--no-plots", "--json")
+        assert proc.returncode == 0, proc.stderr
+        results[w] = last_json(proc.stdout)
+    assert results["2"]["test_loss"] == pytest.approx(results["1"]["test_loss"], rel=1e-4)
+    one, two = state_of(tmp_path / "1" / "model.safetensors"), state_of(tmp_path / "2" / "model.safetensors")
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
 def test_evaluate_json_on_a_folder_of_any_prefix(run, tmp_path):
     out, _ = run
     folder = tmp_path / "mine"
@@ -174,6 +188,8 @@ BAD_FLAGS = [
     (["evaluate"], "required"),
     (["predict", "m.safetensors"], "required"),
     (["evaluate", "m.safetensors", "--batch-size", "-5"], "--batch-size"),
+    (["train", "--workers", "0"], "--workers"),
+    (["evaluate", "m.safetensors", "--workers", "many"], "--workers"),
 ]
 
 

@@ -57,6 +57,20 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def run_forward(layers, x, training: bool = False):
+    """``x`` through ``layers`` in order (what :meth:`Sequential.forward` and every data-parallel shard run)."""
+    for layer in layers:
+        x = layer.forward(x, training)
+    return x
+
+
+def run_backward(layers, grad, input_grad: bool = True):
+    """``grad`` back through ``layers`` in reverse; the first layer skips its input gradient unless asked."""
+    for i in range(len(layers) - 1, -1, -1):
+        grad = layers[i].backward(grad, need_input_grad=input_grad or i > 0)
+    return grad
+
+
 def pair(value, what: str) -> tuple[int, int]:
     """``3`` or ``(3, 5)`` as an (h, w) pair of ints; anything else is a ValueError naming ``what``."""
     if isinstance(value, (tuple, list)):
