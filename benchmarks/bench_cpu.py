@@ -10,7 +10,9 @@ A training step is forward(training=True) + softmax_cross_entropy(check=False) +
 zero_grad; PyTorch's is forward + F.cross_entropy + loss.backward() + Adam step + zero_grad().
 
 Each thread count runs in a fresh subprocess with OMP/OpenBLAS/MKL_NUM_THREADS pinned before NumPy is
-imported (threadpoolctl is not needed) and torch.set_num_threads(t).
+imported and torch.set_num_threads(t). portacnn's default ``workers="auto"`` then splits large enough
+batches into t row shards on t threads (BLAS at one thread each meanwhile), so both sides use t cores;
+the shards each cell used are recorded (``--workers 1`` measures the unsharded path).
 
     python benchmarks/bench_cpu.py                  # full run (~10 min on 2 cores): results/cpu_latest.*
     python benchmarks/bench_cpu.py --quick          # < 2 min smoke run: results/cpu_quick.*
@@ -42,6 +44,7 @@ def parse(argv=None):
     ap.add_argument("--batches", default=None, help="comma list (default 32,128,512; quick: 128)")
     ap.add_argument("--repeats", type=int, default=None, help="timed passes per cell (default 3; quick 2; smoke 1)")
     ap.add_argument("--modes", default="train,infer")
+    ap.add_argument("--workers", default="auto", help="portacnn's workers setting (default auto; 1 = no shards)")
     ap.add_argument("--data", default="auto", choices=("auto", "real", "synthetic"))
     ap.add_argument("--out", default=None, help="output stem in benchmarks/results (default cpu_latest / cpu_quick / gpu_latest)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -66,11 +69,14 @@ def default_backends() -> list[str]:
 class Runner:
     """Prepared closures for one (net, batch): each call runs one full pass and returns seconds."""
 
-    def __init__(self, net, batch, n_images, x, y, backend, gpu):
+    def __init__(self, net, batch, n_images, x, y, backend, gpu, workers="auto"):
         import portacnn as pc
 
         self.net, self.batch, self.n = net, batch, n_images
         self.model = C.build_pc(net, backend)
+        self.model.workers = workers
+        shape = (batch,) + tuple(x.shape[1:])
+        self.shards = {mode: self.model.shards_for(shape, training=mode == "train") for mode in ("train", "infer")}
         self.opt = pc.optim.Adam(self.model.parameters(), lr=1e-3)
         be = self.model.backend
         self.sync = be.synchronize
@@ -153,7 +159,8 @@ def child(args) -> dict:
     for net in nets:
         for batch in batches:
             n = max(batch, images[net] // batch * batch)
-            runners = {b: Runner(net, batch, n, x, y, b, gpu) for b in backends}
+            workers = args.workers if args.workers == "auto" else int(args.workers)
+            runners = {b: Runner(net, batch, n, x, y, b, gpu, workers) for b in backends}
             first = next(iter(runners.values())).model
             runners["pytorch"] = TorchRunner(first, batch, n, x, y, device)
             for mode in modes:
@@ -169,6 +176,7 @@ def child(args) -> dict:
                     ips = [n / t for t in s]
                     cell["frameworks"][k] = {"images_per_s": C.summarize(ips), "seconds": [round(t, 4) for t in s]}
                 for k in backends:
+                    cell["frameworks"][k]["shards"] = runners[k].shards[mode]
                     ratios = [tp / tk for tk, tp in zip(secs[k], secs["pytorch"])]  # time_torch / time_pc = speed ratio
                     cell["frameworks"][k]["ratio_vs_pytorch"] = C.summarize(ratios)
                 cells.append(cell)
@@ -212,16 +220,18 @@ def markdown(result) -> str:
              f"portacnn {h['versions'].get('portacnn')} (git {h['git']}). Data: {h['data']}. float32.", "",
              "Images/s (median of the repeats; a full pass over the same images each), and the ratio "
              "portacnn / PyTorch (median of per-repeat ratios of back-to-back passes; > 1 means portacnn is faster). "
-             "Target = the issue's goal for that ratio at batch 128.", ""]
+             "Target = the issue's goal for that ratio at batch 128. Shards = the threads portacnn split each "
+             "batch across (workers='auto': as many as the thread count when each shard keeps enough work).", ""]
     backends = h["backends"]
-    head = "| net | mode | batch | threads | " + " | ".join(f"{b} img/s" for b in backends) + " | PyTorch img/s | " + " | ".join(f"ratio {b}" for b in backends) + " | target |"
+    head = "| net | mode | batch | threads | shards | " + " | ".join(f"{b} img/s" for b in backends) + " | PyTorch img/s | " + " | ".join(f"ratio {b}" for b in backends) + " | target |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for cell in h["cells"]:
         if cell.get("note"):
             continue
         fw = cell["frameworks"]
         tgt = TARGETS.get((cell["mode"], cell["net"])) if cell["batch"] == 128 else None
-        row = [cell["net"], cell["mode"], str(cell["batch"]), str(cell["threads"])]
+        row = [cell["net"], cell["mode"], str(cell["batch"]), str(cell["threads"]),
+               str(fw[backends[0]].get("shards", "")) if backends else ""]
         row += [f"{fw[b]['images_per_s']['median']:.0f}" for b in backends]
         row += [f"{fw['pytorch']['images_per_s']['median']:.0f}"]
         for b in backends:

@@ -53,15 +53,15 @@ class Sequential:
     def workers(self, value):
         self._workers = check_workers(value, self.backend)
 
-    def shards_for(self, batch_shape) -> int:
+    def shards_for(self, batch_shape, training: bool = True) -> int:
         """How many row shards (threads) a batch of ``batch_shape`` (N, C, H, W) is computed in."""
-        return self._parallel.shards(tuple(batch_shape))
+        return self._parallel.shards(tuple(batch_shape), training)
 
     # -- computing -------------------------------------------------------------------------------------
     def forward(self, x, training: bool = False):
         """Logits for a batch ``x`` (N, C, H, W); host arrays are moved to the model's device and dtype."""
         x = self.backend.asarray(x, dtype=self.dtype)
-        shards = self._parallel.shards(tuple(x.shape))
+        shards = self._parallel.shards(tuple(x.shape), training)
         self._sharded = shards > 1
         if self._sharded:
             return self._parallel.forward(x, training, shards)

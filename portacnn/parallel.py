@@ -20,10 +20,12 @@ BLAS threads would fight over S cores.
 
 ``workers="auto"`` (the default) shards only on the NumPy backend, with as many shards as NumPy's BLAS
 has threads, and only when each shard keeps enough work to repay the threads: at least
-:data:`MIN_SHARD_IMAGES` images and :data:`MIN_SHARD_ACTIVATIONS` activation values (the sum of every
-layer's output size). Measured on 2 cores (benchmarks/README.md): training steps gain 1.2-1.4x for
-LeNet-5 and the Kannada net at batch 128 and for the tutorial net at batch 512, and lose 5-30 % below
-those sizes, where the thread hand-offs cost more than the element-wise work they split.
+:data:`MIN_SHARD_IMAGES` images and :data:`MIN_SHARD_ACTIVATIONS` activation values (images times the
+sum of every layer's output size; an inference pass needs 4x as many, having less element-wise work per
+value). Measured on 2 cores, whole steps, alternating A/B: training gains 1.1-1.5x for LeNet-5 and the
+Kannada net at batch 128 and 1.6x for LeNet-5 at 512; inference 1.3-1.5x for the Kannada net at 128.
+Below those sizes sharding loses 5-20 % (the tutorial net at batch 128, LeNet-5 inference at 128), the
+thread hand-offs costing more than the element-wise work they split, so ``auto`` does not shard there.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from .layers.base import Parameter, run_backward, run_forward
 
 #: fewest images per shard for ``workers="auto"``
 MIN_SHARD_IMAGES = 64
-#: fewest activation values (images x sum of layer output sizes) per shard for ``workers="auto"``
-MIN_SHARD_ACTIVATIONS = 500_000
+#: fewest activation values (images x sum of layer output sizes) per shard for ``workers="auto"``, for a
+#: training pass and for an inference pass (which does a third of the element-wise work per activation)
+MIN_SHARD_ACTIVATIONS = {True: 500_000, False: 2_000_000}
 
 
 def check_workers(workers, backend=None):
@@ -202,7 +205,7 @@ class DataParallel:
             self._activations[image_shape] = total
         return self._activations[image_shape]
 
-    def shards(self, batch_shape) -> int:
+    def shards(self, batch_shape, training: bool = True) -> int:
         """How many shards a batch of ``batch_shape`` is cut into under the model's ``workers`` setting."""
         m, n = self.model, int(batch_shape[0])
         if m.workers != "auto":
@@ -214,7 +217,7 @@ class DataParallel:
         if threads < 2:
             return 1
         per_image = self.activations_per_image(tuple(batch_shape[1:]))
-        return max(1, min(threads, n // MIN_SHARD_IMAGES, n * per_image // MIN_SHARD_ACTIVATIONS))
+        return max(1, min(threads, n // MIN_SHARD_IMAGES, n * per_image // MIN_SHARD_ACTIVATIONS[bool(training)]))
 
     def forward(self, x, training: bool, shards: int):
         n = int(x.shape[0])
