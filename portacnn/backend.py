@@ -294,19 +294,6 @@ def fast_path(x, primitive: str):
     return _FAST_PATHS.get((_namespace_name(x), primitive))
 
 
-@register_fast_path("numpy", "im2col")
-def _numpy_im2col(xpad, kernel, stride, out_hw):
-    """NumPy: one copy from an overlapping window view, written in destination order (1.5-2x the loop)."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
-    n, c = xpad.shape[:2]
-    view = sliding_window_view(xpad, (kh, kw), axis=(2, 3))[:, :, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw]
-    cols = np.empty((n, c, kh, kw, ho, wo), dtype=xpad.dtype)
-    np.copyto(cols, view.transpose(0, 1, 4, 5, 2, 3))
-    return cols.reshape(n, c * kh * kw, ho * wo)
-
-
 @register_fast_path("numpy", "im2col_nhwc")
 def _numpy_im2col_nhwc(xhpad, kernel, stride, out_hw):
     """NumPy: channels-last columns from one window-view copy (about 3x the loop for 32 channels)."""

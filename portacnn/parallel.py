@@ -21,11 +21,12 @@ BLAS threads would fight over S cores.
 ``workers="auto"`` (the default) shards only on the NumPy backend, with as many shards as NumPy's BLAS
 has threads, and only when each shard keeps enough work to repay the threads: at least
 :data:`MIN_SHARD_IMAGES` images and :data:`MIN_SHARD_ACTIVATIONS` activation values (images times the
-sum of every layer's output size; an inference pass needs 4x as many, having less element-wise work per
-value). Measured on 2 cores, whole steps, alternating A/B: training gains 1.1-1.5x for LeNet-5 and the
-Kannada net at batch 128 and 1.6x for LeNet-5 at 512; inference 1.3-1.5x for the Kannada net at 128.
-Below those sizes sharding loses 5-20 % (the tutorial net at batch 128, LeNet-5 inference at 128), the
-thread hand-offs costing more than the element-wise work they split, so ``auto`` does not shard there.
+sum of every layer's output size; an inference pass needs 2.5x as many, having less element-wise work
+per value). Measured on 2 cores, whole steps, alternating A/B: training gains 1.5x for the Kannada net at
+batch 128 and 1.1-1.6x for LeNet-5 at 512; Kannada inference 1.3-1.5x at 128. Below those sizes sharding
+loses up to 20 % (LeNet-5 training at 128, whose big batch-last GEMMs already use both cores; the
+tutorial net; LeNet-5 inference), the thread hand-offs costing more than the work they split, so
+``auto`` does not shard there.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .layers.base import Parameter, run_backward, run_forward
 MIN_SHARD_IMAGES = 64
 #: fewest activation values (images x sum of layer output sizes) per shard for ``workers="auto"``, for a
 #: training pass and for an inference pass (which does a third of the element-wise work per activation)
-MIN_SHARD_ACTIVATIONS = {True: 500_000, False: 2_000_000}
+MIN_SHARD_ACTIVATIONS = {True: 2_000_000, False: 5_000_000}
 
 
 def check_workers(workers, backend=None):

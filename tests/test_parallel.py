@@ -165,16 +165,16 @@ def test_bad_workers_values_are_value_errors(bad):
 
 
 @pytest.mark.parametrize("net, batch, threads, training, expected", [
-    ("seed_cnn", 128, 2, True, 1),     # 64 images x 3,010 activations: too little work per shard
-    ("seed_cnn", 512, 2, True, 2),
-    ("seed_cnn", 512, 2, False, 1),    # inference does less element-wise work per activation
-    ("lenet5", 64, 2, True, 1),        # fewer than 64 images per shard
-    ("lenet5", 128, 2, True, 2),
-    ("lenet5", 128, 2, False, 1),
-    ("lenet5", 512, 2, False, 2),
+    ("seed_cnn", 512, 2, True, 1),     # 256 images x 3,010 activations: too little work per shard
+    ("seed_cnn", 2048, 2, True, 2),
+    ("lenet5", 128, 2, True, 1),       # 64 images x 15,002 activations: too little
+    ("lenet5", 512, 2, True, 2),
+    ("lenet5", 512, 2, False, 1),      # inference does less element-wise work per activation
+    ("kannada_cnn", 64, 2, True, 1),   # fewer than 64 images per shard
+    ("kannada_cnn", 128, 2, True, 2),
     ("kannada_cnn", 128, 2, False, 2),
     ("kannada_cnn", 128, 1, True, 1),  # BLAS on one thread: the user asked for one core
-    ("lenet5", 512, 16, True, 8),      # never fewer than 64 images per shard
+    ("kannada_cnn", 512, 16, True, 8),  # never fewer than 64 images per shard
 ])  # fmt: skip
 def test_auto_shards(monkeypatch, net, batch, threads, training, expected):
     monkeypatch.setattr(parallel, "blas_threads", lambda: threads)

@@ -10,15 +10,16 @@ so im2col stacks kh*kw slices and col2im adds kh*kw slices back. Within one slic
 which makes the slice ``+=`` of col2im an exact scatter-add.
 
 These loops are the reference implementation that every backend runs. A backend may register a faster
-version of a primitive at the seam in :mod:`portacnn.backend` (NumPy does, for im2col, with an overlapping
-window view); tests check that it returns exactly what the loop returns.
+version of a primitive at the seam in :mod:`portacnn.backend` (NumPy does, for im2col_nhwc, with an
+overlapping window view); tests check that it returns exactly what the loop returns.
 
-Two column layouts are provided. :func:`im2col` gives (N, C*kh*kw, Ho*Wo) per-image matrices (a batched
-matmul, PyTorch's row order). :func:`im2col_nhwc` works on a channels-last view (N, H, W, C) and gives
-one (N*Ho*Wo, kh*kw*C) matrix: the convolution is then ONE large GEMM with a small right operand, which
-BLAS runs 2-5x faster than N small ones (measured: 110 vs 20-50 GFLOP/s for the Kannada net's conv2 on
-this machine's OpenBLAS), and its output (N*Ho*Wo, O) is already the channels-last activation, so no
-transpose is needed between layers (a permuted view keeps NCHW semantics; element-wise ops preserve it).
+Two column layouts are provided, each making a convolution ONE large GEMM over the whole batch (BLAS
+runs that 2-5x faster than N per-image products) whose output is already the next activation in the
+same memory order, so no transpose is needed between layers (a permuted view keeps NCHW semantics and
+element-wise ops preserve the order). :func:`im2col_chwn` works on a batch-last (C, H, W, N) array and
+gives (C*kh*kw, Ho*Wo*N) columns in PyTorch's row order; every slice it copies is a run of Wo*N values,
+which suits few channels. :func:`im2col_nhwc` works on a channels-last (N, H, W, C) array and gives
+(N*Ho*Wo, kh*kw*C) rows; its runs are C values long, which suits many channels.
 """
 
 from __future__ import annotations
@@ -56,47 +57,17 @@ def window(xpad, i: int, j: int, out_hw, stride):
     return xpad[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
 
 
-def im2col(xpad, kernel, stride, out_hw):
-    """Patches of ``xpad`` (N, C, Hp, Wp) as columns (N, C*kh*kw, Ho*Wo), row index c*kh*kw + i*kw + j.
-
-    That row order matches a PyTorch weight (O, C, kh, kw) reshaped to (O, C*kh*kw), so the convolution
-    is a single batched ``matmul``.
-    """
-    fast = fast_path(xpad, "im2col")
-    if fast is not None:
-        return fast(xpad, kernel, stride, out_hw)
-    xp = array_namespace(xpad)
-    (kh, kw), (ho, wo) = kernel, out_hw
-    n, c = xpad.shape[:2]
-    cols = xp.empty((n, c, kh * kw, ho, wo), dtype=xpad.dtype, device=device(xpad))
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, i * kw + j, ...] = window(xpad, i, j, out_hw, stride)
-    return xp.reshape(cols, (n, c * kh * kw, ho * wo))
-
-
-def col2im(cols, padded_shape, kernel, stride, out_hw):
-    """Adjoint of :func:`im2col`: add each column entry back to the padded position it came from."""
-    xp = array_namespace(cols)
-    (kh, kw), (ho, wo) = kernel, out_hw
-    n, c = padded_shape[:2]
-    cols = xp.reshape(cols, (n, c, kh * kw, ho, wo))
-    out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
-    sh, sw = stride
-    for i in range(kh):
-        for j in range(kw):
-            out[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += cols[:, :, i * kw + j, ...]
-    return out
-
-
-def pad_nhwc(xh, ph: int, pw: int, value=0):
-    """Channels-last ``xh`` (N, H, W, C) with ``ph`` rows and ``pw`` columns of ``value`` on each side."""
-    if ph == 0 and pw == 0:
-        return xh
-    xp = array_namespace(xh)
-    n, h, w, c = xh.shape
-    out = xp.full((n, h + 2 * ph, w + 2 * pw, c), value, dtype=xh.dtype, device=device(xh))
-    out[:, ph : ph + h, pw : pw + w, :] = xh
+def pad_hw(x4, ph: int, pw: int, value=0, copy=False):
+    """``x4`` with ``ph`` rows and ``pw`` columns of ``value`` on each side of axes 1 and 2 (the H and W of
+    a channels-last (N, H, W, C) or batch-last (C, H, W, N) array). Without padding ``x4`` itself comes
+    back, unless ``copy``: then always a fresh array, contiguous in this axis order."""
+    if ph == 0 and pw == 0 and not copy:
+        return x4
+    xp = array_namespace(x4)
+    a, h, w, b = x4.shape
+    shape = (a, h + 2 * ph, w + 2 * pw, b)
+    out = xp.full(shape, value, dtype=x4.dtype, device=device(x4)) if ph or pw else xp.empty(shape, dtype=x4.dtype, device=device(x4))
+    out[:, ph : ph + h, pw : pw + w, :] = x4
     return out
 
 
@@ -120,6 +91,37 @@ def im2col_nhwc(xhpad, kernel, stride, out_hw):
         for j in range(kw):
             cols[:, :, :, i, j, :] = xhpad[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
     return xp.reshape(cols, (n * ho * wo, kh * kw * c))
+
+
+def im2col_chwn(xcpad, kernel, stride, out_hw):
+    """Patches of batch-last ``xcpad`` (C, Hp, Wp, N) as columns: (C*kh*kw, Ho*Wo*N), row c*kh*kw + i*kw + j.
+
+    Column r*Wo*N + s*N + n holds the window of output pixel (n, r, s); the row order is a PyTorch weight
+    (O, C, kh, kw) reshaped to (O, C*kh*kw), so the convolution is ONE GEMM, Wm @ cols, whose (O, Ho*Wo*N)
+    result is the batch-last activation. Each of the kh*kw slice copies moves runs of Wo*N values (for
+    stride 1), however few the channels, which is what makes this layout fast for narrow convs.
+    """
+    xp = array_namespace(xcpad)
+    (kh, kw), (ho, wo), (sh, sw) = kernel, out_hw, stride
+    c, n = xcpad.shape[0], xcpad.shape[3]
+    cols = xp.empty((c, kh, kw, ho, wo, n), dtype=xcpad.dtype, device=device(xcpad))
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j, ...] = xcpad[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+    return xp.reshape(cols, (c * kh * kw, ho * wo * n))
+
+
+def col2im_chwn(cols, padded_shape, kernel, stride, out_hw):
+    """Adjoint of :func:`im2col_chwn`: (C*kh*kw, Ho*Wo*N) columns added back into a (C, Hp, Wp, N) buffer."""
+    xp = array_namespace(cols)
+    (kh, kw), (ho, wo), (sh, sw) = kernel, out_hw, stride
+    c, n = padded_shape[0], padded_shape[3]
+    cols = xp.reshape(cols, (c, kh, kw, ho, wo, n))
+    out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += cols[:, i, j, ...]
+    return out
 
 
 def col2im_nhwc(cols, padded_shape, kernel, stride, out_hw):
