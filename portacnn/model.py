@@ -6,7 +6,6 @@ import numpy as np
 
 from .backend import get_backend, to_host
 from .layers import LAYER_TYPES, Layer, Parameter
-from .layers.base import run_backward, run_forward
 from .parallel import DataParallel, check_workers
 
 DTYPES = ("float32", "float64")
@@ -41,8 +40,7 @@ class Sequential:
             for p in layer.parameters():
                 p.name = f"{i}.{p.name.rsplit('.', 1)[-1]}"
         self.workers = workers
-        self._parallel = DataParallel(self)
-        self._sharded = False  # whether the last forward ran in shards (then so does backward)
+        self._parallel = DataParallel(self)  # runs forward/backward, in row shards when that pays
 
     @property
     def workers(self):
@@ -61,11 +59,7 @@ class Sequential:
     def forward(self, x, training: bool = False):
         """Logits for a batch ``x`` (N, C, H, W); host arrays are moved to the model's device and dtype."""
         x = self.backend.asarray(x, dtype=self.dtype)
-        shards = self._parallel.shards(tuple(x.shape), training)
-        self._sharded = shards > 1
-        if self._sharded:
-            return self._parallel.forward(x, training, shards)
-        return run_forward(self.layers, x, training)
+        return self._parallel.forward(x, training)
 
     __call__ = forward
 
@@ -76,9 +70,7 @@ class Sequential:
         does not need it, and for a first convolution it is the costliest part of the backward pass.
         """
         grad = self.backend.asarray(grad, dtype=self.dtype)
-        if self._sharded:
-            return self._parallel.backward(grad, input_grad)
-        return run_backward(self.layers, grad, input_grad)
+        return self._parallel.backward(grad, input_grad)
 
     # -- parameters and state --------------------------------------------------------------------------
     def parameters(self) -> list[Parameter]:

@@ -180,7 +180,7 @@ class DataParallel:
         self.replicas: list[_Replica] = []
         self._key = None
         self._activations: dict[tuple, int] = {}
-        self.spans: list[tuple[int, int]] | None = None  # of the last sharded forward, for backward
+        self.spans: list[tuple[int, int]] | None = None  # of the last forward when sharded, for backward
 
     def _replicas_for(self, shards: int) -> list[_Replica]:
         m = self.model
@@ -220,7 +220,12 @@ class DataParallel:
         per_image = self.activations_per_image(tuple(batch_shape[1:]))
         return max(1, min(threads, n // MIN_SHARD_IMAGES, n * per_image // MIN_SHARD_ACTIVATIONS[bool(training)]))
 
-    def forward(self, x, training: bool, shards: int):
+    def forward(self, x, training: bool):
+        """The model's forward pass over ``x``: in shards when :meth:`shards` says so, else in this thread."""
+        self.spans = None
+        shards = self.shards(tuple(x.shape), training)
+        if shards == 1:
+            return run_forward(self.model.layers, x, training)
         n = int(x.shape[0])
         spans = shard_spans(n, shards)
         replicas = self._replicas_for(shards)
@@ -234,7 +239,6 @@ class DataParallel:
                     setattr(twin, name, mine.setdefault(id(rng), _ShardGenerator(b, lo, hi)))
         calls = [lambda r=r, lo=lo, hi=hi: run_forward(r.layers, x[lo:hi, ...], training)
                  for r, (lo, hi) in zip(replicas, spans)]
-        self.spans = None
         with one_blas_thread():
             outs = _run_all(calls)
         self.spans = spans
@@ -242,9 +246,10 @@ class DataParallel:
         return xp.concat(outs, axis=0)
 
     def backward(self, grad, input_grad: bool):
+        """The backward pass matching the last forward: in the same shards, or in this thread."""
         spans = self.spans
         if spans is None:
-            raise RuntimeError("backward() needs a forward() of the same batch first")
+            return run_backward(self.model.layers, grad, input_grad)
         if int(grad.shape[0]) != spans[-1][1]:
             raise ValueError(f"backward got a gradient for {int(grad.shape[0])} rows; the last forward had {spans[-1][1]}")
         replicas = self.replicas[: len(spans)]
