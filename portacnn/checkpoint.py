@@ -63,12 +63,16 @@ def save(model, path, optimizer=None, train_state: dict | None = None, extra: di
 
 
 def _looks_like_pickle(data: bytes) -> bool:
-    """Pickles (protocol 2+ start with PROTO 0x80; 0/1 are opcodes ending in STOP '.') and zip-based torch.save files."""
+    """Pickles (protocol 2+ start with PROTO 0x80; 0/1 are opcodes ending in STOP '.') and zip-based torch.save files.
+
+    A safetensors file starts with its header's length as 8 little-endian bytes, which can begin with any
+    byte (0x80 for a 384-byte header), and then its JSON header at byte 8: that is never taken for a pickle
+    (a zip's byte 8 is its compression method, a protocol-4+ pickle's is inside its frame length)."""
+    if data[8:9] == b"{":
+        return False
     if data[:1] == b"\x80" or data[:4] == b"PK\x03\x04":
         return True
-    # a safetensors file has its JSON header start at byte 8, so it is never taken for a protocol 0/1 pickle
-    return (data[:1] in (b"(", b"c", b"]", b"}", b"I", b"S", b"V", b"N") and data.rstrip()[-1:] == b"."
-            and data[8:9] != b"{")
+    return data[:1] in (b"(", b"c", b"]", b"}", b"I", b"S", b"V", b"N") and data.rstrip()[-1:] == b"."
 
 
 def _digest(tensors: dict, meta: dict) -> str:
