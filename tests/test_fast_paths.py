@@ -6,7 +6,7 @@ import pytest
 
 import portacnn as pc
 from portacnn import backend as backend_module
-from portacnn.layers import _windows
+from portacnn.layers import _gemm, _windows
 
 GEOMETRIES = [  # (N, C, H, W, kernel, stride, padding)
     (3, 1, 28, 28, (5, 5), (1, 1), (0, 0)),
@@ -23,7 +23,8 @@ def _portable(monkeypatch):
 
 
 def test_numpy_registers_fast_paths():
-    assert backend_module.fast_path(np.zeros(1, np.float32), "im2col_nhwc") is not None
+    for primitive in ("im2col_nhwc", "short_wide_matmul"):
+        assert backend_module.fast_path(np.zeros(1, np.float32), primitive) is not None
     assert backend_module.fast_path(np.zeros(1, np.float32), "no_such_primitive") is None
 
 
@@ -45,6 +46,25 @@ def test_fast_im2col_equals_the_portable_loop(monkeypatch, geometry, dtype, prim
     reference = getattr(_windows, primitive)(arg, kernel, stride, out_hw)
     assert fast.dtype == reference.dtype and fast.shape == reference.shape
     np.testing.assert_array_equal(fast, reference)
+
+
+@pytest.mark.parametrize("shape", [(2, 25, 73728), (6, 25, 100352 + 17), (8, 9, 9000), (3, 150, 2000), (9, 25, 20000), (4, 25, 100)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_short_wide_matmul_equals_one_product(monkeypatch, shape, dtype):
+    """The column-blocked product (used for a <= 8-row a and more than two blocks of columns, else one
+    product) equals the single product to rounding, blocks ending mid-way included: it is no further from
+    the float64 product than the single one (OpenBLAS may pick another kernel for a block's edge tile,
+    so the two can differ in the last bit)."""
+    m, k, p = shape
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, p)).astype(dtype)
+    fast = _gemm.short_wide_matmul(a, b)
+    _portable(monkeypatch)
+    reference = _gemm.short_wide_matmul(a, b)
+    assert fast.dtype == reference.dtype and fast.shape == reference.shape == (m, p)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    bound = k * np.finfo(dtype).eps * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    assert np.all(np.abs(fast - exact) <= bound) and np.all(np.abs(reference - exact) <= bound)
 
 
 @pytest.mark.parametrize("make", [pc.models.seed_cnn, pc.models.lenet5, pc.models.kannada_cnn])

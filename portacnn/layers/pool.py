@@ -60,7 +60,11 @@ class MaxPool2D(Layer):
         (sh, sw), (kh, kw) = self.stride, self.kernel_size
         disjoint = sh >= kh and sw >= kw  # windows do not overlap: each slice write touches fresh cells
         dxpad = xp.zeros_like(xpad)  # keeps xpad's memory layout on NumPy/torch (channels-last stays so)
-        rest = grad_out  # gradient not yet handed out: becomes 0 where an earlier offset took it
+        # gradient not yet handed out (becomes 0 where an earlier offset took it), copied once into y's memory
+        # layout: grad_out usually arrives NCHW-contiguous from Flatten while y is batch- or channels-last, and
+        # every op below mixing the two layouts would run 2-4x slower on NumPy
+        rest = xp.empty_like(y)
+        rest[...] = grad_out
         offsets = self._offsets()
         for k, (i, j) in enumerate(offsets):
             # a 0/1 mask in the gradient's dtype: multiplying by it is far cheaper than where() on NumPy
