@@ -167,6 +167,27 @@ def test_wide_conv_input_grad_equals_col2im_of_the_column_gradient(backend, rng,
     assert_close(dx, ref, "float32")
 
 
+@pytest.mark.parametrize("per_block", [1, 2])
+@pytest.mark.parametrize("N,C,H,W,O,k,s,p", WIDE_CASES)
+def test_wide_conv_in_image_blocks_matches_oracles(backend, rng, monkeypatch, per_block, N, C, H, W, O, k, s, p):
+    """On CPUs a wide conv makes its columns a few images at a time (forward, and again for the weight
+    gradient, since the blocks are not kept). Forced to 1 or 2 images per block on 3 images (a ragged last
+    block), forward still matches the float64 loops and backward the finite differences."""
+    N = 3
+    x, w, b = conv_data(rng, N, C, H, W, O, k)
+    layer = Conv2D(C, O, k, stride=s, padding=p)
+    model = single(layer, backend, "float64", {"weight": w, "bias": b})
+    (kh, kw), ho, wo = _pair(k), *oracles.conv2d_forward(x[:1], w, b, stride=s, padding=p).shape[2:]
+    monkeypatch.setenv("PORTACNN_BLOCK_BYTES", str(per_block * ho * wo * kh * kw * C * 8))
+    xb = backend.asarray(x, dtype="float64")
+    assert [hi - lo for lo, hi in layer._nhwc_blocks(xb, (ho, wo))[1]] == ([1, 1, 1] if per_block == 1 else [2, 1])
+    out = model.forward(xb, training=True)
+    assert layer._cache[1] is None  # the blocks' columns were not kept
+    assert_close(to_numpy(backend, out), oracles.conv2d_forward(x, w, b, stride=s, padding=p), "float64")
+    if per_block == 2:  # the finite differences are slow; the ragged case covers both block shapes
+        fd_check_layer(model, backend, x, {"weight": w, "bias": b})
+
+
 # ----------------------------------------------------------------------------------------------------
 # MaxPool2D
 

@@ -26,7 +26,16 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from ..backend import fast_path
+from ..backend import cpu_block_bytes, fast_path
+
+
+def batch_blocks(x, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering images 0..n in blocks of about the backend's cache block
+    (:func:`portacnn.backend.cpu_block_bytes`), given the bytes of temporaries one image needs; one block
+    of the whole batch on GPUs or when everything fits."""
+    budget = cpu_block_bytes(x)
+    per_block = n if budget is None else max(1, budget // max(1, bytes_per_image))
+    return [(a, min(n, a + per_block)) for a in range(0, n, per_block)] if n else [(0, 0)]
 
 
 def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
