@@ -153,6 +153,18 @@ def now() -> float:
     return time.perf_counter()
 
 
+#: OpenBLAS keeps its worker threads spinning for ~0.1 s after a multi-threaded call (OpenMP runtimes for
+#: a shorter while), so a pass timed right after the other framework's pass shares a core with those
+#: spinning threads. Measured on 2 cores: PyTorch's seed_cnn training pass ran at 26-32k images/s straight
+#: after a NumPy pass and at 39-44k after a 0.2 s pause. Every timed pass is preceded by this pause.
+SETTLE_S = 0.3
+
+
+def settle() -> None:
+    """Idle long enough for the worker threads of whatever ran before to stop spinning."""
+    time.sleep(SETTLE_S)
+
+
 # -- facts about this run -----------------------------------------------------------------------------
 def cpu_model() -> str:
     try:

@@ -4,7 +4,10 @@ For each network (seed_cnn, lenet5, kannada_cnn), batch size and mode (train / i
 backend and the PyTorch reference (torch.nn + torch.optim.Adam, same initial weights via the state dict,
 same batches, same thread count) run one full pass over the same images, alternating, ``--repeats``
 times after a warm-up. Reported: images/s (median, min, max) and the ratio portacnn / PyTorch (median of
-the per-repeat ratios, each from back-to-back passes, so a noisy machine affects both sides alike).
+the per-repeat ratios, each from back-to-back passes, so a noisy machine affects both sides alike). Before
+every timed pass the process idles 0.3 s: OpenBLAS's worker threads spin for ~0.1 s after a call and, timed
+straight after a NumPy pass, PyTorch lost up to a third of its speed to them (the results before
+2026-11-24's second run flattered portacnn by that much for the unsharded small nets).
 
 A training step is forward(training=True) + softmax_cross_entropy(check=False) + backward(input_grad=False) + Adam step +
 zero_grad; PyTorch's is forward + F.cross_entropy + loss.backward() + Adam step + zero_grad().
@@ -170,6 +173,7 @@ def child(args) -> dict:
                 order = list(runners)
                 for rep in range(args.repeats):
                     for k in order if rep % 2 == 0 else reversed(order):  # alternate who goes first
+                        C.settle()  # the other side's BLAS/OpenMP threads stop spinning first
                         secs[k].append(getattr(runners[k], mode)())
                 cell = {"net": net, "batch": batch, "mode": mode, "threads": threads, "images_per_pass": n, "frameworks": {}}
                 for k, s in secs.items():

@@ -57,6 +57,7 @@ def child(args) -> dict:
     b = rng.random((n, n), dtype=np.float32)
 
     def best(f):
+        C.settle()  # the previous measurement's BLAS threads stop spinning first
         f()
         ts = []
         for _ in range(reps):
