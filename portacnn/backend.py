@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -53,7 +54,7 @@ def _load_strict():
 def _strict_to_numpy(x):
     import array_api_strict as xp
 
-    return np.asarray(x.to_device(xp.Device("CPU_DEVICE")))
+    return np.from_dlpack(x.to_device(xp.Device("CPU_DEVICE")))
 
 
 def _load_torch():
@@ -68,7 +69,12 @@ def _load_torch():
 
 
 def _torch_to_numpy(x):
-    return x.detach().cpu().numpy()
+    import torch
+
+    x = x.detach().cpu().resolve_conj().resolve_neg()
+    if x.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds every bfloat16 value exactly
+        x = x.float()
+    return x.numpy()
 
 
 def _load_cupy():
@@ -90,6 +96,7 @@ def _load_cupy():
 
 
 def _cupy_to_numpy(x):
+    # CuPy refuses numpy.asarray(device_array); .get() copies to the host and waits for the current stream
     return x.get()
 
 
@@ -127,21 +134,32 @@ class Backend:
     xp: Any = field(repr=False)
     device: Any
 
-    def asarray(self, x, dtype=None):
-        """``x`` (a NumPy array, a Python sequence, or an array of any backend) as an array of this backend.
+    def asarray(self, x, dtype=None, what: str = "input"):
+        """``x`` as an array of this backend, on its device, in ``dtype``.
 
-        ``dtype`` is a name ("float32") or a dtype of this namespace; ``None`` keeps ``x``'s dtype. Arrays
-        already here with the right dtype are returned as they are (no copy).
+        ``x`` may be a NumPy array, a Python (nested) sequence or scalar, an array of any backend on any
+        device (torch, CuPy, array_api_strict), a Dask array (computed), or anything NumPy can read.
+        ``dtype`` is any dtype object or name (see :func:`numpy_dtype`); ``None`` keeps ``x``'s. Arrays
+        already here with the right dtype are returned as they are (no copy); others cross once, cast on
+        the host first so that a uint8 batch travels in the target dtype.
+
+        Values that are not numbers (strings, objects, ragged lists) and conversions that would lose a
+        kind of information (complex -> real, float -> integer) raise one ValueError naming ``what``.
         """
-        dtype = None if dtype is None else self.dtype(dtype)
+        target = None if dtype is None else numpy_dtype(dtype)
         source = _namespace_name(x)
-        if source == self.name and (source == "numpy" or x.device == self.device):
-            return x if dtype is None or x.dtype == dtype else self.xp.astype(x, dtype)
-        x = to_host(x)
-        if dtype is not None:
-            # cast on the host: a uint8 batch crosses once, already in the target dtype
-            x = x.astype(numpy_dtype(dtype), copy=False)
-        return self.xp.asarray(x, device=self.device)
+        if source == self.name:
+            _check_kind(numpy_dtype(x.dtype), target, what)
+            if source != "numpy" and x.device != self.device:
+                x = _to_device(x, self.device)
+            return x if target is None or x.dtype == self.dtype(target) else self.xp.astype(x, self.dtype(target))
+        host = to_host(x, what)
+        _check_kind(host.dtype, target, what)
+        if target is not None:
+            host = host.astype(target, copy=False)
+        if self.name != "numpy" and any(s < 0 for s in host.strides):
+            host = np.ascontiguousarray(host)  # torch cannot wrap negative strides (np.flip, x[:, ::-1])
+        return self.xp.asarray(host, device=self.device)
 
     def to_numpy(self, x) -> np.ndarray:
         """A NumPy array on the host holding ``x`` (a copy for device arrays; may share memory on CPU).
@@ -161,9 +179,13 @@ class Backend:
             return True
         return self.name == "torch" and getattr(self.device, "type", None) == "cpu"
 
-    def dtype(self, name):
-        """The namespace's dtype for ``name`` ("float32"/"float64"), or ``name`` if it already is one."""
-        return getattr(self.xp, name) if isinstance(name, str) else name
+    def dtype(self, dtype):
+        """This namespace's dtype equal to ``dtype`` (a name or a dtype object of any library)."""
+        name = numpy_dtype(dtype).name
+        found = getattr(self.xp, name, None)
+        if found is None:
+            raise ValueError(f"backend {self.name!r} has no dtype {name}")
+        return found
 
     def __eq__(self, other):
         return isinstance(other, Backend) and self.name == other.name and self.device == other.device
@@ -172,9 +194,53 @@ class Backend:
         return hash((self.name, str(self.device)))
 
 
+#: the dtype names the array-API standard defines (what other libraries' dtype objects are matched against)
+STANDARD_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                   "float16", "float32", "float64", "complex64", "complex128")
+
+
 def numpy_dtype(dtype) -> np.dtype:
-    """The NumPy dtype with the same name as a dtype of any backend (float32 -> numpy.float32)."""
-    return np.dtype(str(dtype).split(".")[-1])
+    """The NumPy dtype equal to ``dtype``, whichever library it comes from.
+
+    Accepted: ``np.dtype`` instances (what NumPy, CuPy and Dask arrays carry); NumPy scalar classes such as
+    ``np.float32`` (which is also ``cupy.float32`` and ``array_api_compat.numpy.float32``); names NumPy
+    reads ("float32", "f4"); Python's ``float``/``int``/``bool``/``complex`` (as NumPy reads them); and the
+    dtype objects of any other array library (``torch.float32``, ``array_api_strict.float32``, ...), found
+    by identity among the standard dtypes that library's top-level module exports. Anything else is a
+    ValueError. Nothing is parsed out of a ``repr``.
+    """
+    if isinstance(dtype, np.dtype):
+        return dtype
+    if isinstance(dtype, type) and (issubclass(dtype, np.generic) or dtype in (float, int, bool, complex)):
+        return np.dtype(dtype)
+    if isinstance(dtype, str):
+        try:
+            return np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"unknown dtype name {dtype!r}; use a name such as 'float32' or 'float64'") from None
+    library = sys.modules.get(type(dtype).__module__.split(".")[0])
+    if library is not None and dtype is not None:
+        for name in STANDARD_DTYPES:
+            candidate = getattr(library, name, None)
+            if candidate is dtype or (type(candidate) is type(dtype) and candidate == dtype):
+                return np.dtype(name)
+    inner = getattr(dtype, "dtype", None)  # e.g. JAX's scalar types carry their NumPy dtype
+    if isinstance(inner, np.dtype):
+        return inner
+    raise ValueError(f"{dtype!r} is not a dtype portacnn can map to NumPy; use a name such as 'float32'")
+
+
+def _check_kind(source: np.dtype, target: np.dtype | None, what: str) -> None:
+    """Refuse values that are not numbers, and casts that would silently drop information."""
+    if source.kind not in "biufc":
+        held = {"U": "strings", "S": "byte strings", "O": "Python objects (a ragged or mixed list?)"}
+        raise ValueError(f"{what} holds {held.get(source.kind, f'{source} values')}, not numbers; pass a numeric array")
+    if target is None:
+        return
+    if target.kind == "f" and source.kind not in "iuf":
+        raise ValueError(f"{what} has dtype {source}; expected real numbers (int or float) to convert to {target}")
+    if target.kind in "iu" and source.kind not in "biu":
+        raise ValueError(f"{what} has dtype {source}; expected integers to convert to {target}")
 
 
 def _namespace_name(x) -> str | None:
@@ -185,12 +251,35 @@ def _namespace_name(x) -> str | None:
     return {"cupy": "cupy", "array_api_strict": "array_api_strict", "torch": "torch"}.get(mod)
 
 
-def to_host(x) -> np.ndarray:
-    """Any backend's array (or anything NumPy accepts) as a NumPy array."""
+def is_dask_array(x) -> bool:
+    """Whether ``x`` is a Dask array (checked without importing Dask)."""
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(x, da.Array)
+
+
+def _to_device(x, device):
+    """``x`` moved to another device of its own library (peer copy on GPUs, no host round trip)."""
+    import array_api_compat
+
+    return array_api_compat.to_device(x, device)
+
+
+def to_host(x, what: str = "input") -> np.ndarray:
+    """Any backend's array (CuPy via ``.get()``, torch, array_api_strict on any device), a Dask array
+    (computed), a Python sequence or anything else NumPy can read, as a NumPy array.
+
+    What NumPy cannot read as one rectangular array (ragged lists, ...) is a ValueError naming ``what``.
+    """
     name = _namespace_name(x)
-    if name is None or name == "numpy":
+    if name == "numpy":
+        return x
+    if name is not None:
+        return _SPECS[name].to_numpy(x)
+    try:
         return np.asarray(x)
-    return _SPECS[name].to_numpy(x)
+    except (ValueError, TypeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{what} cannot be read as one array of numbers ({reason})") from None
 
 
 def asarray_like(x, ref):

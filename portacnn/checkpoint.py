@@ -208,12 +208,12 @@ def load(path, backend=None, dtype=None):
     Unknown backend names raise ValueError, unusable backends BackendUnavailableError.
     """
     from .backend import get_backend
-    from .model import DTYPES, Sequential
+    from .model import Sequential, float_dtype_name
 
     name = str(path)
     backend = get_backend(backend)  # a bad backend name is the caller's error, not the file's
-    if dtype is not None and str(dtype).split(".")[-1] not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if dtype is not None:
+        dtype = float_dtype_name(dtype)
     tensors, meta = _read(path)
     arch = _json_field(meta, "architecture", name)
     saved_dtype = meta.get("dtype", "float32")

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_backend, to_host
+from .backend import get_backend, is_dask_array, numpy_dtype, to_host
 from .layers import LAYER_TYPES, Layer, Parameter
 from .parallel import DataParallel, check_workers
 
 DTYPES = ("float32", "float64")
+
+
+def float_dtype_name(dtype) -> str:
+    """"float32" or "float64" for any spelling of those dtypes ("float32", np.float32, np.dtype("float64"),
+    torch.float32, ...); anything else is a ValueError."""
+    try:
+        name = numpy_dtype(dtype).name
+    except ValueError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return name
 
 
 class Sequential:
@@ -29,9 +41,7 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise ValueError(f"Sequential item {i} is not a portacnn layer: {layer!r}")
-        if str(dtype).split(".")[-1] not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-        self.dtype = str(dtype).split(".")[-1]
+        self.dtype = float_dtype_name(dtype)
         self.backend = get_backend(backend)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -57,8 +67,9 @@ class Sequential:
 
     # -- computing -------------------------------------------------------------------------------------
     def forward(self, x, training: bool = False):
-        """Logits for a batch ``x`` (N, C, H, W); host arrays are moved to the model's device and dtype."""
-        x = self.backend.asarray(x, dtype=self.dtype)
+        """Logits for a batch ``x`` (N, C, H, W) of real numbers: a NumPy array, a Python list, or an array of
+        any library and device (torch, CuPy, array_api_strict, Dask); moved to the model's device and dtype."""
+        x = self.backend.asarray(x, dtype=self.dtype, what="x")
         return self._parallel.forward(x, training)
 
     __call__ = forward
@@ -69,7 +80,7 @@ class Sequential:
         ``input_grad=False`` skips the gradient with respect to the input (returns None): a training step
         does not need it, and for a first convolution it is the costliest part of the backward pass.
         """
-        grad = self.backend.asarray(grad, dtype=self.dtype)
+        grad = self.backend.asarray(grad, dtype=self.dtype, what="grad")
         return self._parallel.backward(grad, input_grad)
 
     # -- parameters and state --------------------------------------------------------------------------
@@ -81,7 +92,11 @@ class Sequential:
         return {p.name: np.array(self.backend.to_numpy(p.data), copy=True) for p in self.parameters()}
 
     def load_state_dict(self, state) -> None:
-        """Copy arrays (NumPy or any backend's) into the parameters; keys and shapes must match exactly."""
+        """Copy arrays into the parameters; keys and shapes must match exactly.
+
+        Values may be NumPy arrays, nested lists, or arrays of any library (torch, CuPy, array_api_strict,
+        Dask). They are always copied, as in torch: later training never writes into the caller's arrays.
+        """
         params = {p.name: p for p in self.parameters()}
         missing = sorted(set(params) - set(state))
         unexpected = sorted(set(state) - set(params))
@@ -89,12 +104,12 @@ class Sequential:
             raise ValueError(f"state dict does not fit this model: missing keys {missing}, unexpected keys {unexpected}")
         new = {}
         for key, p in params.items():
-            value = to_host(state[key])
+            value = to_host(state[key], what=f"state dict entry {key!r}")
             if value.shape != tuple(p.data.shape):
                 raise ValueError(f"state dict entry {key!r} has shape {value.shape}; the model needs {tuple(p.data.shape)}")
-            if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+            if value.dtype.kind not in "iuf":
                 raise ValueError(f"state dict entry {key!r} has dtype {value.dtype}; expected a float array")
-            new[key] = value
+            new[key] = np.array(value, dtype=self.dtype, copy=True)  # never the caller's memory
         for key, p in params.items():  # only assign once everything has been checked
             p.data = self.backend.asarray(new[key], dtype=self.dtype)
             p.grad = None
@@ -107,7 +122,7 @@ class Sequential:
         state = self.state_dict()
         self.backend = get_backend(backend)
         if dtype is not None:
-            self.dtype = str(dtype).split(".")[-1]
+            self.dtype = float_dtype_name(dtype)
         for p in self.parameters():
             p.data = self.backend.asarray(state[p.name], dtype=self.dtype)
             p.grad = None

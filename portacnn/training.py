@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import to_host
+from .backend import is_dask_array, to_host
+from .inputs import Images, images
 from .losses import softmax_cross_entropy
 
 
@@ -41,42 +42,22 @@ class History:
 
 
 # -- argument checks ----------------------------------------------------------------------------------
-def _num_classes(model) -> int | None:
+def num_classes(model) -> int | None:
+    """The class count: ``out_features`` of the last Dense layer (None when there is none)."""
     for layer in reversed(model.layers):
         if hasattr(layer, "out_features"):
             return layer.out_features
     return None
 
 
-def check_inputs(model, x, what="x"):
-    """Validate a batch of images for ``model``: rank 4, channel count, float values that are finite."""
-    shape = tuple(x.shape)
-    channels = model.input_channels()
-    if len(shape) != 4 or (channels is not None and shape[1] != channels):
-        hint = " (scale uint8 (N, H, W) images with portacnn.data.preprocess)" if len(shape) == 3 else ""
-        raise ValueError(f"{what} must have shape (N, {channels or 'C'}, H, W); got {shape}{hint}")
-    if shape[0] == 0:
-        raise ValueError(f"{what} is empty (0 samples)")
-    host = isinstance(x, np.ndarray)
-    if host and x.dtype.kind not in "f":
-        raise ValueError(f"{what} has dtype {x.dtype}; expected float images in [0, 1] (use portacnn.data.preprocess)")
-    if host:
-        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
-    else:
-        xp = model.backend.xp
-        bad = int(xp.sum(xp.astype(~xp.isfinite(x), xp.int64)))
-    if bad:
-        raise ValueError(f"{what} holds {bad} NaN or infinite values; clean the input first")
-
-
 def check_labels(model, y, n, what="y") -> np.ndarray:
-    """Labels as a host int64 array of length ``n`` with every value a valid class id."""
-    y = to_host(y)
+    """Labels (any array library, or a list) as a host int64 array of length ``n``, each a valid class id."""
+    y = to_host(y, what)
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(f"{what} must have shape ({n},) to match the images; got {tuple(y.shape)}")
     if y.dtype.kind not in "iu":
         raise ValueError(f"{what} must hold integer class ids; got dtype {y.dtype}")
-    classes = _num_classes(model)
+    classes = num_classes(model)
     if n and (y.min() < 0 or (classes is not None and y.max() >= classes)):
         raise ValueError(f"{what} must lie in 0..{(classes or 0) - 1}; got values from {y.min()} to {y.max()}")
     return y.astype(np.int64, copy=False)
@@ -91,16 +72,6 @@ def _positive_int(value, what):
 # -- the loops ----------------------------------------------------------------------------------------
 def _batches(n, batch_size):
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-
-
-def _take(x, idx, backend, dtype):
-    """Rows ``idx`` (host int array or slice) of ``x`` (host or device) as a device batch."""
-    if isinstance(x, np.ndarray):
-        return backend.asarray(x[idx], dtype=dtype)
-    xp = backend.xp
-    if isinstance(idx, slice):
-        return backend.asarray(x[idx, ...], dtype=dtype)
-    return backend.asarray(xp.take(x, backend.asarray(idx), axis=0), dtype=dtype)
 
 
 class _Interrupt:
@@ -153,13 +124,13 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     log_every = _positive_int(log_every, "log_every")
     if checkpoint_every is not None:
         checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
-    check_inputs(model, x)
-    n = int(x.shape[0])
+    source = images(x, model, "x", materialize_dask=True)
+    n = source.shape[0]
     y_host = check_labels(model, y, n)
     if validation_data is not None:
         x_val, y_val = validation_data
-        check_inputs(model, x_val, "validation images")
-        y_val = check_labels(model, y_val, int(x_val.shape[0]), "validation labels")
+        x_val = images(x_val, model, "validation images")
+        y_val = check_labels(model, y_val, x_val.shape[0], "validation labels")
 
     backend, xp, dtype = model.backend, model.backend.xp, model.dtype
     state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seed": seed, "batch_size": batch_size}
@@ -218,7 +189,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             while state["step"] < len(spans):
                 lo, hi = spans[state["step"]]
                 idx = order[lo:hi]
-                xb = _take(x, idx, backend, dtype)
+                xb = source.rows(idx)
                 yb = backend.asarray(y_host[idx])
                 logits = model.forward(xb, training=True)
                 loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
@@ -281,15 +252,18 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
 def _forward_batches(model, x, batch_size):
     """Yield (start, stop, logits) over ``x`` in chunks, so memory depends on the batch, not on N."""
     batch_size = _positive_int(batch_size, "batch_size")
-    check_inputs(model, x)
-    for lo, hi in _batches(int(x.shape[0]), batch_size):
-        yield lo, hi, model.forward(_take(x, slice(lo, hi), model.backend, model.dtype), training=False)
+    source = x if isinstance(x, Images) else images(x, model)
+    for lo, hi, xb in source.batches(batch_size):
+        yield lo, hi, model.forward(xb, training=False)
 
 
 def evaluate(model, x, y, batch_size=1000) -> dict:
-    """Mean loss and accuracy over ``x``, ``y`` (one host sync at the end)."""
+    """Mean loss and accuracy over ``x``, ``y`` (one host sync at the end); ``x`` and ``y`` may come from any
+    array library (see :mod:`portacnn.inputs`)."""
     xp, backend = model.backend.xp, model.backend
-    y_host = check_labels(model, y, int(x.shape[0]))
+    _positive_int(batch_size, "batch_size")
+    x = images(x, model)
+    y_host = check_labels(model, y, x.shape[0])
     loss_sum = xp.asarray(0.0, dtype=xp.float64 if model.dtype == "float64" else xp.float32, device=backend.device)
     correct = xp.asarray(0, dtype=xp.int64, device=backend.device)
     for lo, hi, logits in _forward_batches(model, x, batch_size):
@@ -298,12 +272,17 @@ def evaluate(model, x, y, batch_size=1000) -> dict:
         loss_sum = loss_sum + loss * (hi - lo)
         correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
     sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
-    n = int(x.shape[0])
+    n = x.shape[0]
     return {"loss": float(sums[0]) / n, "accuracy": float(sums[1]) / n, "n": n}
 
 
-def predict_proba(model, x, batch_size=1000) -> np.ndarray:
-    """Class probabilities (N, classes) as a host NumPy array of the model's dtype."""
+def predict_proba(model, x, batch_size=1000):
+    """Class probabilities (N, classes) as a host NumPy array of the model's dtype; for a Dask array, a Dask
+    array computed chunk by chunk (see :mod:`portacnn.dask_inference`)."""
+    if is_dask_array(x):
+        from .dask_inference import predict_dask
+
+        return predict_dask(model, x, batch_size, probabilities=True)
     xp = model.backend.xp
     out = []
     for _, _, logits in _forward_batches(model, x, batch_size):
@@ -313,8 +292,12 @@ def predict_proba(model, x, batch_size=1000) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
-def predict(model, x, batch_size=1000) -> np.ndarray:
-    """Predicted class ids (N,) as a host int64 NumPy array."""
+def predict(model, x, batch_size=1000):
+    """Predicted class ids (N,) as a host int64 NumPy array; for a Dask array, a Dask array."""
+    if is_dask_array(x):
+        from .dask_inference import predict_dask
+
+        return predict_dask(model, x, batch_size, probabilities=False)
     xp = model.backend.xp
     out = [model.backend.to_numpy(xp.argmax(logits, axis=1)) for _, _, logits in _forward_batches(model, x, batch_size)]
     return np.concatenate(out).astype(np.int64, copy=False)

@@ -240,9 +240,9 @@ def test_one_host_sync_per_logged_step_and_one_forward_per_batch(small, monkeypa
     calls = {"to_host": 0, "forward": 0}
     real_to_host, real_forward = training.to_host, model.forward
 
-    def counting_to_host(a):
+    def counting_to_host(a, *args, **kwargs):
         calls["to_host"] += 1
-        return real_to_host(a)
+        return real_to_host(a, *args, **kwargs)
 
     def counting_forward(*args, **kw):
         calls["forward"] += 1

@@ -1,0 +1,108 @@
+"""Batch inference over Dask arrays: ``model.predict(dask_images)`` returns a Dask array.
+
+Each chunk of image rows becomes one task that rebuilds the model from a small payload (its architecture,
+weights, backend name and dtype), then predicts that chunk in batches. Nothing is computed until the caller
+asks (``.compute()``, ``.to_zarr()``, ...), and no task ever holds more than one chunk of images, so the data
+can be larger than any one machine's memory when a ``dask.distributed`` cluster runs the tasks::
+
+    from dask.distributed import Client
+    client = Client("tcp://scheduler:8786")          # or Client(LocalCluster(...))
+    images = dask.array.from_zarr("images.zarr")     # (N, 1, 28, 28) float32, chunked along N
+    labels = model.predict(images).compute()          # or .to_zarr("labels.zarr")
+
+The payload is shipped once per computation (a ``dask.delayed`` key the tasks share) and each worker process
+keeps the model it rebuilt, so a chunk costs one model build per worker, not per task. The workers compute
+on the model's backend (NumPy by default; CuPy if the workers have GPUs) with ``workers=1``: Dask already
+runs one task per worker thread. Dask is imported only here, when a Dask array arrives
+(``pip install "portacnn[dask]"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .training import num_classes
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """What a worker needs to rebuild a model: plain JSON, NumPy arrays and names (picklable anywhere)."""
+
+    architecture: list
+    state: dict = field(repr=False)
+    backend: str
+    dtype: str
+    token: str  # content hash: identifies the rebuilt model in a worker's cache
+
+    @classmethod
+    def of(cls, model) -> "ModelPayload":
+        state = model.state_dict()
+        h = hashlib.sha256(repr((model.architecture(), model.backend.name, model.dtype)).encode())
+        for key in sorted(state):
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(state[key]).tobytes())
+        return cls(model.architecture(), state, model.backend.name, model.dtype, h.hexdigest())
+
+
+_LOCAL = threading.local()  # per worker thread: token -> rebuilt model (layers keep per-call state)
+_CACHE_SIZE = 4
+
+
+def _model_for(payload: ModelPayload):
+    cache = _LOCAL.__dict__.setdefault("models", {})
+    model = cache.get(payload.token)
+    if model is None:
+        from .model import Sequential
+
+        model = Sequential.from_architecture(payload.architecture, backend=payload.backend, dtype=payload.dtype,
+                                             workers=1)
+        model.load_state_dict(payload.state)
+        while len(cache) >= _CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[payload.token] = model
+    return model
+
+
+def _predict_chunk(chunk, payload: ModelPayload, batch_size: int, probabilities: bool):
+    """One Dask task: class ids or probabilities for one chunk of images (host NumPy in and out)."""
+    model = _model_for(payload)
+    if chunk.shape[0] == 0:
+        shape = (0, _num_classes(model)) if probabilities else (0,)
+        return np.empty(shape, np.dtype(payload.dtype) if probabilities else np.int64)
+    if probabilities:
+        return model.predict_proba(chunk, batch_size=batch_size)
+    return model.predict(chunk, batch_size=batch_size)
+
+
+def _num_classes(model) -> int:
+    classes = num_classes(model)
+    if classes is None:
+        raise ValueError("Dask inference needs a model that ends in a Dense layer (it gives the class count)")
+    return int(classes)
+
+
+def predict_dask(model, x, batch_size: int, probabilities: bool):
+    """``model``'s class ids (N,) or probabilities (N, classes) for the Dask array ``x`` (N, C, H, W), as a
+    lazy Dask array chunked like ``x``'s rows. Shape, channels and dtype are checked now (from metadata);
+    NaN and infinite values when each chunk is computed."""
+    import dask
+    import dask.array as da
+
+    from .inputs import Images
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    Images(x, model.backend, model.dtype).check(model.input_channels())  # metadata only for Dask
+    classes = _num_classes(model)
+    x = x.rechunk({1: -1, 2: -1, 3: -1})  # one task = whole images
+    payload = dask.delayed(ModelPayload.of(model), pure=True)
+    if probabilities:
+        dtype = np.dtype(model.dtype)
+        return x.map_blocks(_predict_chunk, payload, int(batch_size), True, drop_axis=[2, 3],
+                            chunks=(x.chunks[0], (classes,)), dtype=dtype, meta=np.empty((0, 0), dtype))
+    return x.map_blocks(_predict_chunk, payload, int(batch_size), False, drop_axis=[1, 2, 3],
+                        chunks=(x.chunks[0],), dtype=np.int64, meta=np.empty((0,), np.int64))

@@ -1,0 +1,116 @@
+"""Images from any array library, handed to the training and inference loops one batch at a time.
+
+``fit``, ``evaluate``, ``predict`` and ``predict_proba`` accept images (N, C, H, W) as
+
+- NumPy arrays, and anything NumPy reads (Python lists, memory maps, CPU torch tensors): read once on the
+  host, each batch's rows cut there and moved to the model's device;
+- arrays of the model's own backend and device: rows are taken on the device, nothing crosses;
+- arrays of another library or device (CuPy on a NumPy model, array_api_strict on another device, CUDA
+  torch tensors): rows are taken in their own library, then each batch crosses once;
+- Dask arrays: computed one chunk of rows at a time (evaluate, predict), so the whole array is never in
+  memory; ``fit`` visits rows in a new random order every epoch, so it reads a Dask array into host memory
+  once. ``predict``/``predict_proba`` of a Dask array return a Dask array (see :mod:`portacnn.dask_inference`).
+
+Every batch arrives in the model's backend and dtype; the dtype, shape and finiteness checks say which
+input is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+from .backend import _namespace_name, is_dask_array, numpy_dtype, to_host
+
+
+class Images:
+    """One input of images, whatever library holds it; ``rows(idx)`` gives a batch on the model's backend."""
+
+    def __init__(self, x, backend, dtype: str, what: str = "x"):
+        self.backend, self.dtype, self.what = backend, dtype, what
+        name = _namespace_name(x)
+        if is_dask_array(x):
+            self.kind = "dask"
+        elif name == backend.name and (name == "numpy" or x.device == backend.device):
+            self.kind = "device" if name != "numpy" else "host"
+        elif name is None or name == "numpy" or (name == "torch" and x.device.type == "cpu"):
+            x = to_host(x, what)  # lists, CPU tensors (no copy), anything NumPy reads
+            self.kind = "host"
+        else:
+            self.kind = "foreign"
+        self.x = x
+        if any(d != d for d in x.shape):  # NaN: a Dask array whose chunk sizes are not known yet
+            raise ValueError(f"{what} has unknown chunk sizes {tuple(x.shape)}; call x.compute_chunk_sizes() first")
+        self.shape = tuple(int(d) for d in x.shape)
+        try:
+            self.source_dtype = numpy_dtype(x.dtype)
+        except ValueError:
+            raise ValueError(f"{what} has dtype {x.dtype}, which portacnn cannot read") from None
+
+    def check(self, channels: int | None) -> None:
+        """Rank 4, ``channels`` wide, not empty, float values, all finite (one reduction in the array's own
+        library; Dask arrays are checked chunk by chunk as they are computed)."""
+        shape, what = self.shape, self.what
+        if len(shape) != 4 or (channels is not None and shape[1] != channels):
+            hint = " (scale uint8 (N, H, W) images with portacnn.data.preprocess)" if len(shape) == 3 else ""
+            raise ValueError(f"{what} must have shape (N, {channels or 'C'}, H, W); got {shape}{hint}")
+        if shape[0] == 0:
+            raise ValueError(f"{what} is empty (0 samples)")
+        if self.source_dtype.kind != "f":
+            raise ValueError(f"{what} has dtype {self.source_dtype}; expected float images in [0, 1] "
+                             "(use portacnn.data.preprocess)")
+        if self.kind != "dask":
+            self._check_finite(self.x)
+
+    def _check_finite(self, x) -> None:
+        xp = array_namespace(x)
+        if bool(xp.all(xp.isfinite(x))):
+            return
+        bad = int(xp.sum(xp.astype(~xp.isfinite(x), xp.int64)))
+        raise ValueError(f"{self.what} holds {bad} NaN or infinite values; clean the input first")
+
+    def rows(self, idx):
+        """Rows ``idx`` (a slice, or a host int array) as one batch of the model's backend and dtype."""
+        x, be = self.x, self.backend
+        if self.kind == "host":
+            batch = x[idx]
+        elif isinstance(idx, slice):
+            batch = x[idx, ...]
+        elif self.kind == "dask":
+            batch = x[idx]
+        else:  # on a device: take the rows there, so only the batch crosses
+            xp = array_namespace(x)
+            batch = xp.take(x, xp.asarray(idx, device=device(x)), axis=0)
+        if self.kind == "dask":
+            batch = to_host(batch, self.what)
+            self._check_finite(batch)
+        return be.asarray(batch, dtype=self.dtype, what=self.what)
+
+    def batches(self, batch_size: int):
+        """Yield ``(lo, hi, batch)`` over every image in order (a Dask chunk is computed once)."""
+        if self.kind != "dask":
+            for lo in range(0, self.shape[0], batch_size):
+                hi = min(lo + batch_size, self.shape[0])
+                yield lo, hi, self.rows(slice(lo, hi))
+            return
+        start = 0
+        for size in self.x.chunks[0]:
+            chunk = to_host(self.x[start : start + size], self.what)
+            self._check_finite(chunk)
+            for lo in range(0, size, batch_size):
+                hi = min(lo + batch_size, size)
+                yield start + lo, start + hi, self.backend.asarray(chunk[lo:hi], dtype=self.dtype, what=self.what)
+            start += size
+
+
+def images(x, model, what: str = "x", materialize_dask: bool = False) -> Images:
+    """``x`` wrapped for ``model``'s loops and checked (shape, channels, dtype, finiteness).
+
+    ``materialize_dask`` reads a Dask array into host memory first (what ``fit`` needs for random order).
+    """
+    if isinstance(x, Images):
+        return x
+    if materialize_dask and is_dask_array(x):
+        x = to_host(x, what)
+    source = Images(x, model.backend, model.dtype, what)
+    source.check(model.input_channels())
+    return source
