@@ -1,0 +1,162 @@
+"""Batch inference over Dask arrays: lazy, chunk by chunk, equal to in-process predictions, and the same
+on a real ``dask.distributed`` cluster of worker processes."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import portacnn as pc
+from portacnn import dask_inference
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+
+
+def _images(n=23, seed=5, dtype=np.float32):
+    return np.random.default_rng(seed).random((n, 1, 28, 28)).astype(dtype)
+
+
+@pytest.fixture
+def model():
+    return pc.models.seed_cnn(seed=0)
+
+
+@pytest.fixture
+def chunk_log(monkeypatch):
+    """Shapes of the chunks each Dask task hands to the model."""
+    shapes = []
+    real = dask_inference._predict_chunk
+
+    def logging_chunk(chunk, *args):
+        shapes.append(tuple(chunk.shape))
+        return real(chunk, *args)
+
+    monkeypatch.setattr(dask_inference, "_predict_chunk", logging_chunk)
+    return shapes
+
+
+def test_predict_returns_a_lazy_dask_array_computed_chunk_by_chunk(model, chunk_log):
+    x = _images()
+    computed = []
+
+    def source_block(block):
+        computed.append(block.shape[0])
+        return block
+
+    lazy = da.from_array(x, chunks=(8, 1, 28, 28)).map_blocks(source_block, dtype=x.dtype, meta=x[:0])
+    proba, ids = model.predict_proba(lazy, batch_size=3), model.predict(lazy, batch_size=3)
+    assert isinstance(proba, da.Array) and isinstance(ids, da.Array)
+    assert computed == [] and chunk_log == []  # nothing ran yet
+    assert proba.shape == (23, 10) and proba.chunks == ((8, 8, 7), (10,)) and proba.dtype == np.float32
+    assert ids.shape == (23,) and ids.chunks == ((8, 8, 7),) and ids.dtype == np.int64
+    got_proba, got_ids = dask.compute(proba, ids, scheduler="sync")
+    assert sorted(chunk_log) == sorted([(8, 1, 28, 28), (8, 1, 28, 28), (7, 1, 28, 28)] * 2)  # never the whole array
+    np.testing.assert_allclose(got_proba, model.predict_proba(x, batch_size=3), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got_ids, model.predict(x, batch_size=3))
+
+
+def test_images_chunked_across_pixels_are_rechunked_to_whole_images(model, chunk_log):
+    x = _images(10)
+    got = model.predict_proba(da.from_array(x, chunks=(4, 1, 14, 7)))
+    assert got.chunks == ((4, 4, 2), (10,))
+    np.testing.assert_allclose(got.compute(scheduler="sync"), model.predict_proba(x), rtol=1e-6, atol=1e-7)
+    assert all(shape[1:] == (1, 28, 28) for shape in chunk_log)
+
+
+def test_float64_model_gives_float64_probabilities():
+    model = pc.models.seed_cnn(seed=0, dtype=np.float64)
+    x = _images(6, dtype=np.float64)
+    got = model.predict_proba(da.from_array(x, chunks=4))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got.compute(scheduler="sync"), model.predict_proba(x), rtol=1e-12)
+
+
+def test_model_is_rebuilt_once_per_worker_thread(model, monkeypatch):
+    builds = []
+    real = pc.Sequential.from_architecture.__func__
+
+    def counting(cls, *args, **kwargs):
+        builds.append(1)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(pc.Sequential, "from_architecture", classmethod(counting))
+    monkeypatch.setattr(dask_inference, "_LOCAL", type(dask_inference._LOCAL)())
+    model.predict(da.from_array(_images(20), chunks=4)).compute(scheduler="sync")
+    assert len(builds) == 1  # five chunks, one thread, one build
+    model.layers[-1].bias.data[...] = 1.0  # new weights: a new payload token, a new build
+    model.predict(da.from_array(_images(20), chunks=4)).compute(scheduler="sync")
+    assert len(builds) == 2
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: da.zeros((4, 3, 28, 28), dtype=np.float32, chunks=2), r"x must have shape \(N, 1, H, W\)"),
+    (lambda: da.zeros((4, 1, 28, 28), dtype=np.uint8, chunks=2), "x has dtype uint8"),
+    (lambda: da.zeros((0, 1, 28, 28), dtype=np.float32, chunks=2), "x is empty"),
+    (lambda: da.zeros((6, 1, 28, 28), dtype=np.float32, chunks=2)[da.arange(6) > 2], "unknown chunk sizes"),
+])  # fmt: skip
+def test_bad_dask_inputs_fail_at_call_time_without_computing(model, make, match):
+    with pytest.raises(ValueError, match=match):
+        model.predict(make())
+
+
+def test_non_finite_values_fail_when_their_chunk_is_computed(model):
+    x = _images(8)
+    x[6, 0, 3, 3] = np.nan
+    lazy = model.predict(da.from_array(x, chunks=4))
+    with pytest.raises(ValueError, match="x holds 1 NaN or infinite values"):
+        lazy.compute(scheduler="sync")
+
+
+def test_bad_batch_size(model):
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(da.from_array(_images(4), chunks=2), batch_size=0)
+
+
+def test_evaluate_computes_each_dask_chunk_once(model):
+    x = _images(17)
+    y = np.random.default_rng(1).integers(0, 10, 17)
+    computed = []
+
+    def source_block(block):
+        computed.append(block.shape[0])
+        return block
+
+    lazy = da.from_array(x, chunks=(6, 1, 28, 28)).map_blocks(source_block, dtype=x.dtype, meta=x[:0])
+    with dask.config.set(scheduler="sync"):
+        got = model.evaluate(lazy, da.from_array(y, chunks=6), batch_size=4)
+    assert sorted(computed) == [5, 6, 6]
+    expected = model.evaluate(x, y, batch_size=4)
+    assert got["n"] == expected["n"] and got["accuracy"] == expected["accuracy"]
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+
+
+def test_importing_and_using_portacnn_imports_neither_dask_nor_cupy():
+    code = ("import sys, numpy as np, portacnn as pc\n"
+            "m = pc.models.seed_cnn(seed=0)\n"
+            "m.predict(np.zeros((2, 1, 28, 28), np.float32)); m.predict([[[[0.0] * 28] * 28]])\n"
+            "bad = [name for name in ('dask', 'cupy', 'torch') if name in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_distributed_cluster_of_two_processes_equals_in_process(model):
+    distributed = pytest.importorskip("distributed")
+    x = _images(40)
+    expected_proba, expected_ids = model.predict_proba(x, batch_size=7), model.predict(x, batch_size=7)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, worker_dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster, timeout=60) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        source = da.from_array(x, chunks=(10, 1, 28, 28))
+        futures = client.compute([model.predict_proba(source, batch_size=7), model.predict(source, batch_size=7)])
+        proba, ids = [f.result(timeout=120) for f in futures]
+        pids = client.run(os.getpid)
+        shipped = client.run(lambda: "portacnn.dask_inference" in sys.modules)
+    assert len(set(pids.values()) | {os.getpid()}) == 3  # two worker processes besides this one
+    assert list(shipped.values()) == [True, True]  # both received the model and ran chunks
+    np.testing.assert_allclose(proba, expected_proba, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(ids, expected_ids)
