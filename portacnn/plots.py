@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_write
+from .backend import to_host
 
 __all__ = [
     "PlotUnavailable", "plots_available", "sample_grid", "training_curves", "confusion_matrix",
@@ -95,10 +96,8 @@ def _hide_unused(axes, used: int):
 
 
 def _as_host(x, name: str) -> np.ndarray:
-    try:
-        return np.asarray(x)
-    except TypeError as exc:  # e.g. CuPy refuses implicit device->host copies
-        raise TypeError(f"{name} must be a host (NumPy) array; copy device arrays to the host first") from exc
+    """Arrays of any library (CuPy via .get(), torch, strict on any device, Dask) or lists, on the host."""
+    return to_host(x, name)
 
 
 def _images(images, name: str = "images") -> np.ndarray:

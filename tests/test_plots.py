@@ -294,3 +294,16 @@ def test_plot_unavailable_when_matplotlib_missing(monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())
     monkeypatch.undo()
     assert plots.plots_available() is True
+
+
+def test_plots_take_arrays_on_another_device(tmp_path, rng):
+    """Device arrays that refuse numpy.asarray (array_api_strict on a second device, as CuPy's do) are read
+    through the backend's host copy instead of failing."""
+    strict = pytest.importorskip("array_api_strict")
+    dev = strict.Device("device1")
+    images = strict.asarray(rng.random((12, 1, 28, 28)).astype(np.float32), device=dev)
+    labels = strict.asarray(rng.integers(0, 10, 12), device=dev)
+    assert_png(plots.sample_grid(images, labels, tmp_path / "grid.png", n=12))
+    proba = strict.asarray(rng.dirichlet(np.ones(10), 12).astype(np.float32), device=dev)
+    assert_png(plots.worst_mistakes(images, labels, proba, tmp_path / "worst.png", n=4))
+    assert_png(plots.confusion_matrix(labels, strict.argmax(proba, axis=1), tmp_path / "confusion.png"))
