@@ -17,6 +17,10 @@ def softmax_cross_entropy(logits, labels, check: bool = True):
         loss   = -(1/N) * sum_n log p[n, y_n]       log p = z - max(z) - log(sum(exp(z - max(z))))
         dloss/dz = (p - Y) / N
 
+    Non-finite values behave as in ``torch.nn.functional.cross_entropy``: a logit of -inf (or one whose
+    distance to the row's max overflows) has p = 0 and gradient 0, and the loss stays finite unless it is the
+    label's; a row with +inf or only -inf logits gives NaN. Labels may have any integer dtype.
+
     ``labels`` may be a host NumPy array (moved to the logits' device). ``check=False`` skips the
     label-range check, which costs a device-to-host sync (a training loop validates its labels once).
     """
@@ -29,12 +33,17 @@ def softmax_cross_entropy(logits, labels, check: bool = True):
         raise ValueError(f"labels must have shape ({n},) to match logits {tuple(logits.shape)}; got {tuple(labels.shape)}")
     if not xp.isdtype(labels.dtype, "integral"):
         raise ValueError(f"labels must be integer class ids; got dtype {labels.dtype}")
+    if labels.dtype != xp.int64:  # uint64 does not promote with int64, and torch has no min() for it
+        labels = xp.astype(labels, xp.int64)  # a uint64 label >= 2**63 wraps negative: the check refuses it
     if check and n > 0:
         lo, hi = int(xp.min(labels)), int(xp.max(labels))
         if lo < 0 or hi >= c:
             raise ValueError(f"labels must lie in 0..{c - 1} for {c} classes; got values from {lo} to {hi}")
     shifted = logits - xp.max(logits, axis=1, keepdims=True)
     log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-    onehot = xp.astype(xp.arange(c, device=device(logits))[None, :] == labels[:, None], logits.dtype)
-    loss = -xp.sum(log_p * onehot) / n
-    return loss, (xp.exp(log_p) - onehot) / n
+    hit = xp.arange(c, device=device(logits))[None, :] == labels[:, None]
+    # select log p[n, y_n] with where, not a one-hot product: a class with log p = -inf (logit -inf, or a
+    # logit so far below the max that the shift overflows) would turn 0 * -inf into NaN
+    zero = xp.zeros((), dtype=logits.dtype, device=device(logits))
+    loss = -xp.sum(xp.where(hit, log_p, zero)) / n
+    return loss, (xp.exp(log_p) - xp.astype(hit, logits.dtype)) / n

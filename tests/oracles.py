@@ -67,21 +67,33 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     return y
 
 
-def maxpool2d_backward(x, grad_out, kernel_size, stride=None, padding=0):
-    """Each window's gradient goes to its FIRST maximum in row-major window order (as PyTorch);
-    overlapping windows accumulate."""
+def maxpool2d_backward(x, grad_out, kernel_size, stride=None, padding=0, nan="none"):
+    """Each window's gradient goes to its FIRST maximum among the REAL (unpadded) inputs, in row-major window
+    order, as PyTorch's scan ``if val > maxval or isnan(val): take it`` does; overlapping windows accumulate.
+
+    ``nan`` says where the gradient of a window holding NaN goes: "last" (PyTorch's CPU kernel: the last NaN)
+    or "none" (portacnn: nowhere, its documented difference)."""
     xp, (kh, kw), (sh, sw), (ph, pw), (oh, ow) = _pool_windows(x, kernel_size, stride, padding)
     grad_out = np.asarray(grad_out, dtype=np.float64)
     n, c = xp.shape[:2]
+    h, w = np.asarray(x).shape[2:]
     gp = np.zeros_like(xp)
     for ni in range(n):
         for ci in range(c):
             for i in range(oh):
                 for j in range(ow):
-                    win = xp[ni, ci, i * sh : i * sh + kh, j * sw : j * sw + kw]
-                    u, v = np.unravel_index(int(np.argmax(win)), win.shape)  # argmax: first maximum
-                    gp[ni, ci, i * sh + u, j * sw + v] += grad_out[ni, ci, i, j]
-    h, w = np.asarray(x).shape[2:]
+                    best, where = None, None
+                    for u in range(kh):
+                        for v in range(kw):
+                            r, q = i * sh + u, j * sw + v
+                            if not (ph <= r < ph + h and pw <= q < pw + w):
+                                continue  # padding never takes the gradient
+                            val = xp[ni, ci, r, q]
+                            if best is None or val > best or np.isnan(val):
+                                best, where = val, (r, q)
+                    if np.isnan(best) and nan == "none":
+                        continue
+                    gp[ni, ci, where[0], where[1]] += grad_out[ni, ci, i, j]
     return gp[:, :, ph : ph + h, pw : pw + w]
 
 

@@ -65,10 +65,11 @@ def run_forward(layers, x, training: bool = False):
 
 
 def run_backward(layers, grad, input_grad: bool = True):
-    """``grad`` back through ``layers`` in reverse; the first layer skips its input gradient unless asked."""
+    """``grad`` back through ``layers`` in reverse; the first layer skips its input gradient unless asked
+    (then None comes back, whatever the first layer returned)."""
     for i in range(len(layers) - 1, -1, -1):
         grad = layers[i].backward(grad, need_input_grad=input_grad or i > 0)
-    return grad
+    return grad if input_grad else None
 
 
 def pair(value, what: str) -> tuple[int, int]:

@@ -1,4 +1,8 @@
-"""Rectified linear unit: y = max(x, 0); dx = dy * [y > 0] (y > 0 exactly when x > 0; mask in dy's dtype)."""
+"""Rectified linear unit: y = max(x, 0); dx = dy * [not y <= 0] (y > 0 exactly when x > 0; mask in dy's dtype).
+
+At the edges this is torch.relu exactly: -inf gives 0, NaN stays NaN, and the gradient passes where y is NaN
+(the mask is "not y <= 0", false only for y <= 0), as torch's threshold_backward does.
+"""
 
 from __future__ import annotations
 
@@ -20,4 +24,4 @@ class ReLU(Layer):
     def backward(self, grad_out, need_input_grad=True):
         xp = array_namespace(grad_out)
         # a 0/1 mask in the gradient's dtype: multiplying by it is far cheaper than where() on NumPy
-        return grad_out * xp.astype(self._y > 0, grad_out.dtype)
+        return grad_out * xp.astype(~(self._y <= 0), grad_out.dtype)
