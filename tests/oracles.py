@@ -151,3 +151,31 @@ def adam_step(p, g, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0
     m_hat = m / (1 - b1**t)
     v_hat = v / (1 - b2**t)
     return p - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def torch_mirror(model, dtype="float64"):
+    """The same network as a ``torch.nn.Sequential`` in ``dtype``, built from ``model.architecture()`` and
+    loaded with its state dict (keys match by construction). Dropout is mirrored as ``nn.Dropout``."""
+    import torch
+    from torch import nn
+
+    mods = []
+    for spec in model.architecture():
+        kind = spec["type"]
+        if kind == "Conv2D":
+            mods.append(nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
+                                  stride=tuple(spec["stride"]), padding=tuple(spec["padding"]), bias=spec["bias"]))
+        elif kind == "Dense":
+            mods.append(nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"]))
+        elif kind == "MaxPool2D":
+            mods.append(nn.MaxPool2d(tuple(spec["kernel_size"]), stride=tuple(spec["stride"]),
+                                     padding=tuple(spec["padding"])))
+        elif kind in ("ReLU", "Flatten"):
+            mods.append(getattr(nn, kind)())
+        elif kind == "Dropout":
+            mods.append(nn.Dropout(spec["p"]))
+        else:
+            raise ValueError(f"no torch mirror for layer type {kind}")
+    net = nn.Sequential(*mods).to(dtype=getattr(torch, dtype))
+    net.load_state_dict({k: torch.from_numpy(v.astype(dtype)) for k, v in model.state_dict().items()})
+    return net
