@@ -1,11 +1,12 @@
 """Property-based comparison with PyTorch: random layer stacks, geometries, batch sizes, dtypes, backends,
-worker counts and special input values, forward and backward against the same network in torch.
+worker counts and special input values, forward and backward against the same network in torch (float64).
 
-Inputs are either finite (with zeros of both signs, ties and values near the dtype's extremes where no sum
-can overflow) and then logits, loss, every parameter gradient and the input gradient must match; or they
-hold infinities and NaN, and then the forward pass must match value for value (NaN where torch has NaN).
-Gradients at NaN are a documented difference of max-pool (see portacnn/layers/pool.py), so they are only
-compared for finite inputs. Runs are derandomized, so CI sees the same cases every time.
+Three properties: (1) finite inputs (zeros of both signs, ties, large values in float64): logits, loss,
+every parameter gradient and the input gradient match; (2) inputs holding infinities and NaN: the forward
+pass matches value for value (NaN where torch has NaN); (3) stacks of max-pools and ReLUs, which compute no
+sums, fed infinities, the dtype's extremes, signed zeros and ties: output and input gradient equal torch's
+bit for bit. Gradients at NaN are a documented difference of max-pool (portacnn/layers/pool.py), so they
+are not compared here. Runs are derandomized, so CI sees the same cases every time.
 """
 
 import numpy as np
@@ -66,7 +67,9 @@ def _values(rng, shape, dtype, finite):
         if dtype == "float64":  # large, but no sum of them overflows (in float32 the cancellation they
             x[(r >= 0.35) & (r < 0.4)] = -1e3  # cause in gradient sums would swamp any fixed tolerance)
         return x
-    specials = np.array([np.inf, -np.inf, np.nan, np.finfo(dtype).max, np.finfo(dtype).min], dtype=dtype)
+    # no finite extremes here: whether a float32 sum of them overflows depends on the summation order, which
+    # differs from torch's (the dtype's extremes are checked in the exact pool/ReLU routing test below)
+    specials = np.array([np.inf, -np.inf, np.nan], dtype=dtype)
     pick = (r >= 0.35) & (r < 0.5)
     x[pick] = rng.choice(specials, int(pick.sum()))
     return x
