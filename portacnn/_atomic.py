@@ -64,6 +64,8 @@ def atomic_write(path, data: bytes) -> None:
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():  # checked first: os.replace would fail only after the temporary file was written
+        raise IsADirectoryError(21, "is a folder; give a file name inside it", str(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -372,11 +372,36 @@ def cpu_block_bytes(x) -> int | None:
     blocking; tests use it to force many blocks)."""
     env = os.environ.get("PORTACNN_BLOCK_BYTES", "")
     if env:
-        return int(env) or None
+        return _env_bytes("PORTACNN_BLOCK_BYTES", env) or None
     name = _namespace_name(x)
     if name == "cupy" or (name == "torch" and x.device.type != "cpu"):
         return None
     return CPU_BLOCK_BYTES
+
+
+def _env_bytes(name: str, text: str) -> int:
+    """A byte count from environment variable ``name`` (a non-negative integer), or a one-line ValueError."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"environment variable {name} must be a non-negative integer number of bytes; got {text!r} "
+                         f"(unset it to use the default)")
+    return value
+
+
+def check_environment() -> None:
+    """Validate every PORTACNN_* variable this module reads (the CLI calls it first, so a bad value is
+    reported as what it is, not as a failure of whatever first used it)."""
+    name = os.environ.get(ENV_VAR)
+    if name and name not in _SPECS:
+        raise ValueError(f"environment variable {ENV_VAR}={name!r} is not a backend; valid names: "
+                         f"{', '.join(KNOWN_BACKENDS)}")
+    if os.environ.get("PORTACNN_BLOCK_BYTES"):
+        _env_bytes("PORTACNN_BLOCK_BYTES", os.environ["PORTACNN_BLOCK_BYTES"])
+    if os.environ.get("PORTACNN_PORTABLE", "") not in ("", "0", "1"):
+        raise ValueError(f"environment variable PORTACNN_PORTABLE must be 0 or 1; got {os.environ['PORTACNN_PORTABLE']!r}")
 
 
 # -- the fast-path seam ------------------------------------------------------------------------------------

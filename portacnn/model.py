@@ -38,6 +38,8 @@ class Sequential:
 
     def __init__(self, layers, backend=None, dtype="float32", seed=0, workers="auto"):
         self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("Sequential needs at least one layer; got an empty list")
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise ValueError(f"Sequential item {i} is not a portacnn layer: {layer!r}")
@@ -51,6 +53,7 @@ class Sequential:
                 p.name = f"{i}.{p.name.rsplit('.', 1)[-1]}"
         self.workers = workers
         self._parallel = DataParallel(self)  # runs forward/backward, in row shards when that pays
+        self._output_shape = None  # of the last forward pass: what backward's gradient must look like
 
     @property
     def workers(self):
@@ -70,7 +73,10 @@ class Sequential:
         """Logits for a batch ``x`` (N, C, H, W) of real numbers: a NumPy array, a Python list, or an array of
         any library and device (torch, CuPy, array_api_strict, Dask); moved to the model's device and dtype."""
         x = self.backend.asarray(x, dtype=self.dtype, what="x")
-        return self._parallel.forward(x, training)
+        self._output_shape = None  # a failed pass leaves no stale caches to back-propagate through
+        out = self._parallel.forward(x, training)
+        self._output_shape = tuple(out.shape)
+        return out
 
     __call__ = forward
 
@@ -80,7 +86,13 @@ class Sequential:
         ``input_grad=False`` skips the gradient with respect to the input (returns None): a training step
         does not need it, and for a first convolution it is the costliest part of the backward pass.
         """
+        if self._output_shape is None:
+            raise RuntimeError("backward() needs a successful forward() first: it back-propagates through what "
+                               "the last forward pass kept")
         grad = self.backend.asarray(grad, dtype=self.dtype, what="grad")
+        if tuple(grad.shape) != self._output_shape:
+            raise ValueError(f"backward() got a gradient of shape {tuple(grad.shape)}; the last forward pass "
+                             f"returned shape {self._output_shape}")
         return self._parallel.backward(grad, input_grad)
 
     # -- parameters and state --------------------------------------------------------------------------
@@ -109,7 +121,12 @@ class Sequential:
                 raise ValueError(f"state dict entry {key!r} has shape {value.shape}; the model needs {tuple(p.data.shape)}")
             if value.dtype.kind not in "iuf":
                 raise ValueError(f"state dict entry {key!r} has dtype {value.dtype}; expected a float array")
-            new[key] = np.array(value, dtype=self.dtype, copy=True)  # never the caller's memory
+            with np.errstate(over="ignore"):  # a value too large for the dtype becomes inf: refused below
+                new[key] = np.array(value, dtype=self.dtype, copy=True)  # never the caller's memory
+            bad = int(new[key].size - np.count_nonzero(np.isfinite(new[key])))
+            if bad:
+                raise ValueError(f"state dict entry {key!r} holds {bad} NaN or infinite values "
+                                 f"(or values too large for {self.dtype})")
         for key, p in params.items():  # only assign once everything has been checked
             p.data = self.backend.asarray(new[key], dtype=self.dtype)
             p.grad = None
@@ -120,9 +137,10 @@ class Sequential:
         Create optimizers after moving: their state lives with the parameters they were given.
         """
         state = self.state_dict()
+        new_dtype = self.dtype if dtype is None else float_dtype_name(dtype)  # checked before anything moves
         self.backend = get_backend(backend)
-        if dtype is not None:
-            self.dtype = float_dtype_name(dtype)
+        self.dtype = new_dtype
+        self._output_shape = None
         for p in self.parameters():
             p.data = self.backend.asarray(state[p.name], dtype=self.dtype)
             p.grad = None

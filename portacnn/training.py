@@ -12,6 +12,7 @@ Host syncs: the loss and the number of correct predictions accumulate on the dev
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -36,9 +37,11 @@ class History:
     history: dict = field(default_factory=lambda: {"loss": [], "accuracy": []})
     epoch_times: list = field(default_factory=list)
     interrupted: bool = False
+    signal: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the run
 
     def to_dict(self) -> dict:
-        return {"history": self.history, "epoch_times": self.epoch_times, "interrupted": self.interrupted}
+        return {"history": self.history, "epoch_times": self.epoch_times, "interrupted": self.interrupted,
+                "signal": self.signal}
 
 
 # -- argument checks ----------------------------------------------------------------------------------
@@ -74,26 +77,46 @@ def _batches(n, batch_size):
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
+class Stopped(KeyboardInterrupt):
+    """A second Ctrl-C or SIGTERM during training: stop at once, without saving. ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class _Interrupt:
-    """Turns Ctrl-C during training into a flag checked between steps (main thread only)."""
+    """Turns Ctrl-C (SIGINT) and SIGTERM (what ``timeout``, Slurm, Kubernetes and systemd send) during
+    training into a flag checked between steps (main thread only); a second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.hit = False
-        self._old = None
+        self.signum = None
+        self._old = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self._old[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        if self.hit:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.hit = True
+        if self.hit:
+            raise Stopped(signum)
+        self.hit, self.signum = True, signum
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for signum, old in self._old.items():
+            signal.signal(signum, old)
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _progress_bar(total, epoch, epochs, enabled):
@@ -112,7 +135,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     ``optimizer`` defaults to Adam(lr=1e-3). ``resume`` is a model loaded with :func:`portacnn.load` (or its
     ``.checkpoint`` dict): training continues from the saved position with the saved optimizer state.
     ``checkpoint_path`` writes a resumable checkpoint every ``checkpoint_every`` epochs, at the end and on
-    Ctrl-C (which then stops training after the current step and marks the history ``interrupted``);
+    Ctrl-C or SIGTERM (which then stop training after the current step and mark the history ``interrupted``,
+    with ``history.signal`` naming the signal; a second signal raises :class:`Stopped` at once);
     ``checkpoint_extra`` is a JSON-able dict stored with it.
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
@@ -160,6 +184,15 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
         return {**state, "rng": model.rng.bit_generator.state, "history": history.history,
                 "epoch_times": history.epoch_times}
 
+    # the checkpoint a divergence message may name: only one this run wrote, or the one it resumed from
+    last_good = {"path": None}
+    resumed_from = (info or {}).get("path") if resume is not None else None
+    if checkpoint_path is not None and resumed_from and _same_file(resumed_from, checkpoint_path):
+        last_good["path"] = checkpoint_path
+
+    def good_checkpoint_note():
+        return f"; the last good checkpoint is {last_good['path']}" if last_good["path"] else ""
+
     def write_checkpoint():
         if checkpoint_path is None:
             return
@@ -169,8 +202,9 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
         if int(bad):
             raise TrainingDiverged(
                 f"training diverged: {int(bad)} weights became NaN or infinite; "
-                f"lower the learning rate; the last good checkpoint is {checkpoint_path}")
+                "lower the learning rate" + good_checkpoint_note())
         save(model, checkpoint_path, optimizer=optimizer, train_state=snapshot(), extra=checkpoint_extra)
+        last_good["path"] = checkpoint_path
 
     show = progress and sys.stderr.isatty()
     with _Interrupt() as interrupt:
@@ -210,7 +244,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                         raise TrainingDiverged(
                             f"training diverged: the loss became {state['loss_sum']} in epoch {epoch + 1} "
                             f"(step {state['step']}); lower the learning rate"
-                            + (f"; the last good checkpoint is {checkpoint_path}" if checkpoint_path else "")
+                            + good_checkpoint_note()
                         )
                     if bar is not None:
                         bar.update(state["seen"] - bar.n)
@@ -223,6 +257,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 if bar is not None:
                     bar.close()
                 history.interrupted = True
+                history.signal = signal.Signals(interrupt.signum).name
                 write_checkpoint()
                 return history
             history.history["loss"].append(state["loss_sum"] / state["seen"])
@@ -243,6 +278,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             if interrupt.hit:
                 history.interrupted = state["epoch"] < epochs
                 if history.interrupted:
+                    history.signal = signal.Signals(interrupt.signum).name
                     write_checkpoint()
                 break
     model.optimizer = optimizer
