@@ -1,8 +1,9 @@
 """The ``portacnn`` command: train, evaluate, predict, info.
 
-Every failure a user can cause (bad flags, bad files, a missing GPU) ends with one line on stderr and
-exit code 2; a diverged training run exits 1; Ctrl-C saves a checkpoint and exits 130. With ``--json``
-the last line of stdout is one JSON object.
+Every failure a user can cause (bad flags, bad files, a missing GPU, bad environment variables, running
+out of memory) ends with one line on stderr and exit code 2; a diverged training run exits 1; Ctrl-C saves
+a checkpoint and exits 130, SIGTERM does the same and exits 143 (a second signal stops at once). With
+``--json`` the last line of stdout is one JSON object.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
 DEFAULT_EPOCHS = {"seed": 10, "lenet5": 15, "kannada": 12}
+# train's flags that a resumed run takes from its checkpoint; given explicitly, they must agree with it
+TRAIN_DEFAULTS = {"model": "seed", "batch_size": 128, "seed": 0, "dtype": "float32"}
 
 
 class UsageError(Exception):
@@ -81,22 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads a batch is split across (default auto: NumPy backend, large enough batches)")
 
     t = sub.add_parser("train", help="train a model (default: seed_cnn on the embedded Kannada-MNIST)")
-    t.add_argument("--model", choices=sorted(MODELS), default="seed", help="network (default: seed)")
+    t.add_argument("--model", choices=sorted(MODELS), default=None, help="network (default: seed)")
     t.add_argument("--data", help="folder of IDX files, a CSV or an .npz (default: the embedded Kannada-MNIST)")
     t.add_argument("--protocol", choices=["full", "tutorial"], default=None,
                    help="full: all training images; tutorial: 600/100 per class drawn from the training set")
     t.add_argument("--epochs", type=_positive(int), help="epochs (default: 10 seed, 15 lenet5, 12 kannada)")
-    t.add_argument("--batch-size", type=_positive(int), default=128)
+    t.add_argument("--batch-size", type=_positive(int), default=None, help="default 128")
     t.add_argument("--lr", type=_positive(float), help="learning rate (default: 1e-3 adam, 0.05 sgd)")
     t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    t.add_argument("--seed", type=_nonneg_int, default=0)
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--out", help="output folder (default: runs/<timestamp>)")
+    t.add_argument("--seed", type=_nonneg_int, default=None, help="default 0")
+    t.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default float32")
+    t.add_argument("--out", help="output folder (default: runs/<timestamp>); one that holds another run is "
+                                 "refused unless --overwrite")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     t.add_argument("--checkpoint-every", type=_positive(int), default=1, metavar="N",
                    help="write a resumable checkpoint every N epochs (default 1)")
-    t.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT (data, --limit, --epochs and --out default to "
-                        "that run's; --lr overrides its learning rate)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT (--model, --batch-size, "
+                        "--seed, --dtype, --protocol, --limit, --epochs and --out default to that run's, and must agree "
+                        "with it when given, but --epochs may extend it; --lr overrides its learning rate; a run on "
+                        "--data files needs --data again)")
     t.add_argument("--limit", type=_positive(int), help="use only the first N training images (quick runs)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--no-plots", action="store_true", help="do not draw the PNG figures")
@@ -132,22 +139,15 @@ def _emit_json(obj):
     print(json.dumps(obj, sort_keys=True), flush=True)
 
 
-def _prepare_out(path: str | None) -> Path:
-    if path is None:
-        base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        out, k = base, 1
-        while out.exists():
-            k += 1
-            out = Path(f"{base}-{k}")
-    else:
-        out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"output folder {out} is not writable ({e.strerror or e}); choose another with --out") from None
+def _out_folder(path: str | None) -> Path:
+    """The folder a new run writes to: ``path``, or a fresh ``runs/<timestamp>[-k]``."""
+    if path is not None:
+        return Path(path)
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = Path(f"{base}-{k}")
     return out
 
 
@@ -318,32 +318,55 @@ def _make_optimizer(model, args):
     return Adam(model.parameters(), lr=args.lr or 1e-3)
 
 
+def _resume_settings(args, model) -> str:
+    """Take a resumed run's settings into ``args`` (a flag given explicitly must agree with the run, or it is an
+    error naming both values); returns the network's name. Nothing from the checkpoint is used as a path."""
+    state = (model.checkpoint or {}).get("train_state")
+    if not state:
+        raise UsageError(f"{args.resume}: this checkpoint holds no training state to resume from")
+    saved = model.checkpoint.get("extra") or {}
+    run = {"model": saved.get("model", "custom"), "batch_size": state["batch_size"], "seed": state["seed"],
+           "dtype": model.dtype, "protocol": saved.get("protocol") or "full", "limit": saved.get("limit")}
+    for key, value in run.items():
+        given = getattr(args, key)
+        if given is not None and given != value:
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"--resume {args.resume}: that run used {flag} {value}, not {flag} {given}; "
+                             f"drop {flag} to continue it, or start a new run without --resume")
+        setattr(args, key, value)
+    trained_on = saved.get("data")
+    if trained_on is not None and args.data is None:
+        raise UsageError(f"--resume {args.resume}: that run trained on {trained_on}; give --data with that path to "
+                         "continue it (a checkpoint never chooses which files are opened)")
+    if args.data is not None and str(Path(args.data).resolve()) != trained_on:
+        was = trained_on or "the embedded Kannada-MNIST"
+        raise UsageError(f"--resume {args.resume}: that run trained on {was}, not --data {args.data}")
+    if args.epochs is None:
+        args.epochs = saved.get("epochs")
+    if args.out is None:
+        args.out = str(Path(args.resume).parent)
+    return run["model"]
+
+
 def cmd_train(args) -> int:
     import portacnn as pc
 
     from ._atomic import atomic_write
     from .checkpoint import optimizer_from_checkpoint
     from .models import MODELS
+    from .run_folder import RunFolder
     from .training import TrainingDiverged
 
     if args.resume:
         model = pc.load(args.resume, backend=args.backend)
-        state = (model.checkpoint or {}).get("train_state")
-        if not state:
-            raise UsageError(f"{args.resume}: this checkpoint holds no training state to resume from")
-        saved = model.checkpoint.get("extra") or {}
-        # the run continues as it was started: same seed, batches, data and length unless told otherwise
-        args.seed, args.batch_size = state["seed"], state["batch_size"]
-        for key in ("data", "limit", "protocol", "epochs"):
-            if getattr(args, key) is None and saved.get(key) is not None:
-                setattr(args, key, saved[key])
-        if args.out is None:
-            args.out = str(Path(args.resume).parent)
+        model_name = _resume_settings(args, model)
         optimizer = optimizer_from_checkpoint(model)
         if optimizer is not None and args.lr is not None:  # an explicit --lr overrides the saved one
             optimizer.lr = float(args.lr)
-        model_name = saved.get("model", "custom")
     else:
+        for key, value in TRAIN_DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
         model = MODELS[args.model](backend=args.backend, dtype=args.dtype, seed=args.seed)
         optimizer = None
         model_name = args.model
@@ -354,7 +377,18 @@ def cmd_train(args) -> int:
         optimizer = _make_optimizer(model, args)
     (xtr, ytr), (xte, yte), extra, note = _train_test(args)
     _check_fits(model, xtr, args.data or "embedded Kannada-MNIST", args.resume or f"the {model_name} network")
-    out = _prepare_out(args.out)  # only once the inputs are known to be good: nothing half-made otherwise
+    # the folder is claimed only once the inputs are known to be good: nothing half-made otherwise
+    with RunFolder(_out_folder(args.out), overwrite=args.overwrite,
+                   resuming=Path(args.resume) if args.resume else None) as folder:
+        return _train_into(args, folder.path, model, model_name, optimizer, epochs, (xtr, ytr), (xte, yte), extra,
+                           note, atomic_write, TrainingDiverged)
+
+
+def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set, extra, note, atomic_write,
+                TrainingDiverged) -> int:
+    import portacnn as pc
+
+    (xtr, ytr), (xte, yte) = train, test_set
     ckpt = out / "model.safetensors"
     _say(args, f"portacnn {pc.__version__}: training {model_name} ({model.num_parameters()} parameters) on "
                f"{model.backend.name}, {len(ytr)} images ({note}), {epochs} epochs, batch {args.batch_size}")
@@ -375,9 +409,11 @@ def cmd_train(args) -> int:
         return EXIT_DIVERGED
     atomic_write(out / "history.json", json.dumps(history.to_dict(), indent=2).encode())
     if history.interrupted:
-        print(f"portacnn: interrupted; checkpoint saved to {ckpt}; continue with: portacnn train --resume {ckpt}",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how, code = ("terminated (SIGTERM)", 128 + 15) if history.signal == "SIGTERM" else ("interrupted", EXIT_INTERRUPTED)
+        saved = f"checkpoint saved to {ckpt}; continue with: portacnn train --resume {ckpt}" if ckpt.is_file() else \
+            "no checkpoint was written"
+        print(f"portacnn: {how}; {saved}", file=sys.stderr)
+        return code
     test = model.evaluate(xte, yte)
     result = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "epochs": epochs, "model": str(ckpt),
               "network": model_name, "backend": model.backend.name, "n_train": int(len(ytr)), "n_test": test["n"],
@@ -388,9 +424,10 @@ def cmd_train(args) -> int:
         result["heldout_accuracy"] = held["accuracy"]
     if not args.no_plots:
         result["plots"] = _draw(out, model, history, xtr, ytr, xte, yte, args)
+    written = [str(p) for p in (ckpt, out / "history.json") if p.is_file()]  # say "saved" only of what exists
     _say(args, f"test accuracy {test['accuracy'] * 100:.2f} % (loss {test['loss']:.4f}) on {test['n']} images"
                + (f"; tutorial held-out accuracy {result['heldout_accuracy'] * 100:.2f} %" if "heldout_accuracy" in result else ""),
-         f"saved {ckpt} and {out / 'history.json'}")
+         f"saved {' and '.join(written)}")
     if args.json:
         _emit_json(result)
     return 0
@@ -557,9 +594,10 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv=None) -> int:
-    from .backend import BackendUnavailableError
+    from .backend import BackendUnavailableError, check_environment
 
     try:
+        check_environment()
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as e:
@@ -571,9 +609,14 @@ def main(argv=None) -> int:
             message = f"{e.filename}: {e.strerror}"
         print(f"portacnn: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("portacnn: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("portacnn: error: out of memory; use a smaller --batch-size or --limit, or a machine with more memory",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as e:  # a second Ctrl-C / SIGTERM during training, or Ctrl-C elsewhere
+        signum = getattr(e, "signum", 2)
+        print("portacnn: " + ("terminated" if signum == 15 else "interrupted"), file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -281,6 +281,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                     history.signal = signal.Signals(interrupt.signum).name
                     write_checkpoint()
                 break
+    if checkpoint_path is not None and last_good["path"] is None and not history.interrupted:
+        write_checkpoint()  # e.g. a finished run resumed into a new folder: checkpoint_path must hold it
     model.optimizer = optimizer
     return history
 

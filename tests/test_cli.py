@@ -155,9 +155,10 @@ def test_resume_via_cli_is_bit_for_bit(data_dir, tmp_path):
     full = run_cli("train", *common, "--epochs", 3, "--out", tmp_path / "full")
     part = run_cli("train", *common, "--epochs", 2, "--out", tmp_path / "part")
     assert full.returncode == 0 and part.returncode == 0, full.stderr + part.stderr
-    # --resume remembers data, limit, seed and batch size; the output folder defaults to the checkpoint's
-    resumed = run_cli("train", "--resume", tmp_path / "part" / "model.safetensors", "--epochs", 3, "--json",
-                      "--no-plots")
+    # --resume remembers limit, seed and batch size (data files must be named again: a checkpoint never chooses
+    # what is opened); the output folder defaults to the checkpoint's
+    resumed = run_cli("train", "--resume", tmp_path / "part" / "model.safetensors", "--data", data_dir,
+                      "--epochs", 3, "--json", "--no-plots")
     assert resumed.returncode == 0, resumed.stderr
     assert last_json(resumed.stdout)["n_train"] == 96
     assert_same_state(state_of(tmp_path / "part" / "model.safetensors"), state_of(tmp_path / "full" / "model.safetensors"))

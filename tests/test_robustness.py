@@ -234,7 +234,7 @@ def _temp_files(folder):
 def test_sigkill_at_random_moments_never_leaves_an_unloadable_checkpoint(data_dir, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", data_dir, "--limit", 64, "--batch-size", 16, "--epochs", 200,
-            "--checkpoint-every", 1, "--no-plots", "--json", "--out", out]
+            "--checkpoint-every", 1, "--no-plots", "--json", "--out", out, "--overwrite"]  # each a new run there
     rng = np.random.default_rng(2024)
     loaded = 0
     for _ in range(6):
@@ -252,7 +252,7 @@ def test_sigkill_at_random_moments_never_leaves_an_unloadable_checkpoint(data_di
         loaded += 1
     assert loaded == 6
     # stray temp files (if a kill hit a write) do not disturb a resume, which cleans them up
-    done = run_cli("train", "--resume", out / "model.safetensors", "--epochs",
+    done = run_cli("train", "--resume", out / "model.safetensors", "--data", data_dir, "--epochs",
                    pc.load(out / "model.safetensors").checkpoint["train_state"]["epoch"] + 1, "--json", "--no-plots")
     assert done.returncode == 0, done.stderr
     assert _temp_files(out) == []
@@ -266,7 +266,7 @@ def test_divergence_stops_with_exit_1_and_keeps_the_last_good_checkpoint(data_di
     ck = out / "model.safetensors"
     before = ck.read_bytes()
     # continue with an absurd learning rate: the loss becomes NaN in epoch 2
-    bad = run_cli("train", "--resume", ck, "--epochs", 3, "--lr", "1e30", "--no-plots")
+    bad = run_cli("train", "--resume", ck, "--data", data_dir, "--epochs", 3, "--lr", "1e30", "--no-plots")
     assert bad.returncode == 1
     line = assert_one_line_error(bad.stderr, "diverged", "lower the learning rate", str(ck))
     assert "epoch 2" in line or "weights became" in line
@@ -297,7 +297,7 @@ def test_ctrl_c_saves_prints_how_to_resume_and_resume_is_exact(data_dir, tmp_pat
     line = assert_one_line_error(stderr, "interrupted", "--resume")
     state = pc.load(out / "model.safetensors").checkpoint["train_state"]
     assert (state["epoch"], state["step"]) < (epochs, 0)
-    resumed = run_cli("train", "--resume", out / "model.safetensors", "--json")  # the rest comes from the file
+    resumed = run_cli("train", "--resume", out / "model.safetensors", "--data", data_dir, "--json")  # the rest: the file
     assert resumed.returncode == 0, resumed.stderr
     assert_same_state(state_of(out / "model.safetensors"), state_of(tmp_path / "ref" / "model.safetensors"))
     assert last_json(resumed.stdout)["test_accuracy"] == last_json(reference.stdout)["test_accuracy"]

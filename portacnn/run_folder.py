@@ -1,0 +1,117 @@
+"""Output folders of training runs: claimed with a lock, never shared by two runs, never written through links.
+
+A run claims its folder by creating and locking ``.portacnn.lock`` in it (``O_NOFOLLOW``: a symbolic link
+planted at that name is refused, never followed; ``flock``: the lock vanishes with the process, even after a
+SIGKILL, and the file is removed when the run ends). A second run into the same folder fails at once, naming the first one's pid. A folder that already
+holds a run (its ``model.safetensors`` or ``history.json``) is refused unless the caller allows overwriting
+or is resuming that very run. Everything else in the folder is written by :func:`portacnn._atomic.atomic_write`
+(``mkstemp`` + ``os.replace`` in the folder), so no existing file is ever opened for writing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+LOCK_NAME = ".portacnn.lock"
+RUN_FILES = ("model.safetensors", "history.json")
+
+
+class RunFolderError(OSError):
+    """The output folder cannot be used; the message says why and what to do."""
+
+
+def existing_run_files(folder: Path) -> list[str]:
+    """The files of an earlier run in ``folder`` (empty when it holds none)."""
+    return [name for name in RUN_FILES if (folder / name).exists() or (folder / name).is_symlink()]
+
+
+class RunFolder:
+    """A claimed output folder; use as a context manager (the lock is released on exit)."""
+
+    def __init__(self, path, overwrite: bool = False, resuming: Path | None = None):
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.resuming = resuming
+        self._fd = None
+
+    def __enter__(self) -> "RunFolder":
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunFolderError(f"output folder {self.path} is not writable ({e.strerror or e}); "
+                                 "choose another with --out") from None
+        if not self.path.is_dir():
+            raise RunFolderError(f"output folder {self.path} is not a folder; choose another with --out")
+        self._lock()
+        earlier = existing_run_files(self.path)
+        resumed_here = self.resuming is not None and _samefile(self.resuming.parent, self.path)
+        if earlier and not (self.overwrite or resumed_here):
+            self.release()
+            raise RunFolderError(f"output folder {self.path} already holds a run ({', '.join(earlier)}); "
+                                 "use --overwrite to replace it, or choose another with --out")
+        return self
+
+    def _lock(self) -> None:
+        for _ in range(10):  # retried only when another run removed the lock file between our open and lock
+            fd = self._open_lock()
+            if self._acquire(fd):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self._fd = fd
+                return
+        raise RunFolderError(f"could not lock {self.path / LOCK_NAME}: other runs keep replacing it")
+
+    def _open_lock(self) -> int:
+        lock = self.path / LOCK_NAME
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(lock, flags, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RunFolderError(f"{lock} is a symbolic link; refusing to write through it "
+                                     "(remove it, or choose another --out)") from None
+            raise RunFolderError(f"output folder {self.path} is not writable ({e.strerror or e}); "
+                                 "choose another with --out") from None
+
+    def _acquire(self, fd: int) -> bool:
+        """Lock ``fd``; False when the file was unlinked meanwhile (then try again with a new one)."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): the lock file is advisory only
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunFolderError(f"another run (pid {holder}) is writing into {self.path}; wait for it to "
+                                 "finish or choose another --out") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.path / LOCK_NAME, follow_symlinks=False))
+        except OSError:
+            same = False
+        if not same:
+            os.close(fd)
+        return same
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (in that order, so a waiting run re-checks and retries)."""
+        if self._fd is not None:
+            try:
+                os.unlink(self.path / LOCK_NAME)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _samefile(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
