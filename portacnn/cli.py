@@ -9,14 +9,12 @@ a checkpoint and exits 130, SIGTERM does the same and exits 143 (a second signal
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
 import struct
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -151,81 +149,11 @@ def _out_folder(path: str | None) -> Path:
     return out
 
 
-def _mapped_idx(images_path, labels_path=None):
-    """(images, labels) with the images of a plain (not gzipped) IDX file read lazily, or None.
-
-    Nothing is read into memory but the labels: the commands below read and scale a huge images file one
-    chunk at a time. Only a file that is entirely well formed
-    takes this path; anything else returns None so that :mod:`portacnn.data` reads it and reports the
-    problem with its usual one-line message.
-    """
-    try:
-        size = os.path.getsize(images_path)
-        with open(images_path, "rb") as f:
-            head = f.read(16)
-    except OSError:
-        return None
-    if len(head) < 16 or head[:4] != b"\x00\x00\x08\x03":
-        return None
-    n, h, w = struct.unpack(">3I", head[4:])
-    if 0 in (n, h, w) or size != 16 + n * h * w:
-        return None
-    labels = None
-    if labels_path is not None:
-        try:
-            raw = Path(labels_path).read_bytes()
-            if raw[:2] == b"\x1f\x8b":
-                raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error):
-            return None
-        if len(raw) != 8 + n or raw[:4] != b"\x00\x00\x08\x01" or int.from_bytes(raw[4:8], "big") != n:
-            return None
-        labels = np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
-        if labels.max() >= 10:
-            return None
-    return _IdxImages(images_path, n, h, w), labels
-
-
-class _IdxImages:
-    """The uint8 images of a plain IDX file, read from disk only when sliced.
-
-    ``images[lo:hi]`` reads just those rows (so the memory the commands need does not grow with the file,
-    unlike a memory map whose touched pages all count as resident); anything else (``np.asarray``, fancy
-    indexing) reads the whole file.
-    """
-
-    dtype = np.dtype(np.uint8)
-    ndim = 3
-
-    def __init__(self, path, n, h, w):
-        self.path, self.shape = Path(path), (n, h, w)
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        n, h, w = self.shape
-        if isinstance(key, slice) and key.indices(n)[2] == 1:
-            lo, hi, _ = key.indices(n)
-            count = max(0, hi - lo)
-            with open(self.path, "rb") as f:
-                f.seek(16 + lo * h * w)
-                buf = f.read(count * h * w)
-            if len(buf) != count * h * w:
-                raise UsageError(f"{self.path}: the file changed while it was being read")
-            return np.frombuffer(buf, dtype=np.uint8).reshape(count, h, w)
-        return np.asarray(self)[key]
-
-    def __array__(self, dtype=None, copy=None):
-        whole = np.array(self[:], copy=True)
-        return whole if dtype is None else whole.astype(dtype, copy=False)
-
-
 def _read_pair(images_path, labels_path):
+    """(images, labels) of an IDX pair; the images of a plain file stay on disk until sliced."""
     from . import data
 
-    mapped = _mapped_idx(images_path, labels_path)
-    return mapped if mapped is not None else data.load_idx(images_path, labels_path)
+    return data.open_idx(images_path, labels_path)
 
 
 def _load_split(path: str | None, split: str, any_pair: bool = True):
@@ -246,15 +174,15 @@ def _load_split(path: str | None, split: str, any_pair: bool = True):
         raise UsageError(f"{path}: no such file or folder")
     if p.is_dir():
         try:
-            return (*_read_pair(*data.find_idx_pair(p, split)), True)
-        except data.DataError:
+            pair = data.find_idx_pair(p, split)
+        except data.DataError:  # no files named for the split; a broken file is reported, not skipped
             if not any_pair:
                 return None
-        return (*_read_pair(*data.find_idx_pair(p)), False)
+            return (*_read_pair(*data.find_idx_pair(p)), False)
+        return (*_read_pair(*pair), True)
     if not any_pair:
         return None
-    mapped = _mapped_idx(p)
-    x, y = mapped if mapped is not None else data.load_any(p)
+    x, y = data.open_any(p)
     return x, y, False
 
 
@@ -303,9 +231,12 @@ def _check_fits(model, images, source, model_path):
         raise UsageError(f"{source}: its {shape} images do not fit the model in {model_path} ({first})") from None
 
 
-def _chunks(n, batch_size, target=16384):
-    """Spans of whole batches, about ``target`` images each: the unit the CLI scales to float32 at a time."""
-    step = max(batch_size, (target // batch_size) * batch_size)
+def _chunks(images, batch_size, target_bytes=64 << 20):
+    """Spans of whole batches holding about ``target_bytes`` of float32 pixels each: the unit the CLI scales to
+    float32 at a time, so memory follows the image size and the batch, not the number of images."""
+    n = int(images.shape[0])
+    per_image = 4 * math.prod(int(d) for d in images.shape[1:])
+    step = max(batch_size, (target_bytes // max(per_image, 1) // batch_size) * batch_size)
     return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
 
 
@@ -466,7 +397,7 @@ def cmd_evaluate(args) -> int:
         raise UsageError(f"{args.data}: holds no labels, so accuracy cannot be computed (use 'portacnn predict')")
     _check_fits(model, x, source, args.model)
     loss_sum, correct, n = 0.0, 0, int(x.shape[0])
-    for lo, hi in _chunks(n, args.batch_size):  # float32 copies one chunk at a time: memory does not grow with N
+    for lo, hi in _chunks(x, args.batch_size):  # float32 copies one chunk at a time: memory does not grow with N
         r = model.evaluate(data.preprocess(x[lo:hi]), y[lo:hi], batch_size=args.batch_size)
         loss_sum += r["loss"] * r["n"]
         correct += round(r["accuracy"] * r["n"])
@@ -481,17 +412,35 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _read_image(path: Path, invert: bool, size=(28, 28)) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """A greyscale image file as uint8 ``size``; its declared size is checked against the side limit first.
 
+    ``Image.open`` reads only the header, so the width and height a file claims are known before any
+    pixel is decoded. PIL's own pixel-count check is off meanwhile: ``PORTACNN_MAX_IMAGE_SIDE``
+    replaces it, so that the one limit a user can raise is the one that applies.
+    """
+    from PIL import Image
+
+    from .limits import MAX_IMAGE_SIDE
+
+    max_side = MAX_IMAGE_SIDE.get()
+    pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         with Image.open(path) as im:
+            width, height = im.size
+            if max(width, height) > max_side:
+                raise UsageError(f"{path}: image of {width}x{height} pixels, over the limit of "
+                                 f"{MAX_IMAGE_SIDE.text(max_side)} a side set by {MAX_IMAGE_SIDE.env} -- "
+                                 f"{MAX_IMAGE_SIDE.hint(max(width, height))}")
             im = im.convert("L")
             if im.size != size:
                 im = im.resize(size, Image.Resampling.LANCZOS)
             a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, ValueError, SyntaxError,
+            struct.error, EOFError) as e:  # PIL's decoders raise all of these on bad files
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UsageError(f"{path}: not a readable image ({first})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
     return 255 - a if invert else a
 
 
@@ -512,9 +461,7 @@ def _inputs(paths, invert):
             names.append(text)
             pictures.append(_read_image(p, invert))
             continue
-        mapped = _mapped_idx(p)
-        x = mapped[0] if mapped is not None else data.load_any(p)[0]
-        groups.append((text, x, False))
+        groups.append((text, data.open_any(p)[0], False))
     if pictures:
         groups.insert(0, (names, np.stack(pictures), True))
     return groups
@@ -535,7 +482,7 @@ def cmd_predict(args) -> int:
         out.write('{"predictions": [')
     first = True
     for name, images, single in groups:
-        for lo, hi in _chunks(int(images.shape[0]), args.batch_size):
+        for lo, hi in _chunks(images, args.batch_size):
             proba = model.predict_proba(data.preprocess(images[lo:hi]), batch_size=args.batch_size)
             classes = proba.argmax(axis=1)
             for k, c in enumerate(classes):
@@ -594,10 +541,12 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv=None) -> int:
+    from . import limits
     from .backend import BackendUnavailableError, check_environment
 
     try:
         check_environment()
+        limits.check_environment()
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as e:

@@ -90,7 +90,6 @@ def predict_dask(model, x, batch_size: int, probabilities: bool):
     lazy Dask array chunked like ``x``'s rows. Shape, channels and dtype are checked now (from metadata);
     NaN and infinite values when each chunk is computed."""
     import dask
-    import dask.array as da
 
     from .inputs import Images
 

@@ -12,6 +12,17 @@ missing file raises :class:`DataFileNotFoundError`, which is both a :class:`Data
 :class:`FileNotFoundError`.
 
 :func:`load_any` picks the IDX, CSV or NPZ reader from a file's content (never its name).
+:func:`open_idx` and :func:`open_any` are the same readers except that the images of a plain IDX file
+stay on disk (:class:`IdxImages`, read when sliced), for inputs larger than memory should hold.
+
+Limits
+------
+Files are read in chunks of bytes and never whole: a reader checks the sizes a file declares (IDX
+dimensions, ``.npy`` shapes, CSV line lengths) against the limits of :mod:`portacnn.limits` before it
+allocates, and stops decompressing at the declared size, so memory stays near the size of the
+result and a file that declares or inflates to more than a limit is a one-line :class:`DataError`
+naming the limit and the environment variable that raises it (``PORTACNN_MAX_DATA_BYTES``,
+``PORTACNN_MAX_IMAGE_SIDE``, ``PORTACNN_MAX_CSV_LINE_BYTES``).
 
 Formats
 -------
@@ -20,20 +31,24 @@ gzip magic bytes ``1f 8b``, never by the file name. Layout: a big-endian 4-byte 
 ``00 00 <dtype> <ndim>``, then ``ndim`` big-endian uint32 dimensions, then the raw data, row-major.
 Only dtype ``0x08`` (unsigned byte) is supported. Images: magic 2051 (``0x00000803``), dims
 ``N, H, W``. Labels: magic 2049 (``0x00000801``), dims ``N``. The payload must hold exactly
-``prod(dims)`` bytes; truncated files and trailing bytes are both errors.
+``prod(dims)`` bytes; truncated files and trailing bytes are both errors (a gzip stream is inflated
+only up to the declared size plus one chunk, so a small file cannot inflate to gigabytes first).
 
 CSV, the layout of the Kaggle "Kannada-MNIST" competition (plain or gzip-compressed). The header is
 ``label,pixel0,...,pixel783`` (training layout; the first column holds the class) or
 ``id,pixel0,...,pixel783`` (test layout; the first column is a row id and there are no labels).
 ``pixel{i*W+j}`` is row ``i``, column ``j`` of the image. Any perfect-square number of pixel columns
 is accepted (784 = 28 x 28 in the Kaggle files). Cells are decimal integers; Windows line endings,
-a UTF-8 byte-order mark and blank lines are accepted. Files are parsed in chunks of lines, so memory
-stays a small multiple of the resulting ``uint8`` array.
+a UTF-8 byte-order mark and blank lines are accepted. Files are read and parsed in chunks of bytes, so
+memory stays a small multiple of the resulting ``uint8`` array; a line longer than
+``PORTACNN_MAX_CSV_LINE_BYTES`` is an error naming its line number.
 
 NPZ: a NumPy ``.npz`` archive (read with ``allow_pickle=False``) holding the images under ``x``,
 ``images`` or ``X`` (else ``arr_0``) and optionally the labels under ``y``, ``labels`` or ``Y``
 (else ``arr_1``). Images may be ``(N, H, W)``, ``(N, 1, H, W)`` or flattened ``(N, H*W)`` with a
-square ``H*W``, of any integer dtype with values in ``0..255``.
+square ``H*W``, of any integer dtype with values in ``0..255``. The archive is read member by member
+in chunks: the sizes its ``.npy`` headers declare must match the zip directory and fit the data
+limit before anything is inflated.
 
 Dataset
 -------
@@ -50,8 +65,14 @@ Cite the dataset as:
 from __future__ import annotations
 
 import gzip
+import importlib
+import importlib.util
+import math
+import operator
 import os
 import re
+import sys
+import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,18 +83,34 @@ __all__ = [
     "DataError",
     "DataFileNotFoundError",
     "EMBEDDED_DATA_DIR",
+    "IdxImages",
     "embedded_data_dir",
     "find_idx_pair",
-    "load_any",
     "load_any",
     "load_csv",
     "load_folder_pair",
     "load_idx",
     "load_kannada_mnist",
     "load_npz",
+    "open_any",
+    "open_idx",
     "preprocess",
     "tutorial_split",
 ]
+
+
+def _import_limits():
+    """:mod:`portacnn.limits`; when this file is loaded on its own, the ``limits.py`` beside it."""
+    if __package__:
+        return importlib.import_module(f"{__package__}.limits")
+    spec = importlib.util.spec_from_file_location("portacnn_limits", Path(__file__).with_name("limits.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as importlib's recipe does (dataclasses look the module up)
+    spec.loader.exec_module(module)
+    return module
+
+
+limits = _import_limits()
 
 EMBEDDED_DATA_DIR = Path(__file__).resolve().parent / "datasets" / "kannada_mnist"
 """Folder of the Kannada-MNIST copy shipped inside the package."""
@@ -85,7 +122,8 @@ _IDX_LABELS_MAGIC = 0x00000801  # 2049
 _IDX_DTYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32",
                     0x0D: "float32", 0x0E: "float64"}  # fmt: skip
 _GZIP_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
-_CSV_CHUNK_BYTES = 1 << 20  # lines are read and parsed in chunks of about this many bytes
+_CSV_CHUNK_BYTES = 1 << 20  # CSV text is read and parsed in chunks of this many bytes
+_READ_CHUNK_BYTES = 1 << 20  # binary data are read (and inflated) at most this many bytes per call
 _MAX_DIGITS = 18  # longest cell the vectorised CSV parser handles (fits int64)
 _NON_IDX_SUFFIXES = (".csv", ".csv.gz", ".npz", ".npy", ".md", ".txt", ".json", ".zip", ".png",
                      ".jpg", ".py", ".ipynb", ".html", ".pdf", ".tar", ".tar.gz", ".tgz")  # fmt: skip
@@ -129,24 +167,6 @@ def _check_file(path) -> Path:
     return p
 
 
-def _read_file_bytes(path) -> tuple[bytes, bool]:
-    """All bytes of ``path``, gunzipped when the content starts with the gzip magic."""
-    p = _check_file(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise _fail(path, f"cannot read file ({e.strerror or e})") from e
-    if not raw:
-        raise _fail(path, "file is empty (0 bytes)", "re-download or regenerate the file")
-    if raw[:2] != _GZIP_MAGIC:
-        return raw, False
-    try:
-        return gzip.decompress(raw), True
-    except _GZIP_ERRORS as e:
-        raise _fail(path, f"corrupt or truncated gzip data ({type(e).__name__}: {e})",
-                    "re-download the file") from e  # fmt: skip
-
-
 def _open_binary(path):
     """A binary stream of the (gunzipped, when compressed) content of ``path``."""
     p = _check_file(path)
@@ -165,6 +185,48 @@ def _open_binary(path):
     return f, f
 
 
+def _read_error(path, e: Exception, compressed: bool) -> DataError:
+    """The DataError for an exception raised while reading ``path`` (a gzip error when compressed)."""
+    if compressed:
+        return _fail(path, f"corrupt or truncated gzip data ({type(e).__name__}: {e})", "re-download the file")
+    return _fail(path, f"cannot read file ({getattr(e, 'strerror', None) or e})")
+
+
+def _read_payload(stream, nbytes: int) -> np.ndarray:
+    """Up to ``nbytes`` bytes of ``stream`` as a new uint8 array (shorter only when the stream ends).
+
+    Read in chunks of :data:`_READ_CHUNK_BYTES` into an array that grows as the data arrive, so a
+    header that declares more than the stream holds costs no memory (``ndarray.resize`` remaps large
+    blocks in place on Linux).
+    """
+    out = np.empty(min(nbytes, _READ_CHUNK_BYTES), dtype=np.uint8)
+    got = 0
+    while got < nbytes:
+        if got == out.size:
+            out.resize(min(nbytes, 2 * out.size), refcheck=False)
+        with memoryview(out) as view:
+            n = stream.readinto(view[got : min(out.size, got + _READ_CHUNK_BYTES)])
+        if not n:
+            break
+        got += n
+    if got < out.size:
+        out.resize(got, refcheck=False)
+    return out
+
+
+def _check_limit(path, limit, amount: int, what: str, *, line: int | None = None) -> None:
+    """Raise DataError when ``amount`` (the ``what`` a file declares) is over ``limit`` (a limits.Limit)."""
+    value = limit.get()
+    if amount > value:
+        raise _fail(path, f"{what} = {amount} {limit.unit}, over the limit of {limit.text(value)} set by "
+                    f"{limit.env}", limit.hint(amount), line=line)  # fmt: skip
+
+
+def _check_image_side(path, height: int, width: int) -> None:
+    """Raise DataError when an image side is over ``PORTACNN_MAX_IMAGE_SIDE``."""
+    _check_limit(path, limits.MAX_IMAGE_SIDE, max(height, width), f"images of {height}x{width} pixels: side")
+
+
 # ----------------------------------------------------------------------------------------------
 # IDX
 
@@ -173,22 +235,27 @@ def _dims_text(dims) -> str:
     return "x".join(str(d) for d in dims)
 
 
-def _read_idx(path, want_ndim: int) -> np.ndarray:
-    data, compressed = _read_file_bytes(path)
+def _idx_header(stream, path, want_ndim: int, compressed: bool) -> tuple[list[int], int]:
+    """Dimensions and header length of an IDX file, read from the start of ``stream`` and checked.
+
+    The magic number, dtype and dimension count must be those of an IDX images (``want_ndim=3``) or
+    labels (1) file, no dimension may be zero, and the declared payload must fit the limits.
+    """
     kind = "images" if want_ndim == 3 else "labels"
     want_magic = _IDX_IMAGES_MAGIC if want_ndim == 3 else _IDX_LABELS_MAGIC
     gz_note = ""
     if str(path).lower().endswith(".gz") and not compressed:
         gz_note = " (note: the name ends in .gz but the content is not gzip-compressed)"
-    if len(data) < 4:
-        raise _fail(path, f"truncated IDX header: {len(data)} bytes, need at least 4 for the magic number"
+    head = stream.read(4)
+    if len(head) < 4:
+        raise _fail(path, f"truncated IDX header: {len(head)} bytes, need at least 4 for the magic number"
                     + gz_note, "re-download the file")  # fmt: skip
-    magic = int.from_bytes(data[:4], "big")
-    if data[0] != 0 or data[1] != 0:
+    magic = int.from_bytes(head, "big")
+    if head[0] != 0 or head[1] != 0:
         raise _fail(path, f"not an IDX file: magic number 0x{magic:08X} should start with two zero bytes "
                     f"(expected 0x{want_magic:08X} = {want_magic} for an IDX {kind} file){gz_note}",
                     "check that this is an MNIST-format file")  # fmt: skip
-    dtype_byte, ndim = data[2], data[3]
+    dtype_byte, ndim = head[2], head[3]
     if dtype_byte != 0x08:
         name = _IDX_DTYPE_NAMES.get(dtype_byte, "unknown")
         raise _fail(path, f"unsupported IDX dtype byte 0x{dtype_byte:02X} ({name}); only 0x08 (unsigned "
@@ -199,25 +266,76 @@ def _read_idx(path, want_ndim: int) -> np.ndarray:
                     f"{want_ndim} (magic 0x{want_magic:08X} = {want_magic}){other.get(ndim, '')}",
                     "check that images and labels files are not swapped")  # fmt: skip
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise _fail(path, f"truncated IDX header: {len(data)} bytes, need {header} for {ndim} dimensions",
-                    "re-download the file")  # fmt: skip
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    raw_dims = stream.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise _fail(path, f"truncated IDX header: {4 + len(raw_dims)} bytes, need {header} for {ndim} "
+                    f"dimensions", "re-download the file")  # fmt: skip
+    dims = [int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim)]
     if any(d == 0 for d in dims):
         raise _fail(path, f"IDX header has a zero dimension ({_dims_text(dims)}); all dimensions must be > 0")
-    expected = 1
-    for d in dims:
-        expected *= d
-    got = len(data) - header
+    if ndim == 3:
+        _check_image_side(path, dims[1], dims[2])
+    _check_limit(path, limits.MAX_DATA_BYTES, math.prod(dims), f"IDX header declares {_dims_text(dims)}")
+    return dims, header
+
+
+def _idx_size_error(path, dims, header: int, got: int, compressed: bool, *, more: bool = False) -> DataError:
+    """The error for an IDX payload of ``got`` bytes (``more``: at least that many) that is not ``prod(dims)``."""
+    expected = math.prod(dims)
     state = "decompressed data has" if compressed else "file has"
     if got < expected:
-        raise _fail(path, f"truncated IDX data: header says {_dims_text(dims)} = {expected} bytes but the "
-                    f"{state} {got} after the {header}-byte header", "re-download the file")  # fmt: skip
-    if got > expected:
-        raise _fail(path, f"{got - expected} trailing bytes after the IDX data: header says {_dims_text(dims)} "
-                    f"= {expected} bytes but the {state} {got} after the {header}-byte header",
-                    "the file is corrupt or not an IDX file; re-download it")  # fmt: skip
-    return np.frombuffer(data, dtype=np.uint8, count=expected, offset=header).reshape(dims).copy()
+        return _fail(path, f"truncated IDX data: header says {_dims_text(dims)} = {expected} bytes but the "
+                     f"{state} {got} after the {header}-byte header", "re-download the file")  # fmt: skip
+    extra = f"more than {got - expected}" if more else f"{got - expected}"
+    return _fail(path, f"{extra} trailing bytes after the IDX data: header says {_dims_text(dims)} = {expected} "
+                 f"bytes but the {state} {'more than ' if more else ''}{got} after the {header}-byte header",
+                 "the file is corrupt or not an IDX file; re-download it")  # fmt: skip
+
+
+def _open_idx_stream(path, want_ndim: int):
+    """``(stream, raw, compressed, dims, header)`` of an IDX file whose header has been read and checked.
+
+    For a plain file the size must match the header exactly (nothing is read to find out); for a
+    gzip file :func:`_read_idx_payload` checks it while reading. The caller closes ``stream`` and ``raw``.
+    """
+    stream, raw = _open_binary(path)
+    compressed = stream is not raw
+    try:
+        size = os.fstat(raw.fileno()).st_size
+        if size == 0:
+            raise _fail(path, "file is empty (0 bytes)", "re-download or regenerate the file")
+        try:
+            dims, header = _idx_header(stream, path, want_ndim, compressed)
+        except _GZIP_ERRORS as e:
+            raise _read_error(path, e, compressed) from e
+        if not compressed and size != header + math.prod(dims):
+            raise _idx_size_error(path, dims, header, size - header, compressed)
+    except BaseException:
+        stream.close()
+        raw.close()
+        raise
+    return stream, raw, compressed, dims, header
+
+
+def _read_idx_payload(stream, path, dims, header: int, compressed: bool) -> np.ndarray:
+    """The payload after the header, read in chunks; a gzip stream is inflated one chunk past it at most."""
+    expected = math.prod(dims)
+    try:
+        data = _read_payload(stream, expected)
+        rest = stream.read(_READ_CHUNK_BYTES) if compressed else b""  # the end of the stream, or too much
+    except _GZIP_ERRORS as e:
+        raise _read_error(path, e, compressed) from e
+    if data.size != expected or rest:
+        more = len(rest) == _READ_CHUNK_BYTES
+        raise _idx_size_error(path, dims, header, data.size + len(rest), compressed, more=more)
+    return data.reshape(dims)
+
+
+def _read_idx(path, want_ndim: int) -> np.ndarray:
+    """The whole payload of an IDX file, checked against its header."""
+    stream, raw, compressed, dims, header = _open_idx_stream(path, want_ndim)
+    with raw, stream:
+        return _read_idx_payload(stream, path, dims, header, compressed)
 
 
 def _check_labels(labels: np.ndarray, num_classes, path) -> None:
@@ -231,6 +349,17 @@ def _check_labels(labels: np.ndarray, num_classes, path) -> None:
                     "check the file or pass a larger num_classes")  # fmt: skip
 
 
+def _idx_labels(labels_path, images_path, n: int, num_classes) -> np.ndarray:
+    """The int64 labels of an IDX labels file that must hold ``n`` labels in ``0..num_classes-1``."""
+    labels = _read_idx(labels_path, 1).astype(np.int64)
+    if labels.shape[0] != n:
+        raise _fail(labels_path, f"count mismatch: this labels file has {labels.shape[0]} labels but the images "
+                    f"file {images_path} has {n} images",
+                    "check that both files belong to the same split")  # fmt: skip
+    _check_labels(labels, num_classes, labels_path)
+    return labels
+
+
 def load_idx(images_path, labels_path=None, *, num_classes: int | None = 10):
     """Load an IDX images file and, optionally, the matching IDX labels file.
 
@@ -242,13 +371,80 @@ def load_idx(images_path, labels_path=None, *, num_classes: int | None = 10):
     images = _read_idx(images_path, 3)
     if labels_path is None:
         return images, None
-    labels = _read_idx(labels_path, 1).astype(np.int64)
-    if labels.shape[0] != images.shape[0]:
-        raise _fail(labels_path, f"count mismatch: this labels file has {labels.shape[0]} labels but the images "
-                    f"file {images_path} has {images.shape[0]} images",
-                    "check that both files belong to the same split")  # fmt: skip
-    _check_labels(labels, num_classes, labels_path)
-    return images, labels
+    return images, _idx_labels(labels_path, images_path, images.shape[0], num_classes)
+
+
+class IdxImages:
+    """The uint8 images ``(N, H, W)`` of a plain IDX file, read from disk only when indexed.
+
+    ``images[lo:hi]`` and ``images[i]`` read just those rows, so memory does not grow with the file
+    (unlike a memory map, whose touched pages all count as resident); anything else (``np.asarray``,
+    fancy indexing) reads the whole payload. Made by :func:`open_idx`, which has checked the header
+    and the file size; a file that shrinks afterwards is a :class:`DataError` when read.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, path, shape, offset: int):
+        self.path, self.shape, self.offset = Path(path), tuple(shape), offset
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"IdxImages({str(self.path)!r}, shape={self.shape})"
+
+    def __getitem__(self, key):
+        n = self.shape[0]
+        if isinstance(key, slice) and key.indices(n)[2] == 1:
+            lo, hi, _ = key.indices(n)
+            return self._rows(lo, max(lo, hi))
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            i = operator.index(key) + (n if key < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"index {key} is out of bounds for {n} images")
+            return self._rows(i, i + 1)[0]
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self._rows(0, self.shape[0])
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def _rows(self, lo: int, hi: int) -> np.ndarray:
+        """Images ``lo..hi-1`` as a new writable array."""
+        _, h, w = self.shape
+        nbytes = (hi - lo) * h * w
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset + lo * h * w)
+                data = _read_payload(f, nbytes)
+        except OSError as e:
+            raise _read_error(self.path, e, False) from e
+        if data.size != nbytes:
+            raise _fail(self.path, f"the file changed while it was being read: it now ends before image {hi - 1}",
+                        "do not modify data files while portacnn reads them")  # fmt: skip
+        return data.reshape(hi - lo, h, w)
+
+
+def open_idx(images_path, labels_path=None, *, num_classes: int | None = 10):
+    """Like :func:`load_idx`, but the images of a plain (not gzipped) file stay on disk.
+
+    Returns ``(images, labels)`` where ``images`` is an :class:`IdxImages` for a plain file (its
+    header and size are checked now, its pixels read when sliced) and a ``uint8`` array for a gzip
+    file, which can only be read from the start. The labels are read and checked as by
+    :func:`load_idx`. Raises :class:`DataError`.
+    """
+    _check_num_classes(num_classes)
+    stream, raw, compressed, dims, header = _open_idx_stream(images_path, 3)
+    with raw, stream:
+        if compressed:
+            images = _read_idx_payload(stream, images_path, dims, header, compressed)
+        else:
+            images = IdxImages(images_path, dims, header)
+    if labels_path is None:
+        return images, None
+    return images, _idx_labels(labels_path, images_path, dims[0], num_classes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,16 +454,40 @@ _CELL_RE = re.compile(rb"\s*([+-]?[0-9]+)\s*")
 
 
 def _csv_lines(stream, path) -> Iterator[list[bytes]]:
-    """Chunks of raw lines of ``stream``; gzip errors become DataError."""
+    """Lists of the lines of ``stream`` (without their newline), read :data:`_CSV_CHUNK_BYTES` at a time.
+
+    A line longer than ``PORTACNN_MAX_CSV_LINE_BYTES`` is a DataError naming its line number, raised
+    once the lines before it have been yielded (so an earlier bad row is reported first); gzip errors
+    become DataError too.
+    """
+    max_line = limits.MAX_CSV_LINE_BYTES.get()
+    tail, done = b"", 0  # the unfinished last line; the number of lines yielded so far
     while True:
         try:
-            lines = stream.readlines(_CSV_CHUNK_BYTES)
+            block = stream.read(_CSV_CHUNK_BYTES)
         except _GZIP_ERRORS as e:
-            raise _fail(path, f"corrupt or truncated gzip data ({type(e).__name__}: {e})",
-                        "re-download the file") from e  # fmt: skip
-        if not lines:
-            return
-        yield lines
+            raise _read_error(path, e, isinstance(stream, gzip.GzipFile)) from e
+        if not block:
+            break
+        lines = (tail + block).split(b"\n")
+        tail = lines.pop()
+        too_long = next((i for i, line in enumerate(lines) if len(line) > max_line), None)
+        if too_long is not None:
+            lines = lines[:too_long]
+        if lines:
+            yield lines
+            done += len(lines)
+        if too_long is not None or len(tail) > max_line:
+            raise _line_too_long(path, done + 1, max_line)
+    if tail:
+        yield [tail]
+
+
+def _line_too_long(path, lineno: int, max_line: int) -> DataError:
+    """The error for line ``lineno``, longer than ``max_line`` bytes."""
+    limit = limits.MAX_CSV_LINE_BYTES
+    return _fail(path, f"line is longer than {limit.text(max_line)}, the limit set by {limit.env} (a CSV row "
+                 f"of 784 pixels takes about 3 KB)", limit.hint(), line=lineno)  # fmt: skip
 
 
 def _show(cell: bytes, limit: int = 40) -> str:
@@ -385,11 +605,13 @@ def load_csv(path, num_classes: int | None = 10, *, return_ids: bool = False):
     Returns ``(images, labels)``: ``uint8`` ``(N, S, S)`` (28 x 28 for the Kaggle files) and ``int64``
     ``(N,)`` for the training layout (``label,pixel0,...``) or ``None`` for the test layout
     (``id,pixel0,...``). With ``return_ids=True`` returns ``(images, labels, ids)`` where ``ids`` is
-    the ``int64`` id column of a test-layout file (``None`` for the training layout). Rows are parsed
-    in chunks, never as one big list of Python ints. Raises :class:`DataError` naming the 1-based
-    line number of the first bad row.
+    the ``int64`` id column of a test-layout file (``None`` for the training layout). The text is read
+    and parsed in chunks of bytes, never as one big list of Python ints. Raises :class:`DataError`
+    naming the 1-based line number of the first bad row, of a line over the line-length limit, or of
+    the row that takes the pixels over the data limit.
     """
     _check_num_classes(num_classes)
+    max_bytes = limits.MAX_DATA_BYTES.get()
     stream, raw = _open_binary(path)
     compressed = stream is not raw
     try:
@@ -398,8 +620,9 @@ def load_csv(path, num_classes: int | None = 10, *, return_ids: bool = False):
         lineno = nrows = 0
         # Rows go straight into one uint8 buffer. For a plain file its capacity is an upper bound on
         # the row count (a row takes at least 2 bytes per column) whose untouched tail never becomes
-        # resident; for gzip it grows geometrically. ndarray.resize reallocates in place (on Linux,
-        # large blocks are remapped, not copied), so the peak stays near the final array.
+        # resident; for gzip it grows geometrically; neither goes past the data limit. ndarray.resize
+        # reallocates in place (on Linux, large blocks are remapped, not copied), so the peak stays
+        # near the final array.
         pixels = np.empty((0, 0), dtype=np.uint8)
         first_chunks: list[np.ndarray] = []
         for lines in _csv_lines(stream, path):
@@ -412,9 +635,11 @@ def load_csv(path, num_classes: int | None = 10, *, return_ids: bool = False):
                     continue
                 if first is None:
                     first, npix, side = _parse_header(row, lineno, path)
+                    _check_image_side(path, side, side)
                     ncols = npix + 1
+                    max_rows = max_bytes // npix
                     cap = 1024 if compressed else max(1, os.fstat(raw.fileno()).st_size // (2 * ncols - 1))
-                    pixels = np.empty((cap, npix), dtype=np.uint8)
+                    pixels = np.empty((min(cap, max_rows), npix), dtype=np.uint8)
                     continue
                 rows.append(row)
                 linenos.append(lineno)
@@ -424,8 +649,13 @@ def load_csv(path, num_classes: int | None = 10, *, return_ids: bool = False):
             if values is None:
                 values = _parse_rows_slow(rows, linenos, ncols, first, num_classes, path)
             k = values.shape[0]
+            if nrows + k > max_rows:
+                raise _fail(path, f"more than {max_rows} rows of {side}x{side} pixels = {max_rows * npix} bytes, "
+                            f"over the limit of {limits.MAX_DATA_BYTES.text(max_bytes)} set by "
+                            f"{limits.MAX_DATA_BYTES.env}", limits.MAX_DATA_BYTES.hint(),
+                            line=linenos[max_rows - nrows])  # fmt: skip
             if nrows + k > pixels.shape[0]:
-                pixels.resize((max(2 * pixels.shape[0], nrows + k), npix), refcheck=False)
+                pixels.resize((min(max_rows, max(2 * pixels.shape[0], nrows + k)), npix), refcheck=False)
             pixels[nrows : nrows + k] = values[:, 1:]
             nrows += k
             first_chunks.append(values[:, 0].astype(np.int64))
@@ -458,12 +688,61 @@ def _pick_key(keys, preferred, fallback):
     return fallback if fallback in keys else None
 
 
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npy_header(fp, path, key: str, member_size: int, used: int):
+    """``(shape, fortran_order, dtype, nbytes)`` from the ``.npy`` header at the start of ``fp``.
+
+    The array must not hold Python objects, its ``nbytes`` plus the ``used`` bytes of arrays already
+    read must fit the data limit, and its data must fill the rest of the member exactly
+    (``member_size`` comes from the zip directory), so a forged shape allocates nothing.
+    """
+    version = np.lib.format.read_magic(fp)
+    if version not in _NPY_HEADER_READERS:
+        raise _fail(path, f"array {key!r} has .npy format version {version[0]}.{version[1]}; versions 1.0 "
+                    f"and 2.0 are supported", "save with numpy.savez(path, x=images, y=labels)")  # fmt: skip
+    shape, fortran_order, dtype = _NPY_HEADER_READERS[version](fp)
+    if dtype.hasobject:
+        raise _fail(path, f"cannot read .npz archive: array {key!r} holds Python objects (dtype {dtype})",
+                    "object arrays are refused (no pickle); store plain integer arrays")  # fmt: skip
+    if any(d < 0 for d in shape):
+        raise _fail(path, f"array {key!r} has a negative dimension in its shape {shape}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    what = f"array {key!r} declares shape {shape} of {dtype}"
+    if used:
+        what = f"the arrays declare {used} + {nbytes} bytes ({what})"
+    _check_limit(path, limits.MAX_DATA_BYTES, used + nbytes, what)
+    stored = member_size - fp.tell()
+    if stored != nbytes:
+        problem = "is truncated" if stored < nbytes else "has data past the array"
+        raise _fail(path, f"array {key!r} {problem}: its header declares shape {shape} of {dtype} = {nbytes} "
+                    f"bytes but the archive member holds {stored}", "re-create the .npz file")  # fmt: skip
+    return shape, fortran_order, dtype, nbytes
+
+
+def _read_npy(zf: zipfile.ZipFile, name: str, path, key: str, used: int = 0) -> np.ndarray:
+    """Array ``key`` (member ``name``) of an open archive, inflated in chunks (see :func:`_npy_header`)."""
+    info = zf.getinfo(name)
+    with zf.open(info) as fp:
+        shape, fortran_order, dtype, nbytes = _npy_header(fp, path, key, info.file_size, used)
+        data = _read_payload(fp, nbytes)
+        if data.size != nbytes or fp.read(1):  # reading to the end also checks the member's CRC
+            raise _fail(path, f"array {key!r}: the archive member does not hold the {nbytes} bytes its header "
+                        f"declares", "re-create the .npz file")  # fmt: skip
+    if dtype.itemsize == 0:
+        return np.empty(shape, dtype=dtype)
+    array = data.view(dtype)
+    return array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
+
+
 def load_npz(path, num_classes: int | None = 10):
     """Load images (and labels, when present) from a ``.npz`` archive, without pickle.
 
     Images are read from key ``x``, ``images`` or ``X`` (else ``arr_0``); labels from ``y``,
     ``labels`` or ``Y`` (else ``arr_1``), or ``None`` when absent. Returns ``(images, labels)`` like
-    :func:`load_idx`. Raises :class:`DataError`.
+    :func:`load_idx`. The two arrays together may declare at most ``PORTACNN_MAX_DATA_BYTES``; each
+    is inflated in chunks, only up to what its header declares. Raises :class:`DataError`.
     """
     _check_num_classes(num_classes)
     p = _check_file(path)
@@ -477,15 +756,16 @@ def load_npz(path, num_classes: int | None = 10):
     if head != _ZIP_MAGIC:
         raise _fail(path, "not an .npz archive (no zip signature)", "save with numpy.savez(path, x=..., y=...)")
     try:
-        with np.load(p, allow_pickle=False) as archive:
-            keys = list(archive.files)
+        with zipfile.ZipFile(p) as zf:
+            names = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}  # keys as numpy.load names them
+            keys = list(names)
             xk = _pick_key(keys, ("x", "images", "X"), "arr_0")
             yk = _pick_key(keys, ("y", "labels", "Y"), "arr_1")
             if xk is None:
                 raise _fail(path, f"no images array in the archive (found keys {keys}); expected 'x' or "
                             f"'images'", "save with numpy.savez(path, x=images, y=labels)")  # fmt: skip
-            images = archive[xk]
-            labels = None if yk is None else archive[yk]
+            images = _read_npy(zf, names[xk], path, xk)
+            labels = None if yk is None else _read_npy(zf, names[yk], path, yk, used=images.nbytes)
     except DataError:
         raise
     except Exception as e:  # zipfile / numpy.lib.format raise many types on malformed archives
@@ -514,6 +794,7 @@ def _validate_image_array(a: np.ndarray, path, key) -> np.ndarray:
         raise _fail(path, f"array {key!r} has shape {a.shape}; expected (N, H, W), (N, 1, H, W) or (N, H*W)")
     if a.shape[0] == 0 or a.shape[1] == 0 or a.shape[2] == 0:
         raise _fail(path, f"array {key!r} has shape {a.shape}; it holds no images")
+    _check_image_side(path, a.shape[1], a.shape[2])
     if a.dtype != np.uint8:
         lo, hi = int(a.min()), int(a.max())
         if lo < 0 or hi > 255:
@@ -645,6 +926,13 @@ def load_any(path, num_classes: int | None = 10):
     if kind == "idx":
         return load_idx(path, num_classes=num_classes)
     return load_csv(path, num_classes=num_classes)
+
+
+def open_any(path, num_classes: int | None = 10):
+    """Like :func:`load_any`, but the images of a plain IDX file stay on disk (see :func:`open_idx`)."""
+    if _sniff(path) == "idx":
+        return open_idx(path, num_classes=num_classes)
+    return load_any(path, num_classes=num_classes)
 
 
 def load_kannada_mnist(split: str = "train", root=None, num_classes: int | None = 10):

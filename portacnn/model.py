@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_backend, is_dask_array, numpy_dtype, to_host
+from .backend import get_backend, numpy_dtype, to_host
 from .layers import LAYER_TYPES, Layer, Parameter
 from .parallel import DataParallel, check_workers
 
