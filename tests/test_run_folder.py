@@ -191,7 +191,8 @@ def test_sigterm_saves_prints_how_to_resume_exits_143_and_resume_is_exact(data_d
 
 # -- environment and memory ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, value", [("PORTACNN_BLOCK_BYTES", "garbage"), ("PORTACNN_BACKEND", "tensorflow"),
-                                         ("PORTACNN_PORTABLE", "maybe")])
+                                         ("PORTACNN_PORTABLE", "maybe"), ("PORTACNN_MAX_DATA_BYTES", "lots"),
+                                         ("PORTACNN_MAX_IMAGE_SIDE", "-3"), ("PORTACNN_MAX_CSV_LINE_BYTES", "0")])
 def test_bad_environment_variables_are_one_line_errors(monkeypatch, capsys, name, value):
     monkeypatch.setenv(name, value)
     cli_error(capsys, ["info"], name)
