@@ -1,19 +1,66 @@
 """Checkpoints: safetensors files that rebuild a model (and its training state) on any backend.
 
 A checkpoint holds the parameters under their state-dict keys ("0.weight", ...), optimizer buffers under
-"optim.<param index>.<name>", and JSON metadata: the architecture, dtype, seed, portacnn version and, when
-saved during training, the optimizer's type and hyper-parameters and the trainer's position (epoch, step,
-history, random generator state). safetensors is a flat header plus raw numbers: loading it can never
-run code, unlike pickle-based formats.
+"optim.<param index>.<name>", and JSON metadata: the architecture, dtype, seed, portacnn version, the input
+image shape when known, and, when saved during training, the optimizer's type and hyper-parameters, the
+trainer's position (epoch, step, history, random generator state) and free-form run information
+("extra"). safetensors is a flat header plus raw numbers: loading it can never run code, unlike
+pickle-based formats.
 
 Files are written atomically: to a temporary file in the same folder, flushed and fsync'ed, then renamed
 over the target, so a crash at any moment leaves either the previous complete file or the new one.
+
+Trust nothing
+-------------
+:func:`load` treats every file as hostile. Each problem is a :class:`CheckpointError` (a ValueError) of
+one line naming the file, raised from the header and the stored numbers alone, in well under a second,
+before the model, its activations or any other large array exists:
+
+* **Integrity.** Every checkpoint portacnn writes carries a SHA-256 over all tensors and metadata; one
+  that does not match is refused. A file *without* one is refused too (a flipped bit in a weight would
+  otherwise load unnoticed), unless the caller opts out for a foreign file it trusts:
+  ``load(path, allow_unsigned=True)``. The opt-out skips nothing else, and never accepts a wrong checksum.
+* **Architecture.** Layer fields are checked one by one (types, known fields only, ``MAX_LAYERS``; kernel
+  sizes, strides and paddings at most ``MAX_INPUT_SIDE``; a convolution's padding below its kernel size,
+  a pooling padding at most half its window, as in torch; at most ``MAX_WINDOW`` cells per window), then
+  the layers are run on *shapes only* for the input the model takes: every window must fit its input
+  (``kernel_size - padding <= input size``: a larger window only sees padding past both edges of the
+  image), channels and features must chain, and one image may need at most ``MAX_ACTIVATION_BYTES`` of
+  activations (the input, every layer's output, every padded copy and the largest im2col matrix, times
+  the dtype's size) and ``MAX_OPERATIONS`` multiply-adds and comparisons.
+* **The input the model takes** is, in this order: the ``input_shape`` stored in the metadata (written
+  by :func:`save` when it is known: given as ``save(..., input_shape=(C, H, W))``, kept from the file a
+  model was loaded from, or (1, 28, 28) for the zoo's networks); else, for a model whose first Dense layer
+  follows a Flatten, the largest image up to ``MAX_INPUT_SIDE`` x ``MAX_INPUT_SIDE`` whose features fit
+  that layer, with the squarest feature map (29x29 or 31x31 for the zoo's layers; channels from the
+  first convolution, 1 without one); else ``DEFAULT_INPUT_SIDE`` (28, the library's images) per side
+  when the model takes it, or the smallest side up to ``MAX_INPUT_SIDE`` that it takes. A model whose
+  first layers are not convolutions or pooling reads a flat vector of its first Dense layer's
+  ``in_features``. :func:`check_architecture` tells which input a model gets and what it costs.
+* **Weights** must be float, finite, and exactly the keys and shapes the architecture implies (compared
+  before anything is built); optimizer buffers must belong to a parameter and have its shape.
+* **Metadata fields** follow an explicit schema: ``optimizer`` (type adam or sgd, exactly its
+  hyper-parameters, each of the right type and range, per-parameter step counts), ``train_state`` (the
+  fields ``fit`` writes, non-negative and consistent: ``step <= seen <= step * batch_size``,
+  ``correct <= seen``, history lists of finite floats, one per finished epoch, a random generator state
+  numpy accepts) and ``extra`` (free-form JSON, but the keys the CLI writes are typed and bounded:
+  ``model`` and ``protocol`` short names, ``epochs`` in 1..``MAX_EPOCHS``, ``limit`` a non-negative int or
+  null, ``data`` a string or null). Nothing read from a checkpoint is ever used as a path to open:
+  ``extra["data"]`` only records where a run's data came from.
+
+Every limit is a module constant: a model beyond one is refused with a message naming it; raise it
+(``portacnn.checkpoint.MAX_ACTIVATION_BYTES = ...``) only for a file you trust. :func:`save` runs the same
+checks on what it is about to write and refuses (writing nothing) rather than produce a file that
+:func:`load` would refuse, so every checkpoint portacnn writes loads.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
+import re
 import struct
 from pathlib import Path
 
@@ -23,43 +70,519 @@ from ._atomic import atomic_write
 
 FORMAT = "portacnn-checkpoint"
 FORMAT_VERSION = "1"
-_MAX_HEADER = 100 * 1024 * 1024
+
+# -- limits (module constants: raise one only for a file you trust) -----------------------------------------
+#: a real header is a few KB (tensor offsets, architecture, per-epoch history); 16 MiB holds MAX_EPOCHS epochs
+_MAX_HEADER = 16 * 1024 * 1024
+#: layers in an architecture: far deeper than anything this CPU-first library trains
+MAX_LAYERS = 256
+#: tensors in a file: 2 parameters per layer and at most 2 optimizer buffers each, for MAX_LAYERS layers
+MAX_TENSORS = 6 * MAX_LAYERS
+#: largest image side (and kernel size, stride, padding) a checkpoint may imply; the zoo reads 28x28
+MAX_INPUT_SIDE = 1024
+#: image side assumed for a model that neither stores its input shape nor implies one through a Dense layer
+DEFAULT_INPUT_SIDE = 28
+#: cells of one convolution or pooling window (kh * kw): each is a pass over the batch (~3 us of Python alone)
+MAX_WINDOW = 128 * 128
+#: activation memory of ONE image (a batch of N needs N times this); VGG-16 at 224x224 needs ~0.55 GiB in float64
+MAX_ACTIVATION_BYTES = 1 << 30
+#: multiply-adds and comparisons of one image's forward pass; VGG-16 at 224x224 is 1.5e10
+MAX_OPERATIONS = 2 * 10**10
+#: epochs of a run (train_state, history, extra["epochs"])
+MAX_EPOCHS = 100_000
+#: images per batch in a training state
+MAX_BATCH_SIZE = 1 << 24
+#: counters (steps, images seen, optimizer updates) must fit the int64 the trainer keeps them in on a device
+_MAX_COUNT = (1 << 63) - 1
+#: characters of a string the CLI stores in "extra" ("model", "protocol": names; "data": a path)
+_MAX_NAME, _MAX_TEXT = 64, 4096
+#: training protocols the CLI knows (extra["protocol"])
+PROTOCOLS = ("full", "tutorial")
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable portacnn checkpoint; the message names the file and the problem."""
 
 
+class _Bad(Exception):
+    """One problem found by a validator; the caller puts the file name and the section in front."""
 
 
-def save(model, path, optimizer=None, train_state: dict | None = None, extra: dict | None = None) -> Path:
-    """Write ``model`` (and optionally its optimizer and trainer state) to ``path`` atomically."""
-    from safetensors.numpy import save as st_save
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-    from . import __version__
 
-    tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "portacnn_version": __version__,
-        "architecture": json.dumps(model.architecture()),
-        "dtype": model.dtype,
-        "seed": json.dumps(model.seed),
-    }
+# -- scalar checks ------------------------------------------------------------------------------------------
+def _int(value, what, low=0, high=_MAX_COUNT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{what} must be an integer; got {_short(value)}")
+    if value < low or (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"in {low}..{high}"
+        raise _Bad(f"{what} must be {bound}; got {_short(value)}")
+    return value
+
+
+def _number(value, what, low=None, high=None, low_open=False, high_open=False) -> float:
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        finite = False
+    if not finite:
+        raise _Bad(f"{what} must be a finite number; got {_short(value)}")
+    if (low is not None and (value < low or (low_open and value == low))) or (
+            high is not None and (value > high or (high_open and value == high))):
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low}, "
+        hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+        raise _Bad(f"{what} must lie in {lo or '(-inf, '}{hi or 'inf)'}; got {_short(value)}")
+    return float(value)
+
+
+def _name(value, what, limit=_MAX_NAME) -> str:
+    """A short printable string (it may be shown on a terminal: no control characters)."""
+    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
+        raise _Bad(f"{what} must be a printable string of 1 to {limit} characters; got {_short(value)}")
+    return value
+
+
+def _pair(value, what, low) -> tuple[int, int]:
+    if isinstance(value, list):
+        if len(value) != 2:
+            raise _Bad(f"{what} must be an int or a pair [h, w]; got {_short(value)}")
+        h, w = value
+    else:
+        h = w = value
+    for v in (h, w):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise _Bad(f"{what} must be an int >= {low} or a pair of them; got {_short(value)}")
+    return h, w
+
+
+def _fmt(pair) -> str:
+    return f"{pair[0]}x{pair[1]}"
+
+
+# -- architecture -------------------------------------------------------------------------------------------
+_LAYER_FIELDS = {  # type -> (required fields, optional fields)
+    "Conv2D": ({"in_channels", "out_channels", "kernel_size"}, {"stride", "padding", "bias"}),
+    "MaxPool2D": ({"kernel_size"}, {"stride", "padding"}),
+    "Dense": ({"in_features", "out_features"}, {"bias"}),
+    "Dropout": (set(), {"p"}),
+    "ReLU": (set(), set()),
+    "Flatten": (set(), set()),
+}
+_WINDOWED = ("Conv2D", "MaxPool2D")
+
+
+def _layers(arch) -> list[dict]:
+    """The architecture as normalized layer descriptions; every field type- and range-checked on its own."""
+    if not isinstance(arch, list) or not arch:
+        raise _Bad("it must be a non-empty list of layers")
+    if len(arch) > MAX_LAYERS:
+        raise _Bad(f"it has {len(arch)} layers, more than MAX_LAYERS = {MAX_LAYERS}")
+    layers = []
+    for i, spec in enumerate(arch):
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or spec["type"] not in _LAYER_FIELDS:
+            raise _Bad(f"item {i} is not a known layer ({', '.join(_LAYER_FIELDS)}): {_short(spec)}")
+        kind = spec["type"]
+        where = f"layer {i} ({kind})"
+        required, optional = _LAYER_FIELDS[kind]
+        unknown = sorted(set(spec) - required - optional - {"type"})
+        missing = sorted(required - set(spec))
+        if unknown or missing:
+            raise _Bad(f"{where} has unknown fields {unknown} or lacks fields {missing}")
+        layer = {"type": kind, "index": i, "where": where}
+        if kind in ("Conv2D", "Dense"):
+            a, b = ("in_channels", "out_channels") if kind == "Conv2D" else ("in_features", "out_features")
+            layer["in"] = _int(spec[a], f"{where} {a}", 1, None)
+            layer["out"] = _int(spec[b], f"{where} {b}", 1, None)
+            bias = spec.get("bias", True)
+            if not isinstance(bias, bool):
+                raise _Bad(f"{where} bias must be true or false; got {_short(bias)}")
+            layer["bias"] = bias
+        if kind == "Dropout":
+            _number(spec.get("p", 0.5), f"{where} p", 0.0, 1.0, high_open=True)
+        if kind in _WINDOWED:
+            k = _pair(spec["kernel_size"], f"{where} kernel_size", 1)
+            stride = spec.get("stride", 1 if kind == "Conv2D" else None)
+            s = k if stride is None else _pair(stride, f"{where} stride", 1)
+            p = _pair(spec.get("padding", 0), f"{where} padding", 0)
+            if kind == "Conv2D" and any(pi >= ki for pi, ki in zip(p, k)):
+                raise _Bad(f"{where} padding {_fmt(p)} must be below its kernel size {_fmt(k)} (more padding only "
+                           "adds outputs that see nothing but zeros)")
+            if kind == "MaxPool2D" and any(2 * pi > ki for pi, ki in zip(p, k)):
+                raise _Bad(f"{where} padding {_fmt(p)} must be at most half its kernel size {_fmt(k)} (as in torch)")
+            for what, v in (("kernel_size", k), ("stride", s), ("padding", p)):
+                if max(v) > MAX_INPUT_SIDE:
+                    raise _Bad(f"{where} {what} {_fmt(v)} exceeds MAX_INPUT_SIDE = {MAX_INPUT_SIDE}, the largest "
+                               "image side a checkpoint may imply")
+            if k[0] * k[1] > MAX_WINDOW:
+                raise _Bad(f"{where} window {_fmt(k)} has {k[0] * k[1]} cells, more than MAX_WINDOW = {MAX_WINDOW} "
+                           "(each is one pass over the batch)")
+            layer.update(k=k, s=s, p=p)
+        layers.append(layer)
+    return layers
+
+
+def _parameter_shapes(layers) -> dict[str, tuple]:
+    """State-dict key -> shape, in ``model.parameters()`` order (weight then bias, layer by layer)."""
+    shapes = {}
+    for layer in layers:
+        i = layer["index"]
+        if layer["type"] == "Conv2D":
+            shapes[f"{i}.weight"] = (layer["out"], layer["in"], *layer["k"])
+        elif layer["type"] == "Dense":
+            shapes[f"{i}.weight"] = (layer["out"], layer["in"])
+        else:
+            continue
+        if layer["bias"]:
+            shapes[f"{i}.bias"] = (layer["out"],)
+    return shapes
+
+
+def _input_shape(value, what="input_shape") -> tuple[int, ...]:
+    """(C, H, W) of images, or (F,) of flat vectors."""
+    if not isinstance(value, (list, tuple)) or len(value) not in (1, 3) or any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value):
+        raise _Bad(f"{what} must be [C, H, W] (or [F] for flat input) of positive ints; got {_short(value)}")
+    shape = tuple(int(v) for v in value)
+    if len(shape) == 3 and max(shape[1:]) > MAX_INPUT_SIDE:
+        raise _Bad(f"{what} {shape} has a side beyond MAX_INPUT_SIDE = {MAX_INPUT_SIDE}")
+    return shape
+
+
+def _assumed_input(layers) -> tuple[tuple[int, ...], str]:
+    """The input a model without a stored ``input_shape`` takes, and how it was chosen (module docstring)."""
+    brk = next((j for j, layer in enumerate(layers) if layer["type"] in ("Flatten", "Dense")), len(layers))
+    windowed = [layer for layer in layers[:brk] if layer["type"] in _WINDOWED]
+    if not windowed:
+        dense = next((layer for layer in layers if layer["type"] == "Dense"), None)
+        if dense is None:
+            return (DEFAULT_INPUT_SIDE * DEFAULT_INPUT_SIDE,), "assumed (DEFAULT_INPUT_SIDE)"
+        return (dense["in"],), f"inferred from {dense['where']}"
+    convs = [layer for layer in layers[:brk] if layer["type"] == "Conv2D"]
+    channels = convs[0]["in"] if convs else 1
+    last_channels = convs[-1]["out"] if convs else channels
+    # every input side 1..MAX_INPUT_SIDE at once, through the windowed layers (per axis: they are independent)
+    sides = np.arange(1, MAX_INPUT_SIDE + 1, dtype=np.int64)
+    out, ok = [sides.copy(), sides.copy()], [np.ones(MAX_INPUT_SIDE, bool), np.ones(MAX_INPUT_SIDE, bool)]
+    for layer in windowed:
+        for a in (0, 1):
+            k, s, p = layer["k"][a], layer["s"][a], layer["p"][a]
+            ok[a] &= out[a] >= k - p  # the window fits (which also makes the output at least 1)
+            out[a] = (out[a] + 2 * p - k) // s + 1
+        if not (ok[0].any() and ok[1].any()):
+            raise _Bad(f"{layer['where']}: its {_fmt(layer['k'])} window (padding {_fmt(layer['p'])}) fits no input "
+                       f"up to MAX_INPUT_SIDE = {MAX_INPUT_SIDE} pixels a side")
+    after = next((layer for layer in layers[brk:] if layer["type"] not in ("Flatten", "ReLU", "Dropout")), None)
+    if brk < len(layers) and layers[brk]["type"] == "Flatten" and after is not None and after["type"] == "Dense":
+        features = after["in"]
+        largest = [{}, {}]  # output side -> largest input side giving it
+        for a in (0, 1):
+            for inp, o in zip(sides[ok[a]].tolist(), out[a][ok[a]].tolist()):
+                largest[a][o] = inp
+        best = None
+        if features % last_channels == 0:
+            area = features // last_channels
+            for ho, h in largest[0].items():
+                wo = area // ho
+                if area % ho == 0 and wo in largest[1]:
+                    # the squarest feature map (images are), then the largest input giving it
+                    rank = (-abs(ho - wo), h * largest[1][wo], h)
+                    if best is None or rank > best[0]:
+                        best = (rank, (channels, h, largest[1][wo]))
+        if best is None:
+            raise _Bad(f"no input image up to {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} pixels gives the {features} features "
+                       f"{after['where']} expects (if you trust this file, raise "
+                       "portacnn.checkpoint.MAX_INPUT_SIDE)")
+        return best[1], f"inferred from {after['where']}"
+    h, w = (DEFAULT_INPUT_SIDE if ok[a][DEFAULT_INPUT_SIDE - 1] else int(sides[ok[a]][0]) for a in (0, 1))
+    return (channels, h, w), "assumed (DEFAULT_INPUT_SIDE, or the smallest side that fits)"
+
+
+def _walk(layers, shape, itemsize) -> dict:
+    """Run the layers on shapes only: check that they chain and what one image of ``shape`` costs."""
+    elements, columns, operations = math.prod(shape), 0, 0
+    cur = tuple(shape)
+    for layer in layers:
+        kind, where = layer["type"], layer["where"]
+        if kind in _WINDOWED:
+            if len(cur) != 3:
+                raise _Bad(f"{where} comes after a Flatten or Dense layer: it would get flat input {cur}")
+            c, h, w = cur
+            if kind == "Conv2D" and c != layer["in"]:
+                raise _Bad(f"{where} expects {layer['in']} input channels but gets {c} (from a {shape} input)")
+            (kh, kw), (sh, sw), (ph, pw) = layer["k"], layer["s"], layer["p"]
+            if h < kh - ph or w < kw - pw:
+                raise _Bad(f"{where}: its {kh}x{kw} window (padding {ph}x{pw}) does not fit the {h}x{w} input it gets "
+                           f"from a {shape} input (kernel_size - padding must be at most the input size)")
+            ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+            if ph or pw:
+                elements += c * (h + 2 * ph) * (w + 2 * pw)  # the padded copy
+            if kind == "Conv2D":
+                oc = layer["out"]
+                columns = max(columns, c * kh * kw * ho * wo)
+                operations += oc * ho * wo * c * kh * kw
+            else:
+                oc = c
+                operations += c * ho * wo * kh * kw
+            cur = (oc, ho, wo)
+        elif kind == "Flatten":
+            cur = (math.prod(cur),)
+        elif kind == "Dense":
+            if len(cur) != 1:
+                raise _Bad(f"{where} would get images of shape {cur}: a Flatten must come before it")
+            if cur[0] != layer["in"]:
+                raise _Bad(f"{where} expects {layer['in']} features but gets {cur[0]} (from a {shape} input)")
+            operations += layer["in"] * layer["out"]
+            cur = (layer["out"],)
+        elements += math.prod(cur)
+    nbytes = (elements + columns) * itemsize
+    return {"activation_bytes": nbytes, "operations": operations, "output_shape": cur}
+
+
+def _plan(layers, input_shape, itemsize) -> dict:
+    """The input the model takes and what one such image costs; every cap checked."""
+    if input_shape is not None:
+        shape, how = input_shape, "stored"
+    else:
+        shape, how = _assumed_input(layers)
+    plan = _walk(layers, shape, itemsize)
+    side = "" if how == "stored" else f" (input shape {how}; store the real one with save(..., input_shape=(C, H, W)))"
+    if plan["activation_bytes"] > MAX_ACTIVATION_BYTES:
+        raise _Bad(f"one {shape} input needs {plan['activation_bytes'] / 2**20:.0f} MiB of activations, over "
+                   f"MAX_ACTIVATION_BYTES = {MAX_ACTIVATION_BYTES / 2**20:.0f} MiB per image{side}; if you trust this "
+                   "file, raise portacnn.checkpoint.MAX_ACTIVATION_BYTES")
+    if plan["operations"] > MAX_OPERATIONS:
+        raise _Bad(f"one {shape} input needs {plan['operations']:.3g} operations, over MAX_OPERATIONS = "
+                   f"{MAX_OPERATIONS:.3g} per image{side}; if you trust this file, raise "
+                   "portacnn.checkpoint.MAX_OPERATIONS")
+    return {"input_shape": shape, "input_shape_from": how, **plan}
+
+
+def check_architecture(arch, input_shape=None, dtype="float32") -> dict:
+    """Validate an architecture (``Sequential.architecture()`` output) as :func:`load` does, without building it.
+
+    Returns ``{"input_shape", "input_shape_from", "activation_bytes", "operations", "output_shape",
+    "parameters"}`` for one image of the input the model takes (``input_shape``, else the one inferred or
+    assumed as the module docstring says); raises ValueError naming the first problem or exceeded limit.
+    """
+    from .model import float_dtype_name
+
+    itemsize = np.dtype(float_dtype_name(dtype)).itemsize
+    try:
+        layers = _layers(arch)
+        shape = None if input_shape is None else _input_shape(input_shape)
+        plan = _plan(layers, shape, itemsize)
+    except _Bad as e:
+        raise ValueError(f"unusable architecture: {e}") from None
+    return {**plan, "parameters": sum(math.prod(s) for s in _parameter_shapes(layers).values())}
+
+
+# -- optimizer, training state, run information -------------------------------------------------------------
+_OPTIMIZER_FIELDS = {"adam": {"lr", "betas", "eps", "weight_decay"}, "sgd": {"lr", "momentum", "weight_decay", "nesterov"}}
+_OPTIMIZER_BUFFERS = {"adam": {"m", "v"}, "sgd": {"momentum"}}
+
+
+def _check_optimizer(spec, shapes: dict, buffers: dict) -> None:
+    """The optimizer description (type, steps, hyper-parameters) and its buffers ("<i>.<name>" -> array)."""
+    if not isinstance(spec, dict):
+        raise _Bad(f"it is not an object: {_short(spec)}")
+    kind = spec.get("type")
+    if not isinstance(kind, str) or kind not in _OPTIMIZER_FIELDS:
+        raise _Bad(f"unknown optimizer type {_short(kind)} (known: {', '.join(_OPTIMIZER_FIELDS)})")
+    expected = _OPTIMIZER_FIELDS[kind] | {"type", "steps"}
+    unknown, missing = sorted(set(spec) - expected), sorted(expected - set(spec))
+    if unknown or missing:
+        raise _Bad(f"{kind} has unknown fields {unknown} or lacks fields {missing}")
+    n = len(shapes)
+    steps = spec["steps"]
+    if isinstance(steps, list):
+        if len(steps) != n:
+            raise _Bad(f"'steps' counts updates of {len(steps)} parameters; the architecture has {n}")
+        for t in steps:
+            _int(t, "each of 'steps'")
+    else:
+        _int(steps, "'steps'")
+    _number(spec["lr"], "lr", 0.0, low_open=True)
+    _number(spec["weight_decay"], "weight_decay", 0.0)
+    if kind == "adam":
+        betas = spec["betas"]
+        if not isinstance(betas, list) or len(betas) != 2:
+            raise _Bad(f"betas must be a pair [beta1, beta2]; got {_short(betas)}")
+        for b in betas:
+            _number(b, "each of betas", 0.0, 1.0, high_open=True)
+        _number(spec["eps"], "eps", 0.0)
+    else:
+        momentum = _number(spec["momentum"], "momentum", 0.0)
+        if not isinstance(spec["nesterov"], bool):
+            raise _Bad(f"nesterov must be true or false; got {_short(spec['nesterov'])}")
+        if spec["nesterov"] and momentum == 0:
+            raise _Bad("nesterov needs momentum > 0")
+    order = list(shapes.values())
+    for key, value in buffers.items():
+        m = re.fullmatch(r"(0|[1-9][0-9]{0,5})\.([a-z]+)", key)
+        if m is None or int(m.group(1)) >= n or m.group(2) not in _OPTIMIZER_BUFFERS[kind]:
+            raise _Bad(f"tensor 'optim.{key}' is not a {kind} buffer of one of the {n} parameters")
+        if tuple(value.shape) != order[int(m.group(1))]:
+            raise _Bad(f"tensor 'optim.{key}' has shape {tuple(value.shape)}; its parameter has "
+                       f"{order[int(m.group(1))]}")
+
+
+_TRAIN_STATE_FIELDS = {"epoch", "step", "loss_sum", "correct", "seen", "seed", "batch_size", "rng", "history"}
+_TRAIN_STATE_OPTIONAL = {"epoch_times"}
+_HISTORY_KEYS = {"loss": None, "accuracy": (0.0, 1.0), "val_loss": None, "val_accuracy": (0.0, 1.0)}
+
+
+def _float_list(value, what, length_max, exact, bounds=None, non_finite=False) -> None:
+    """A list of at most (``exact``: exactly) ``length_max`` numbers within ``bounds``; ``non_finite`` also
+    lets NaN and infinities through (a validation loss can blow up while the weights stay finite)."""
+    if not isinstance(value, list):
+        raise _Bad(f"{what} must be a list of numbers; got {_short(value)}")
+    if len(value) > length_max or (exact and len(value) != length_max):
+        need = f"{length_max}" if exact else f"at most {length_max}"
+        raise _Bad(f"{what} has {len(value)} values; the saved epoch count needs {need}")
+    low, high = bounds or (None, None)
+    for v in value:
+        if non_finite and isinstance(v, float) and not math.isfinite(v):
+            continue
+        _number(v, f"each value of {what}", low, high)
+
+
+def _check_train_state(state) -> None:
+    """What ``fit(resume=...)`` reads (see portacnn.training.fit's snapshot)."""
+    if not isinstance(state, dict):
+        raise _Bad("it is not an object")
+    unknown = sorted(set(state) - _TRAIN_STATE_FIELDS - _TRAIN_STATE_OPTIONAL)
+    missing = sorted(_TRAIN_STATE_FIELDS - set(state))
+    if unknown or missing:
+        raise _Bad(f"unknown fields {unknown} or missing fields {missing}")
+    epoch = _int(state["epoch"], "field 'epoch'", 0, MAX_EPOCHS)
+    step = _int(state["step"], "field 'step'")
+    seen = _int(state["seen"], "field 'seen'")
+    correct = _int(state["correct"], "field 'correct'")
+    batch_size = _int(state["batch_size"], "field 'batch_size'", 1, MAX_BATCH_SIZE)
+    _int(state["seed"], "field 'seed'", 0, (1 << 128) - 1)
+    loss_sum = _number(state["loss_sum"], "field 'loss_sum'")
+    if not step <= seen <= step * batch_size:
+        raise _Bad(f"field 'seen' ({seen}) must lie between 'step' ({step}) and step * batch_size "
+                   f"({step * batch_size}): every step reads 1 to batch_size images")
+    if correct > seen:
+        raise _Bad(f"field 'correct' ({correct}) exceeds the {seen} images seen")
+    if seen == 0 and loss_sum != 0:
+        raise _Bad(f"field 'loss_sum' is {loss_sum} before any image was seen")
+    rng = state["rng"]
+    try:
+        np.random.default_rng().bit_generator.state = rng
+    except Exception:  # numpy raises TypeError, ValueError, KeyError, OverflowError... for bad states
+        raise _Bad(f"field 'rng' is not a state numpy's default generator (PCG64) accepts: {_short(rng)}") from None
+    history = state["history"]
+    if not isinstance(history, dict):
+        raise _Bad(f"field 'history' must be an object of lists; got {_short(history)}")
+    unknown = sorted(set(history) - set(_HISTORY_KEYS))
+    if unknown or not {"loss", "accuracy"} <= set(history) or (("val_loss" in history) != ("val_accuracy" in history)):
+        raise _Bad(f"field 'history' must hold 'loss' and 'accuracy' (and 'val_loss' with 'val_accuracy'); "
+                   f"got keys {sorted(history)}")
+    for key, values in history.items():
+        # training metrics: one per finished epoch; validation ones: at most that (a resumed run may drop them)
+        _float_list(values, f"history[{key!r}]", epoch, key in ("loss", "accuracy"), _HISTORY_KEYS[key],
+                    non_finite=key == "val_loss")
+    if "val_loss" in history and len(history["val_loss"]) != len(history["val_accuracy"]):
+        raise _Bad("history['val_loss'] and history['val_accuracy'] differ in length")
+    if "epoch_times" in state:
+        _float_list(state["epoch_times"], "field 'epoch_times'", epoch, False, (0.0, None))
+
+
+def _check_extra(extra) -> None:
+    """Free-form JSON, but the keys the CLI writes are typed and bounded (and none is ever opened as a path)."""
+    if not isinstance(extra, dict):
+        raise _Bad(f"it is not an object: {_short(extra)}")
+    if "model" in extra:
+        _name(extra["model"], "'model'")
+    if "protocol" in extra and extra["protocol"] is not None and extra["protocol"] not in PROTOCOLS:
+        raise _Bad(f"'protocol' must be one of {', '.join(PROTOCOLS)} or null; got {_short(extra['protocol'])}")
+    if "epochs" in extra:
+        _int(extra["epochs"], "'epochs'", 1, MAX_EPOCHS)
+    if "limit" in extra and extra["limit"] is not None:
+        _int(extra["limit"], "'limit'")
+    if "data" in extra and extra["data"] is not None:  # a record of where the data came from, never opened
+        data = extra["data"]
+        if not isinstance(data, str) or len(data) > _MAX_TEXT or "\x00" in data:
+            raise _Bad(f"'data' must be a string of at most {_MAX_TEXT} characters or null; got {_short(data)}")
+
+
+# -- the file -----------------------------------------------------------------------------------------------
+def _json(meta, key, default=None):
+    if key not in meta:
+        return default
+    try:
+        return json.loads(meta[key])
+    except (TypeError, ValueError, RecursionError):
+        raise _Bad(f"checkpoint metadata field {key!r} is not valid JSON") from None
+
+
+def _in(what: str, check, *args):
+    """``check(*args)``, its problem (if any) put after ``what``."""
+    try:
+        return check(*args)
+    except _Bad as e:
+        raise _Bad(f"{what}: {e}") from None
+
+
+def _validate(tensors: dict, meta: dict, dtype: str | None) -> dict:
+    """Everything :func:`load` checks before building the model; returns the parsed fields."""
+    from .model import DTYPES
+
+    if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise _Bad(f"checkpoint format version {_short(meta['format_version'])} is not {FORMAT_VERSION} "
+                   "(written by another portacnn version)")
+    saved_dtype = meta.get("dtype", "float32")
+    if saved_dtype not in DTYPES:
+        raise _Bad(f"checkpoint metadata field 'dtype' must be one of {', '.join(DTYPES)}; got {_short(saved_dtype)}")
+    seed = _json(meta, "seed", 0)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 128):
+        raise _Bad(f"checkpoint metadata field 'seed' is not a non-negative integer: {_short(seed)}")
+    for key in ("portacnn_version",):
+        if key in meta and (len(meta[key]) > _MAX_NAME or not meta[key].isprintable()):
+            raise _Bad(f"checkpoint metadata field {key!r} is not a short printable string")
+    weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
+    for key, value in tensors.items():
+        if value.dtype.kind != "f":
+            raise _Bad(f"tensor {key!r} has dtype {value.dtype}; checkpoints hold float tensors")
+        if key in weights and not np.all(np.isfinite(value)):
+            raise _Bad(f"tensor {key!r} holds NaN or infinite values")
+    layers = _in("unusable architecture in the checkpoint", _layers, _json(meta, "architecture"))
+    shapes = _parameter_shapes(layers)
+    # checked before anything is built, so a corrupted size never allocates a huge model
+    stored, needed = sum(int(v.size) for v in weights.values()), sum(math.prod(s) for s in shapes.values())
+    if needed > stored:
+        raise _Bad(f"weights do not match the saved architecture: it needs {needed} parameters but the file holds {stored}")
+    missing, unexpected = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+    if missing or unexpected:
+        raise _Bad(f"weights do not match the saved architecture: missing keys {missing}, unexpected keys {unexpected}")
+    for key, shape in shapes.items():
+        if tuple(weights[key].shape) != shape:
+            raise _Bad(f"weights do not match the saved architecture: tensor {key!r} has shape "
+                       f"{tuple(weights[key].shape)}; the architecture needs {shape}")
+    input_shape = _json(meta, "input_shape")
+    if input_shape is not None:
+        input_shape = _in("checkpoint metadata field 'input_shape'", _input_shape, input_shape)
+    plan = _in("unsafe architecture in the checkpoint", _plan, layers, input_shape, np.dtype(dtype or saved_dtype).itemsize)
+    optimizer = _json(meta, "optimizer")
+    buffers = {k[len("optim."):]: v for k, v in tensors.items() if k.startswith("optim.")}
     if optimizer is not None:
-        state = optimizer.state_dict(model.backend.to_numpy)
-        tensors.update({f"optim.{k}": np.ascontiguousarray(v) for k, v in state["state"].items()})
-        meta["optimizer"] = json.dumps(
-            {"type": type(optimizer).__name__.lower(), "steps": state["steps"], **optimizer.hyperparameters()}
-        )
+        _in("unusable optimizer description in the checkpoint metadata", _check_optimizer, optimizer, shapes, buffers)
+    elif buffers:
+        raise _Bad(f"the file holds optimizer buffers ({_short(sorted(buffers))}) but no optimizer description")
+    train_state = _json(meta, "train_state")
     if train_state is not None:
-        meta["train_state"] = json.dumps(train_state)
-    if extra:
-        meta["extra"] = json.dumps(extra)
-    meta["sha256"] = _digest(tensors, meta)
-    atomic_write(path, st_save(tensors, metadata=meta))
-    return Path(path)
+        _in("corrupted training state in the checkpoint metadata", _check_train_state, train_state)
+    extra = _json(meta, "extra")
+    if extra is not None:
+        _in("bad run information ('extra') in the checkpoint metadata", _check_extra, extra)
+    return {"architecture": _json(meta, "architecture"), "dtype": saved_dtype, "seed": seed, "weights": weights,
+            "optimizer": optimizer, "optimizer_state": buffers, "train_state": train_state, "extra": extra,
+            "input_shape": input_shape, "plan": plan}
 
 
 def _looks_like_pickle(data: bytes) -> bool:
@@ -115,10 +638,13 @@ def _read(path) -> tuple[dict, dict]:
     if len(data) < 8:
         raise CheckpointError(f"{name}: truncated checkpoint ({len(data)} bytes)")
     (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > min(_MAX_HEADER, len(data) - 8):
+    if header_len > len(data) - 8:
         raise CheckpointError(f"{name}: not a safetensors checkpoint, or truncated (header of {header_len} bytes)")
     if data[8:9] != b"{":
         raise CheckpointError(f"{name}: corrupted checkpoint header (not valid safetensors JSON)")
+    if header_len > _MAX_HEADER:
+        raise CheckpointError(f"{name}: checkpoint header of {header_len} bytes exceeds the {_MAX_HEADER} bytes "
+                              "a portacnn checkpoint needs")
     try:
         header = json.loads(data[8 : 8 + header_len])
         meta = header.get("__metadata__") or {}
@@ -128,6 +654,9 @@ def _read(path) -> tuple[dict, dict]:
         raise CheckpointError(f"{name}: corrupted checkpoint header (not valid safetensors JSON)") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{name}: a safetensors file, but not a portacnn checkpoint (no '{FORMAT}' metadata)")
+    if len(header) - ("__metadata__" in header) > MAX_TENSORS:
+        raise CheckpointError(f"{name}: the checkpoint holds {len(header) - 1} tensors, more than MAX_TENSORS = "
+                              f"{MAX_TENSORS}")
     try:
         tensors = st_load(data)
     except Exception as e:  # safetensors raises its own error type for truncation and bad offsets
@@ -138,74 +667,86 @@ def _read(path) -> tuple[dict, dict]:
     return tensors, meta
 
 
-def _json_field(meta, key, name, default=None):
-    if key not in meta:
-        return default
-    try:
-        return json.loads(meta[key])
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{name}: checkpoint metadata field {key!r} is not valid JSON") from None
+@functools.lru_cache(maxsize=1)
+def _zoo_architectures() -> tuple:
+    from .models import MODELS
+
+    return tuple(json.dumps(make(backend="numpy").architecture()) for make in MODELS.values())
 
 
-def _expected_parameter_count(arch) -> int:
-    """Parameters the architecture's Conv2D/Dense layers need (0 where a field is unreadable)."""
-    total = 0
-    for spec in arch if isinstance(arch, list) else []:
-        if not isinstance(spec, dict):
-            continue
+def _known_input_shape(model, given) -> tuple[int, ...] | None:
+    """The input shape :func:`save` records: the one given, the one the model was loaded with, or the zoo's."""
+    if given is not None:
         try:
-            if spec.get("type") == "Conv2D":
-                k = spec.get("kernel_size")
-                kh, kw = (k, k) if isinstance(k, int) else tuple(k)
-                out = int(spec["out_channels"])
-                total += int(spec["in_channels"]) * out * int(kh) * int(kw) + (out if spec.get("bias", True) else 0)
-            elif spec.get("type") == "Dense":
-                out = int(spec["out_features"])
-                total += int(spec["in_features"]) * out + (out if spec.get("bias", True) else 0)
-        except (KeyError, TypeError, ValueError, OverflowError):
-            continue
-    return total
+            return _input_shape(given)
+        except _Bad as e:
+            raise ValueError(f"save: {e} (for images (N, C, H, W) pass x.shape[1:])") from None
+    loaded = (getattr(model, "checkpoint", None) or {}).get("input_shape")
+    if loaded is not None:
+        return tuple(loaded)
+    if json.dumps(model.architecture()) in _zoo_architectures():
+        return (1, 28, 28)  # every network of portacnn.models reads 28x28 greyscale digits
+    return None
 
 
-_TRAIN_STATE_FIELDS = {"epoch": int, "step": int, "loss_sum": (int, float), "correct": int, "seen": int,
-                       "seed": int, "batch_size": int, "rng": dict, "history": dict}
+def save(model, path, optimizer=None, train_state: dict | None = None, extra: dict | None = None,
+         input_shape=None) -> Path:
+    """Write ``model`` (and optionally its optimizer and trainer state) to ``path`` atomically.
+
+    ``input_shape`` is the (C, H, W) of the images the model reads (``x.shape[1:]``; (F,) for flat input); it
+    is stored so that :func:`load` checks the model's cost for that input. Left out, it is the one of the
+    file the model was loaded from, (1, 28, 28) for the zoo's networks, or not stored (load then infers it).
+    Everything :func:`load` would refuse (a non-finite weight, a field out of its schema, an architecture
+    over a limit) is refused here with a :class:`CheckpointError`, and nothing is written.
+    """
+    from safetensors.numpy import save as st_save
+
+    from . import __version__
+
+    input_shape = _known_input_shape(model, input_shape)
+    tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "portacnn_version": __version__,
+        "architecture": json.dumps(model.architecture()),
+        "dtype": model.dtype,
+        "seed": json.dumps(model.seed),
+    }
+    if input_shape is not None:
+        meta["input_shape"] = json.dumps(list(input_shape))
+    if optimizer is not None:
+        state = optimizer.state_dict(model.backend.to_numpy)
+        tensors.update({f"optim.{k}": np.ascontiguousarray(v) for k, v in state["state"].items()})
+        meta["optimizer"] = json.dumps(
+            {"type": type(optimizer).__name__.lower(), "steps": state["steps"], **optimizer.hyperparameters()}
+        )
+    if train_state is not None:
+        meta["train_state"] = json.dumps(train_state)
+    if extra:
+        meta["extra"] = json.dumps(extra)
+    try:
+        _validate(tensors, meta, None)  # exactly what load will check: what save writes, load loads
+    except _Bad as e:
+        raise CheckpointError(f"{path}: not saved, since portacnn.load would refuse it: {e}") from None
+    meta["sha256"] = _digest(tensors, meta)
+    atomic_write(path, st_save(tensors, metadata=meta))
+    return Path(path)
 
 
-def _check_train_state(state, name):
-    if state is None:
-        return None
-    problem = None
-    if not isinstance(state, dict):
-        problem = "is not an object"
-    else:
-        for key, kind in _TRAIN_STATE_FIELDS.items():
-            value = state.get(key)
-            if isinstance(value, bool) or not isinstance(value, kind):
-                problem = f"field {key!r} is missing or has the wrong type"
-                break
-            if kind is int and value < 0:
-                problem = f"field {key!r} is negative"
-                break
-        if problem is None and not all(isinstance(v, list) for v in state["history"].values()):
-            problem = "field 'history' is not a dict of lists"
-        if problem is None:
-            try:
-                np.random.PCG64().state = state["rng"]
-            except (TypeError, ValueError, KeyError, OverflowError):
-                problem = "field 'rng' is not a valid generator state"
-    if problem:
-        raise CheckpointError(f"{name}: corrupted training state in the checkpoint metadata ({problem})")
-    return state
-
-
-def load(path, backend=None, dtype=None):
+def load(path, backend=None, dtype=None, allow_unsigned: bool = False):
     """Rebuild the model saved in ``path`` on ``backend`` (any backend, whatever it was saved from).
 
     The returned model carries ``model.checkpoint``: a dict with the saved ``optimizer`` description and
-    tensors and the ``train_state`` (None when the file holds weights only), which ``fit(resume=...)`` uses.
-    Every way the file can be unusable (truncated, corrupted, not safetensors, a pickle, tensors that do
-    not fit the stored architecture, non-float tensors) raises :class:`CheckpointError` naming the file.
-    Unknown backend names raise ValueError, unusable backends BackendUnavailableError.
+    tensors, the ``train_state`` (None when the file holds weights only), which ``fit(resume=...)`` uses, the
+    run information ``extra`` and the stored ``input_shape`` (None when the file has none).
+    Every way the file can be unusable or hostile (truncated, corrupted, not safetensors, a pickle, tensors
+    that do not fit the stored architecture, non-float or non-finite weights, an architecture over a limit,
+    a metadata field out of its schema; see the module docstring) raises :class:`CheckpointError` naming the
+    file, before the model is built. A file without a SHA-256 checksum (portacnn writes one in every
+    checkpoint) is refused unless ``allow_unsigned=True``: use that only for a foreign file you trust, as
+    nothing then tells a flipped bit in a weight. Unknown backend names raise ValueError, unusable backends
+    BackendUnavailableError.
     """
     from .backend import get_backend
     from .model import Sequential, float_dtype_name
@@ -215,40 +756,28 @@ def load(path, backend=None, dtype=None):
     if dtype is not None:
         dtype = float_dtype_name(dtype)
     tensors, meta = _read(path)
-    arch = _json_field(meta, "architecture", name)
-    saved_dtype = meta.get("dtype", "float32")
-    seed = _json_field(meta, "seed", name, 0)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise CheckpointError(f"{name}: checkpoint metadata field 'seed' is not a non-negative integer: {seed!r}")
-    weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
-    for key, value in tensors.items():
-        if value.dtype.kind != "f":
-            raise CheckpointError(f"{name}: tensor {key!r} has dtype {value.dtype}; checkpoints hold float tensors")
-        if key in weights and not np.all(np.isfinite(value)):
-            raise CheckpointError(f"{name}: tensor {key!r} holds NaN or infinite values")
-    stored = sum(int(v.size) for v in weights.values())
-    needed = _expected_parameter_count(arch)
-    if needed > stored:  # checked before building, so a corrupted size never allocates a huge model
-        raise CheckpointError(f"{name}: weights do not match the saved architecture: it needs {needed} parameters "
-                              f"but the file holds {stored}")
     try:
-        model = Sequential.from_architecture(arch, backend=backend, dtype=dtype or saved_dtype, seed=seed)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise CheckpointError(f"{name}: cannot rebuild the saved architecture: {e}") from None
+        fields = _validate(tensors, meta, dtype)
+    except _Bad as e:
+        raise CheckpointError(f"{name}: {e}") from None
+    if "sha256" not in meta and not allow_unsigned:
+        raise CheckpointError(
+            f"{name}: checkpoint has no SHA-256 checksum, so a corrupted weight would load unnoticed (portacnn writes "
+            "one in every checkpoint); if this is a foreign file you trust, load it with "
+            "portacnn.load(path, allow_unsigned=True)")
     try:
-        model.load_state_dict(weights)
-    except ValueError as e:
-        raise CheckpointError(f"{name}: weights do not match the saved architecture: {e}") from None
-    optimizer = _json_field(meta, "optimizer", name)
-    if optimizer is not None and not (isinstance(optimizer, dict) and isinstance(optimizer.get("type"), str)):
-        raise CheckpointError(f"{name}: checkpoint metadata field 'optimizer' is not an optimizer description")
-    extra = _json_field(meta, "extra", name)
+        model = Sequential.from_architecture(fields["architecture"], backend=backend, dtype=dtype or fields["dtype"],
+                                             seed=fields["seed"])
+        model.load_state_dict(fields["weights"])
+    except (ValueError, TypeError, OverflowError) as e:  # not expected after the checks above
+        raise CheckpointError(f"{name}: cannot rebuild the saved model: {e}") from None
     model.checkpoint = {
         "path": name,
-        "optimizer": optimizer,
-        "optimizer_state": {k[len("optim.") :]: v for k, v in tensors.items() if k.startswith("optim.")},
-        "train_state": _check_train_state(_json_field(meta, "train_state", name), name),
-        "extra": extra if isinstance(extra, dict) else None,
+        "optimizer": fields["optimizer"],
+        "optimizer_state": fields["optimizer_state"],
+        "train_state": fields["train_state"],
+        "extra": fields["extra"],
+        "input_shape": fields["input_shape"],
         "portacnn_version": meta.get("portacnn_version"),
     }
     return model

@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="folder of IDX files (one *images* and one *labels* file), a CSV or an .npz")
     e.add_argument("--split", choices=["train", "test"], default="test")
     e.add_argument("--batch-size", type=_positive(int), default=1000)
+    e.add_argument("--allow-unsigned", action="store_true",
+                   help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
     common(e)
 
     pr = sub.add_parser("predict", help="classify PNG/JPEG images or the images of an IDX/CSV/.npz file")
@@ -119,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="image files (greyscale, white digit on black) or IDX/CSV/.npz files")
     pr.add_argument("--invert", action="store_true", help="images are dark digits on a light background")
     pr.add_argument("--batch-size", type=_positive(int), default=1000)
+    pr.add_argument("--allow-unsigned", action="store_true",
+                    help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
     common(pr)
 
     i = sub.add_parser("info", help="version, backends usable here and why others are not")
@@ -220,15 +224,21 @@ def _train_test(args):
 
 
 def _check_fits(model, images, source, model_path):
-    """One image through the model first, so a size or channel mismatch is one clear line, not a traceback."""
+    """The images' shape against the model's architecture first (no array is made: a 20000x20000 image is
+    refused by its activation memory, not by running it), then one image through the model, so a size or
+    channel mismatch is one clear line, not a traceback."""
     from . import data
+    from .checkpoint import check_architecture
 
+    shape = tuple(int(d) for d in images.shape[1:])
+    shape = (1,) + shape if len(shape) == 2 else shape
+    text = "x".join(str(d) for d in images.shape[1:])
     try:
+        check_architecture(model.architecture(), shape, model.dtype)
         model.forward(data.preprocess(np.asarray(images[:1])))
     except (ValueError, RuntimeError, TypeError, IndexError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        shape = "x".join(str(d) for d in images.shape[1:])
-        raise UsageError(f"{source}: its {shape} images do not fit the model in {model_path} ({first})") from None
+        raise UsageError(f"{source}: its {text} images do not fit the model in {model_path} ({first})") from None
 
 
 def _chunks(images, batch_size, target_bytes=64 << 20):
@@ -267,10 +277,10 @@ def _resume_settings(args, model) -> str:
         setattr(args, key, value)
     trained_on = saved.get("data")
     if trained_on is not None and args.data is None:
-        raise UsageError(f"--resume {args.resume}: that run trained on {trained_on}; give --data with that path to "
+        raise UsageError(f"--resume {args.resume}: that run trained on {trained_on!r}; give --data with that path to "
                          "continue it (a checkpoint never chooses which files are opened)")
     if args.data is not None and str(Path(args.data).resolve()) != trained_on:
-        was = trained_on or "the embedded Kannada-MNIST"
+        was = repr(trained_on) if trained_on else "the embedded Kannada-MNIST"
         raise UsageError(f"--resume {args.resume}: that run trained on {was}, not --data {args.data}")
     if args.epochs is None:
         args.epochs = saved.get("epochs")
@@ -389,7 +399,7 @@ def cmd_evaluate(args) -> int:
 
     from . import data
 
-    model = pc.load(args.model, backend=args.backend)
+    model = pc.load(args.model, backend=args.backend, allow_unsigned=args.allow_unsigned)
     model.workers = args.workers
     x, y, _ = _load_split(args.data, args.split)
     source = args.data or f"embedded Kannada-MNIST {args.split}"
@@ -472,7 +482,7 @@ def cmd_predict(args) -> int:
 
     from . import data
 
-    model = pc.load(args.model, backend=args.backend)
+    model = pc.load(args.model, backend=args.backend, allow_unsigned=args.allow_unsigned)
     model.workers = args.workers
     groups = _inputs(args.inputs, args.invert)
     for name, images, single in groups:

@@ -140,7 +140,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     ``checkpoint_extra`` is a JSON-able dict stored with it.
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
-    from .checkpoint import optimizer_from_checkpoint, save
+    from .checkpoint import check_architecture, optimizer_from_checkpoint, save
     from .optim import Adam
 
     epochs = _positive_int(epochs, "epochs")
@@ -150,6 +150,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
         checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
     source = images(x, model, "x", materialize_dask=True)
     n = source.shape[0]
+    if checkpoint_path is not None:  # refuse before the first epoch what save would refuse after it
+        check_architecture(model.architecture(), source.shape[1:], model.dtype)
     y_host = check_labels(model, y, n)
     if validation_data is not None:
         x_val, y_val = validation_data
@@ -173,6 +175,9 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                              "use the same values to continue the run")
         state.update({k: saved[k] for k in ("epoch", "step", "loss_sum", "correct", "seen")})
         history.history = {k: list(v) for k, v in saved["history"].items()}
+        if validation_data is not None:  # resumed with validation data the first run did not have
+            history.history.setdefault("val_loss", [])
+            history.history.setdefault("val_accuracy", [])
         history.epoch_times = list(saved.get("epoch_times", []))
         model.rng.bit_generator.state = saved["rng"]
         if optimizer is None:
@@ -203,7 +208,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             raise TrainingDiverged(
                 f"training diverged: {int(bad)} weights became NaN or infinite; "
                 "lower the learning rate" + good_checkpoint_note())
-        save(model, checkpoint_path, optimizer=optimizer, train_state=snapshot(), extra=checkpoint_extra)
+        save(model, checkpoint_path, optimizer=optimizer, train_state=snapshot(), extra=checkpoint_extra,
+             input_shape=source.shape[1:])
         last_good["path"] = checkpoint_path
 
     show = progress and sys.stderr.isatty()
