@@ -181,17 +181,22 @@ class Backend:
 
     def dtype(self, dtype):
         """This namespace's dtype equal to ``dtype`` (a name or a dtype object of any library)."""
-        name = numpy_dtype(dtype).name
-        found = getattr(self.xp, name, None)
-        if found is None:
-            raise ValueError(f"backend {self.name!r} has no dtype {name}")
-        return found
+        return _namespace_dtype(self.xp, self.name, numpy_dtype(dtype).name)
 
     def __eq__(self, other):
         return isinstance(other, Backend) and self.name == other.name and self.device == other.device
 
     def __hash__(self):
         return hash((self.name, str(self.device)))
+
+
+@functools.lru_cache(maxsize=None)
+def _namespace_dtype(xp, backend_name: str, name: str):
+    """``xp``'s dtype called ``name`` (cached: compat namespaces resolve attributes slowly, ~2.5 us each)."""
+    found = getattr(xp, name, None)
+    if found is None:
+        raise ValueError(f"backend {backend_name!r} has no dtype {name}")
+    return found
 
 
 #: the dtype names the array-API standard defines (what other libraries' dtype objects are matched against)
