@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from .backend import _namespace_name, is_dask_array, numpy_dtype, to_host
+from .backend import is_dask_array, namespace_name, numpy_dtype, to_host
 
 
 class Images:
@@ -27,7 +27,7 @@ class Images:
 
     def __init__(self, x, backend, dtype: str, what: str = "x"):
         self.backend, self.dtype, self.what = backend, dtype, what
-        name = _namespace_name(x)
+        name = namespace_name(x)
         if is_dask_array(x):
             self.kind = "dask"
         elif name == backend.name and (name == "numpy" or x.device == backend.device):

@@ -73,6 +73,17 @@ def backend(request):
     return make_backend(request.param)
 
 
+@pytest.fixture(params=["fast", "portable"])
+def fast_paths(request, monkeypatch):
+    """Run a test with the kernels' fast paths on, then off (``PORTACNN_PORTABLE=1``: the layers' reference
+    math and the portable primitives), so every fast path is checked against the same oracles."""
+    if request.param == "portable":
+        monkeypatch.setenv("PORTACNN_PORTABLE", "1")
+    else:
+        monkeypatch.delenv("PORTACNN_PORTABLE", raising=False)
+    return request.param
+
+
 @pytest.fixture(params=DTYPE_PARAMS)
 def dtype(request):
     return request.param

@@ -27,7 +27,9 @@ def forward_np(model, backend, x, dtype, training=False):
 
 
 def fd_check_layer(model, backend, x, weights=None, seed=0):
-    """Check d/d(input) and d/d(every parameter) of L = sum(out * R) against finite differences.
+    """Check d/d(input) and d/d(every parameter) of L = sum(out * R): against central finite differences on
+    the NumPy backend, and against the NumPy backend's analytic gradients on every other backend (the
+    finite differences run once, in float64, where they are cheap; as Chainer's backend-injected tests do).
 
     ``model`` is a float64 one-layer Sequential; ``weights`` the dict loaded into it (or None)."""
     rng = np.random.default_rng(seed)
@@ -37,6 +39,14 @@ def fd_check_layer(model, backend, x, weights=None, seed=0):
     assert_on_backend(backend, dx, "float64", shape=x.shape)
     dx = np.array(to_numpy(backend, dx), copy=True)
     grads = {p.name: np.array(to_numpy(backend, p.grad), copy=True) for p in model.parameters()}
+    if backend.name != "numpy":
+        twin = pc.Sequential.from_architecture(model.architecture(), backend="numpy", dtype="float64", workers=1)
+        twin.load_state_dict(model.state_dict())
+        twin.forward(x, training=True)
+        assert_close(dx, twin.backward(R), "float64", err_msg="input gradient vs the NumPy backend")
+        for p in twin.parameters():
+            assert_close(grads[p.name], p.grad, "float64", err_msg=f"gradient of {p.name} vs the NumPy backend")
+        return
 
     def loss_of_x(xv):
         return np.sum(to_numpy(backend, model.forward(backend.asarray(xv, dtype="float64"), training=True)) * R)
@@ -86,7 +96,7 @@ def conv_data(rng, N, C, H, W, O, k, dtype="float64"):
 
 
 @pytest.mark.parametrize("N,C,H,W,O,k,s,p", CONV_CASES)
-def test_conv_forward_matches_oracle(backend, dtype, rng, N, C, H, W, O, k, s, p):
+def test_conv_forward_matches_oracle(fast_paths, backend, dtype, rng, N, C, H, W, O, k, s, p):
     x, w, b = conv_data(rng, N, C, H, W, O, k, dtype)
     model = single(Conv2D(C, O, k, stride=s, padding=p), backend, dtype, {"weight": w, "bias": b})
     expected = oracles.conv2d_forward(x, w, b, stride=s, padding=p)
@@ -105,7 +115,7 @@ def test_conv_without_bias(backend, dtype, rng):
 
 
 @pytest.mark.parametrize("N,C,H,W,O,k,s,p", CONV_CASES)
-def test_conv_backward_finite_differences(backend, rng, N, C, H, W, O, k, s, p):
+def test_conv_backward_finite_differences(fast_paths, backend, rng, N, C, H, W, O, k, s, p):
     x, w, b = conv_data(rng, N, C, H, W, O, k)
     weights = {"weight": w, "bias": b}
     model = single(Conv2D(C, O, k, stride=s, padding=p), backend, "float64", weights)
@@ -147,12 +157,12 @@ def test_wide_conv_input_grad_equals_col2im_of_the_column_gradient(backend, rng,
     """The channels-last backward adds dy @ Wm one kernel offset at a time instead of forming the column
     gradient dy @ Wm and running col2im_nhwc on it: the same sums (BLAS may round a narrower GEMM
     differently, so equal to float32 rounding, not bit for bit)."""
-    from portacnn.layers import _windows
+    from portacnn.kernels import conv as conv_kernel, windows
 
     x, w, b = conv_data(rng, N, C, H, W, O, k, "float32")
     layer = Conv2D(C, O, k, stride=s, padding=p)
     model = single(layer, backend, "float32", {"weight": w, "bias": b})
-    assert layer.channels_last
+    assert O >= conv_kernel.CHANNELS_LAST_FROM
     out = model.forward(backend.asarray(x, dtype="float32"), training=True)
     dy = backend.asarray(rng.standard_normal(tuple(out.shape)), dtype="float32")
     dx = to_numpy(backend, model.backward(dy))
@@ -160,9 +170,9 @@ def test_wide_conv_input_grad_equals_col2im_of_the_column_gradient(backend, rng,
     xp, dyn = backend.xp, to_numpy(backend, dy)
     (kh, kw), (ph, pw), out_hw = _pair(k), _pair(p), tuple(out.shape[2:])
     dy_rows = backend.asarray(np.ascontiguousarray(dyn.transpose(0, 2, 3, 1)).reshape(-1, O), dtype="float32")
-    dcols = xp.matmul(dy_rows, layer._wmat())
+    dcols = xp.matmul(dy_rows, conv_kernel._wmat(layer.weight.data, True))
     padded = (N, H + 2 * ph, W + 2 * pw, C)
-    ref = to_numpy(backend, _windows.col2im_nhwc(dcols, padded, (kh, kw), _pair(s), out_hw))
+    ref = to_numpy(backend, windows.col2im_nhwc(dcols, padded, (kh, kw), _pair(s), out_hw))
     ref = ref[:, ph : ph + H, pw : pw + W, :].transpose(0, 3, 1, 2)
     assert_close(dx, ref, "float32")
 
@@ -180,9 +190,12 @@ def test_wide_conv_in_image_blocks_matches_oracles(backend, rng, monkeypatch, pe
     (kh, kw), ho, wo = _pair(k), *oracles.conv2d_forward(x[:1], w, b, stride=s, padding=p).shape[2:]
     monkeypatch.setenv("PORTACNN_BLOCK_BYTES", str(per_block * ho * wo * kh * kw * C * 8))
     xb = backend.asarray(x, dtype="float64")
-    assert [hi - lo for lo, hi in layer._nhwc_blocks(xb, (ho, wo))[1]] == ([1, 1, 1] if per_block == 1 else [2, 1])
+    from portacnn.kernels import conv as conv_kernel
+
+    blocks = conv_kernel._nhwc_blocks(xb, (kh, kw), _pair(p), (ho, wo))[1]
+    assert [hi - lo for lo, hi in blocks] == ([1, 1, 1] if per_block == 1 else [2, 1])
     out = model.forward(xb, training=True)
-    assert layer._cache[1] is None  # the blocks' columns were not kept
+    assert layer._cache[1][1] is None  # the blocks' columns were not kept
     assert_close(to_numpy(backend, out), oracles.conv2d_forward(x, w, b, stride=s, padding=p), "float64")
     if per_block == 2:  # the finite differences are slow; the ragged case covers both block shapes
         fd_check_layer(model, backend, x, {"weight": w, "bias": b})
@@ -205,7 +218,7 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("N,C,H,W,k,s,p", POOL_CASES)
-def test_maxpool_forward_matches_oracle(backend, dtype, rng, N, C, H, W, k, s, p):
+def test_maxpool_forward_matches_oracle(fast_paths, backend, dtype, rng, N, C, H, W, k, s, p):
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     model = single(MaxPool2D(k, stride=s, padding=p), backend, dtype)
     expected = oracles.maxpool2d_forward(x, k, s, p)
@@ -224,7 +237,7 @@ def test_maxpool_all_negative_input_ignores_padding(backend, dtype, rng, N, C, H
 
 
 @pytest.mark.parametrize("N,C,H,W,k,s,p", POOL_CASES)
-def test_maxpool_backward_ties_go_to_first_max(backend, dtype, rng, N, C, H, W, k, s, p):
+def test_maxpool_backward_ties_go_to_first_max(fast_paths, backend, dtype, rng, N, C, H, W, k, s, p):
     # values from {0, 1, 2}: most windows hold ties; the gradient must go to the first maximum
     x = rng.integers(0, 3, size=(N, C, H, W)).astype(dtype)
     model = single(MaxPool2D(k, stride=s, padding=p), backend, dtype)
@@ -246,7 +259,7 @@ def test_maxpool_tie_explicit(backend, dtype):
 
 
 @pytest.mark.parametrize("N,C,H,W,k,s,p", POOL_CASES)
-def test_maxpool_backward_finite_differences(backend, rng, N, C, H, W, k, s, p):
+def test_maxpool_backward_finite_differences(fast_paths, backend, rng, N, C, H, W, k, s, p):
     # distinct values at least 1e-3 apart: no ties, finite differences well defined
     x = rng.permutation(N * C * H * W).reshape(N, C, H, W) * 1e-2 + rng.uniform(-1e-3, 1e-3, (N, C, H, W))
     model = single(MaxPool2D(k, stride=s, padding=p), backend, "float64")

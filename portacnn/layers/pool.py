@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from ._windows import crop, out_size, pad, window
+from ..kernels.layout import in_layout_of
+from ..kernels.windows import crop, out_size, pad, taps, window
 from .base import Layer, check_input, pair
 
 
@@ -69,11 +70,7 @@ class MaxPool2D(Layer):
         (sh, sw), (kh, kw), (ph, pw) = self.stride, self.kernel_size, self.padding
         disjoint = sh >= kh and sw >= kw  # windows do not overlap: each slice write touches fresh cells
         dxpad = xp.zeros_like(xpad)  # keeps xpad's memory layout on NumPy/torch (channels-last stays so)
-        # gradient not yet handed out (becomes 0 where an earlier offset took it), copied once into y's memory
-        # layout: grad_out usually arrives NCHW-contiguous from Flatten while y is batch- or channels-last, and
-        # every op below mixing the two layouts would run 2-4x slower on NumPy
-        rest = xp.empty_like(y)
-        rest[...] = grad_out
+        rest = in_layout_of(grad_out, y)  # gradient not yet handed out (becomes 0 where an offset took it)
         offsets = self._offsets()
         for k, (i, j) in enumerate(offsets):
             # a 0/1 mask in the gradient's dtype: multiplying by it is far cheaper than where() on NumPy
@@ -83,7 +80,7 @@ class MaxPool2D(Layer):
             g = rest * xp.astype(hit, grad_out.dtype)
             if k + 1 < len(offsets):
                 rest = rest - g  # exactly 0 where g took it all, unchanged elsewhere
-            sl = (slice(None), slice(None), slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw))
+            sl = (slice(None), slice(None), taps(i, sh, ho), taps(j, sw, wo))
             if disjoint:
                 dxpad[sl] = g
             else:

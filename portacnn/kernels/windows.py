@@ -10,11 +10,11 @@ so im2col stacks kh*kw slices and col2im adds kh*kw slices back. Within one slic
 which makes the slice ``+=`` of col2im an exact scatter-add.
 
 These loops are the reference implementation that every backend runs. A backend may register a faster
-version of a primitive at the seam in :mod:`portacnn.backend` (NumPy does, for im2col_nhwc, with an
-overlapping window view); tests check that it returns exactly what the loop returns.
+version of a primitive at the seam in :mod:`portacnn.kernels.registry` (NumPy does, for im2col_nhwc, with
+an overlapping window view); tests check that it returns exactly what the loop returns.
 
 Two column layouts are provided, each making a convolution ONE large GEMM over the whole batch (BLAS
-runs that 2-5x faster than N per-image products) whose output is already the next activation in the
+runs that much faster than N per-image products) whose output is already the next activation in the
 same memory order, so no transpose is needed between layers (a permuted view keeps NCHW semantics and
 element-wise ops preserve the order). :func:`im2col_chwn` works on a batch-last (C, H, W, N) array and
 gives (C*kh*kw, Ho*Wo*N) columns in PyTorch's row order; every slice it copies is a run of Wo*N values,
@@ -26,12 +26,19 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from ..backend import cpu_block_bytes, fast_path
+from ..backend import cpu_block_bytes
+from .registry import fast_path
+
+
+def taps(offset: int, stride: int, count: int) -> slice:
+    """The slice of a padded axis that kernel offset ``offset`` sees for ``count`` outputs at ``stride``:
+    offset, offset + stride, ..., with an exact stop (array-api-strict rejects out-of-range stops)."""
+    return slice(offset, offset + stride * (count - 1) + 1, stride)
 
 
 def batch_blocks(x, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` covering images 0..n in blocks of about the backend's cache block
-    (:func:`portacnn.backend.cpu_block_bytes`), given the bytes of temporaries one image needs; one block
+    (:func:`portacnn.backend.cpu.cpu_block_bytes`), given the bytes of temporaries one image needs; one block
     of the whole batch on GPUs or when everything fits."""
     budget = cpu_block_bytes(x)
     per_block = n if budget is None else max(1, budget // max(1, bytes_per_image))
@@ -63,7 +70,7 @@ def crop(x, ph: int, pw: int):
 def window(xpad, i: int, j: int, out_hw, stride):
     """The (N, C, Ho, Wo) strided slice of ``xpad`` that kernel offset (i, j) sees (exact slice stops)."""
     (ho, wo), (sh, sw) = out_hw, stride
-    return xpad[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+    return xpad[:, :, taps(i, sh, ho), taps(j, sw, wo)]
 
 
 def pad_hw(x4, ph: int, pw: int, value=0, copy=False):
@@ -98,7 +105,7 @@ def im2col_nhwc(xhpad, kernel, stride, out_hw):
     cols = xp.empty((n, ho, wo, kh, kw, c), dtype=xhpad.dtype, device=device(xhpad))
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, :, i, j, :] = xhpad[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+            cols[:, :, :, i, j, :] = xhpad[:, taps(i, sh, ho), taps(j, sw, wo), :]
     return xp.reshape(cols, (n * ho * wo, kh * kw * c))
 
 
@@ -116,7 +123,7 @@ def im2col_chwn(xcpad, kernel, stride, out_hw):
     cols = xp.empty((c, kh, kw, ho, wo, n), dtype=xcpad.dtype, device=device(xcpad))
     for i in range(kh):
         for j in range(kw):
-            cols[:, i, j, ...] = xcpad[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+            cols[:, i, j, ...] = xcpad[:, taps(i, sh, ho), taps(j, sw, wo), :]
     return xp.reshape(cols, (c * kh * kw, ho * wo * n))
 
 
@@ -129,7 +136,7 @@ def col2im_chwn(cols, padded_shape, kernel, stride, out_hw):
     out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
     for i in range(kh):
         for j in range(kw):
-            out[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += cols[:, i, j, ...]
+            out[:, taps(i, sh, ho), taps(j, sw, wo), :] += cols[:, i, j, ...]
     return out
 
 
@@ -142,5 +149,5 @@ def col2im_nhwc(cols, padded_shape, kernel, stride, out_hw):
     out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
     for i in range(kh):
         for j in range(kw):
-            out[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += cols[:, :, :, i, j, :]
+            out[:, taps(i, sh, ho), taps(j, sw, wo), :] += cols[:, :, :, i, j, :]
     return out
