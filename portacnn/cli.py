@@ -375,6 +375,8 @@ def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set
 
 
 def _draw(out, model, history, xtr, ytr, xte, yte, args):
+    from .layers import Conv2D
+
     try:
         from . import plots
     except ImportError:
@@ -383,7 +385,7 @@ def _draw(out, model, history, xtr, ytr, xte, yte, args):
         print("portacnn: note: matplotlib is not installed, so no plots were drawn (pip install 'portacnn[plot]')",
               file=sys.stderr)
         return []
-    conv = next((layer for layer in model.layers if hasattr(layer, "kernel_size") and hasattr(layer, "weight")), None)
+    conv = next((layer for layer in model.layers if isinstance(layer, Conv2D)), None)
     paths = plots.save_all(
         out, history=history.history,
         model_weight=None if conv is None else model.backend.to_numpy(conv.weight.data),

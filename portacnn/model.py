@@ -54,6 +54,8 @@ class Sequential:
         self.workers = workers
         self._parallel = DataParallel(self)  # runs forward/backward, in row shards when that pays
         self._output_shape = None  # of the last forward pass: what backward's gradient must look like
+        self.optimizer = None  # the optimizer of the last fit() (what resumes and saves use)
+        self.checkpoint = None  # what portacnn.load read besides the weights (optimizer, train_state, ...)
 
     @property
     def workers(self):
@@ -206,10 +208,12 @@ class Sequential:
         return cls(layers, backend=backend, dtype=dtype, seed=seed, workers=workers)
 
     def input_channels(self) -> int | None:
-        for layer in self.layers:
-            if hasattr(layer, "in_channels"):
-                return layer.in_channels
-        return None
+        """The channel count the first layer that fixes one requires (None: any)."""
+        return next((layer.input_channels for layer in self.layers if layer.input_channels is not None), None)
+
+    def num_classes(self) -> int | None:
+        """The features of the last layer that fixes them (the class count of a classifier; None: unknown)."""
+        return next((layer.out_features for layer in reversed(self.layers) if layer.out_features is not None), None)
 
     def num_parameters(self) -> int:
         return int(sum(int(np.prod(p.data.shape)) for p in self.parameters()))

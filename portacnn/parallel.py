@@ -2,15 +2,15 @@
 
 NumPy runs element-wise ops, copies and reductions on one core; only BLAS uses more. So a batch of N
 images is cut into S contiguous row shards, and shard s runs the ordinary layer-by-layer forward and
-backward of a *replica* of the model (shallow copies of its layers whose Parameters share the model's
-arrays) on its own thread::
+backward of a *replica* of the model (each layer's declared :meth:`~portacnn.layers.Layer.replica`, whose
+Parameters share the model's arrays) on its own thread::
 
     forward:   logits = concat_s( forward_s(x[lo_s:hi_s]) )
     backward:  dW = sum_s dW_s     dx = concat_s( dx_s )      (shard s receives rows lo_s:hi_s of dlogits)
 
-Every layer is row-separable (an image's output depends on that image only), and a mean loss's 1/N is
-already inside dlogits, so these are the sums of the unsharded pass added in another order: equal up to
-float rounding. Dropout masks come from the same draws as an unsharded step: the k-th draw of the layer's
+Layers declare whether they are row-separable (an image's output depends on that image only); a model with
+one that is not is never sharded. With a mean loss's 1/N already inside dlogits, the shards' results are the
+sums of the unsharded pass added in another order: equal up to float rounding. Dropout masks come from the same draws as an unsharded step: the k-th draw of the layer's
 generator is made once for the whole batch (N, ...) and shard s takes rows lo_s:hi_s, so the masks, and
 the generator's state afterwards, are exactly those of a single-thread step.
 
@@ -22,16 +22,12 @@ BLAS threads would fight over S cores.
 has threads, and only when each shard keeps enough work to repay the threads: at least
 :data:`MIN_SHARD_IMAGES` images and :data:`MIN_SHARD_ACTIVATIONS` activation values (images times the
 sum of every layer's output size; an inference pass needs 2.5x as many, having less element-wise work
-per value). Measured on 2 cores, whole steps, alternating A/B: training gains 1.5x for the Kannada net at
-batch 128 and 1.1-1.6x for LeNet-5 at 512; Kannada inference 1.3-1.5x at 128. Below those sizes sharding
-loses up to 20 % (LeNet-5 training at 128, whose big batch-last GEMMs already use both cores; the
-tutorial net; LeNet-5 inference), the thread hand-offs costing more than the work they split, so
-``auto`` does not shard there.
+per value). Below those sizes the thread hand-offs cost more than the work they split, so ``auto`` does
+not shard there (the measurements behind the thresholds are in benchmarks/README.md).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -149,23 +145,18 @@ class _ShardGenerator:
 
 # -- replicas ---------------------------------------------------------------------------------------------
 class _Replica:
-    """Shallow copies of the model's layers. Parameter objects are the replica's own (each shard writes
-    its own ``grad``) but their ``data`` is the model's array, re-pointed before every pass."""
+    """The model's layers as their :meth:`~portacnn.layers.Layer.replica` copies: Parameter objects of their
+    own (each shard writes its own ``grad``) whose ``data`` is the model's array, re-pointed before every pass;
+    layers that declare ``draws_random`` get a shard generator before each training pass."""
 
     def __init__(self, layers):
-        self.layers = []
+        self.layers = [layer.replica() for layer in layers]
         self.params: list[tuple[Parameter, Parameter]] = []  # (replica's, model's)
-        self.generators: list[tuple] = []  # (replica layer, attribute, model layer)
-        for layer in layers:
-            twin = copy.copy(layer)
-            for name, value in vars(layer).items():
-                if isinstance(value, Parameter):
-                    mine = Parameter(value.name, value.data)
-                    setattr(twin, name, mine)
-                    self.params.append((mine, value))
-                elif isinstance(value, np.random.Generator):
-                    self.generators.append((twin, name, layer))
-            self.layers.append(twin)
+        self.generators: list[tuple] = []  # (replica layer, model layer)
+        for twin, layer in zip(self.layers, layers):
+            self.params += list(zip(twin.parameters(), layer.parameters()))
+            if layer.draws_random:
+                self.generators.append((twin, layer))
 
     def refresh(self):
         for mine, master in self.params:
@@ -194,21 +185,21 @@ class DataParallel:
         return self.replicas[:shards]
 
     def activations_per_image(self, image_shape: tuple) -> int:
-        """Sum of every layer's output size for one image of ``image_shape`` (C, H, W), found by one
-        inference pass of a single zero image through a replica (cached per shape)."""
+        """Sum of every layer's output size for one image of ``image_shape`` (C, H, W), from the layers'
+        declared :meth:`~portacnn.layers.Layer.output_shape` (cached per shape)."""
         if image_shape not in self._activations:
-            m = self.model
-            x = m.backend.xp.zeros((1,) + tuple(image_shape), dtype=m.backend.dtype(m.dtype), device=m.backend.device)
-            total = 0
-            for layer in self._replicas_for(1)[0].layers:
-                x = layer.forward(x, False)
-                total += math.prod(x.shape[1:])
+            shape, total = tuple(image_shape), 0
+            for layer in self.model.layers:
+                shape = layer.output_shape(shape)
+                total += math.prod(shape)
             self._activations[image_shape] = total
         return self._activations[image_shape]
 
     def shards(self, batch_shape, training: bool = True) -> int:
         """How many shards a batch of ``batch_shape`` is cut into under the model's ``workers`` setting."""
         m, n = self.model, int(batch_shape[0])
+        if not all(layer.row_separable for layer in m.layers):
+            return 1  # a layer that mixes rows (batch statistics) runs on the whole batch, never sharded
         if m.workers != "auto":
             check_workers(m.workers, m.backend)  # the model may have moved to a GPU since it was set
             return max(1, min(m.workers, n))
@@ -233,10 +224,10 @@ class DataParallel:
             batches = {}
             for r, (lo, hi) in zip(replicas, spans):
                 mine = {}  # layers sharing a generator share its stand-in (one sequence of draws)
-                for twin, name, layer in r.generators:
-                    rng = getattr(layer, name)  # the model layer's generator now (a resume may have set its state)
+                for twin, layer in r.generators:
+                    rng = layer.rng  # the model layer's generator now (a resume may have set its state)
                     b = batches.setdefault(id(rng), _BatchDraws(rng, n))
-                    setattr(twin, name, mine.setdefault(id(rng), _ShardGenerator(b, lo, hi)))
+                    twin.rng = mine.setdefault(id(rng), _ShardGenerator(b, lo, hi))
         calls = [lambda r=r, lo=lo, hi=hi: run_forward(r.layers, x[lo:hi, ...], training)
                  for r, (lo, hi) in zip(replicas, spans)]
         with one_blas_thread():

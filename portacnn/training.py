@@ -46,11 +46,8 @@ class History:
 
 # -- argument checks ----------------------------------------------------------------------------------
 def num_classes(model) -> int | None:
-    """The class count: ``out_features`` of the last Dense layer (None when there is none)."""
-    for layer in reversed(model.layers):
-        if hasattr(layer, "out_features"):
-            return layer.out_features
-    return None
+    """The class count: ``out_features`` of the model's last layer that fixes it (None when there is none)."""
+    return model.num_classes()
 
 
 def check_labels(model, y, n, what="y") -> np.ndarray:

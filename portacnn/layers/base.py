@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -29,13 +30,48 @@ class Layer:
     (``backward(grad_out, need_input_grad=False)`` may skip the input gradient and return None).
     ``initialize`` draws the parameters from the model's host generator, so every backend starts from the
     same numbers.
+
+    What other modules may rely on is declared here, never probed: :meth:`parameters` (trained),
+    :meth:`buffers` (state that is not trained), :attr:`row_separable` (safe to cut a batch into row shards),
+    :attr:`draws_random` (uses the model's generator while training), :attr:`input_channels` and
+    :attr:`out_features` (the widths it fixes), :meth:`output_shape` and :meth:`replica`.
     """
+
+    #: each output row depends on the same input row only, so a batch may be computed in row shards
+    row_separable = True
+    #: draws from the model's generator (``self.rng``) in a training forward pass, one array with the batch
+    #: as first axis per call, so that data-parallel shards can take their rows of one whole-batch draw
+    draws_random = False
+    #: the channel count the input must have (None: any)
+    input_channels = None
+    #: the features of each output row, when the layer fixes them (None: they follow the input)
+    out_features = None
 
     def initialize(self, rng: np.random.Generator, backend, dtype) -> None:
         """Create this layer's parameters (layers without parameters have nothing to do)."""
 
     def parameters(self) -> list[Parameter]:
         return [p for p in (getattr(self, "weight", None), getattr(self, "bias", None)) if p is not None]
+
+    def buffers(self) -> dict:
+        """State that is not trained but belongs to the model (running statistics); none by default."""
+        return {}
+
+    def output_shape(self, shape: tuple) -> tuple:
+        """The per-image output shape for a per-image input ``shape`` ((C, H, W) or (F,)); unchanged by default."""
+        return tuple(shape)
+
+    def replica(self) -> "Layer":
+        """A copy for one data-parallel shard: the same configuration, its own :class:`Parameter` objects (each
+        shard writes its own ``grad``) sharing the model's arrays. Layers with buffers must override it, since a
+        shard updating its own copy of running statistics would silently diverge from the model."""
+        if self.buffers():
+            raise NotImplementedError(f"{type(self).__name__} has buffers and must define replica()")
+        twin = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                setattr(twin, name, Parameter(value.name, value.data))
+        return twin
 
     def config(self) -> dict:
         """Constructor arguments, enough to rebuild the layer (stored in checkpoints)."""

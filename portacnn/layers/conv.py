@@ -57,6 +57,14 @@ class Conv2D(Layer):
         if self.use_bias:
             self.bias = Parameter("bias", uniform(rng, bound, (self.out_channels,), backend, dtype))
 
+    @property
+    def input_channels(self) -> int:
+        return self.in_channels
+
+    def output_shape(self, shape):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (self.out_channels, out_size(shape[1], kh, sh, ph), out_size(shape[2], kw, sw, pw))
+
     def _geometry(self, x):
         check_input(self, x, 4, f"(N, {self.in_channels}, H, W)", self.in_channels)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding

@@ -24,6 +24,9 @@ class Dense(Layer):
         self.use_bias = bool(bias)
         self.weight = self.bias = None
 
+    def output_shape(self, shape):
+        return (self.out_features,)
+
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias)
 

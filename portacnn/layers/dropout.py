@@ -15,25 +15,27 @@ from .base import Layer
 class Dropout(Layer):
     """Dropout(p): zero each element with probability p while training (p in [0, 1))."""
 
+    draws_random = True
+
     def __init__(self, p=0.5):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout p must be a probability in [0, 1); got {p!r}")
         self.p = float(p)
-        self._rng = None
+        self.rng = None
 
     def config(self):
         return dict(p=self.p)
 
     def initialize(self, rng, backend, dtype):
-        self._rng = rng
+        self.rng = rng
 
     def forward(self, x, training=False):
         if not training or self.p == 0.0:
             self._scale = None
             return x
-        if self._rng is None:
+        if self.rng is None:
             raise RuntimeError("Dropout must belong to a Sequential model (which gives it a seeded generator)")
-        keep = self._rng.random(tuple(x.shape), dtype=np.float32) >= self.p
+        keep = self.rng.random(tuple(x.shape), dtype=np.float32) >= self.p
         host_dtype = numpy_dtype(x.dtype)
         mask = keep.astype(host_dtype) * host_dtype.type(1.0 / (1.0 - self.p))
         self._scale = asarray_like(mask, x)  # to x's backend and device, whatever model.to() did

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from array_api_compat import array_namespace
 
 from .base import Layer
@@ -9,6 +11,9 @@ from .base import Layer
 
 class Flatten(Layer):
     """Keep the batch axis, merge all others in row-major order."""
+
+    def output_shape(self, shape):
+        return (math.prod(shape),)
 
     def forward(self, x, training=False):
         if x.ndim < 2:

@@ -45,6 +45,10 @@ class MaxPool2D(Layer):
     def config(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
 
+    def output_shape(self, shape):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (shape[0], out_size(shape[1], kh, sh, ph), out_size(shape[2], kw, sw, pw))
+
     def _offsets(self):
         kh, kw = self.kernel_size
         return [(i, j) for i in range(kh) for j in range(kw)]
