@@ -7,7 +7,6 @@ Nothing here is part of the library; the benchmarks only use portacnn's public A
 from __future__ import annotations
 
 import datetime as _dt
-import gzip
 import json
 import os
 import platform
@@ -27,7 +26,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")  # fmt: skip
 NETS = ("seed_cnn", "lenet5", "kannada_cnn")
-DATA_CANDIDATES = (ROOT.parent / "shared" / "data" / "kannada_mnist", ROOT / "data" / "kannada_mnist")
+DATA_SOURCES = ("auto", "real", "synthetic")
 
 
 # -- threads ------------------------------------------------------------------------------------------
@@ -66,40 +65,30 @@ def run_child(script: Path, args: list[str], threads: int, timeout: float | None
 
 
 # -- data ---------------------------------------------------------------------------------------------
-def _read_idx(path: Path):
-    import numpy as np
-
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def load_images(n: int, seed: int = 0, source: str = "auto", uint8: bool = False):
     """``n`` float32 images (n, 1, 28, 28) in [0, 1] and int64 labels.
 
-    ``source``: "real" (Kannada-MNIST training set from ../shared/data; error if absent), "synthetic"
-    (seeded uniform noise, labels uniform) or "auto" (real when present, else synthetic). Returns
-    (x, y, source_used). Real data repeats cyclically if ``n`` exceeds 60k. ``uint8=True``: pixels 0..255
-    as uint8 (a quarter of the memory; convert per batch).
+    ``source``: "real" (the Kannada-MNIST training set shipped inside the package, read with
+    :func:`portacnn.data.load_kannada_mnist`; a missing copy is an error, never a silent substitute),
+    "auto" (the same: the real data always ship with portacnn) or "synthetic" (seeded uniform noise,
+    labels uniform; only when asked for). Returns (x, y, source_used). Real data repeats cyclically if
+    ``n`` exceeds 60k. ``uint8=True``: pixels 0..255 as uint8 (a quarter of the memory; convert per batch).
     """
     import numpy as np
 
+    from portacnn import data
+
+    if source not in DATA_SOURCES:
+        raise ValueError(f"unknown data source {source!r}; expected one of {', '.join(DATA_SOURCES)}")
     rng = np.random.default_rng(seed)
     if source in ("auto", "real"):
-        for d in DATA_CANDIDATES:
-            img, lab = d / "train-images-idx3-ubyte.gz", d / "train-labels-idx1-ubyte.gz"
-            if img.exists() and lab.exists():
-                xs, ys = _read_idx(img), _read_idx(lab).astype(np.int64)
-                idx = rng.permutation(np.resize(np.arange(len(xs)), max(n, 1)))[:n] if n <= len(xs) else np.resize(rng.permutation(len(xs)), n)
-                x = xs[idx][:, None, :, :]
-                del xs
-                if not uint8:
-                    x = x.astype(np.float32) / np.float32(255.0)
-                return np.ascontiguousarray(x), ys[idx], f"kannada_mnist ({d})"
-        if source == "real":
-            raise FileNotFoundError(f"Kannada-MNIST not found in {[str(d) for d in DATA_CANDIDATES]}")
+        xs, ys = data.load_kannada_mnist("train")  # DataError (a ValueError) if the embedded copy is missing
+        idx = rng.permutation(np.resize(np.arange(len(xs)), max(n, 1)))[:n] if n <= len(xs) else np.resize(rng.permutation(len(xs)), n)
+        x = xs[idx][:, None, :, :]
+        del xs
+        if not uint8:
+            x = x.astype(np.float32) / np.float32(255.0)
+        return np.ascontiguousarray(x), ys[idx], f"kannada_mnist ({data.embedded_data_dir()})"
     x = rng.random((n, 1, 28, 28), dtype=np.float32)
     if uint8:
         x = (x * 255).astype(np.uint8)
@@ -246,8 +235,7 @@ def write_text(path: Path, text: str) -> Path:
 
 def have_matplotlib() -> bool:
     try:
-        import matplotlib  # noqa: F401
-
-        return True
+        import matplotlib
     except ImportError:
         return False
+    return matplotlib is not None

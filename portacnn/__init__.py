@@ -5,12 +5,11 @@ chosen per model with ``backend=``.
 """
 
 from . import data, layers, losses, models, optim
+from ._version import __version__
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
-from .checkpoint import CheckpointError, load
+from .checkpoint import CheckpointError
 from .layers import Parameter
-from .model import Sequential
-
-__version__ = "0.1.0"
+from .model import Sequential, load
 
 __all__ = [
     "Backend", "BackendUnavailableError", "CheckpointError", "load", "Parameter", "Sequential", "available_backends", "get_backend",

@@ -56,7 +56,6 @@ checks on what it is about to write and refuses (writing nothing) rather than pr
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -66,7 +65,13 @@ from pathlib import Path
 
 import numpy as np
 
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
 from ._atomic import atomic_write
+from ._version import __version__
+from .backend import DTYPES, float_dtype_name
+from .optim import OPTIMIZERS
 
 FORMAT = "portacnn-checkpoint"
 FORMAT_VERSION = "1"
@@ -367,8 +372,6 @@ def check_architecture(arch, input_shape=None, dtype="float32") -> dict:
     "parameters"}`` for one image of the input the model takes (``input_shape``, else the one inferred or
     assumed as the module docstring says); raises ValueError naming the first problem or exceeded limit.
     """
-    from .model import float_dtype_name
-
     itemsize = np.dtype(float_dtype_name(dtype)).itemsize
     try:
         layers = _layers(arch)
@@ -530,9 +533,7 @@ def _in(what: str, check, *args):
 
 
 def _validate(tensors: dict, meta: dict, dtype: str | None) -> dict:
-    """Everything :func:`load` checks before building the model; returns the parsed fields."""
-    from .model import DTYPES
-
+    """Everything :func:`read` checks before a model is built; returns the parsed fields."""
     if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise _Bad(f"checkpoint format version {_short(meta['format_version'])} is not {FORMAT_VERSION} "
                    "(written by another portacnn version)")
@@ -616,47 +617,68 @@ def _digest(tensors: dict, meta: dict) -> str:
 
 
 def _read(path) -> tuple[dict, dict]:
-    """(tensors, metadata) of a checkpoint file, with every way it can be broken turned into CheckpointError."""
-    from safetensors.numpy import load as st_load
+    """(tensors, metadata) of a checkpoint file, with every way it can be broken turned into CheckpointError.
 
+    Only the header (at most ``_MAX_HEADER`` bytes) is read first: the file's size must equal what the header
+    declares, and the tensors must fit what the stored architecture can need (its parameters, plus an
+    optimizer's buffers, in float64), before the rest of the file is read."""
     path = Path(path)
     name = str(path)
     if not path.is_file():
         raise CheckpointError(f"{name}: no such checkpoint file")
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(min(size, 8 + _MAX_HEADER))
     except OSError as e:
         raise CheckpointError(f"{name}: cannot read checkpoint ({e.strerror or e})") from None
-    if not data:
+    if not head:
         raise CheckpointError(f"{name}: checkpoint file is empty")
-    if _looks_like_pickle(data):
+    if _looks_like_pickle(head):
         raise CheckpointError(
             f"{name}: this looks like a pickle or PyTorch .pt file; pickle is refused: portacnn only loads "
             "safetensors checkpoints (it never unpickles, which could run code) - save the weights with portacnn "
             "or safetensors"
         )
-    if len(data) < 8:
-        raise CheckpointError(f"{name}: truncated checkpoint ({len(data)} bytes)")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > len(data) - 8:
+    if len(head) < 8:
+        raise CheckpointError(f"{name}: truncated checkpoint ({len(head)} bytes)")
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if header_len > size - 8:
         raise CheckpointError(f"{name}: not a safetensors checkpoint, or truncated (header of {header_len} bytes)")
-    if data[8:9] != b"{":
+    if head[8:9] != b"{":
         raise CheckpointError(f"{name}: corrupted checkpoint header (not valid safetensors JSON)")
     if header_len > _MAX_HEADER:
         raise CheckpointError(f"{name}: checkpoint header of {header_len} bytes exceeds the {_MAX_HEADER} bytes "
                               "a portacnn checkpoint needs")
     try:
-        header = json.loads(data[8 : 8 + header_len])
+        header = json.loads(head[8 : 8 + header_len])
         meta = header.get("__metadata__") or {}
         if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
             raise ValueError("bad metadata")
-    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError, TypeError, KeyError, IndexError):
         raise CheckpointError(f"{name}: corrupted checkpoint header (not valid safetensors JSON)") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{name}: a safetensors file, but not a portacnn checkpoint (no '{FORMAT}' metadata)")
     if len(header) - ("__metadata__" in header) > MAX_TENSORS:
         raise CheckpointError(f"{name}: the checkpoint holds {len(header) - 1} tensors, more than MAX_TENSORS = "
                               f"{MAX_TENSORS}")
+    payload = max(ends, default=0)
+    if 8 + header_len + payload != size:
+        raise CheckpointError(f"{name}: corrupted or truncated checkpoint (its header describes {8 + header_len + payload}"
+                              f" bytes; the file has {size})")
+    try:
+        layers = _in("unusable architecture in the checkpoint", _layers, _json(meta, "architecture"))
+    except _Bad as e:
+        raise CheckpointError(f"{name}: {e}") from None
+    parameters = sum(math.prod(s) for s in _parameter_shapes(layers).values())
+    if payload > 3 * 8 * parameters + 4096:  # weights and two optimizer buffers per parameter, in float64
+        raise CheckpointError(f"{name}: the checkpoint's tensors take {payload} bytes, more than its architecture's "
+                              f"{parameters} parameters (with an optimizer's buffers) can need")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{name}: cannot read checkpoint ({e.strerror or e})") from None
     try:
         tensors = st_load(data)
     except Exception as e:  # safetensors raises its own error type for truncation and bad offsets
@@ -667,26 +689,16 @@ def _read(path) -> tuple[dict, dict]:
     return tensors, meta
 
 
-@functools.lru_cache(maxsize=1)
-def _zoo_architectures() -> tuple:
-    from .models import MODELS
-
-    return tuple(json.dumps(make(backend="numpy").architecture()) for make in MODELS.values())
-
-
 def _known_input_shape(model, given) -> tuple[int, ...] | None:
-    """The input shape :func:`save` records: the one given, the one the model was loaded with, or the zoo's."""
-    if given is not None:
-        try:
-            return _input_shape(given)
-        except _Bad as e:
-            raise ValueError(f"save: {e} (for images (N, C, H, W) pass x.shape[1:])") from None
-    loaded = (getattr(model, "checkpoint", None) or {}).get("input_shape")
-    if loaded is not None:
-        return tuple(loaded)
-    if json.dumps(model.architecture()) in _zoo_architectures():
-        return (1, 28, 28)  # every network of portacnn.models reads 28x28 greyscale digits
-    return None
+    """The input shape :func:`save` records: the one given, else the model's declared ``input_shape``."""
+    if given is None:
+        given = getattr(model, "input_shape", None)
+    if given is None:
+        return None
+    try:
+        return _input_shape(given)
+    except _Bad as e:
+        raise ValueError(f"save: {e} (for images (N, C, H, W) pass x.shape[1:])") from None
 
 
 def save(model, path, optimizer=None, train_state: dict | None = None, extra: dict | None = None,
@@ -694,15 +706,11 @@ def save(model, path, optimizer=None, train_state: dict | None = None, extra: di
     """Write ``model`` (and optionally its optimizer and trainer state) to ``path`` atomically.
 
     ``input_shape`` is the (C, H, W) of the images the model reads (``x.shape[1:]``; (F,) for flat input); it
-    is stored so that :func:`load` checks the model's cost for that input. Left out, it is the one of the
-    file the model was loaded from, (1, 28, 28) for the zoo's networks, or not stored (load then infers it).
+    is stored so that :func:`load` checks the model's cost for that input. Left out, it is the model's
+    ``input_shape`` (set by the zoo's factories, by ``fit`` and by ``load``), or not stored (load infers it).
     Everything :func:`load` would refuse (a non-finite weight, a field out of its schema, an architecture
     over a limit) is refused here with a :class:`CheckpointError`, and nothing is written.
     """
-    from safetensors.numpy import save as st_save
-
-    from . import __version__
-
     input_shape = _known_input_shape(model, input_shape)
     tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
     meta = {
@@ -734,25 +742,15 @@ def save(model, path, optimizer=None, train_state: dict | None = None, extra: di
     return Path(path)
 
 
-def load(path, backend=None, dtype=None, allow_unsigned: bool = False):
-    """Rebuild the model saved in ``path`` on ``backend`` (any backend, whatever it was saved from).
-
-    The returned model carries ``model.checkpoint``: a dict with the saved ``optimizer`` description and
-    tensors, the ``train_state`` (None when the file holds weights only), which ``fit(resume=...)`` uses, the
-    run information ``extra`` and the stored ``input_shape`` (None when the file has none).
-    Every way the file can be unusable or hostile (truncated, corrupted, not safetensors, a pickle, tensors
-    that do not fit the stored architecture, non-float or non-finite weights, an architecture over a limit,
-    a metadata field out of its schema; see the module docstring) raises :class:`CheckpointError` naming the
-    file, before the model is built. A file without a SHA-256 checksum (portacnn writes one in every
+def read(path, dtype=None, allow_unsigned: bool = False) -> dict:
+    """Everything a checkpoint holds, checked as the module docstring says, before any model is built:
+    ``{"architecture", "dtype", "seed", "weights", "input_shape", "info"}`` where ``info`` is what
+    ``model.checkpoint`` carries (optimizer description and buffers, ``train_state``, run information
+    ``extra``, ``input_shape``, the path). Every way the file can be unusable or hostile raises
+    :class:`CheckpointError` naming the file. A file without a SHA-256 checksum (portacnn writes one in every
     checkpoint) is refused unless ``allow_unsigned=True``: use that only for a foreign file you trust, as
-    nothing then tells a flipped bit in a weight. Unknown backend names raise ValueError, unusable backends
-    BackendUnavailableError.
-    """
-    from .backend import get_backend
-    from .model import Sequential, float_dtype_name
-
+    nothing then tells a flipped bit in a weight. :func:`portacnn.load` builds the model from it."""
     name = str(path)
-    backend = get_backend(backend)  # a bad backend name is the caller's error, not the file's
     if dtype is not None:
         dtype = float_dtype_name(dtype)
     tensors, meta = _read(path)
@@ -765,13 +763,7 @@ def load(path, backend=None, dtype=None, allow_unsigned: bool = False):
             f"{name}: checkpoint has no SHA-256 checksum, so a corrupted weight would load unnoticed (portacnn writes "
             "one in every checkpoint); if this is a foreign file you trust, load it with "
             "portacnn.load(path, allow_unsigned=True)")
-    try:
-        model = Sequential.from_architecture(fields["architecture"], backend=backend, dtype=dtype or fields["dtype"],
-                                             seed=fields["seed"])
-        model.load_state_dict(fields["weights"])
-    except (ValueError, TypeError, OverflowError) as e:  # not expected after the checks above
-        raise CheckpointError(f"{name}: cannot rebuild the saved model: {e}") from None
-    model.checkpoint = {
+    info = {
         "path": name,
         "optimizer": fields["optimizer"],
         "optimizer_state": fields["optimizer_state"],
@@ -780,13 +772,12 @@ def load(path, backend=None, dtype=None, allow_unsigned: bool = False):
         "input_shape": fields["input_shape"],
         "portacnn_version": meta.get("portacnn_version"),
     }
-    return model
+    return {"architecture": fields["architecture"], "dtype": dtype or fields["dtype"], "seed": fields["seed"],
+            "weights": fields["weights"], "input_shape": fields["input_shape"], "info": info}
 
 
 def optimizer_from_checkpoint(model, info: dict | None = None):
     """The optimizer described in ``model.checkpoint`` (type, hyper-parameters, buffers), or None."""
-    from .optim import OPTIMIZERS
-
     info = info or getattr(model, "checkpoint", None) or {}
     spec = info.get("optimizer")
     if not spec:

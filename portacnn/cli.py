@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 import time
 from pathlib import Path
@@ -20,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
-DEFAULT_EPOCHS = {"seed": 10, "lenet5": 15, "kannada": 12}
+DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12}
 # train's flags that a resumed run takes from its checkpoint; given explicitly, they must agree with it
-TRAIN_DEFAULTS = {"model": "seed", "batch_size": 128, "seed": 0, "dtype": "float32"}
+TRAIN_DEFAULTS = {"model": "seed_cnn", "batch_size": 128, "seed": 0, "dtype": "float32"}
 
 
 class UsageError(Exception):
@@ -69,7 +68,7 @@ def _workers(text):
 
 def build_parser() -> argparse.ArgumentParser:
     from .backend import KNOWN_BACKENDS
-    from .models import MODELS
+    from .models import ALIASES, MODELS, canonical_name
 
     p = _Parser(prog="portacnn", description="Train and run small CNNs on NumPy (CPU) or CuPy (GPU).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -82,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads a batch is split across (default auto: NumPy backend, large enough batches)")
 
     t = sub.add_parser("train", help="train a model (default: seed_cnn on the embedded Kannada-MNIST)")
-    t.add_argument("--model", choices=sorted(MODELS), default=None, help="network (default: seed)")
+    t.add_argument("--model", choices=sorted(MODELS) + sorted(ALIASES), default=None, type=canonical_name,
+                   help="network (default: seed_cnn; seed and kannada are aliases)")
     t.add_argument("--data", help="folder of IDX files, a CSV or an .npz (default: the embedded Kannada-MNIST)")
     t.add_argument("--protocol", choices=["full", "tutorial"], default=None,
                    help="full: all training images; tutorial: 600/100 per class drawn from the training set")
@@ -142,85 +142,20 @@ def _emit_json(obj):
 
 
 def _out_folder(path: str | None) -> Path:
-    """The folder a new run writes to: ``path``, or a fresh ``runs/<timestamp>[-k]``."""
+    """The folder a new run writes to: ``path``, or a fresh ``runs/<timestamp>[-k]`` (made here with an exclusive
+    mkdir, so two runs started in the same second never pick the same one)."""
     if path is not None:
         return Path(path)
     base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    out, k = base, 1
-    while out.exists():
-        k += 1
-        out = Path(f"{base}-{k}")
-    return out
-
-
-def _read_pair(images_path, labels_path):
-    """(images, labels) of an IDX pair; the images of a plain file stay on disk until sliced."""
-    from . import data
-
-    return data.open_idx(images_path, labels_path)
-
-
-def _load_split(path: str | None, split: str, any_pair: bool = True):
-    """(images uint8 (N, H, W), labels or None, exact) for ``split`` of the embedded data set or of ``path``.
-
-    ``path`` is a folder of IDX files or a single CSV/.npz/IDX-images file. ``exact`` is True when the data
-    really are that split (the embedded set, or a folder with files named for the split); a folder holding
-    one images/labels pair of any prefix, or a single file, gives the same data for both splits (exact
-    False). With ``any_pair=False`` such a fallback returns None instead.
-    """
-    from . import data
-
-    if path is None:
-        x, y = data.load_kannada_mnist(split)
-        return x, y, True
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{path}: no such file or folder")
-    if p.is_dir():
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):
+        out = base if k == 1 else Path(f"{base}-{k}")
         try:
-            pair = data.find_idx_pair(p, split)
-        except data.DataError:  # no files named for the split; a broken file is reported, not skipped
-            if not any_pair:
-                return None
-            return (*_read_pair(*data.find_idx_pair(p)), False)
-        return (*_read_pair(*pair), True)
-    if not any_pair:
-        return None
-    x, y = data.open_any(p)
-    return x, y, False
-
-
-def _train_test(args):
-    """Training and test arrays as the CLI's train command uses them, plus a note on where they came from."""
-    from . import data
-
-    if args.protocol == "tutorial":
-        (xtr, ytr), (xho, yho) = data.tutorial_split(seed=args.seed, root=args.data)
-        extra = {"heldout": (data.preprocess(xho), yho)}
-        note = "tutorial protocol: 600 train / 100 held-out images per class from the training set"
-        test = _load_split(args.data, "test", any_pair=False)
-    else:
-        xtr, ytr, exact = _load_split(args.data, "train")
-        if ytr is None:
-            raise UsageError(f"{args.data}: holds no labels, so it cannot be used for training")
-        extra, note = {}, "full training set"
-        test = _load_split(args.data, "test", any_pair=False) if exact else None
-    if test is not None:
-        xte, yte, _ = test
-        if yte is None:
-            raise UsageError(f"{args.data}: the test split holds no labels")
-    else:
-        # a single CSV/npz or one images/labels pair: hold out a seeded 10 % of it as the test set
-        rng = np.random.default_rng([args.seed, 1])
-        order = rng.permutation(len(ytr))
-        cut = max(1, len(ytr) // 10)
-        xte, yte, xtr, ytr = xtr[order[:cut]], ytr[order[:cut]], xtr[order[cut:]], ytr[order[cut:]]
-        note += f"; {args.data} has no separate test split, so 10 % of it is held out as the test set"
-    if args.limit:
-        xtr, ytr = xtr[: args.limit], ytr[: args.limit]
-    if len(ytr) == 0:
-        raise UsageError(f"{args.data}: no training images left after holding out the test set")
-    return (data.preprocess(xtr), ytr), (data.preprocess(xte), yte), extra, note
+            out.mkdir()
+            return out
+        except FileExistsError:
+            continue
+    raise UsageError(f"could not make a fresh folder next to {base}; choose one with --out")
 
 
 def _check_fits(model, images, source, model_path):
@@ -266,7 +201,9 @@ def _resume_settings(args, model) -> str:
     if not state:
         raise UsageError(f"{args.resume}: this checkpoint holds no training state to resume from")
     saved = model.checkpoint.get("extra") or {}
-    run = {"model": saved.get("model", "custom"), "batch_size": state["batch_size"], "seed": state["seed"],
+    from .models import canonical_name
+
+    run = {"model": canonical_name(saved.get("model", "custom")), "batch_size": state["batch_size"], "seed": state["seed"],
            "dtype": model.dtype, "protocol": saved.get("protocol") or "full", "limit": saved.get("limit")}
     for key, value in run.items():
         given = getattr(args, key)
@@ -284,6 +221,9 @@ def _resume_settings(args, model) -> str:
         raise UsageError(f"--resume {args.resume}: that run trained on {was}, not --data {args.data}")
     if args.epochs is None:
         args.epochs = saved.get("epochs")
+    elif args.epochs < state["epoch"]:
+        raise UsageError(f"--resume {args.resume}: that run has already trained {state['epoch']} epochs, more than "
+                         f"--epochs {args.epochs}; give at least {state['epoch']} (or drop --epochs)")
     if args.out is None:
         args.out = str(Path(args.resume).parent)
     return run["model"]
@@ -292,6 +232,7 @@ def _resume_settings(args, model) -> str:
 def cmd_train(args) -> int:
     import portacnn as pc
 
+    from . import data
     from ._atomic import atomic_write
     from .checkpoint import optimizer_from_checkpoint
     from .models import MODELS
@@ -316,7 +257,8 @@ def cmd_train(args) -> int:
     epochs = args.epochs or DEFAULT_EPOCHS.get(model_name, 10)
     if optimizer is None:
         optimizer = _make_optimizer(model, args)
-    (xtr, ytr), (xte, yte), extra, note = _train_test(args)
+    (xtr, ytr), (xte, yte), extra, note = data.train_test(args.data, protocol=args.protocol, seed=args.seed,
+                                                          limit=args.limit)
     _check_fits(model, xtr, args.data or "embedded Kannada-MNIST", args.resume or f"the {model_name} network")
     # the folder is claimed only once the inputs are known to be good: nothing half-made otherwise
     with RunFolder(_out_folder(args.out), overwrite=args.overwrite,
@@ -349,10 +291,14 @@ def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set
         print(f"portacnn: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
     atomic_write(out / "history.json", json.dumps(history.to_dict(), indent=2).encode())
-    if history.interrupted:
+    if history.signal is not None:  # asked to stop: saved (mid-run or complete), no evaluation or plots
         how, code = ("terminated (SIGTERM)", 128 + 15) if history.signal == "SIGTERM" else ("interrupted", EXIT_INTERRUPTED)
-        saved = f"checkpoint saved to {ckpt}; continue with: portacnn train --resume {ckpt}" if ckpt.is_file() else \
-            "no checkpoint was written"
+        if not ckpt.is_file():
+            saved = "no checkpoint was written"
+        elif history.interrupted:
+            saved = f"checkpoint saved to {ckpt}; continue with: portacnn train --resume {ckpt}"
+        else:
+            saved = f"the run was complete; model saved to {ckpt}"
         print(f"portacnn: {how}; {saved}", file=sys.stderr)
         return code
     test = model.evaluate(xte, yte)
@@ -403,7 +349,7 @@ def cmd_evaluate(args) -> int:
 
     model = pc.load(args.model, backend=args.backend, allow_unsigned=args.allow_unsigned)
     model.workers = args.workers
-    x, y, _ = _load_split(args.data, args.split)
+    x, y, _ = data.load_split(args.data, args.split)
     source = args.data or f"embedded Kannada-MNIST {args.split}"
     if y is None:
         raise UsageError(f"{args.data}: holds no labels, so accuracy cannot be computed (use 'portacnn predict')")
@@ -420,42 +366,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def _read_image(path: Path, invert: bool, size=(28, 28)) -> np.ndarray:
-    """A greyscale image file as uint8 ``size``; its declared size is checked against the side limit first.
-
-    ``Image.open`` reads only the header, so the width and height a file claims are known before any
-    pixel is decoded. PIL's own pixel-count check is off meanwhile: ``PORTACNN_MAX_IMAGE_SIDE``
-    replaces it, so that the one limit a user can raise is the one that applies.
-    """
-    from PIL import Image
-
-    from .limits import MAX_IMAGE_SIDE
-
-    max_side = MAX_IMAGE_SIDE.get()
-    pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            if max(width, height) > max_side:
-                raise UsageError(f"{path}: image of {width}x{height} pixels, over the limit of "
-                                 f"{MAX_IMAGE_SIDE.text(max_side)} a side set by {MAX_IMAGE_SIDE.env} -- "
-                                 f"{MAX_IMAGE_SIDE.hint(max(width, height))}")
-            im = im.convert("L")
-            if im.size != size:
-                im = im.resize(size, Image.Resampling.LANCZOS)
-            a = np.asarray(im, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, ValueError, SyntaxError,
-            struct.error, EOFError) as e:  # PIL's decoders raise all of these on bad files
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UsageError(f"{path}: not a readable image ({first})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = pil_limit
-    return 255 - a if invert else a
-
-
 def _inputs(paths, invert):
     """[(name, uint8 images (N, H, W), one_image)] from image files and IDX/CSV/npz files.
 
@@ -469,9 +379,9 @@ def _inputs(paths, invert):
         p = Path(text)
         if not p.is_file():
             raise UsageError(f"{text}: no such file")
-        if p.suffix.lower() in IMAGE_SUFFIXES:
+        if p.suffix.lower() in data.IMAGE_SUFFIXES:
             names.append(text)
-            pictures.append(_read_image(p, invert))
+            pictures.append(data.read_image(p, invert))
             continue
         groups.append((text, data.open_any(p)[0], False))
     if pictures:
@@ -553,8 +463,8 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv=None) -> int:
-    from . import limits
     from .backend import BackendUnavailableError, check_environment
+    from .data import limits
 
     try:
         check_environment()

@@ -10,8 +10,9 @@ can be larger than any one machine's memory when a ``dask.distributed`` cluster 
     images = dask.array.from_zarr("images.zarr")     # (N, 1, 28, 28) float32, chunked along N
     labels = model.predict(images).compute()          # or .to_zarr("labels.zarr")
 
-The payload is shipped once per computation (a ``dask.delayed`` key the tasks share) and each worker process
-keeps the model it rebuilt, so a chunk costs one model build per worker, not per task. The workers compute
+The payload is shipped once per computation (a ``dask.delayed`` key the tasks share) and each worker thread
+keeps the model it rebuilt (weights only: activations are dropped after every chunk), so a computation
+costs one model build per worker thread, not per task. The workers compute
 on the model's backend (NumPy by default; CuPy if the workers have GPUs) with ``workers=1``: Dask already
 runs one task per worker thread. Dask is imported only here, when a Dask array arrives
 (``pip install "portacnn[dask]"``).
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .training import num_classes
+from .inputs import Images
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ModelPayload:
     backend: str
     dtype: str
     token: str  # content hash: identifies the rebuilt model in a worker's cache
+    model_class: type  # pickled by reference (module and name): the workers import it
 
     @classmethod
     def of(cls, model) -> "ModelPayload":
@@ -45,7 +47,7 @@ class ModelPayload:
         for key in sorted(state):
             h.update(key.encode())
             h.update(np.ascontiguousarray(state[key]).tobytes())
-        return cls(model.architecture(), state, model.backend.name, model.dtype, h.hexdigest())
+        return cls(model.architecture(), state, model.backend.name, model.dtype, h.hexdigest(), type(model))
 
 
 _LOCAL = threading.local()  # per worker thread: token -> rebuilt model (layers keep per-call state)
@@ -56,10 +58,8 @@ def _model_for(payload: ModelPayload):
     cache = _LOCAL.__dict__.setdefault("models", {})
     model = cache.get(payload.token)
     if model is None:
-        from .model import Sequential
-
-        model = Sequential.from_architecture(payload.architecture, backend=payload.backend, dtype=payload.dtype,
-                                             workers=1)
+        model = payload.model_class.from_architecture(payload.architecture, backend=payload.backend,
+                                                      dtype=payload.dtype, workers=1)
         model.load_state_dict(payload.state)
         while len(cache) >= _CACHE_SIZE:
             cache.pop(next(iter(cache)))
@@ -73,13 +73,16 @@ def _predict_chunk(chunk, payload: ModelPayload, batch_size: int, probabilities:
     if chunk.shape[0] == 0:
         shape = (0, _num_classes(model)) if probabilities else (0,)
         return np.empty(shape, np.dtype(payload.dtype) if probabilities else np.int64)
-    if probabilities:
-        return model.predict_proba(chunk, batch_size=batch_size)
-    return model.predict(chunk, batch_size=batch_size)
+    try:
+        if probabilities:
+            return model.predict_proba(chunk, batch_size=batch_size)
+        return model.predict(chunk, batch_size=batch_size)
+    finally:
+        model.release()  # a cached model keeps its weights, not the last batch's activations
 
 
 def _num_classes(model) -> int:
-    classes = num_classes(model)
+    classes = model.num_classes()
     if classes is None:
         raise ValueError("Dask inference needs a model that ends in a Dense layer (it gives the class count)")
     return int(classes)
@@ -89,9 +92,7 @@ def predict_dask(model, x, batch_size: int, probabilities: bool):
     """``model``'s class ids (N,) or probabilities (N, classes) for the Dask array ``x`` (N, C, H, W), as a
     lazy Dask array chunked like ``x``'s rows. Shape, channels and dtype are checked now (from metadata);
     NaN and infinite values when each chunk is computed."""
-    import dask
-
-    from .inputs import Images
+    import dask  # optional: imported only when a Dask array arrives
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")

@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_backend, numpy_dtype, to_host
+from . import checkpoint, dask_inference, training
+from .backend import float_dtype_name, get_backend, is_dask_array, to_host
 from .layers import LAYER_TYPES, Layer, Parameter
 from .parallel import DataParallel, check_workers
-
-DTYPES = ("float32", "float64")
-
-
-def float_dtype_name(dtype) -> str:
-    """"float32" or "float64" for any spelling of those dtypes ("float32", np.float32, np.dtype("float64"),
-    torch.float32, ...); anything else is a ValueError."""
-    try:
-        name = numpy_dtype(dtype).name
-    except ValueError:
-        name = None
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    return name
-
 
 class Sequential:
     """Layers applied in order. ``backend`` is a name ("numpy", "cupy", ...) or a :class:`Backend`.
@@ -36,7 +22,7 @@ class Sequential:
     single-thread ones up to float rounding (dropout masks are the same draws).
     """
 
-    def __init__(self, layers, backend=None, dtype="float32", seed=0, workers="auto"):
+    def __init__(self, layers, backend=None, dtype="float32", seed=0, workers="auto", input_shape=None):
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("Sequential needs at least one layer; got an empty list")
@@ -56,6 +42,7 @@ class Sequential:
         self._output_shape = None  # of the last forward pass: what backward's gradient must look like
         self.optimizer = None  # the optimizer of the last fit() (what resumes and saves use)
         self.checkpoint = None  # what portacnn.load read besides the weights (optimizer, train_state, ...)
+        self.input_shape = None if input_shape is None else tuple(input_shape)  # (C, H, W) of the images it reads
 
     @property
     def workers(self):
@@ -96,6 +83,13 @@ class Sequential:
             raise ValueError(f"backward() got a gradient of shape {tuple(grad.shape)}; the last forward pass "
                              f"returned shape {self._output_shape}")
         return self._parallel.backward(grad, input_grad)
+
+    def release(self) -> None:
+        """Drop every layer's forward caches (activations kept for backward); weights stay."""
+        for layer in self.layers:
+            layer.release()
+        self._parallel = DataParallel(self)
+        self._output_shape = None
 
     # -- parameters and state --------------------------------------------------------------------------
     def parameters(self) -> list[Parameter]:
@@ -152,34 +146,30 @@ class Sequential:
     def fit(self, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
             progress=True, **kwargs):
         """Train on images ``x`` (N, C, H, W) and labels ``y``; returns a History. See :func:`portacnn.training.fit`."""
-        from .training import fit
-
-        return fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+        return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                    validation_data=validation_data, shuffle=shuffle, seed=seed, progress=progress, **kwargs)
 
     def evaluate(self, x, y, batch_size=1000) -> dict:
         """``{"loss": float, "accuracy": float, "n": int}`` over the whole of ``x``, ``y``."""
-        from .training import evaluate
-
-        return evaluate(self, x, y, batch_size=batch_size)
+        return training.evaluate(self, x, y, batch_size=batch_size)
 
     def predict(self, x, batch_size=1000) -> np.ndarray:
-        """Predicted class ids (N,), a host NumPy array."""
-        from .training import predict
-
-        return predict(self, x, batch_size=batch_size)
+        """Predicted class ids (N,), a host NumPy array; for a Dask array, a lazy Dask array computed chunk by
+        chunk (see :mod:`portacnn.dask_inference`)."""
+        if is_dask_array(x):
+            return dask_inference.predict_dask(self, x, batch_size, probabilities=False)
+        return training.predict(self, x, batch_size=batch_size)
 
     def predict_proba(self, x, batch_size=1000) -> np.ndarray:
-        """Class probabilities (N, classes), a host NumPy array."""
-        from .training import predict_proba
-
-        return predict_proba(self, x, batch_size=batch_size)
+        """Class probabilities (N, classes), a host NumPy array of the model's dtype; for a Dask array, a lazy Dask
+        array."""
+        if is_dask_array(x):
+            return dask_inference.predict_dask(self, x, batch_size, probabilities=True)
+        return training.predict_proba(self, x, batch_size=batch_size)
 
     def save(self, path, optimizer=None, **kwargs):
         """Write a safetensors checkpoint atomically (see :mod:`portacnn.checkpoint`)."""
-        from .checkpoint import save
-
-        return save(self, path, optimizer=optimizer, **kwargs)
+        return checkpoint.save(self, path, optimizer=optimizer, **kwargs)
 
     # -- description -----------------------------------------------------------------------------------
     def architecture(self) -> list[dict]:
@@ -191,7 +181,8 @@ class Sequential:
         return out
 
     @classmethod
-    def from_architecture(cls, arch, backend=None, dtype="float32", seed=0, workers="auto") -> "Sequential":
+    def from_architecture(cls, arch, backend=None, dtype="float32", seed=0, workers="auto",
+                          input_shape=None) -> "Sequential":
         """Rebuild a model from :meth:`architecture` output (unknown types or bad fields: ValueError)."""
         if not isinstance(arch, list) or not arch:
             raise ValueError("architecture must be a non-empty list of layer descriptions")
@@ -205,7 +196,7 @@ class Sequential:
                 layers.append(LAYER_TYPES[spec["type"]](**kwargs))
             except TypeError as e:
                 raise ValueError(f"architecture item {i} ({spec['type']}) has bad arguments: {e}") from None
-        return cls(layers, backend=backend, dtype=dtype, seed=seed, workers=workers)
+        return cls(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=input_shape)
 
     def input_channels(self) -> int | None:
         """The channel count the first layer that fixes one requires (None: any)."""
@@ -221,3 +212,25 @@ class Sequential:
     def __repr__(self):
         body = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(backend={self.backend.name!r}, dtype={self.dtype!r}, params={self.num_parameters()})[\n{body}\n]"
+
+
+def load(path, backend=None, dtype=None, allow_unsigned: bool = False) -> Sequential:
+    """Rebuild the model saved in ``path`` on ``backend`` (any backend, whatever it was saved from).
+
+    Everything in the file is checked before the model is built (:func:`portacnn.checkpoint.read`; every
+    problem is a :class:`~portacnn.checkpoint.CheckpointError` naming the file). The model carries
+    ``model.checkpoint``: the saved optimizer description and buffers, the ``train_state`` (None when the file
+    holds weights only) that ``fit(resume=...)`` continues from, the run information ``extra`` and the stored
+    ``input_shape``. ``allow_unsigned=True`` opens a foreign file without a SHA-256 (portacnn writes one in
+    every checkpoint). Unknown backend names raise ValueError, unusable backends BackendUnavailableError.
+    """
+    backend = get_backend(backend)  # a bad backend name is the caller's error, not the file's
+    saved = checkpoint.read(path, dtype=dtype, allow_unsigned=allow_unsigned)
+    try:
+        model = Sequential.from_architecture(saved["architecture"], backend=backend, dtype=saved["dtype"],
+                                             seed=saved["seed"], input_shape=saved["input_shape"])
+        model.load_state_dict(saved["weights"])
+    except (ValueError, TypeError, OverflowError) as e:  # not expected after read's checks
+        raise checkpoint.CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from None
+    model.checkpoint = saved["info"]
+    return model

@@ -1,15 +1,17 @@
-"""Ready-made networks for 28x28 greyscale digits (10 classes)."""
+"""Ready-made networks for 28x28 greyscale digits (10 classes); each declares ``input_shape=(1, 28, 28)``."""
 
 from __future__ import annotations
 
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from .model import Sequential
 
+INPUT_SHAPE = (1, 28, 28)
+
 
 def seed_cnn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
     """The tutorial's net: conv 2@5x5 -> ReLU -> maxpool 2 -> flatten 288 -> dense 60 -> ReLU -> dense 10."""
     layers = [Conv2D(1, 2, 5), ReLU(), MaxPool2D(2), Flatten(), Dense(288, 60), ReLU(), Dense(60, 10)]
-    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers)
+    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=INPUT_SHAPE)
 
 
 def lenet5(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
@@ -19,7 +21,7 @@ def lenet5(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
         Conv2D(6, 16, 5), ReLU(), MaxPool2D(2),
         Flatten(), Dense(400, 120), ReLU(), Dense(120, 84), ReLU(), Dense(84, 10),
     ]  # fmt: skip
-    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers)
+    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=INPUT_SHAPE)
 
 
 def kannada_cnn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
@@ -29,7 +31,14 @@ def kannada_cnn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequen
         Conv2D(1, 32, 3), ReLU(), Conv2D(32, 64, 3), ReLU(), MaxPool2D(2), Dropout(0.25),
         Flatten(), Dense(9216, 128), ReLU(), Dropout(0.5), Dense(128, 10),
     ]  # fmt: skip
-    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers)
+    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=INPUT_SHAPE)
 
 
-MODELS = {"seed": seed_cnn, "lenet5": lenet5, "kannada": kannada_cnn}
+MODELS = {"seed_cnn": seed_cnn, "lenet5": lenet5, "kannada_cnn": kannada_cnn}
+#: shorter names the command line has always accepted
+ALIASES = {"seed": "seed_cnn", "kannada": "kannada_cnn"}
+
+
+def canonical_name(name: str) -> str:
+    """``name`` as a key of :data:`MODELS` (aliases resolved; unknown names come back unchanged)."""
+    return ALIASES.get(name, name)

@@ -1,7 +1,7 @@
 """Output folders of training runs: claimed with a lock, never shared by two runs, never written through links.
 
 A run claims its folder by creating and locking ``.portacnn.lock`` in it (``O_NOFOLLOW``: a symbolic link
-planted at that name is refused, never followed; ``flock``: the lock vanishes with the process, even after a
+planted at that name is refused, never followed; so is a hard link, FIFO or device found there; ``flock``: the lock vanishes with the process, even after a
 SIGKILL, and the file is removed when the run ends). A second run into the same folder fails at once, naming the first one's pid. A folder that already
 holds a run (its ``model.safetensors`` or ``history.json``) is refused unless the caller allows overwriting
 or is resuming that very run. Everything else in the folder is written by :func:`portacnn._atomic.atomic_write`
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 LOCK_NAME = ".portacnn.lock"
@@ -65,15 +66,22 @@ class RunFolder:
 
     def _open_lock(self) -> int:
         lock = self.path / LOCK_NAME
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        flags = (os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0))  # O_NONBLOCK: a FIFO planted at the name cannot hang us
         try:
-            return os.open(lock, flags, 0o644)
+            fd = os.open(lock, flags, 0o644)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise RunFolderError(f"{lock} is a symbolic link; refusing to write through it "
                                      "(remove it, or choose another --out)") from None
             raise RunFolderError(f"output folder {self.path} is not writable ({e.strerror or e}); "
                                  "choose another with --out") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:  # a FIFO, a device, or a hard link to a file
+            os.close(fd)                                          # elsewhere: never truncated or written
+            raise RunFolderError(f"{lock} is not a plain file of its own (a hard link, FIFO or device?); refusing to "
+                                 "write to it (remove it, or choose another --out)")
+        return fd
 
     def _acquire(self, fd: int) -> bool:
         """Lock ``fd``; False when the file was unlinked meanwhile (then try again with a new one)."""

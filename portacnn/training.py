@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import is_dask_array, to_host
+from .backend import to_host
+from .checkpoint import check_architecture, optimizer_from_checkpoint, save
 from .inputs import Images, images
 from .losses import softmax_cross_entropy
+from .optim import Adam
 
 
 class TrainingDiverged(RuntimeError):
@@ -137,9 +139,6 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     ``checkpoint_extra`` is a JSON-able dict stored with it.
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
-    from .checkpoint import check_architecture, optimizer_from_checkpoint, save
-    from .optim import Adam
-
     epochs = _positive_int(epochs, "epochs")
     batch_size = _positive_int(batch_size, "batch_size")
     log_every = _positive_int(log_every, "log_every")
@@ -286,6 +285,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 break
     if checkpoint_path is not None and last_good["path"] is None and not history.interrupted:
         write_checkpoint()  # e.g. a finished run resumed into a new folder: checkpoint_path must hold it
+    if interrupt.hit and history.signal is None:  # it came after the last step: the run is complete, but the
+        history.signal = signal.Signals(interrupt.signum).name  # caller must still learn it was asked to stop
     model.optimizer = optimizer
     return history
 
@@ -318,12 +319,7 @@ def evaluate(model, x, y, batch_size=1000) -> dict:
 
 
 def predict_proba(model, x, batch_size=1000):
-    """Class probabilities (N, classes) as a host NumPy array of the model's dtype; for a Dask array, a Dask
-    array computed chunk by chunk (see :mod:`portacnn.dask_inference`)."""
-    if is_dask_array(x):
-        from .dask_inference import predict_dask
-
-        return predict_dask(model, x, batch_size, probabilities=True)
+    """Class probabilities (N, classes) as a host NumPy array of the model's dtype."""
     xp = model.backend.xp
     out = []
     for _, _, logits in _forward_batches(model, x, batch_size):
@@ -334,11 +330,7 @@ def predict_proba(model, x, batch_size=1000):
 
 
 def predict(model, x, batch_size=1000):
-    """Predicted class ids (N,) as a host int64 NumPy array; for a Dask array, a Dask array."""
-    if is_dask_array(x):
-        from .dask_inference import predict_dask
-
-        return predict_dask(model, x, batch_size, probabilities=False)
+    """Predicted class ids (N,) as a host int64 NumPy array."""
     xp = model.backend.xp
     out = [model.backend.to_numpy(xp.argmax(logits, axis=1)) for _, _, logits in _forward_batches(model, x, batch_size)]
     return np.concatenate(out).astype(np.int64, copy=False)

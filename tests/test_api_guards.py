@@ -133,3 +133,24 @@ def test_divergence_names_no_checkpoint_when_this_run_wrote_none(tmp_path):
         model.fit(x, y, epochs=2, batch_size=8, progress=False, optimizer=pc.optim.SGD(model.parameters(), lr=1e30),
                   checkpoint_path=other)
     assert "checkpoint" not in str(info.value)
+
+
+def test_sigterm_after_the_last_step_is_still_reported(tmp_path):
+    x, y = _data()
+    model = pc.models.seed_cnn(seed=0)
+
+    def terminate_at_the_end(epoch, logs):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    history = model.fit(x, y, epochs=2, batch_size=8, progress=False, checkpoint_path=tmp_path / "m.safetensors",
+                        on_epoch_end=terminate_at_the_end)
+    assert not history.interrupted and history.signal == "SIGTERM"  # complete, but asked to stop
+
+
+@pytest.mark.parametrize("bad", [np.floating, np.number, "U5", "V8", "datetime64[s]"])
+def test_dtypes_that_are_not_one_numeric_dtype_are_refused(bad):
+    with pytest.raises(ValueError):
+        pc.get_backend("numpy").asarray([1.0, 2.0], dtype=bad)
+    with pytest.raises(ValueError, match="dtype must be one of float32, float64"):
+        pc.models.seed_cnn(dtype=bad)

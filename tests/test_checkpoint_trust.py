@@ -543,3 +543,36 @@ def test_a_raised_limit_admits_a_trusted_file(tmp_path, monkeypatch):
     assert "raise portacnn.checkpoint.MAX_ACTIVATION_BYTES" in msg
     monkeypatch.setattr(checkpoint, "MAX_ACTIVATION_BYTES", 8 << 30)
     assert pc.load(path).checkpoint["input_shape"] == (1, 1024, 1024)
+
+
+# -- sizes checked from the header, before the tensors are read ---------------------------------------------------
+def _header_only_checkpoint(path, declared_bytes, extra_file_bytes=0):
+    """A header that declares one float32 weight tensor of ``declared_bytes`` for the seed net's architecture,
+    the file made sparse to that size (plus ``extra_file_bytes``): nothing large is ever written to disk."""
+    import struct
+
+    meta = {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
+            "architecture": json.dumps(pc.models.seed_cnn().architecture()), "dtype": "float32", "seed": "0"}
+    header = {"__metadata__": meta, "0.weight": {"dtype": "F32", "shape": [declared_bytes // 4],
+                                                  "data_offsets": [0, declared_bytes]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + declared_bytes + extra_file_bytes)
+    return path
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and ru_maxrss in KiB: Linux")
+@pytest.mark.parametrize("declared, extra, fragment", [
+    (512 << 20, 0, "more than its architecture's 18002 parameters"),
+    (1024, 512 << 20, "its header describes"),
+])  # fmt: skip
+def test_file_sizes_are_checked_from_the_header_before_reading(tmp_path, declared, extra, fragment):
+    """A 512 MiB (sparse) checkpoint is refused from its header alone, in a child capped at 300 MB."""
+    path = _header_only_checkpoint(tmp_path / "big.safetensors", declared, extra)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(300 << 20)], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0 and proc.stdout.startswith("REFUSED"), proc.stdout + proc.stderr
+    assert fragment in proc.stdout

@@ -44,7 +44,7 @@ def test_train_writes_model_history_plots_and_json(run, data_dir):
     xt, yt = float_subset("test", 100)
     ev = model.evaluate(xt, yt)
     assert result["test_accuracy"] == ev["accuracy"] and result["test_loss"] == pytest.approx(ev["loss"], rel=1e-6)
-    assert model.checkpoint["extra"]["model"] == "seed"
+    assert model.checkpoint["extra"]["model"] == "seed_cnn"  # the canonical name, whatever alias the command line was given
 
 
 def test_train_text_output_prints_final_test_accuracy(data_dir, tmp_path):

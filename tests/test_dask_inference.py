@@ -160,3 +160,22 @@ def test_distributed_cluster_of_two_processes_equals_in_process(model):
     assert list(shipped.values()) == [True, True]  # both received the model and ran chunks
     np.testing.assert_allclose(proba, expected_proba, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(ids, expected_ids)
+
+
+def test_dask_arrays_of_device_chunks_are_computed_then_copied(model):
+    """Chunks that refuse numpy.asarray (array_api_strict on a second device, as CuPy's do) reach the model
+    through the backend's host copy, never through numpy.asarray of the Dask array."""
+    strict = pytest.importorskip("array_api_strict")
+    dev = strict.Device("device1")
+    x, y = _images(10), np.arange(10) % 10
+    chunks = da.from_array(x, chunks=(5, 1, 28, 28)).map_blocks(lambda b: strict.asarray(b, device=dev),
+                                                                dtype=x.dtype, meta=x[:0])
+    assert model.evaluate(chunks, y, batch_size=5) == model.evaluate(x, y, batch_size=5)
+
+
+def test_cached_worker_models_keep_no_activations(model):
+    model.predict(da.from_array(_images(8), chunks=4)).compute(scheduler="sync")
+    cached = [m for models in vars(dask_inference._LOCAL).values() for m in models.values()]
+    assert cached
+    for m in cached:
+        assert all(not [k for k in vars(layer) if k.startswith("_")] for layer in m.layers)

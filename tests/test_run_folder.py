@@ -129,7 +129,7 @@ def test_lock_holder_pid_is_released_after_a_crash(tmp_path):
 
 # -- resume ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("flag, value, shown", [
-    ("--batch-size", 32, "--batch-size 16"), ("--seed", 4, "--seed 0"), ("--model", "lenet5", "--model seed"),
+    ("--batch-size", 32, "--batch-size 16"), ("--seed", 4, "--seed 0"), ("--model", "lenet5", "--model seed_cnn"),
     ("--dtype", "float64", "--dtype float32"), ("--limit", 32, "--limit 64"), ("--protocol", "tutorial", "--protocol full"),
 ])  # fmt: skip
 def test_resume_with_a_conflicting_flag_names_both_values(finished, data_dir, capsys, flag, value, shown):
@@ -204,3 +204,39 @@ def test_running_out_of_memory_is_one_line(monkeypatch, capsys):
 
     monkeypatch.setitem(cli.COMMANDS, "info", exhausted)
     cli_error(capsys, ["info"], "out of memory", "--batch-size")
+
+
+@POSIX
+def test_a_hard_link_or_fifo_at_the_lock_name_is_refused_and_untouched(tmp_path):
+    out, victim = tmp_path / "shared", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("precious")
+    os.link(victim, out / LOCK_NAME)
+    with pytest.raises(RunFolderError, match="not a plain file of its own"):
+        RunFolder(out).__enter__()
+    assert victim.read_text() == "precious"
+    (out / LOCK_NAME).unlink()
+    os.mkfifo(out / LOCK_NAME)
+    with pytest.raises(RunFolderError, match="not a plain file of its own"):
+        RunFolder(out).__enter__()
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(finished, data_dir, capsys):
+    ck = finished / "model.safetensors"
+    done = pc.load(ck).checkpoint["train_state"]["epoch"]
+    proc = run_cli("train", "--resume", ck, "--data", data_dir, "--epochs", done + 1, "--out",
+                   ck.parent.parent / "longer", "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    longer = ck.parent.parent / "longer" / "model.safetensors"
+    assert pc.load(longer).checkpoint["train_state"]["epoch"] == done + 1
+    line = cli_error(capsys, ["train", "--resume", longer, "--data", data_dir, "--epochs", done], "already trained",
+                     f"--epochs {done}")
+    assert str(done + 1) in line
+
+
+def test_default_run_folders_are_never_shared(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "20261202-120000")
+    first, second = cli._out_folder(None), cli._out_folder(None)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name == "20261202-120000-2"

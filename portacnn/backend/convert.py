@@ -29,7 +29,10 @@ def numpy_dtype(dtype) -> np.dtype:
     if isinstance(dtype, np.dtype):
         return dtype
     if isinstance(dtype, type) and (issubclass(dtype, np.generic) or dtype in (float, int, bool, complex)):
-        return np.dtype(dtype)
+        try:
+            return np.dtype(dtype)
+        except TypeError:  # an abstract class such as np.floating names no one dtype
+            raise ValueError(f"{dtype!r} is not one dtype; use a concrete one such as 'float32'") from None
     if isinstance(dtype, str):
         try:
             return np.dtype(dtype)
@@ -47,6 +50,21 @@ def numpy_dtype(dtype) -> np.dtype:
     raise ValueError(f"{dtype!r} is not a dtype portacnn can map to NumPy; use a name such as 'float32'")
 
 
+DTYPES = ("float32", "float64")
+
+
+def float_dtype_name(dtype) -> str:
+    """"float32" or "float64" for any spelling of those dtypes ("float32", np.float32, np.dtype("float64"),
+    torch.float32, ...); anything else is a ValueError."""
+    try:
+        name = numpy_dtype(dtype).name
+    except ValueError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return name
+
+
 def _check_kind(source: np.dtype, target: np.dtype | None, what: str) -> None:
     """Refuse values that are not numbers, and casts that would silently drop information."""
     if source.kind not in "biufc":
@@ -54,6 +72,8 @@ def _check_kind(source: np.dtype, target: np.dtype | None, what: str) -> None:
         raise ValueError(f"{what} holds {held.get(source.kind, f'{source} values')}, not numbers; pass a numeric array")
     if target is None:
         return
+    if target.kind not in "biufc":
+        raise ValueError(f"cannot convert {what} to {target}: arrays hold numbers (bool, int, float or complex)")
     if target.kind == "f" and source.kind not in "iuf":
         raise ValueError(f"{what} has dtype {source}; expected real numbers (int or float) to convert to {target}")
     if target.kind in "iu" and source.kind not in "biu":
@@ -85,6 +105,8 @@ def to_host(x, what: str = "input") -> np.ndarray:
         return x
     if name is not None:
         return HOST_COPIES[name](x)
+    if is_dask_array(x):  # computed first: its chunks may be device arrays (CuPy) that refuse numpy.asarray
+        return to_host(x.compute(), what)
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as e:

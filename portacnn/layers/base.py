@@ -73,6 +73,12 @@ class Layer:
                 setattr(twin, name, Parameter(value.name, value.data))
         return twin
 
+    def release(self) -> None:
+        """Drop what the last forward pass kept for backward (by convention the layer's private, underscore
+        attributes): a model kept for inference then holds its weights only."""
+        for name in [n for n in vars(self) if n.startswith("_")]:
+            delattr(self, name)
+
     def config(self) -> dict:
         """Constructor arguments, enough to rebuild the layer (stored in checkpoints)."""
         return {}

@@ -12,7 +12,9 @@ the tie test, so the gradient goes to the first real input equal to the max, nev
 NaN (documented difference from PyTorch): the forward pass matches (NaN in a window gives NaN), but the
 gradient of an output that is NaN reaches no input, because ``window == y`` is false for NaN. PyTorch's CPU
 kernel hands it to the last NaN in the window. Matching that needs a second, reverse scan of every window
-on every backward pass (measured about 2x this layer's backward) for a case whose loss is NaN anyway.
+on every backward pass (about twice this layer's backward) for a case whose loss is NaN anyway. Likewise an
+infinite or NaN incoming gradient spreads NaN over its window (0 * inf, inf - inf) where torch routes it to
+one input: the gradient of a diverged step.
 
 No argmax, gather or scatter is needed, so this stays inside the array-API standard, and for the usual
 kernel == stride case it is also the fastest way NumPy has (no reshape to 6-D and reduce).

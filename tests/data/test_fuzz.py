@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from portacnn import data
-from portacnn.data import DataError
+from portacnn.data import DataError, kaggle_csv
 
-# PORTACNN_FUZZ_EXAMPLES=5000 runs a longer campaign.
 FUZZ = settings(max_examples=int(os.environ.get("PORTACNN_FUZZ_EXAMPLES", "200")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 
@@ -38,8 +37,11 @@ def idx_bytes(arr) -> bytes:
 
 
 RNG = np.random.default_rng(0)
+
 X = RNG.integers(0, 256, (6, 3, 3), dtype=np.uint8)
+
 Y = np.arange(6) % 10
+
 VALID = {
     "images": idx_bytes(X),
     "labels": idx_bytes(Y),
@@ -91,10 +93,6 @@ mutations = st.tuples(
     st.one_of(st.none(), st.integers(0, 10**6)),
     st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=6),
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# IDX
 
 
 @FUZZ
@@ -157,10 +155,6 @@ def test_idx_mutations(workdir, which, gz, mut):
             check_images_labels(res, labels_required=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# CSV
-
-
 @FUZZ
 @given(blob=st.binary(max_size=600), gz=st.booleans(), with_header=st.booleans())
 def test_csv_arbitrary_bytes(workdir, blob, gz, with_header):
@@ -217,20 +211,28 @@ def reference_csv(body: bytes, ncols: int, num_classes: int = 10):
 
 
 good_cell = st.integers(0, 255).map(lambda v: str(v).encode())
+
 odd_cell = st.sampled_from([b"", b" 5", b"5 ", b"+3", b"-1", b"-0", b"256", b"1.0", b"1e2", b"abc", b"007",
                             b"0x1", b"99999999999999999999", b"\t9", b"\xff", b"12 3", b"\x0c4"])  # fmt: skip
+
 cell = st.one_of(good_cell, good_cell, good_cell, good_cell, odd_cell)
+
 label = st.one_of(st.integers(0, 9).map(lambda v: str(v).encode()), st.integers(0, 9).map(lambda v: str(v).encode()),
                   st.sampled_from([b"10", b"-1", b" 3", b"x"]))  # fmt: skip
+
 row = st.one_of(
     st.tuples(label, st.lists(cell, min_size=4, max_size=4)).map(lambda t: b",".join([t[0], *t[1]])),
     st.lists(cell, min_size=0, max_size=7).map(b",".join),
 )
+
 eol = st.sampled_from([b"\n", b"\r\n", b"\n\n", b"\r\n \r\n"])
+
 valid_cell = st.one_of(good_cell, good_cell, good_cell, st.sampled_from([b" 5", b"+3", b"007", b"-0", b"\t9 "]))
+
 valid_row = st.tuples(st.integers(0, 9), st.lists(valid_cell, min_size=4, max_size=4)).map(
     lambda t: b",".join([str(t[0]).encode(), *t[1]])
 )
+
 rows = st.one_of(
     st.lists(st.tuples(row, eol), max_size=40),  # mostly invalid somewhere
     st.lists(st.tuples(valid_row, eol), max_size=40),  # valid, with the odd lenient cell
@@ -253,8 +255,8 @@ def test_csv_differential_against_reference(workdir, body_rows, gz, chunk, last_
     path = workdir / "diff.csv"
     path.write_bytes(gzip.compress(blob) if gz else blob)
     expected = reference_csv(body, ncols=5)
-    saved = data._CSV_CHUNK_BYTES
-    data._CSV_CHUNK_BYTES = chunk
+    saved = kaggle_csv._CSV_CHUNK_BYTES
+    kaggle_csv._CSV_CHUNK_BYTES = chunk
     try:
         if isinstance(expected, int) or not expected[0]:
             with pytest.raises(DataError) as ei:
@@ -270,11 +272,7 @@ def test_csv_differential_against_reference(workdir, body_rows, gz, chunk, last_
             np.testing.assert_array_equal(images.reshape(len(images), 4), np.array(expected[1]))
             assert images.shape[1:] == (2, 2)
     finally:
-        data._CSV_CHUNK_BYTES = saved
-
-
-# ----------------------------------------------------------------------------------------------
-# NPZ, preprocess
+        kaggle_csv._CSV_CHUNK_BYTES = saved
 
 
 @FUZZ

@@ -22,7 +22,8 @@ binary suffix ``K``, ``M`` or ``G`` (``PORTACNN_MAX_DATA_BYTES=4G``); an unset o
 the default, anything else is a one-line :class:`ValueError` naming the variable. The variables are
 read each time a file is opened, so a change takes effect at the next read.
 
-This module imports nothing from portacnn (``data.py`` loads it beside itself when used on its own).
+This module imports nothing from portacnn; the command line validates every variable at start with
+:func:`check_environment`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,102 @@
+"""Tests of portacnn.data.npz: .npz archives read member by member, without pickle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datahelp import assert_data_error, npy_bytes, small_set, write, write_npz
+
+from portacnn import data
+from portacnn.data import DataError
+
+
+@pytest.mark.parametrize(
+    ("keys", "shape"),
+    [(("x", "y"), (8, 5, 5)), (("images", "labels"), (8, 1, 5, 5)), (("X", "Y"), (8, 25))],
+)
+def test_npz_layouts(tmp_path, keys, shape):
+    x, y = small_set(n=8, h=5, w=5)
+    path = tmp_path / "set.npz"
+    np.savez(path, **{keys[0]: x.reshape(shape), keys[1]: y.astype(np.uint8)})
+    images, labels = data.load_npz(path)
+    assert images.dtype == np.uint8 and labels.dtype == np.int64
+    np.testing.assert_array_equal(images, x)
+    np.testing.assert_array_equal(labels, y)
+
+
+def test_npz_positional_images_only_and_wide_ints(tmp_path):
+    x, y = small_set(n=8)
+    p1 = tmp_path / "pos.npz"
+    np.savez_compressed(p1, x.astype(np.int64), y)
+    images, labels = data.load_npz(p1)
+    np.testing.assert_array_equal(images, x)
+    np.testing.assert_array_equal(labels, y)
+    p2 = tmp_path / "only.npz"
+    np.savez(p2, x=x)
+    images, labels = data.load_npz(p2)
+    assert labels is None
+
+
+def test_npz_rejects_object_arrays_without_unpickling(tmp_path):
+    path = tmp_path / "objects.npz"
+    x = np.empty((2, 2, 2), dtype=object)
+    x[...] = 1
+    np.savez(path, x=x, y=np.array([0, 1]))
+    assert_data_error(lambda: data.load_npz(path), path, "cannot read .npz", "pickle")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "fragments"),
+    [
+        ({"x": np.zeros((4, 3, 3)), "y": np.zeros(4, np.int64)}, ["dtype float64"]),
+        ({"x": np.full((4, 3, 3), 300), "y": np.zeros(4, np.int64)}, ["0..255"]),
+        ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.zeros(3, np.int64)}, ["count mismatch"]),
+        ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.full(4, 10)}, ["label 10"]),
+        ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.zeros((4, 2), np.int64)}, ["1-D"]),
+        ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.zeros(4)}, ["labels must be integers"]),
+        ({"x": np.zeros((4, 7), np.uint8)}, ["square"]),
+        ({"x": np.zeros((4, 2, 3, 3), np.uint8)}, ["expected (N, H, W)"]),
+        ({"x": np.zeros((0, 3, 3), np.uint8)}, ["no images"]),
+        ({"z": np.zeros((4, 3, 3), np.uint8)}, ["no images array", "'z'"]),
+    ],
+)
+def test_npz_invalid(tmp_path, arrays, fragments):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    assert_data_error(lambda: data.load_npz(path), path, *fragments)
+
+
+def test_npz_not_a_zip(tmp_path):
+    path = write(tmp_path / "junk.npz", b"hello")
+    assert_data_error(lambda: data.load_npz(path), path, "not an .npz")
+    path = write(tmp_path / "empty.npz", b"")
+    assert_data_error(lambda: data.load_npz(path), path, "empty")
+    path = write(tmp_path / "cut.npz", (lambda p: (np.savez(p, x=np.zeros((3, 2, 2))), p.read_bytes())[1])(
+        tmp_path / "tmp.npz")[:60])  # fmt: skip
+    assert_data_error(lambda: data.load_npz(path), path)
+
+
+def test_npz_member_sizes_must_match_their_headers(tmp_path):
+    good = npy_bytes((2, 2, 2), payload=bytes(8))
+    path = write_npz(tmp_path / "past.npz", {"x.npy": good + bytes(100)})
+    with pytest.raises(DataError, match=r"array 'x' has data past the array: .* = 8 bytes but the archive member "
+                                        r"holds 108"):  # fmt: skip
+        data.load_npz(path)
+    path = write_npz(tmp_path / "pair.npz", {"x.npy": good, "y.npy": npy_bytes((2,), "<i8", bytes(16))})
+    images, labels = data.load_npz(path)
+    assert images.shape == (2, 2, 2) and labels.tolist() == [0, 0]
+
+
+def test_npz_fortran_order_and_big_endian_arrays(tmp_path):
+    x = np.asfortranarray(np.arange(2 * 3 * 3, dtype=">i4").reshape(2, 3, 3))
+    path = tmp_path / "fortran.npz"
+    np.savez(path, x=x, y=np.array([0, 1], dtype=">u2"))
+    images, labels = data.load_npz(path)
+    np.testing.assert_array_equal(images, x)
+    assert images.dtype == np.uint8 and labels.tolist() == [0, 1]
+
+
+def test_npz_object_header_is_refused_before_reading(tmp_path):
+    path = write_npz(tmp_path / "obj.npz", {"x.npy": npy_bytes((2,), "|O", b"\x80\x04junk")})
+    with pytest.raises(DataError, match="cannot read .npz archive: array 'x' holds Python objects.*pickle"):
+        data.load_npz(path)
