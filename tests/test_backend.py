@@ -104,8 +104,17 @@ def test_asarray_casts_to_requested_dtype(backend, target):
 def test_asarray_of_backend_array_stays(backend):
     x = backend.asarray(np.ones((2, 2), dtype=np.float32))
     y = backend.asarray(x)
+    assert y is x  # no copy, not even a view
     assert_on_backend(backend, y, "float32", shape=(2, 2))
 
 
-def test_synchronize_runs(backend):
-    backend.synchronize()
+def test_synchronize_calls_the_backends_own_wait(backend, monkeypatch):
+    """synchronize() is the registered wait of the backend (CuPy: the current stream), called once."""
+    from portacnn.backend import registry
+
+    calls = []
+    spec = registry._SPECS[backend.name]
+    monkeypatch.setitem(registry._SPECS, backend.name,
+                        type(spec)(spec.load, spec.to_numpy, lambda: calls.append(backend.name)))
+    assert backend.synchronize() is None
+    assert calls == [backend.name]

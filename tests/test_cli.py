@@ -13,6 +13,8 @@ from clihelp import (assert_one_line_error, assert_same_state, assert_usage_erro
 import portacnn as pc
 from portacnn import cli
 
+pytestmark = pytest.mark.slow  # the command line in subprocesses, with real training runs: run by .ci/run, not by a plain pytest
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

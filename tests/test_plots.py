@@ -12,6 +12,8 @@ pytest.importorskip("matplotlib")
 
 import portacnn.plots as plots  # noqa: E402
 
+pytestmark = pytest.mark.slow  # matplotlib renders every figure: run by .ci/run, not by a plain pytest
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -21,7 +21,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 QUICK_START = [
     'pip install ".[plot]" && portacnn train',
-    'pip install -e ".[test]" torch==2.13.0 && python -m pytest -q -rs',
+    'pip install -e ".[test]" torch==2.13.0 && python -m pytest -q -rs -m "slow or not slow"',
 ]
 # a flag as written in a synopsis: -x or --long-name, not part of a longer word
 FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")

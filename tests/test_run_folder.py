@@ -18,6 +18,8 @@ import portacnn as pc
 from portacnn import cli
 from portacnn.run_folder import LOCK_NAME, RunFolder, RunFolderError
 
+pytestmark = pytest.mark.slow  # subprocess runs of the CLI (locks, signals, concurrent runs): run by .ci/run, not by a plain pytest
+
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals, flock and symlinks")
 QUICK = ["--limit", 64, "--batch-size", 16, "--no-plots", "--json"]
 

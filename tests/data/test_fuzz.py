@@ -22,6 +22,8 @@ from hypothesis.extra import numpy as hnp
 from portacnn import data
 from portacnn.data import DataError, kaggle_csv
 
+pytestmark = pytest.mark.slow  # property-based fuzzing of the readers: run by .ci/run, not by a plain pytest
+
 FUZZ = settings(max_examples=int(os.environ.get("PORTACNN_FUZZ_EXAMPLES", "200")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 

@@ -29,6 +29,7 @@ try:
 except ImportError:  # Windows: no RLIMIT_AS
     resource = None
 
+pytestmark = pytest.mark.slow  # bombs read in subprocesses under an address-space cap: run by .ci/run, not by a plain pytest
 CAP_BYTES = 600 * 2**20  # address-space cap of the child: far below every bomb, far above a bounded reader
 
 TIMEOUT_S = 60
@@ -53,6 +54,7 @@ sys.exit(rc)
 LOAD = r"""
 import sys
 from portacnn import data
+
 try:
     images, labels = getattr(data, sys.argv[1])(*sys.argv[2:])
 except ValueError as e:
