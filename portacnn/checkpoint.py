@@ -72,6 +72,7 @@ from ._atomic import atomic_write
 from ._version import __version__
 from .backend import DTYPES, float_dtype_name
 from .optim import OPTIMIZERS
+from .train_state import TrainState
 
 FORMAT = "portacnn-checkpoint"
 FORMAT_VERSION = "1"
@@ -432,8 +433,8 @@ def _check_optimizer(spec, shapes: dict, buffers: dict) -> None:
                        f"{order[int(m.group(1))]}")
 
 
-_TRAIN_STATE_FIELDS = {"epoch", "step", "loss_sum", "correct", "seen", "seed", "batch_size", "rng", "history"}
-_TRAIN_STATE_OPTIONAL = {"epoch_times"}
+_TRAIN_STATE_FIELDS = TrainState.REQUIRED  # the schema's fields are the dataclass's
+_TRAIN_STATE_OPTIONAL = TrainState.OPTIONAL
 _HISTORY_KEYS = {"loss": None, "accuracy": (0.0, 1.0), "val_loss": None, "val_accuracy": (0.0, 1.0)}
 
 

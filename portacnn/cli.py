@@ -16,7 +16,21 @@ import sys
 import time
 from pathlib import Path
 
+import array_api_compat
 import numpy as np
+
+from . import data, kernels, plots
+from ._atomic import atomic_write
+from ._version import __version__
+from .backend import KNOWN_BACKENDS, BackendUnavailableError, check_environment, get_backend, unusable_reason
+from .checkpoint import check_architecture, optimizer_from_checkpoint
+from .data import limits
+from .layers import Conv2D
+from .model import load
+from .models import ALIASES, MODELS, canonical_name
+from .optim import SGD, Adam
+from .run_folder import RunFolder
+from .training import TrainingDiverged
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
 DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12}
@@ -67,9 +81,6 @@ def _workers(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .backend import KNOWN_BACKENDS
-    from .models import ALIASES, MODELS, canonical_name
-
     p = _Parser(prog="portacnn", description="Train and run small CNNs on NumPy (CPU) or CuPy (GPU).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -162,8 +173,6 @@ def _check_fits(model, images, source, model_path):
     """The images' shape against the model's architecture first (no array is made: a 20000x20000 image is
     refused by its activation memory, not by running it), then one image through the model, so a size or
     channel mismatch is one clear line, not a traceback."""
-    from . import data
-    from .checkpoint import check_architecture
 
     shape = tuple(int(d) for d in images.shape[1:])
     shape = (1,) + shape if len(shape) == 2 else shape
@@ -187,8 +196,6 @@ def _chunks(images, batch_size, target_bytes=64 << 20):
 
 # -- commands -----------------------------------------------------------------------------------------
 def _make_optimizer(model, args):
-    from .optim import SGD, Adam
-
     if args.optimizer == "sgd":
         return SGD(model.parameters(), lr=args.lr or 0.05, momentum=args.momentum)
     return Adam(model.parameters(), lr=args.lr or 1e-3)
@@ -201,7 +208,6 @@ def _resume_settings(args, model) -> str:
     if not state:
         raise UsageError(f"{args.resume}: this checkpoint holds no training state to resume from")
     saved = model.checkpoint.get("extra") or {}
-    from .models import canonical_name
 
     run = {"model": canonical_name(saved.get("model", "custom")), "batch_size": state["batch_size"], "seed": state["seed"],
            "dtype": model.dtype, "protocol": saved.get("protocol") or "full", "limit": saved.get("limit")}
@@ -230,17 +236,8 @@ def _resume_settings(args, model) -> str:
 
 
 def cmd_train(args) -> int:
-    import portacnn as pc
-
-    from . import data
-    from ._atomic import atomic_write
-    from .checkpoint import optimizer_from_checkpoint
-    from .models import MODELS
-    from .run_folder import RunFolder
-    from .training import TrainingDiverged
-
     if args.resume:
-        model = pc.load(args.resume, backend=args.backend)
+        model = load(args.resume, backend=args.backend)
         model_name = _resume_settings(args, model)
         optimizer = optimizer_from_checkpoint(model)
         if optimizer is not None and args.lr is not None:  # an explicit --lr overrides the saved one
@@ -269,11 +266,10 @@ def cmd_train(args) -> int:
 
 def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set, extra, note, atomic_write,
                 TrainingDiverged) -> int:
-    import portacnn as pc
 
     (xtr, ytr), (xte, yte) = train, test_set
     ckpt = out / "model.safetensors"
-    _say(args, f"portacnn {pc.__version__}: training {model_name} ({model.num_parameters()} parameters) on "
+    _say(args, f"portacnn {__version__}: training {model_name} ({model.num_parameters()} parameters) on "
                f"{model.backend.name}, {len(ytr)} images ({note}), {epochs} epochs, batch {args.batch_size}")
     run_info = {"model": model_name, "epochs": epochs, "protocol": args.protocol, "limit": args.limit,
                 "data": None if args.data is None else str(Path(args.data).resolve())}
@@ -321,13 +317,7 @@ def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set
 
 
 def _draw(out, model, history, xtr, ytr, xte, yte, args):
-    from .layers import Conv2D
-
-    try:
-        from . import plots
-    except ImportError:
-        plots = None
-    if plots is None or not plots.plots_available():
+    if not plots.plots_available():
         print("portacnn: note: matplotlib is not installed, so no plots were drawn (pip install 'portacnn[plot]')",
               file=sys.stderr)
         return []
@@ -343,11 +333,7 @@ def _draw(out, model, history, xtr, ytr, xte, yte, args):
 
 
 def cmd_evaluate(args) -> int:
-    import portacnn as pc
-
-    from . import data
-
-    model = pc.load(args.model, backend=args.backend, allow_unsigned=args.allow_unsigned)
+    model = load(args.model, backend=args.backend, allow_unsigned=args.allow_unsigned)
     model.workers = args.workers
     x, y, _ = data.load_split(args.data, args.split)
     source = args.data or f"embedded Kannada-MNIST {args.split}"
@@ -372,7 +358,6 @@ def _inputs(paths, invert):
     Consecutive image files are grouped into one array; data files stay as they are (a plain IDX file
     read lazily), so nothing here grows with the size of a data file but its uint8 images.
     """
-    from . import data
 
     groups, pictures, names = [], [], []
     for text in paths:
@@ -390,11 +375,7 @@ def _inputs(paths, invert):
 
 
 def cmd_predict(args) -> int:
-    import portacnn as pc
-
-    from . import data
-
-    model = pc.load(args.model, backend=args.backend, allow_unsigned=args.allow_unsigned)
+    model = load(args.model, backend=args.backend, allow_unsigned=args.allow_unsigned)
     model.workers = args.workers
     groups = _inputs(args.inputs, args.invert)
     for name, images, single in groups:
@@ -423,12 +404,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_info(args) -> int:
-    import array_api_compat
-
-    import portacnn as pc
-
-    from .backend import KNOWN_BACKENDS, unusable_reason
-
     backends = {}
     for name in KNOWN_BACKENDS:
         reason = unusable_reason(name)
@@ -436,7 +411,7 @@ def cmd_info(args) -> int:
         if reason:
             entry["reason"] = reason
         else:
-            be = pc.get_backend(name)
+            be = get_backend(name)
             entry["device"] = str(be.device)
             if name == "cupy":
                 import cupy
@@ -444,7 +419,7 @@ def cmd_info(args) -> int:
                 props = cupy.cuda.runtime.getDeviceProperties(be.device.id)
                 entry["device_name"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         backends[name] = entry
-    info = {"portacnn": pc.__version__, "python": sys.version.split()[0], "numpy": np.__version__,
+    info = {"portacnn": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
             "array_api_compat": array_api_compat.__version__, "backends": backends,
             "default_backend": os.environ.get("PORTACNN_BACKEND") or "numpy"}
     if args.json:
@@ -463,11 +438,9 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv=None) -> int:
-    from .backend import BackendUnavailableError, check_environment
-    from .data import limits
-
     try:
         check_environment()
+        kernels.check_environment()
         limits.check_environment()
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import portacnn as pc
+from portacnn import kernels
 from portacnn.backend import check_environment
 from portacnn.training import Stopped
 
@@ -82,6 +83,7 @@ def test_bad_environment_variables_are_named(monkeypatch, name, value, match):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=match):
         check_environment()
+        kernels.check_environment()
 
 
 def test_bad_block_bytes_is_named_where_a_layer_reads_it(monkeypatch):

@@ -12,7 +12,7 @@ from clihelp import assert_same_state, float_subset, tiny_model
 from conftest import make_backend
 
 import portacnn as pc
-from portacnn import training
+from portacnn.training import loop as training
 from portacnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from portacnn.training import History, TrainingDiverged
 
@@ -306,3 +306,39 @@ def test_float64_training_runs():
     m = tiny_model(dtype="float64")
     h = m.fit(x, y, epochs=1, batch_size=BATCH, progress=False)
     assert math.isfinite(h.history["loss"][0]) and m.predict_proba(x).dtype == np.float64
+
+
+# -- callbacks and the training state ------------------------------------------------------------------
+def test_callbacks_see_every_epoch_and_can_stop_the_run(small, tmp_path):
+    (x, y), _ = small
+
+    class StopAfterTwo(pc.training.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_epoch_end(self, epoch, logs):
+            self.seen.append((epoch, sorted(logs)))
+            self.stop_training = epoch == 1
+
+    stopper, calls = StopAfterTwo(), []
+    ckpt = tmp_path / "m.safetensors"
+    history = tiny_model().fit(x[:64], y[:64], epochs=5, batch_size=BATCH, progress=False, callbacks=[stopper],
+                               on_epoch_end=lambda e, logs: calls.append(e), checkpoint_path=ckpt,
+                               checkpoint_every=10, validation_data=(x[:32], y[:32]))
+    assert stopper.seen == [(0, ["accuracy", "loss", "val_accuracy", "val_loss"])] * 1 + [(1, ["accuracy", "loss",
+                                                                                             "val_accuracy", "val_loss"])]
+    assert calls == [0, 1] and len(history.history["loss"]) == 2
+    assert pc.load(ckpt).checkpoint["train_state"]["epoch"] == 2  # the stopped run's checkpoint holds its last epoch
+    with pytest.raises(ValueError, match="callbacks must be portacnn.training.Callback"):
+        tiny_model().fit(x[:64], y[:64], epochs=1, progress=False, callbacks=[print])
+
+
+def test_the_checkpoint_holds_exactly_the_train_state_fields(small, tmp_path):
+    from portacnn.train_state import TrainState
+
+    (x, y), _ = small
+    ckpt = tmp_path / "m.safetensors"
+    tiny_model().fit(x[:64], y[:64], epochs=1, batch_size=BATCH, progress=False, checkpoint_path=ckpt)
+    saved = pc.load(ckpt).checkpoint["train_state"]
+    assert set(saved) == set(TrainState.REQUIRED | TrainState.OPTIONAL)
+    assert TrainState.from_json(saved).to_json() == saved

@@ -12,6 +12,7 @@ Layers, losses and optimizers never import a library directly: they call the nam
 
 from __future__ import annotations
 
+from . import cpu, registry
 from .convert import DTYPES, STANDARD_DTYPES, float_dtype_name, is_dask_array, namespace_name, numpy_dtype, to_host
 from .cpu import blas_threads, cpu_block_bytes, one_blas_thread
 from .registry import (ENV_VAR, KNOWN_BACKENDS, Backend, BackendUnavailableError, asarray_like, available_backends,
@@ -23,11 +24,7 @@ __all__ = ["Backend", "BackendUnavailableError", "DTYPES", "ENV_VAR", "KNOWN_BAC
 
 
 def check_environment() -> None:
-    """Validate every ``PORTACNN_*`` variable the backends and kernels read (the CLI calls it first, so a bad
-    value is reported as what it is, not as a failure of whatever first used it)."""
-    from .. import kernels
-    from . import cpu, registry
-
+    """Validate the ``PORTACNN_*`` variables the backends read (the CLI calls it first, with the kernels' and
+    the data limits' checks, so a bad value is reported as what it is, not by whatever first used it)."""
     registry.check_environment()
     cpu.check_environment()
-    kernels.check_environment()

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import array_api_compat
 import numpy as np
 
 from .convert import HOST_COPIES, _check_kind, namespace_name, numpy_dtype, to_host
@@ -221,8 +222,6 @@ def get_backend(name: str | Backend | None = None, device=None) -> Backend:
 
 def _to_device(x, device):
     """``x`` moved to another device of its own library (peer copy on GPUs, no host round trip)."""
-    import array_api_compat
-
     return array_api_compat.to_device(x, device)
 
 

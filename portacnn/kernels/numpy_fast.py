@@ -11,6 +11,7 @@ Measured figures for both are in benchmarks/README.md; tests/kernels compares ea
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .registry import register
 from .windows import taps
@@ -19,8 +20,6 @@ from .windows import taps
 @register("numpy", "im2col_nhwc")
 def _numpy_im2col_nhwc(xhpad, kernel, stride, out_hw):
     """NumPy: channels-last columns from one window-view copy."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
     (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
     n, c = xhpad.shape[0], xhpad.shape[3]
     view = sliding_window_view(xhpad, (kh, kw), axis=(1, 2))[:, taps(0, sh, ho), taps(0, sw, wo)]

@@ -1,6 +1,6 @@
 """Print the largest observed differences between portacnn and its oracles, per backend and dtype.
 
-Not a test (pytest does not collect it): run ``python tests/oracle_diffs.py`` from the repository root.
+Not a test (pytest does not collect it): run ``python tools/oracle_diffs.py`` from the repository root.
 Each figure is max |portacnn - oracle| / max |oracle| over the compared tensor(s) -- the quantity the
 tests bound with rtol (float32 1e-5, float64 1e-10; finite differences 1e-6; trajectories 1e-4 / 1e-9).
 """
@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))  # oracles, conftest
 
 import oracles  # noqa: E402
 import portacnn as pc  # noqa: E402

@@ -1,6 +1,6 @@
 """Peak resident memory of evaluate/predict on a million images (run by hand; not part of the test suite).
 
-    python tests/measure_memory.py [N] [--model seed|linear]
+    python tools/measure_memory.py [N] [--model seed|linear]
 
 Writes N random 28x28 uint8 images as a plain IDX pair into a temporary folder, then measures in fresh
 subprocesses (ru_maxrss of the child): (1) ``portacnn evaluate`` on that folder, (2) ``model.predict`` on
@@ -23,7 +23,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO / "tests"))  # clihelp
 
 from clihelp import cli_cmd, cli_env, write_idx  # noqa: E402
 

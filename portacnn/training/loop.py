@@ -1,4 +1,4 @@
-"""Training, evaluation and prediction loops for :class:`~portacnn.Sequential`.
+"""The training, evaluation and prediction loops for :class:`~portacnn.Sequential`.
 
 Determinism: epoch ``e`` visits the samples in ``numpy.random.default_rng([seed, e]).permutation(N)``,
 drawn on the host, and dropout draws from the model's own generator. The trainer's position (epoch,
@@ -15,17 +15,19 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import to_host
-from .checkpoint import check_architecture, optimizer_from_checkpoint, save
-from .inputs import Images, images
-from .losses import softmax_cross_entropy
-from .optim import Adam
+from ..backend import to_host
+from ..checkpoint import check_architecture, optimizer_from_checkpoint, save
+from ..inputs import Images, images
+from ..losses import softmax_cross_entropy
+from ..optim import Adam
+from ..train_state import TrainState
+from .callbacks import as_callbacks
+from .signals import Interrupt
 
 
 class TrainingDiverged(RuntimeError):
@@ -76,41 +78,6 @@ def _batches(n, batch_size):
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-class Stopped(KeyboardInterrupt):
-    """A second Ctrl-C or SIGTERM during training: stop at once, without saving. ``signum`` says which."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class _Interrupt:
-    """Turns Ctrl-C (SIGINT) and SIGTERM (what ``timeout``, Slurm, Kubernetes and systemd send) during
-    training into a flag checked between steps (main thread only); a second signal stops at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.hit = False
-        self.signum = None
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self._old[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.hit:
-            raise Stopped(signum)
-        self.hit, self.signum = True, signum
-
-    def __exit__(self, *exc):
-        for signum, old in self._old.items():
-            signal.signal(signum, old)
-
-
 def _same_file(a, b) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -128,7 +95,7 @@ def _progress_bar(total, epoch, epochs, enabled):
 
 def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
         progress=True, log_every=20, resume=None, checkpoint_path=None, checkpoint_every=1,
-        checkpoint_extra=None, on_epoch_end=None) -> History:
+        checkpoint_extra=None, on_epoch_end=None, callbacks=None) -> History:
     """Train ``model`` on images ``x`` (N, C, H, W floats, host or device) and labels ``y`` (N,).
 
     ``optimizer`` defaults to Adam(lr=1e-3). ``resume`` is a model loaded with :func:`portacnn.load` (or its
@@ -136,7 +103,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     ``checkpoint_path`` writes a resumable checkpoint every ``checkpoint_every`` epochs, at the end and on
     Ctrl-C or SIGTERM (which then stop training after the current step and mark the history ``interrupted``,
     with ``history.signal`` naming the signal; a second signal raises :class:`Stopped` at once);
-    ``checkpoint_extra`` is a JSON-able dict stored with it.
+    ``checkpoint_extra`` is a JSON-able dict stored with it. ``callbacks`` (see
+    :mod:`portacnn.training.callbacks`) and ``on_epoch_end(epoch, logs)`` run after every epoch.
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
     epochs = _positive_int(epochs, "epochs")
@@ -155,7 +123,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
         y_val = check_labels(model, y_val, x_val.shape[0], "validation labels")
 
     backend, xp, dtype = model.backend, model.backend.xp, model.dtype
-    state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seed": seed, "batch_size": batch_size}
+    callbacks = as_callbacks(callbacks, on_epoch_end)
+    state = TrainState(seed=seed, batch_size=batch_size)
     history = History()
     if validation_data is not None:
         history.history.update(val_loss=[], val_accuracy=[])
@@ -169,21 +138,23 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
         if saved["batch_size"] != batch_size or saved["seed"] != seed:
             raise ValueError(f"resume: the checkpoint was trained with batch_size={saved['batch_size']}, seed={saved['seed']}; "
                              "use the same values to continue the run")
-        state.update({k: saved[k] for k in ("epoch", "step", "loss_sum", "correct", "seen")})
-        history.history = {k: list(v) for k, v in saved["history"].items()}
+        state = TrainState.from_json(saved)
+        history.history = state.history
         if validation_data is not None:  # resumed with validation data the first run did not have
             history.history.setdefault("val_loss", [])
             history.history.setdefault("val_accuracy", [])
-        history.epoch_times = list(saved.get("epoch_times", []))
-        model.rng.bit_generator.state = saved["rng"]
+        history.epoch_times = state.epoch_times
+        model.rng.bit_generator.state = state.rng
         if optimizer is None:
             optimizer = optimizer_from_checkpoint(model, info)
     if optimizer is None:
         optimizer = Adam(model.parameters(), lr=1e-3)
 
+    state.history, state.epoch_times = history.history, history.epoch_times  # one record, shared
+
     def snapshot():
-        return {**state, "rng": model.rng.bit_generator.state, "history": history.history,
-                "epoch_times": history.epoch_times}
+        state.rng = model.rng.bit_generator.state
+        return state.to_json()
 
     # the checkpoint a divergence message may name: only one this run wrote, or the one it resumed from
     last_good = {"path": None}
@@ -209,21 +180,21 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
         last_good["path"] = checkpoint_path
 
     show = progress and sys.stderr.isatty()
-    with _Interrupt() as interrupt:
-        while state["epoch"] < epochs:
-            epoch = state["epoch"]
+    with Interrupt() as interrupt:
+        while state.epoch < epochs:
+            epoch = state.epoch
             order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
             spans = _batches(n, batch_size)
             bar = _progress_bar(n, epoch, epochs, show)
             if bar is not None:
-                bar.update(state["seen"])
+                bar.update(state.seen)
             start_time = time.perf_counter()
             # device-side running sums, seeded from the host values (non-zero after a resume)
-            loss_sum = xp.asarray(state["loss_sum"], dtype=backend.dtype(dtype), device=backend.device)
-            correct = xp.asarray(state["correct"], dtype=xp.int64, device=backend.device)
-            last_logged = state["step"]
-            while state["step"] < len(spans):
-                lo, hi = spans[state["step"]]
+            loss_sum = xp.asarray(state.loss_sum, dtype=backend.dtype(dtype), device=backend.device)
+            correct = xp.asarray(state.correct, dtype=xp.int64, device=backend.device)
+            last_logged = state.step
+            while state.step < len(spans):
+                lo, hi = spans[state.step]
                 idx = order[lo:hi]
                 xb = source.rows(idx)
                 yb = backend.asarray(y_host[idx])
@@ -234,36 +205,36 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 optimizer.zero_grad()
                 loss_sum = loss_sum + loss * (hi - lo)
                 correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
-                state["step"] += 1
-                state["seen"] += hi - lo
-                end_of_epoch = state["step"] == len(spans)
-                if end_of_epoch or state["step"] - last_logged >= log_every or interrupt.hit:
+                state.step += 1
+                state.seen += hi - lo
+                end_of_epoch = state.step == len(spans)
+                if end_of_epoch or state.step - last_logged >= log_every or interrupt.hit:
                     sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
-                    state["loss_sum"], state["correct"] = float(sums[0]), int(sums[1])
-                    if not math.isfinite(state["loss_sum"]):
+                    state.loss_sum, state.correct = float(sums[0]), int(sums[1])
+                    if not math.isfinite(state.loss_sum):
                         if bar is not None:
                             bar.close()
                         raise TrainingDiverged(
-                            f"training diverged: the loss became {state['loss_sum']} in epoch {epoch + 1} "
-                            f"(step {state['step']}); lower the learning rate"
+                            f"training diverged: the loss became {state.loss_sum} in epoch {epoch + 1} "
+                            f"(step {state.step}); lower the learning rate"
                             + good_checkpoint_note()
                         )
                     if bar is not None:
-                        bar.update(state["seen"] - bar.n)
-                        bar.set_postfix(loss=f"{state['loss_sum'] / state['seen']:.4f}",
-                                        acc=f"{state['correct'] / state['seen']:.4f}", refresh=False)
-                    last_logged = state["step"]
+                        bar.update(state.seen - bar.n)
+                        bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
+                                        acc=f"{state.correct / state.seen:.4f}", refresh=False)
+                    last_logged = state.step
                 if interrupt.hit:
                     break
-            if interrupt.hit and state["step"] < len(spans):
+            if interrupt.hit and state.step < len(spans):
                 if bar is not None:
                     bar.close()
                 history.interrupted = True
                 history.signal = signal.Signals(interrupt.signum).name
                 write_checkpoint()
                 return history
-            history.history["loss"].append(state["loss_sum"] / state["seen"])
-            history.history["accuracy"].append(state["correct"] / state["seen"])
+            history.history["loss"].append(state.loss_sum / state.seen)
+            history.history["accuracy"].append(state.correct / state.seen)
             if validation_data is not None:
                 val = evaluate(model, x_val, y_val, batch_size=max(batch_size, 1000))
                 history.history["val_loss"].append(val["loss"])
@@ -272,13 +243,19 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             if bar is not None:
                 bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.history.items()}, refresh=True)
                 bar.close()
-            state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0)
-            if checkpoint_every is not None and (state["epoch"] % checkpoint_every == 0 or state["epoch"] == epochs):
+            state.next_epoch()
+            saved_now = checkpoint_every is not None and (state.epoch % checkpoint_every == 0 or state.epoch == epochs)
+            if saved_now:
                 write_checkpoint()
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, {k: v[-1] for k, v in history.history.items()})
+            logs = {k: v[-1] for k, v in history.history.items()}
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs)
+            if any(callback.stop_training for callback in callbacks):
+                if not saved_now:
+                    write_checkpoint()  # the run ends here: its checkpoint must hold this epoch
+                break
             if interrupt.hit:
-                history.interrupted = state["epoch"] < epochs
+                history.interrupted = state.epoch < epochs
                 if history.interrupted:
                     history.signal = signal.Signals(interrupt.signum).name
                     write_checkpoint()

@@ -1,0 +1,13 @@
+"""Training: the loops (:mod:`.loop`), signals during a run (:mod:`.signals`) and callbacks (:mod:`.callbacks`).
+
+The run's position is a :class:`portacnn.train_state.TrainState`, the record checkpoints store.
+"""
+
+from __future__ import annotations
+
+from .callbacks import Callback, LambdaCallback
+from .loop import History, TrainingDiverged, check_labels, evaluate, fit, num_classes, predict, predict_proba
+from .signals import Stopped
+
+__all__ = ["Callback", "History", "LambdaCallback", "Stopped", "TrainingDiverged", "check_labels", "evaluate", "fit",
+           "num_classes", "predict", "predict_proba"]
