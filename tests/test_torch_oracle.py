@@ -5,6 +5,7 @@ logits, loss, input gradient, every parameter gradient, and the same parameters 
 import numpy as np
 import pytest
 
+import oracles
 import portacnn as pc
 from conftest import assert_close, assert_on_backend, to_numpy
 from portacnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
@@ -23,35 +24,10 @@ def _strided(backend, dtype):
     return pc.Sequential(layers, backend=backend, dtype=dtype, seed=0)
 
 
-def _torch_seed():
-    return nn.Sequential(nn.Conv2d(1, 2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(288, 60), nn.ReLU(), nn.Linear(60, 10))  # fmt: skip
-
-
-def _torch_lenet5():
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
-    )  # fmt: skip
-
-
-def _torch_strided():
-    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
-                         nn.Flatten(), nn.Linear(64, 10))  # fmt: skip
-
-
-def _torch_kannada():
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
-        nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10),
-    )  # fmt: skip
-
-
-NETS = {
-    "seed_cnn": (lambda be, dt: pc.models.seed_cnn(backend=be, dtype=dt, seed=0), _torch_seed, (1, 28, 28)),
-    "lenet5": (lambda be, dt: pc.models.lenet5(backend=be, dtype=dt, seed=0), _torch_lenet5, (1, 28, 28)),
-    "strided": (_strided, _torch_strided, (3, 16, 16)),
+NETS = {  # the torch twin of each is built from its architecture() (oracles.torch_mirror), with its state dict
+    "seed_cnn": (lambda be, dt: pc.models.seed_cnn(backend=be, dtype=dt, seed=0), (1, 28, 28)),
+    "lenet5": (lambda be, dt: pc.models.lenet5(backend=be, dtype=dt, seed=0), (1, 28, 28)),
+    "strided": (_strided, (3, 16, 16)),
 }
 NET_IDS = list(NETS)
 
@@ -59,11 +35,9 @@ TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def make_pair(net, backend, dtype):
-    build_pc, build_torch, chw = NETS[net]
+    build_pc, chw = NETS[net]
     model = build_pc(backend, dtype)
-    tmodel = build_torch().to(TORCH_DTYPES[dtype])
-    tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()}, strict=True)
-    return model, tmodel, chw
+    return model, oracles.torch_mirror(model, dtype), chw
 
 
 def batch(rng, chw, n=8, dtype="float32"):
@@ -159,8 +133,7 @@ def test_kannada_eval_forward_backward_matches_torch(backend, dtype):
     """Dropout disabled on both sides (portacnn training=False, torch eval()); backward must still work."""
     rng = np.random.default_rng(2)
     model = pc.models.kannada_cnn(backend=backend, dtype=dtype, seed=0)
-    tmodel = _torch_kannada().to(TORCH_DTYPES[dtype])
-    tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()}, strict=True)
+    tmodel = oracles.torch_mirror(model, dtype)
     tmodel.eval()
     x, y = batch(rng, (1, 28, 28), n=2, dtype=dtype)
 
