@@ -71,6 +71,7 @@ from safetensors.numpy import save as st_save
 from ._atomic import atomic_write
 from ._version import __version__
 from .backend import DTYPES, float_dtype_name
+from .layers.base import pair
 from .optim import OPTIMIZERS
 from .train_state import TrainState
 
@@ -152,15 +153,13 @@ def _name(value, what, limit=_MAX_NAME) -> str:
 
 
 def _pair(value, what, low) -> tuple[int, int]:
-    if isinstance(value, list):
-        if len(value) != 2:
-            raise _Bad(f"{what} must be an int or a pair [h, w]; got {_short(value)}")
-        h, w = value
-    else:
-        h = w = value
-    for v in (h, w):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise _Bad(f"{what} must be an int >= {low} or a pair of them; got {_short(value)}")
+    """The layers' own pair rule (:func:`portacnn.layers.base.pair`), each value at least ``low``."""
+    try:
+        h, w = pair(value, what)
+    except ValueError:
+        h = w = None
+    if h is None or min(h, w) < low:
+        raise _Bad(f"{what} must be an int >= {low} or a pair [h, w] of them; got {_short(value)}")
     return h, w
 
 
