@@ -277,7 +277,7 @@ def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported below
             history = model.fit(
                 xtr, ytr, epochs=epochs, batch_size=args.batch_size, optimizer=optimizer,
-                validation_data=(xte, yte), seed=args.seed, progress=not args.no_progress,
+                validation_data=(xte, yte), seed=args.seed, progress=not args.no_progress and sys.stderr.isatty(),
                 resume=model if args.resume else None, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
                 checkpoint_extra=run_info,
                 on_epoch_end=None if args.json else lambda e, logs: print(

@@ -84,6 +84,18 @@ class Sequential:
                              f"returned shape {self._output_shape}")
         return self._parallel.backward(grad, input_grad)
 
+    def __getstate__(self):
+        """``pickle`` and ``copy.deepcopy`` keep layers, weights, generator, backend (by name) and settings;
+        the data-parallel replicas and forward caches are made again when needed."""
+        state = dict(vars(self))
+        state.pop("_parallel", None)
+        state["_output_shape"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._parallel = DataParallel(self)
+
     def release(self) -> None:
         """Drop every layer's forward caches (activations kept for backward); weights stay."""
         for layer in self.layers:
@@ -197,6 +209,24 @@ class Sequential:
             except TypeError as e:
                 raise ValueError(f"architecture item {i} ({spec['type']}) has bad arguments: {e}") from None
         return cls(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=input_shape)
+
+    def summary(self, input_shape=None) -> str:
+        """A table of the layers, each one's per-image output shape and parameter count, and the totals, as
+        Keras' ``model.summary()``; ``input_shape`` (C, H, W) defaults to the model's own (else shapes show
+        as '?')."""
+        shape = input_shape if input_shape is not None else self.input_shape
+        rows = [("#", "layer", "output shape", "parameters")]
+        for i, layer in enumerate(self.layers):
+            if shape is not None:
+                shape = layer.output_shape(tuple(shape))
+            count = sum(int(np.prod(p.data.shape)) for p in layer.parameters())
+            rows.append((str(i), repr(layer), "?" if shape is None else str(tuple(shape)), f"{count:,}"))
+        widths = [max(len(r[k]) for r in rows) for k in range(4)]
+        lines = ["  ".join(r[k].ljust(widths[k]) if k < 3 else r[k].rjust(widths[k]) for k in range(4)) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append(f"{self.num_parameters():,} parameters ({self.dtype}, backend {self.backend.name}, "
+                     f"input {'?' if (input_shape or self.input_shape) is None else tuple(input_shape or self.input_shape)})")
+        return "\n".join(lines)
 
     def input_channels(self) -> int | None:
         """The channel count the first layer that fixes one requires (None: any)."""

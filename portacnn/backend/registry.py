@@ -164,6 +164,13 @@ class Backend:
         """This namespace's dtype equal to ``dtype`` (a name or a dtype object of any library)."""
         return _namespace_dtype(self.xp, self.name, numpy_dtype(dtype).name)
 
+    def __reduce__(self):
+        """Pickled (and deep-copied) as its name and device: the namespace is a module, found again on load."""
+        return (get_backend, (self.name, self.device))
+
+    def __deepcopy__(self, memo):
+        return self  # immutable: a copied model computes on the same backend
+
     def __eq__(self, other):
         return isinstance(other, Backend) and self.name == other.name and self.device == other.device
 

@@ -79,6 +79,10 @@ class Layer:
         for name in [n for n in vars(self) if n.startswith("_")]:
             delattr(self, name)
 
+    def __getstate__(self):
+        """Pickles and deep copies hold the layer's configuration and parameters, not its forward caches."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
     def config(self) -> dict:
         """Constructor arguments, enough to rebuild the layer (stored in checkpoints)."""
         return {}

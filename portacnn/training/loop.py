@@ -95,7 +95,7 @@ def _progress_bar(total, epoch, epochs, enabled):
 
 def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
         progress=True, log_every=20, resume=None, checkpoint_path=None, checkpoint_every=1,
-        checkpoint_extra=None, on_epoch_end=None, callbacks=None) -> History:
+        checkpoint_extra=None, on_epoch_end=None, callbacks=None, validation_split=0.0) -> History:
     """Train ``model`` on images ``x`` (N, C, H, W floats, host or device) and labels ``y`` (N,).
 
     ``optimizer`` defaults to Adam(lr=1e-3). ``resume`` is a model loaded with :func:`portacnn.load` (or its
@@ -105,6 +105,9 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     with ``history.signal`` naming the signal; a second signal raises :class:`Stopped` at once);
     ``checkpoint_extra`` is a JSON-able dict stored with it. ``callbacks`` (see
     :mod:`portacnn.training.callbacks`) and ``on_epoch_end(epoch, logs)`` run after every epoch.
+    ``validation_split`` (0 < f < 1) holds out that fraction of ``x``/``y`` for validation, drawn once from
+    ``seed`` (the same images on a resume), instead of ``validation_data``. ``progress`` shows a bar on a
+    terminal and one line per epoch on stderr elsewhere (notebooks, logs, CI).
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
     epochs = _positive_int(epochs, "epochs")
@@ -117,6 +120,19 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     if checkpoint_path is not None:  # refuse before the first epoch what save would refuse after it
         check_architecture(model.architecture(), source.shape[1:], model.dtype)
     y_host = check_labels(model, y, n)
+    rows = None  # the training rows when part of x is held out
+    if validation_split:
+        if validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                or not 0 < validation_split < 1:
+            raise ValueError(f"validation_split must be a fraction between 0 and 1; got {validation_split!r}")
+        held_out = max(1, int(round(n * validation_split)))
+        if held_out >= n:
+            raise ValueError(f"validation_split={validation_split} leaves no training images out of {n}")
+        drawn = np.random.default_rng([seed, 2**32 - 1]).permutation(n)  # apart from every epoch's order
+        held, rows = np.sort(drawn[:held_out]), np.sort(drawn[held_out:])
+        validation_data = (source.rows(held), y_host[held])
     if validation_data is not None:
         x_val, y_val = validation_data
         x_val = images(x_val, model, "validation images")
@@ -124,6 +140,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
 
     backend, xp, dtype = model.backend, model.backend.xp, model.dtype
     callbacks = as_callbacks(callbacks, on_epoch_end)
+    for callback in callbacks:
+        callback.set_model(model)
     state = TrainState(seed=seed, batch_size=batch_size)
     history = History()
     if validation_data is not None:
@@ -183,9 +201,12 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     with Interrupt() as interrupt:
         while state.epoch < epochs:
             epoch = state.epoch
-            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-            spans = _batches(n, batch_size)
-            bar = _progress_bar(n, epoch, epochs, show)
+            n_train = n if rows is None else rows.size
+            order = np.random.default_rng([seed, epoch]).permutation(n_train) if shuffle else np.arange(n_train)
+            if rows is not None:
+                order = rows[order]
+            spans = _batches(n_train, batch_size)
+            bar = _progress_bar(n_train, epoch, epochs, show)
             if bar is not None:
                 bar.update(state.seen)
             start_time = time.perf_counter()
@@ -243,6 +264,9 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             if bar is not None:
                 bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.history.items()}, refresh=True)
                 bar.close()
+            if progress and not show:  # no terminal: one line per epoch, so a long fit is not silent
+                print(f"epoch {epoch + 1}/{epochs}: " + "  ".join(f"{k} {v[-1]:.4f}" for k, v in history.history.items())
+                      + f"  ({history.epoch_times[-1]:.1f} s)", file=sys.stderr, flush=True)
             state.next_epoch()
             saved_now = checkpoint_every is not None and (state.epoch % checkpoint_every == 0 or state.epoch == epochs)
             if saved_now:

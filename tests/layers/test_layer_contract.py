@@ -102,3 +102,14 @@ def test_parameters_are_declared_not_probed():
     model = pc.Sequential([Scaled(), Flatten(), Dense(4, 2)], seed=0)
     assert [p.name for p in model.parameters()] == ["0.gain", "2.weight", "2.bias"]
     assert model.input_channels() is None and model.num_classes() == 2
+
+
+def test_summary_lists_shapes_and_parameters():
+    model = pc.models.lenet5()
+    text = model.summary()
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(model.layers) + 1
+    assert "(6, 28, 28)" in lines[2] and "156" in lines[2] and lines[-1].startswith("61,706 parameters")
+    assert "(10,)" in lines[-2] and "850" in lines[-2]
+    assert "?" in pc.Sequential([Flatten(), Dense(4, 2)]).summary().splitlines()[2]
+    assert "(2,)" in pc.Sequential([Flatten(), Dense(4, 2)]).summary(input_shape=(1, 2, 2)).splitlines()[3]

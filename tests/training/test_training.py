@@ -222,10 +222,11 @@ def test_huge_learning_rate_diverges_without_writing_a_checkpoint(small, tmp_pat
 
 
 # -- progress bar and host syncs ---------------------------------------------------------------------------
-def test_progress_bar_only_on_a_terminal(small, capsys, monkeypatch):
+def test_progress_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(small, capsys, monkeypatch):
     (x, y), _ = small
-    tiny_model().fit(x[:64], y[:64], epochs=1, batch_size=BATCH, progress=True)
-    assert capsys.readouterr().err == ""  # not a terminal: no bar
+    tiny_model().fit(x[:64], y[:64], epochs=2, batch_size=BATCH, progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()  # not a terminal (a notebook, a log): no bar, no silence
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2: loss ") and lines[1].startswith("epoch 2/2: ")
     monkeypatch.setattr(training.sys.stderr, "isatty", lambda: True, raising=False)
     tiny_model().fit(x[:64], y[:64], epochs=2, batch_size=BATCH, progress=True)
     err = capsys.readouterr().err
@@ -342,3 +343,54 @@ def test_the_checkpoint_holds_exactly_the_train_state_fields(small, tmp_path):
     saved = pc.load(ckpt).checkpoint["train_state"]
     assert set(saved) == set(TrainState.REQUIRED | TrainState.OPTIONAL)
     assert TrainState.from_json(saved).to_json() == saved
+
+
+def test_validation_split_holds_out_the_same_seeded_images(small):
+    (x, y), _ = small
+    history = tiny_model().fit(x[:100], y[:100], epochs=1, batch_size=BATCH, progress=False, validation_split=0.2)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    seen = []
+    model = tiny_model()
+    real = model.forward
+    model.forward = lambda xb, training=False: seen.append((int(xb.shape[0]), training)) or real(xb, training)
+    model.fit(x[:100], y[:100], epochs=1, batch_size=BATCH, progress=False, validation_split=0.2)
+    assert sum(n for n, training in seen if training) == 80 and sum(n for n, t in seen if not t) == 20
+    for bad in (0.0 - 1, 1.0, 1.5, True, "a"):
+        with pytest.raises(ValueError, match="validation_split"):
+            tiny_model().fit(x[:100], y[:100], epochs=1, progress=False, validation_split=bad)
+    with pytest.raises(ValueError, match="not both"):
+        tiny_model().fit(x[:100], y[:100], epochs=1, progress=False, validation_split=0.1,
+                         validation_data=(x[:10], y[:10]))
+
+
+def test_early_stopping_restores_the_best_weights_and_model_checkpoint_keeps_the_best(small, tmp_path):
+    (x, y), (xt, yt) = small
+    model = tiny_model()
+    stopper = pc.training.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    best = pc.training.ModelCheckpoint(tmp_path / "best.safetensors", monitor="val_loss")
+    # an absurd learning rate after the first epochs makes the validation loss worse: training stops early
+    history = model.fit(x, y, epochs=30, batch_size=BATCH, progress=False, validation_data=(xt, yt),
+                        optimizer=pc.optim.SGD(model.parameters(), lr=0.5, momentum=0.9), callbacks=[stopper, best])
+    val = history.history["val_loss"]
+    assert stopper.stopped_epoch is not None and len(val) == stopper.stopped_epoch + 1 < 30
+    assert stopper.best_epoch == best.best_epoch == int(np.nanargmin(val))
+    restored = model.evaluate(xt, yt)["loss"]
+    assert restored == pytest.approx(min(val), rel=1e-6)
+    assert pc.load(tmp_path / "best.safetensors").evaluate(xt, yt)["loss"] == pytest.approx(min(val), rel=1e-6)
+    with pytest.raises(ValueError, match="monitors 'val_loss', which fit does not report"):
+        tiny_model().fit(x[:64], y[:64], epochs=1, progress=False, callbacks=[pc.training.EarlyStopping()])
+
+
+def test_models_pickle_and_deep_copy_without_their_caches(small):
+    import copy
+    import pickle
+
+    (x, y), _ = small
+    model = tiny_model()
+    model.fit(x[:64], y[:64], epochs=1, batch_size=BATCH, progress=False)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not [k for layer in twin.layers for k in vars(layer) if k.startswith("_")]  # no activations copied
+        np.testing.assert_array_equal(twin.predict_proba(x[:8]), model.predict_proba(x[:8]))
+        assert twin.backend == model.backend and twin.rng is not model.rng
+        twin.layers[0].weight.data[...] = 0
+        assert np.any(model.layers[0].weight.data != 0)  # the copy is independent
