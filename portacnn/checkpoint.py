@@ -33,8 +33,9 @@ before the model, its activations or any other large array exists:
   model was loaded from, or (1, 28, 28) for the zoo's networks); else, for a model whose first Dense layer
   follows a Flatten, the largest image up to ``MAX_INPUT_SIDE`` x ``MAX_INPUT_SIDE`` whose features fit
   that layer, with the squarest feature map (29x29 or 31x31 for the zoo's layers; channels from the
-  first convolution, 1 without one); else ``DEFAULT_INPUT_SIDE`` (28, the library's images) per side
-  when the model takes it, or the smallest side up to ``MAX_INPUT_SIDE`` that it takes. A model whose
+  first convolution, 1 without one; a GlobalAvgPool2D reached before any convolution takes the
+  in_features of the Dense layer after it as channels); else ``DEFAULT_INPUT_SIDE`` (28, the library's
+  images) per side when the model takes it, or the smallest side up to ``MAX_INPUT_SIDE`` that it takes. A model whose
   first layers are not convolutions or pooling reads a flat vector of its first Dense layer's
   ``in_features``. :func:`check_architecture` tells which input a model gets and what it costs.
 * **Weights** must be float, finite, and exactly the keys and shapes the architecture implies (compared
@@ -175,8 +176,16 @@ _LAYER_FIELDS = {  # type -> (required fields, optional fields)
     "Dropout": (set(), {"p"}),
     "ReLU": (set(), set()),
     "Flatten": (set(), set()),
+    "LeakyReLU": (set(), {"negative_slope"}),
+    "Sigmoid": (set(), set()),
+    "Tanh": (set(), set()),
+    "AvgPool2D": ({"kernel_size"}, {"stride", "padding"}),
+    "GlobalAvgPool2D": (set(), set()),
 }
-_WINDOWED = ("Conv2D", "MaxPool2D")
+_WINDOWED = ("Conv2D", "MaxPool2D", "AvgPool2D")
+_POOLS = ("MaxPool2D", "AvgPool2D")
+#: layers that keep the shape of what they get (element-wise), any rank
+_ELEMENTWISE = ("ReLU", "Dropout", "LeakyReLU", "Sigmoid", "Tanh")
 
 
 def _layers(arch) -> list[dict]:
@@ -207,6 +216,8 @@ def _layers(arch) -> list[dict]:
             layer["bias"] = bias
         if kind == "Dropout":
             _number(spec.get("p", 0.5), f"{where} p", 0.0, 1.0, high_open=True)
+        if kind == "LeakyReLU":  # any finite slope, as torch (negative and > 1 included)
+            _number(spec.get("negative_slope", 0.01), f"{where} negative_slope")
         if kind in _WINDOWED:
             k = _pair(spec["kernel_size"], f"{where} kernel_size", 1)
             stride = spec.get("stride", 1 if kind == "Conv2D" else None)
@@ -215,7 +226,7 @@ def _layers(arch) -> list[dict]:
             if kind == "Conv2D" and any(pi >= ki for pi, ki in zip(p, k)):
                 raise _Bad(f"{where} padding {_fmt(p)} must be below its kernel size {_fmt(k)} (more padding only "
                            "adds outputs that see nothing but zeros)")
-            if kind == "MaxPool2D" and any(2 * pi > ki for pi, ki in zip(p, k)):
+            if kind in _POOLS and any(2 * pi > ki for pi, ki in zip(p, k)):
                 raise _Bad(f"{where} padding {_fmt(p)} must be at most half its kernel size {_fmt(k)} (as in torch)")
             for what, v in (("kernel_size", k), ("stride", s), ("padding", p)):
                 if max(v) > MAX_INPUT_SIDE:
@@ -258,15 +269,21 @@ def _input_shape(value, what="input_shape") -> tuple[int, ...]:
 
 def _assumed_input(layers) -> tuple[tuple[int, ...], str]:
     """The input a model without a stored ``input_shape`` takes, and how it was chosen (module docstring)."""
-    brk = next((j for j, layer in enumerate(layers) if layer["type"] in ("Flatten", "Dense")), len(layers))
+    brk = next((j for j, layer in enumerate(layers) if layer["type"] in ("Flatten", "Dense", "GlobalAvgPool2D")),
+               len(layers))
+    pooled = None  # without a convolution, the channels a GlobalAvgPool2D hands the Dense layer after it
+    if brk < len(layers) and layers[brk]["type"] == "GlobalAvgPool2D" and not any(
+            layer["type"] == "Conv2D" for layer in layers[:brk]):
+        dense = next((layer for layer in layers[brk:] if layer["type"] == "Dense"), None)
+        pooled = 1 if dense is None else dense["in"]
     windowed = [layer for layer in layers[:brk] if layer["type"] in _WINDOWED]
-    if not windowed:
+    if not windowed and pooled is None:
         dense = next((layer for layer in layers if layer["type"] == "Dense"), None)
         if dense is None:
             return (DEFAULT_INPUT_SIDE * DEFAULT_INPUT_SIDE,), "assumed (DEFAULT_INPUT_SIDE)"
         return (dense["in"],), f"inferred from {dense['where']}"
     convs = [layer for layer in layers[:brk] if layer["type"] == "Conv2D"]
-    channels = convs[0]["in"] if convs else 1
+    channels = convs[0]["in"] if convs else (pooled or 1)
     last_channels = convs[-1]["out"] if convs else channels
     # every input side 1..MAX_INPUT_SIDE at once, through the windowed layers (per axis: they are independent)
     sides = np.arange(1, MAX_INPUT_SIDE + 1, dtype=np.int64)
@@ -279,7 +296,7 @@ def _assumed_input(layers) -> tuple[tuple[int, ...], str]:
         if not (ok[0].any() and ok[1].any()):
             raise _Bad(f"{layer['where']}: its {_fmt(layer['k'])} window (padding {_fmt(layer['p'])}) fits no input "
                        f"up to MAX_INPUT_SIDE = {MAX_INPUT_SIDE} pixels a side")
-    after = next((layer for layer in layers[brk:] if layer["type"] not in ("Flatten", "ReLU", "Dropout")), None)
+    after = next((layer for layer in layers[brk:] if layer["type"] not in ("Flatten",) + _ELEMENTWISE), None)
     if brk < len(layers) and layers[brk]["type"] == "Flatten" and after is not None and after["type"] == "Dense":
         features = after["in"]
         largest = [{}, {}]  # output side -> largest input side giving it
@@ -313,7 +330,8 @@ def _walk(layers, shape, itemsize) -> dict:
         kind, where = layer["type"], layer["where"]
         if kind in _WINDOWED:
             if len(cur) != 3:
-                raise _Bad(f"{where} comes after a Flatten or Dense layer: it would get flat input {cur}")
+                raise _Bad(f"{where} comes after a Flatten, Dense or GlobalAvgPool2D layer: it would get flat "
+                           f"input {cur}")
             c, h, w = cur
             if kind == "Conv2D" and c != layer["in"]:
                 raise _Bad(f"{where} expects {layer['in']} input channels but gets {c} (from a {shape} input)")
@@ -332,6 +350,12 @@ def _walk(layers, shape, itemsize) -> dict:
                 oc = c
                 operations += c * ho * wo * kh * kw
             cur = (oc, ho, wo)
+        elif kind == "GlobalAvgPool2D":
+            if len(cur) != 3:
+                raise _Bad(f"{where} comes after a Flatten, Dense or GlobalAvgPool2D layer: it would get flat "
+                           f"input {cur}")
+            operations += math.prod(cur)
+            cur = (cur[0],)
         elif kind == "Flatten":
             cur = (math.prod(cur),)
         elif kind == "Dense":
@@ -383,8 +407,11 @@ def check_architecture(arch, input_shape=None, dtype="float32") -> dict:
 
 
 # -- optimizer, training state, run information -------------------------------------------------------------
-_OPTIMIZER_FIELDS = {"adam": {"lr", "betas", "eps", "weight_decay"}, "sgd": {"lr", "momentum", "weight_decay", "nesterov"}}
-_OPTIMIZER_BUFFERS = {"adam": {"m", "v"}, "sgd": {"momentum"}}
+_OPTIMIZER_FIELDS = {"adam": {"lr", "betas", "eps", "weight_decay"}, "adamw": {"lr", "betas", "eps", "weight_decay"},
+                     "sgd": {"lr", "momentum", "weight_decay", "nesterov"},
+                     "rmsprop": {"lr", "alpha", "eps", "weight_decay", "momentum", "centered"}}
+_OPTIMIZER_BUFFERS = {"adam": {"m", "v"}, "adamw": {"m", "v"}, "sgd": {"momentum"},
+                      "rmsprop": {"squareavg", "momentum", "gradavg"}}
 
 
 def _check_optimizer(spec, shapes: dict, buffers: dict) -> None:
@@ -407,9 +434,15 @@ def _check_optimizer(spec, shapes: dict, buffers: dict) -> None:
             _int(t, "each of 'steps'")
     else:
         _int(steps, "'steps'")
-    _number(spec["lr"], "lr", 0.0, low_open=True)
+    _number(spec["lr"], "lr", 0.0)  # a schedule may bring it to exactly 0 (cosine annealing's last step)
     _number(spec["weight_decay"], "weight_decay", 0.0)
-    if kind == "adam":
+    if kind == "rmsprop":
+        _number(spec["alpha"], "alpha", 0.0)
+        _number(spec["eps"], "eps", 0.0)
+        _number(spec["momentum"], "momentum", 0.0)
+        if not isinstance(spec["centered"], bool):
+            raise _Bad(f"centered must be true or false; got {_short(spec['centered'])}")
+    elif kind in ("adam", "adamw"):
         betas = spec["betas"]
         if not isinstance(betas, list) or len(betas) != 2:
             raise _Bad(f"betas must be a pair [beta1, beta2]; got {_short(betas)}")
@@ -724,6 +757,10 @@ def save(model, path, optimizer=None, train_state: dict | None = None, extra: di
     if input_shape is not None:
         meta["input_shape"] = json.dumps(list(input_shape))
     if optimizer is not None:
+        if len(getattr(optimizer, "param_groups", [None])) > 1:
+            raise CheckpointError(f"{path}: not saved: checkpoints hold one optimizer parameter group, and this "
+                                  f"optimizer has {len(optimizer.param_groups)} (e.g. from split_decay); save the model "
+                                  "without the optimizer, or train with one group")
         state = optimizer.state_dict(model.backend.to_numpy)
         tensors.update({f"optim.{k}": np.ascontiguousarray(v) for k, v in state["state"].items()})
         meta["optimizer"] = json.dumps(

@@ -4,18 +4,26 @@ device (call ``float()`` only when you log it: on a GPU every conversion is a sy
 
 from __future__ import annotations
 
+import numbers
+
 from array_api_compat import array_namespace, device
 
 from .backend import asarray_like
 
 
-def softmax_cross_entropy(logits, labels, check: bool = True):
+def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: bool = True):
     """Mean cross-entropy of softmax(logits) against integer class ids, and its gradient.
 
-    With z = logits (N, C), y = labels (N,), p = softmax(z) and one-hot Y::
+    With z = logits (N, C), y = labels (N,), p = softmax(z), one-hot Y and eps = ``label_smoothing``
+    (as ``torch.nn.functional.cross_entropy(z, y, label_smoothing=eps)``: the target is
+    q = (1 - eps) * Y + eps / C)::
 
-        loss   = -(1/N) * sum_n log p[n, y_n]       log p = z - max(z) - log(sum(exp(z - max(z))))
-        dloss/dz = (p - Y) / N
+        log p    = z - max(z) - log(sum(exp(z - max(z))))
+        loss     = (1 - eps) * (-(1/N) * sum_n log p[n, y_n]) + (eps / C) * (-(1/N) * sum_n sum_c log p[n, c])
+        dloss/dz = (p - q) / N
+
+    With eps = 0 the smoothing term is not computed at all (so a class with log p = -inf cannot turn it
+    into 0 * inf); with eps > 0 such a class makes the loss +inf, as in torch, and its gradient stays finite.
 
     Non-finite values behave as in ``torch.nn.functional.cross_entropy``: a logit of -inf (or one whose
     distance to the row's max overflows) has p = 0 and gradient 0, and the loss stays finite unless it is the
@@ -23,8 +31,13 @@ def softmax_cross_entropy(logits, labels, check: bool = True):
 
     ``labels`` may be a host NumPy array (moved to the logits' device). ``check=False`` skips the
     label-range check, which costs a device-to-host sync (a training loop validates its labels once).
+    ``label_smoothing`` must be a number in [0, 1).
     """
     xp = array_namespace(logits)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or \
+            not 0.0 <= label_smoothing < 1.0:  # NaN fails the comparison too
+        raise ValueError(f"label_smoothing must be a number in [0, 1); got {label_smoothing!r}")
+    eps = float(label_smoothing)
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy expects logits of shape (N, C); got shape {tuple(logits.shape)}")
     n, c = logits.shape
@@ -46,4 +59,8 @@ def softmax_cross_entropy(logits, labels, check: bool = True):
     # logit so far below the max that the shift overflows) would turn 0 * -inf into NaN
     zero = xp.zeros((), dtype=logits.dtype, device=device(logits))
     loss = -xp.sum(xp.where(hit, log_p, zero)) / n
-    return loss, (xp.exp(log_p) - xp.astype(hit, logits.dtype)) / n
+    target = xp.astype(hit, logits.dtype)
+    if eps > 0:
+        loss = (1 - eps) * loss + (eps / c) * (-xp.sum(log_p) / n)
+        target = target * (1 - eps) + eps / c
+    return loss, (xp.exp(log_p) - target) / n

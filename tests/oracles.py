@@ -170,8 +170,15 @@ def torch_mirror(model, dtype="float64"):
         elif kind == "MaxPool2D":
             mods.append(nn.MaxPool2d(tuple(spec["kernel_size"]), stride=tuple(spec["stride"]),
                                      padding=tuple(spec["padding"])))
-        elif kind in ("ReLU", "Flatten"):
+        elif kind in ("ReLU", "Flatten", "Sigmoid", "Tanh"):
             mods.append(getattr(nn, kind)())
+        elif kind == "LeakyReLU":
+            mods.append(nn.LeakyReLU(spec["negative_slope"]))
+        elif kind == "AvgPool2D":
+            mods.append(nn.AvgPool2d(tuple(spec["kernel_size"]), stride=tuple(spec["stride"]),
+                                     padding=tuple(spec["padding"])))  # count_include_pad=True: the default
+        elif kind == "GlobalAvgPool2D":  # one module, so the state-dict indices stay aligned
+            mods.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
         elif kind == "Dropout":
             mods.append(nn.Dropout(spec["p"]))
         else:

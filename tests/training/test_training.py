@@ -394,3 +394,31 @@ def test_models_pickle_and_deep_copy_without_their_caches(small):
         assert twin.backend == model.backend and twin.rng is not model.rng
         twin.layers[0].weight.data[...] = 0
         assert np.any(model.layers[0].weight.data != 0)  # the copy is independent
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda p: pc.optim.AdamW(p, lr=3e-3, weight_decay=0.05),
+    lambda p: pc.optim.RMSprop(p, lr=1e-3, momentum=0.9, centered=True, weight_decay=1e-4),
+], ids=["adamw", "rmsprop"])  # fmt: skip
+def test_resume_with_adamw_and_rmsprop_is_bit_for_bit(small, tmp_path, make_optimizer):
+    (x, y), _ = small
+    full = tiny_model()
+    full.fit(x[:96], y[:96], epochs=2, batch_size=BATCH, progress=False, optimizer=make_optimizer(full.parameters()))
+    first = tiny_model()
+    ckpt = tmp_path / "m.safetensors"
+    first.fit(x[:96], y[:96], epochs=1, batch_size=BATCH, progress=False, optimizer=make_optimizer(first.parameters()),
+              checkpoint_path=ckpt)
+    resumed = pc.load(ckpt)
+    resumed.fit(x[:96], y[:96], epochs=2, batch_size=BATCH, progress=False, resume=resumed)
+    assert type(resumed.optimizer) is type(full.optimizer)
+    for key, value in full.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[key], value)
+
+
+def test_optimizers_with_parameter_groups_are_not_checkpointed_silently(small, tmp_path):
+    (x, y), _ = small
+    model = tiny_model()
+    opt = pc.optim.AdamW(pc.optim.split_decay(model))
+    with pytest.raises(pc.CheckpointError, match="one optimizer parameter group"):
+        model.fit(x[:64], y[:64], epochs=1, batch_size=BATCH, progress=False, optimizer=opt,
+                  checkpoint_path=tmp_path / "m.safetensors")
