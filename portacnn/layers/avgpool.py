@@ -13,43 +13,16 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from ..kernels.windows import crop, out_size, pad, taps, window
-from .base import Layer, check_input, pair
+from ..kernels.windows import crop, pad, taps, window
+from .pooling import Pool2D
 
 
-class AvgPool2D(Layer):
+class AvgPool2D(Pool2D):
     """AvgPool2D(kernel_size, stride=None, padding=0), like torch.nn.AvgPool2d; stride defaults to kernel_size."""
 
-    def __init__(self, kernel_size, stride=None, padding=0):
-        self.kernel_size = pair(kernel_size, "AvgPool2D kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "AvgPool2D stride")
-        self.padding = pair(padding, "AvgPool2D padding")
-        if min(self.kernel_size) <= 0:
-            raise ValueError(f"AvgPool2D kernel_size must be positive; got {kernel_size!r}")
-        if min(self.stride) <= 0:
-            raise ValueError(f"AvgPool2D stride must be positive; got {stride!r}")
-        if min(self.padding) < 0:
-            raise ValueError(f"AvgPool2D padding must be >= 0; got {padding!r}")
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"AvgPool2D padding {self.padding} must be at most half the kernel size {self.kernel_size}")
-
-    def config(self):
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
-
-    def output_shape(self, shape):
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return (shape[0], out_size(shape[1], kh, sh, ph), out_size(shape[2], kw, sw, pw))
-
-    def _offsets(self):
-        kh, kw = self.kernel_size
-        return [(i, j) for i in range(kh) for j in range(kw)]
-
     def forward(self, x, training=False):
-        check_input(self, x, 4, "(N, C, H, W)")
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        out_hw = (out_size(x.shape[2], kh, sh, ph), out_size(x.shape[3], kw, sw, pw))
-        if min(out_hw) <= 0:
-            raise ValueError(f"{self!r}: input {tuple(x.shape[2:])} is smaller than the {kh}x{kw} window")
+        out_hw = self._out_hw(x)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
         xpad = pad(x, ph, pw, 0)
         total = None
         for i, j in self._offsets():

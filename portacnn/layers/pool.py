@@ -25,43 +25,17 @@ from __future__ import annotations
 from array_api_compat import array_namespace, device
 
 from ..kernels.layout import in_layout_of
-from ..kernels.windows import crop, out_size, pad, taps, window
-from .base import Layer, check_input, pair
+from ..kernels.windows import crop, pad, taps, window
+from .pooling import Pool2D
 
 
-class MaxPool2D(Layer):
+class MaxPool2D(Pool2D):
     """MaxPool2D(kernel_size, stride=None, padding=0), like torch.nn.MaxPool2d; stride defaults to kernel_size."""
-
-    def __init__(self, kernel_size, stride=None, padding=0):
-        self.kernel_size = pair(kernel_size, "MaxPool2D kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "MaxPool2D stride")
-        self.padding = pair(padding, "MaxPool2D padding")
-        if min(self.kernel_size + self.stride) <= 0 or min(self.padding) < 0:
-            raise ValueError(
-                f"MaxPool2D needs kernel_size and stride > 0 and padding >= 0; got kernel_size={kernel_size!r}, "
-                f"stride={stride!r}, padding={padding!r}"
-            )
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"MaxPool2D padding {self.padding} must be at most half the kernel size {self.kernel_size}")
-
-    def config(self):
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
-
-    def output_shape(self, shape):
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return (shape[0], out_size(shape[1], kh, sh, ph), out_size(shape[2], kw, sw, pw))
-
-    def _offsets(self):
-        kh, kw = self.kernel_size
-        return [(i, j) for i in range(kh) for j in range(kw)]
 
     def forward(self, x, training=False):
         xp = array_namespace(x)
-        check_input(self, x, 4, "(N, C, H, W)")
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        out_hw = (out_size(x.shape[2], kh, sh, ph), out_size(x.shape[3], kw, sw, pw))
-        if min(out_hw) <= 0:
-            raise ValueError(f"{self!r}: input {tuple(x.shape[2:])} is smaller than the {kh}x{kw} window")
+        out_hw = self._out_hw(x)
+        ph, pw = self.padding
         xpad = pad(x, ph, pw, -float("inf"))
         y = None
         for i, j in self._offsets():
