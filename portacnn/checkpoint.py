@@ -1,6 +1,8 @@
 """Checkpoints: safetensors files that rebuild a model (and its training state) on any backend.
 
-A checkpoint holds the parameters under their state-dict keys ("0.weight", ...), optimizer buffers under
+A checkpoint holds the parameters and layer buffers (a BatchNorm's running statistics, its
+num_batches_tracked count stored as a float64 tensor) under their state-dict keys ("0.weight",
+"1.running_mean", ...), optimizer buffers under
 "optim.<param index>.<name>", and JSON metadata: the architecture, dtype, seed, portacnn version, the input
 image shape when known, and, when saved during training, the optimizer's type and hyper-parameters, the
 trainer's position (epoch, step, history, random generator state) and free-form run information
@@ -38,8 +40,9 @@ before the model, its activations or any other large array exists:
   images) per side when the model takes it, or the smallest side up to ``MAX_INPUT_SIDE`` that it takes. A model whose
   first layers are not convolutions or pooling reads a flat vector of its first Dense layer's
   ``in_features``. :func:`check_architecture` tells which input a model gets and what it costs.
-* **Weights** must be float, finite, and exactly the keys and shapes the architecture implies (compared
-  before anything is built); optimizer buffers must belong to a parameter and have its shape.
+* **Weights** (parameters and layer buffers) must be float, finite, and exactly the keys and shapes the
+  architecture implies (compared before anything is built; a num_batches_tracked count a non-negative whole
+  number); optimizer buffers must belong to a parameter and have its shape.
 * **Metadata fields** follow an explicit schema: ``optimizer`` (type adam or sgd, exactly its
   hyper-parameters, each of the right type and range, per-parameter step counts), ``train_state`` (the
   fields ``fit`` writes, non-negative and consistent: ``step <= seen <= step * batch_size``,
@@ -84,8 +87,9 @@ FORMAT_VERSION = "1"
 _MAX_HEADER = 16 * 1024 * 1024
 #: layers in an architecture: far deeper than anything this CPU-first library trains
 MAX_LAYERS = 256
-#: tensors in a file: 2 parameters per layer and at most 2 optimizer buffers each, for MAX_LAYERS layers
-MAX_TENSORS = 6 * MAX_LAYERS
+#: tensors in a file, for MAX_LAYERS layers of the most: a BatchNorm's 2 parameters with at most 3 optimizer
+#: buffers each, and its 3 buffers
+MAX_TENSORS = 11 * MAX_LAYERS
 #: largest image side (and kernel size, stride, padding) a checkpoint may imply; the zoo reads 28x28
 MAX_INPUT_SIDE = 1024
 #: image side assumed for a model that neither stores its input shape nor implies one through a Dense layer
@@ -181,7 +185,12 @@ _LAYER_FIELDS = {  # type -> (required fields, optional fields)
     "Tanh": (set(), set()),
     "AvgPool2D": ({"kernel_size"}, {"stride", "padding"}),
     "GlobalAvgPool2D": (set(), set()),
+    "BatchNorm2D": ({"num_features"}, {"eps", "momentum", "affine"}),
+    "BatchNorm1D": ({"num_features"}, {"eps", "momentum", "affine"}),
 }
+_BATCHNORMS = ("BatchNorm2D", "BatchNorm1D")
+#: largest num_batches_tracked a checkpoint may hold: counts are stored as float64, exact up to 2**53
+_MAX_TRACKED = 1 << 53
 _WINDOWED = ("Conv2D", "MaxPool2D", "AvgPool2D")
 _POOLS = ("MaxPool2D", "AvgPool2D")
 #: layers that keep the shape of what they get (element-wise), any rank
@@ -214,6 +223,14 @@ def _layers(arch) -> list[dict]:
             if not isinstance(bias, bool):
                 raise _Bad(f"{where} bias must be true or false; got {_short(bias)}")
             layer["bias"] = bias
+        if kind in _BATCHNORMS:
+            layer["in"] = layer["out"] = _int(spec["num_features"], f"{where} num_features", 1, None)
+            _number(spec.get("eps", 1e-5), f"{where} eps", 0.0, low_open=True)
+            _number(spec.get("momentum", 0.1), f"{where} momentum", 0.0, 1.0)
+            affine = spec.get("affine", True)
+            if not isinstance(affine, bool):
+                raise _Bad(f"{where} affine must be true or false; got {_short(affine)}")
+            layer["affine"] = affine
         if kind == "Dropout":
             _number(spec.get("p", 0.5), f"{where} p", 0.0, 1.0, high_open=True)
         if kind == "LeakyReLU":  # any finite slope, as torch (negative and > 1 included)
@@ -249,10 +266,24 @@ def _parameter_shapes(layers) -> dict[str, tuple]:
             shapes[f"{i}.weight"] = (layer["out"], layer["in"], *layer["k"])
         elif layer["type"] == "Dense":
             shapes[f"{i}.weight"] = (layer["out"], layer["in"])
+        elif layer["type"] in _BATCHNORMS:
+            if layer["affine"]:
+                shapes[f"{i}.weight"] = shapes[f"{i}.bias"] = (layer["in"],)
+            continue
         else:
             continue
         if layer["bias"]:
             shapes[f"{i}.bias"] = (layer["out"],)
+    return shapes
+
+
+def _buffer_shapes(layers) -> dict[str, tuple]:
+    """State-dict key -> shape of every layer buffer (a BatchNorm's running statistics and batch count)."""
+    shapes = {}
+    for layer in layers:
+        if layer["type"] in _BATCHNORMS:
+            i, c = layer["index"], layer["in"]
+            shapes.update({f"{i}.running_mean": (c,), f"{i}.running_var": (c,), f"{i}.num_batches_tracked": ()})
     return shapes
 
 
@@ -271,19 +302,20 @@ def _assumed_input(layers) -> tuple[tuple[int, ...], str]:
     """The input a model without a stored ``input_shape`` takes, and how it was chosen (module docstring)."""
     brk = next((j for j, layer in enumerate(layers) if layer["type"] in ("Flatten", "Dense", "GlobalAvgPool2D")),
                len(layers))
+    # the layers before the break that fix the channel count of the image (a convolution's or a BatchNorm2D's)
+    fixers = [layer for layer in layers[:brk] if layer["type"] in ("Conv2D", "BatchNorm2D")]
     pooled = None  # without a convolution, the channels a GlobalAvgPool2D hands the Dense layer after it
-    if brk < len(layers) and layers[brk]["type"] == "GlobalAvgPool2D" and not any(
-            layer["type"] == "Conv2D" for layer in layers[:brk]):
-        dense = next((layer for layer in layers[brk:] if layer["type"] == "Dense"), None)
+    if brk < len(layers) and layers[brk]["type"] == "GlobalAvgPool2D" and not fixers:
+        dense = next((layer for layer in layers[brk:] if layer["type"] in ("Dense", "BatchNorm1D")), None)
         pooled = 1 if dense is None else dense["in"]
     windowed = [layer for layer in layers[:brk] if layer["type"] in _WINDOWED]
-    if not windowed and pooled is None:
-        dense = next((layer for layer in layers if layer["type"] == "Dense"), None)
+    if not windowed and pooled is None and not fixers:
+        dense = next((layer for layer in layers if layer["type"] in ("Dense", "BatchNorm1D")), None)
         if dense is None:
             return (DEFAULT_INPUT_SIDE * DEFAULT_INPUT_SIDE,), "assumed (DEFAULT_INPUT_SIDE)"
         return (dense["in"],), f"inferred from {dense['where']}"
     convs = [layer for layer in layers[:brk] if layer["type"] == "Conv2D"]
-    channels = convs[0]["in"] if convs else (pooled or 1)
+    channels = fixers[0]["in"] if fixers else (pooled or 1)
     last_channels = convs[-1]["out"] if convs else channels
     # every input side 1..MAX_INPUT_SIDE at once, through the windowed layers (per axis: they are independent)
     sides = np.arange(1, MAX_INPUT_SIDE + 1, dtype=np.int64)
@@ -297,7 +329,8 @@ def _assumed_input(layers) -> tuple[tuple[int, ...], str]:
             raise _Bad(f"{layer['where']}: its {_fmt(layer['k'])} window (padding {_fmt(layer['p'])}) fits no input "
                        f"up to MAX_INPUT_SIDE = {MAX_INPUT_SIDE} pixels a side")
     after = next((layer for layer in layers[brk:] if layer["type"] not in ("Flatten",) + _ELEMENTWISE), None)
-    if brk < len(layers) and layers[brk]["type"] == "Flatten" and after is not None and after["type"] == "Dense":
+    if brk < len(layers) and layers[brk]["type"] == "Flatten" and after is not None and after["type"] in (
+            "Dense", "BatchNorm1D"):
         features = after["in"]
         largest = [{}, {}]  # output side -> largest input side giving it
         for a in (0, 1):
@@ -356,6 +389,14 @@ def _walk(layers, shape, itemsize) -> dict:
                            f"input {cur}")
             operations += math.prod(cur)
             cur = (cur[0],)
+        elif kind in _BATCHNORMS:
+            rank, what = (3, "images (C, H, W)") if kind == "BatchNorm2D" else (1, "flat features")
+            if len(cur) != rank:
+                raise _Bad(f"{where} takes {what} but would get shape {cur} (from a {shape} input)")
+            if cur[0] != layer["in"]:
+                unit = "channels" if kind == "BatchNorm2D" else "features"
+                raise _Bad(f"{where} expects {layer['in']} {unit} but gets {cur[0]} (from a {shape} input)")
+            operations += math.prod(cur)
         elif kind == "Flatten":
             cur = (math.prod(cur),)
         elif kind == "Dense":
@@ -587,17 +628,22 @@ def _validate(tensors: dict, meta: dict, dtype: str | None) -> dict:
             raise _Bad(f"tensor {key!r} holds NaN or infinite values")
     layers = _in("unusable architecture in the checkpoint", _layers, _json(meta, "architecture"))
     shapes = _parameter_shapes(layers)
+    expected = {**shapes, **_buffer_shapes(layers)}  # parameters, then layer buffers (running statistics)
     # checked before anything is built, so a corrupted size never allocates a huge model
-    stored, needed = sum(int(v.size) for v in weights.values()), sum(math.prod(s) for s in shapes.values())
+    stored, needed = sum(int(v.size) for v in weights.values()), sum(math.prod(s) for s in expected.values())
     if needed > stored:
         raise _Bad(f"weights do not match the saved architecture: it needs {needed} parameters but the file holds {stored}")
-    missing, unexpected = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise _Bad(f"weights do not match the saved architecture: missing keys {missing}, unexpected keys {unexpected}")
-    for key, shape in shapes.items():
+    for key, shape in expected.items():
         if tuple(weights[key].shape) != shape:
             raise _Bad(f"weights do not match the saved architecture: tensor {key!r} has shape "
                        f"{tuple(weights[key].shape)}; the architecture needs {shape}")
+        if key.endswith(".num_batches_tracked"):
+            count = float(weights[key])
+            if count < 0 or count != math.floor(count) or count > _MAX_TRACKED:
+                raise _Bad(f"tensor {key!r} must hold a whole number of batches in 0..2**53; got {count!r}")
     input_shape = _json(meta, "input_shape")
     if input_shape is not None:
         input_shape = _in("checkpoint metadata field 'input_shape'", _input_shape, input_shape)
@@ -705,6 +751,7 @@ def _read(path) -> tuple[dict, dict]:
     except _Bad as e:
         raise CheckpointError(f"{name}: {e}") from None
     parameters = sum(math.prod(s) for s in _parameter_shapes(layers).values())
+    parameters += sum(math.prod(s) for s in _buffer_shapes(layers).values())  # layer buffers, stored as weights
     if payload > 3 * 8 * parameters + 4096:  # weights and two optimizer buffers per parameter, in float64
         raise CheckpointError(f"{name}: the checkpoint's tensors take {payload} bytes, more than its architecture's "
                               f"{parameters} parameters (with an optimizer's buffers) can need")
@@ -745,7 +792,11 @@ def save(model, path, optimizer=None, train_state: dict | None = None, extra: di
     over a limit) is refused here with a :class:`CheckpointError`, and nothing is written.
     """
     input_shape = _known_input_shape(model, input_shape)
-    tensors = {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+    # integer buffers (a BatchNorm's num_batches_tracked) as float64: checkpoints hold float tensors, and
+    # float64 holds every count up to 2**53 exactly (load turns it back into an int64)
+    # (np.require, not np.ascontiguousarray, which turns a 0-d count into shape (1,))
+    tensors = {k: np.require(v.astype(np.float64) if v.dtype.kind in "iub" else v, requirements="C")
+               for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checkpoint, dask_inference, training
-from .backend import float_dtype_name, get_backend, is_dask_array, to_host
+from .backend import float_dtype_name, get_backend, is_dask_array, numpy_dtype, to_host
 from .layers import LAYER_TYPES, Layer, Parameter
 from .parallel import DataParallel, check_workers
 
@@ -107,28 +107,54 @@ class Sequential:
     def parameters(self) -> list[Parameter]:
         return [p for layer in self.layers for p in layer.parameters()]
 
+    def _buffer_slots(self) -> dict:
+        """State-dict key ("<layer index>.<name>") -> (layer, name, array) for every layer buffer (running
+        statistics), each set back as the layer's attribute of that name."""
+        return {f"{i}.{name}": (layer, name, value) for i, layer in enumerate(self.layers)
+                for name, value in layer.buffers().items()}
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Host (NumPy) copies of every parameter, keyed like ``torch.nn.Sequential.state_dict()``."""
-        return {p.name: np.array(self.backend.to_numpy(p.data), copy=True) for p in self.parameters()}
+        """Host (NumPy) copies of every parameter and buffer, keyed like ``torch.nn.Sequential.state_dict()``
+        (buffers such as a BatchNorm's "<i>.running_mean" keep their dtype: "<i>.num_batches_tracked" is int64)."""
+        state = {}
+        for i, layer in enumerate(self.layers):  # torch's order: each layer's parameters, then its buffers
+            for p in layer.parameters():
+                state[p.name] = np.array(self.backend.to_numpy(p.data), copy=True)
+            for name, value in layer.buffers().items():
+                state[f"{i}.{name}"] = np.array(self.backend.to_numpy(value), copy=True)
+        return state
 
     def load_state_dict(self, state) -> None:
-        """Copy arrays into the parameters; keys and shapes must match exactly.
+        """Copy arrays into the parameters and buffers; keys and shapes must match exactly.
 
         Values may be NumPy arrays, nested lists, or arrays of any library (torch, CuPy, array_api_strict,
         Dask). They are always copied, as in torch: later training never writes into the caller's arrays.
+        An integer buffer (a BatchNorm's num_batches_tracked) takes a non-negative whole number, integer or
+        float (checkpoints store it as a float), and keeps it as an int64 count.
         """
         params = {p.name: p for p in self.parameters()}
-        missing = sorted(set(params) - set(state))
-        unexpected = sorted(set(state) - set(params))
+        slots = self._buffer_slots()
+        missing = sorted((set(params) | set(slots)) - set(state))
+        unexpected = sorted(set(state) - set(params) - set(slots))
         if missing or unexpected:
             raise ValueError(f"state dict does not fit this model: missing keys {missing}, unexpected keys {unexpected}")
         new = {}
-        for key, p in params.items():
+        targets = [(key, tuple(p.data.shape), False) for key, p in params.items()]
+        targets += [(key, tuple(v.shape), numpy_dtype(v.dtype).kind in "iu")
+                    for key, (_, _, v) in slots.items()]
+        for key, shape, integer in targets:
             value = to_host(state[key], what=f"state dict entry {key!r}")
-            if value.shape != tuple(p.data.shape):
-                raise ValueError(f"state dict entry {key!r} has shape {value.shape}; the model needs {tuple(p.data.shape)}")
+            if value.shape != shape:
+                raise ValueError(f"state dict entry {key!r} has shape {value.shape}; the model needs {shape}")
             if value.dtype.kind not in "iuf":
                 raise ValueError(f"state dict entry {key!r} has dtype {value.dtype}; expected a float array")
+            if integer:  # a count: exact whole numbers only
+                held = np.asarray(value, dtype=np.float64) if value.dtype.kind == "f" else value
+                if (value.dtype.kind == "f" and not np.all(np.isfinite(held) & (held == np.floor(held))
+                                                           & (np.abs(held) < 2.0**63))) or np.any(held < 0):
+                    raise ValueError(f"state dict entry {key!r} must hold non-negative whole numbers (a count)")
+                new[key] = np.array(value, dtype=np.int64, copy=True)
+                continue
             with np.errstate(over="ignore"):  # a value too large for the dtype becomes inf: refused below
                 new[key] = np.array(value, dtype=self.dtype, copy=True)  # never the caller's memory
             bad = int(new[key].size - np.count_nonzero(np.isfinite(new[key])))
@@ -138,9 +164,17 @@ class Sequential:
         for key, p in params.items():  # only assign once everything has been checked
             p.data = self.backend.asarray(new[key], dtype=self.dtype)
             p.grad = None
+        self._set_buffers(new)
+
+    def _set_buffers(self, host: dict) -> None:
+        """Put host arrays (key -> NumPy array) into the layers' buffers on the model's backend and dtype
+        (integer buffers stay int64)."""
+        for key, (layer, name, _) in self._buffer_slots().items():
+            value = host[key]
+            setattr(layer, name, self.backend.asarray(value, dtype=None if value.dtype.kind in "iu" else self.dtype))
 
     def to(self, backend, dtype=None) -> "Sequential":
-        """Move the parameters to another backend (and optionally dtype); returns ``self``.
+        """Move the parameters and buffers to another backend (and optionally dtype); returns ``self``.
 
         Create optimizers after moving: their state lives with the parameters they were given.
         """
@@ -152,6 +186,7 @@ class Sequential:
         for p in self.parameters():
             p.data = self.backend.asarray(state[p.name], dtype=self.dtype)
             p.grad = None
+        self._set_buffers(state)
         return self
 
     # -- training and inference (loops live in training.py, files in checkpoint.py) -------------------------

@@ -155,7 +155,8 @@ def adam_step(p, g, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0
 
 def torch_mirror(model, dtype="float64"):
     """The same network as a ``torch.nn.Sequential`` in ``dtype``, built from ``model.architecture()`` and
-    loaded with its state dict (keys match by construction). Dropout is mirrored as ``nn.Dropout``."""
+    loaded with its state dict (keys match by construction; BatchNorm buffers included). Dropout is mirrored as
+    ``nn.Dropout``; the mirror is in training mode, as every new torch module (call ``.eval()`` for inference)."""
     import torch
     from torch import nn
 
@@ -181,8 +182,12 @@ def torch_mirror(model, dtype="float64"):
             mods.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
         elif kind == "Dropout":
             mods.append(nn.Dropout(spec["p"]))
+        elif kind in ("BatchNorm2D", "BatchNorm1D"):  # state keys and buffers as torch's: loaded below
+            mods.append(getattr(nn, kind[:-1] + "d")(spec["num_features"], eps=spec["eps"], momentum=spec["momentum"],
+                                                     affine=spec["affine"]))
         else:
             raise ValueError(f"no torch mirror for layer type {kind}")
     net = nn.Sequential(*mods).to(dtype=getattr(torch, dtype))
-    net.load_state_dict({k: torch.from_numpy(v.astype(dtype)) for k, v in model.state_dict().items()})
+    net.load_state_dict({k: torch.from_numpy(v if v.dtype.kind in "iu" else v.astype(dtype))  # counts stay int64
+                         for k, v in model.state_dict().items()})
     return net

@@ -2,6 +2,7 @@
 
 from .avgpool import AvgPool2D
 from .base import Layer, Parameter
+from .batchnorm import BatchNorm1D, BatchNorm2D
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -14,7 +15,7 @@ from .sigmoid import Sigmoid
 from .tanh import Tanh
 
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, ReLU, Flatten, Dense, Dropout, LeakyReLU, Sigmoid,
-                                             Tanh, AvgPool2D, GlobalAvgPool2D)}
+                                             Tanh, AvgPool2D, GlobalAvgPool2D, BatchNorm2D, BatchNorm1D)}
 
 __all__ = ["Layer", "Parameter", "Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dense", "Dropout", "LeakyReLU",
-           "Sigmoid", "Tanh", "AvgPool2D", "GlobalAvgPool2D", "LAYER_TYPES"]
+           "Sigmoid", "Tanh", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm2D", "BatchNorm1D", "LAYER_TYPES"]

@@ -1,0 +1,149 @@
+"""Batch normalisation, like torch.nn.BatchNorm2d / BatchNorm1d (same state keys, defaults and statistics).
+
+Per channel c, over the M = N*H*W values of a batch x (N, C, H, W) (M = N for BatchNorm1D's (N, C)):
+
+    training:  mu = mean(x)      var = mean((x - mu)^2)  (biased)      invstd = 1 / sqrt(var + eps)
+               xhat = (x - mu) * invstd                  y = w * xhat + b
+               running_mean <- (1 - momentum) * running_mean + momentum * mu
+               running_var  <- (1 - momentum) * running_var  + momentum * var * M / (M - 1)  (unbiased, as torch)
+               num_batches_tracked <- num_batches_tracked + 1
+    inference: invstd = 1 / sqrt(running_var + eps)      xhat = (x - running_mean) * invstd      y = w * xhat + b
+
+    backward:  dw = sum(dy * xhat)      db = sum(dy)                                  (sums over N, H, W)
+               training:  dx = (w * invstd / M) * (M * dy - db - xhat * dw)   (the batch statistics depend on x)
+               inference: dx = w * invstd * dy                                 (a fixed per-channel affine map)
+
+Without ``affine`` there is no weight or bias (w = 1, b = 0). Parameters: ``weight`` (ones), ``bias`` (zeros).
+Buffers (:meth:`buffers`, set back by the model as the attributes of the same names): ``running_mean``
+(zeros) and ``running_var`` (ones) in the model's dtype, and ``num_batches_tracked``, a 0-d int64 array as
+in torch (a checkpoint stores it as a float64 tensor; loading turns it back into an int64 count). Buffers
+are updated with array operations only (no host synchronisation). The layer mixes the rows of a batch, so
+it is not row-separable: a model holding one is never cut into data-parallel shards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from .base import Layer, Parameter, check_input, positive
+
+
+class _BatchNorm(Layer):
+    """What BatchNorm2D and BatchNorm1D share; subclasses fix the input rank, the layout and the axes."""
+
+    row_separable = False  # the batch statistics mix the rows
+    _rank = 0
+    _axes: tuple = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
+        name = type(self).__name__
+        self.num_features = positive(num_features, f"{name} num_features")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(eps) or eps <= 0:
+            raise ValueError(f"{name} eps must be a finite number > 0; got {eps!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating, np.integer)) \
+                or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{name} momentum must be a number in [0, 1]; got {momentum!r}")
+        if not isinstance(affine, (bool, np.bool_)):
+            raise ValueError(f"{name} affine must be True or False; got {affine!r}")
+        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        self.weight = self.bias = None
+        self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def config(self):
+        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine)
+
+    def initialize(self, rng, backend, dtype):
+        c = self.num_features
+        if self.affine:
+            self.weight = Parameter("weight", backend.asarray(np.ones(c), dtype=dtype))
+            self.bias = Parameter("bias", backend.asarray(np.zeros(c), dtype=dtype))
+        self.running_mean = backend.asarray(np.zeros(c), dtype=dtype)
+        self.running_var = backend.asarray(np.ones(c), dtype=dtype)
+        self.num_batches_tracked = backend.asarray(np.zeros((), dtype=np.int64))
+
+    def buffers(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var,
+                "num_batches_tracked": self.num_batches_tracked}
+
+    def _layout(self) -> str:
+        raise NotImplementedError
+
+    def _channels(self, xp, v):
+        """A per-channel vector (C,) shaped to broadcast against the input."""
+        return xp.reshape(v, (1, self.num_features) + (1,) * (self._rank - 2))
+
+    def forward(self, x, training=False):
+        xp = array_namespace(x)
+        check_input(self, x, self._rank, self._layout(), self.num_features)
+        axes = self._axes
+        m = math.prod(int(x.shape[a]) for a in axes)
+        if training:
+            if m < 2:
+                raise ValueError(f"{self!r} needs more than 1 value per channel when training; got input of shape "
+                                 f"{tuple(x.shape)}")
+            mean = xp.mean(x, axis=axes)
+            xc = x - self._channels(xp, mean)
+            var = xp.mean(xc * xc, axis=axes)
+            invstd = 1.0 / xp.sqrt(var + self.eps)
+            mom = self.momentum
+            self.running_mean = (1.0 - mom) * self.running_mean + mom * mean
+            self.running_var = (1.0 - mom) * self.running_var + (mom * m / (m - 1)) * var
+            self.num_batches_tracked = xp.asarray(self.num_batches_tracked + 1)
+        else:
+            invstd = 1.0 / xp.sqrt(self.running_var + self.eps)
+            xc = x - self._channels(xp, self.running_mean)
+        xhat = xc * self._channels(xp, invstd)
+        self._xhat, self._invstd, self._m, self._training = xhat, invstd, m, bool(training)
+        if self.weight is None:
+            return xhat
+        return xhat * self._channels(xp, self.weight.data) + self._channels(xp, self.bias.data)
+
+    def backward(self, grad_out, need_input_grad=True):
+        xp = array_namespace(grad_out)
+        axes, xhat = self._axes, self._xhat
+        db = xp.sum(grad_out, axis=axes)
+        dw = xp.sum(grad_out * xhat, axis=axes)
+        if self.weight is not None:
+            self.weight.grad, self.bias.grad = dw, db
+        if not need_input_grad:
+            return None
+        scale = self._invstd if self.weight is None else self.weight.data * self._invstd
+        if not self._training:
+            return grad_out * self._channels(xp, scale)
+        m = self._m
+        inner = float(m) * grad_out - self._channels(xp, db) - xhat * self._channels(xp, dw)
+        return inner * self._channels(xp, scale / float(m))
+
+
+class BatchNorm2D(_BatchNorm):
+    """BatchNorm2D(num_features, eps=1e-5, momentum=0.1, affine=True), like torch.nn.BatchNorm2d: input (N, C, H, W),
+    statistics per channel over N, H and W."""
+
+    _rank = 4
+    _axes = (0, 2, 3)
+
+    @property
+    def input_channels(self):
+        return self.num_features
+
+    def _layout(self):
+        return f"(N, {self.num_features}, H, W)"
+
+
+class BatchNorm1D(_BatchNorm):
+    """BatchNorm1D(num_features, eps=1e-5, momentum=0.1, affine=True), like torch.nn.BatchNorm1d on input (N, C):
+    statistics per feature over the batch."""
+
+    _rank = 2
+    _axes = (0,)
+
+    @property
+    def out_features(self):
+        return self.num_features
+
+    def _layout(self):
+        return f"(N, {self.num_features})"
