@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from ..kernels.windows import crop, pad, taps, window
+from ..kernels.windows import crop, pad, window
 from .pooling import Pool2D
 
 
@@ -34,15 +34,10 @@ class AvgPool2D(Pool2D):
     def backward(self, grad_out, need_input_grad=True):
         xp = array_namespace(grad_out)
         padded_shape, (ho, wo) = self._shape
-        (sh, sw), (kh, kw) = self.stride, self.kernel_size
+        kh, kw = self.kernel_size
         g = grad_out / float(kh * kw)
         dxpad = xp.zeros(padded_shape, dtype=grad_out.dtype, device=device(grad_out))
-        disjoint = sh >= kh and sw >= kw  # windows do not overlap: each slice write touches fresh cells
         for i, j in self._offsets():
-            sl = (slice(None), slice(None), taps(i, sh, ho), taps(j, sw, wo))
-            if disjoint:
-                dxpad[sl] = g
-            else:
-                dxpad[sl] += g
+            self._add_back(dxpad, i, j, g, (ho, wo))
         return crop(dxpad, *self.padding)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from array_api_compat import array_namespace, device
 
 from ..kernels.layout import in_layout_of
-from ..kernels.windows import crop, pad, taps, window
+from ..kernels.windows import crop, pad, window
 from .pooling import Pool2D
 
 
@@ -47,8 +47,7 @@ class MaxPool2D(Pool2D):
     def backward(self, grad_out, need_input_grad=True):
         xp = array_namespace(grad_out)
         xpad, y, (ho, wo), (h, w) = self._cache
-        (sh, sw), (kh, kw), (ph, pw) = self.stride, self.kernel_size, self.padding
-        disjoint = sh >= kh and sw >= kw  # windows do not overlap: each slice write touches fresh cells
+        ph, pw = self.padding
         dxpad = xp.zeros_like(xpad)  # keeps xpad's memory layout on NumPy/torch (channels-last stays so)
         rest = in_layout_of(grad_out, y)  # gradient not yet handed out (becomes 0 where an offset took it)
         offsets = self._offsets()
@@ -60,11 +59,7 @@ class MaxPool2D(Pool2D):
             g = rest * xp.astype(hit, grad_out.dtype)
             if k + 1 < len(offsets):
                 rest = rest - g  # exactly 0 where g took it all, unchanged elsewhere
-            sl = (slice(None), slice(None), taps(i, sh, ho), taps(j, sw, wo))
-            if disjoint:
-                dxpad[sl] = g
-            else:
-                dxpad[sl] += g
+            self._add_back(dxpad, i, j, g, (ho, wo))
         return crop(dxpad, *self.padding)
 
 

@@ -7,7 +7,7 @@ torch, so every window holds at least one real input.
 
 from __future__ import annotations
 
-from ..kernels.windows import out_size
+from ..kernels.windows import out_size, taps
 from .base import Layer, check_input, pair
 
 
@@ -44,3 +44,13 @@ class Pool2D(Layer):
         if min(out_hw) <= 0:
             raise ValueError(f"{self!r}: input {tuple(x.shape[2:])} is smaller than the {kh}x{kw} window")
         return out_hw
+
+    def _add_back(self, dxpad, i, j, g, out_hw):
+        """Add ``g`` (N, C, Ho, Wo) into the cells of ``dxpad`` that kernel offset (i, j) saw (col2im for one
+        offset); when windows do not overlap each cell is written once, so a plain assignment does."""
+        (sh, sw), (kh, kw), (ho, wo) = self.stride, self.kernel_size, out_hw
+        sl = (slice(None), slice(None), taps(i, sh, ho), taps(j, sw, wo))
+        if sh >= kh and sw >= kw:
+            dxpad[sl] = g
+        else:
+            dxpad[sl] += g

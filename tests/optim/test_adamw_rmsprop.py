@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_close, assert_on_backend, to_numpy
+from conftest import assert_close, assert_on_backend
+from optimhelp import grad_sequence, small_model, snapshot
 
 import portacnn as pc
-from portacnn.layers import Conv2D, Dense, Flatten
 
 STEPS = 5
 
@@ -30,18 +30,6 @@ CASES = [pytest.param("AdamW", c.values[0], id=f"AdamW-{c.id}") for c in ADAMW_C
     pytest.param("RMSprop", c.values[0], id=f"RMSprop-{c.id}") for c in RMSPROP_CONFIGS]
 
 
-def small_model(backend, dtype):
-    """Parameters of several shapes: (3,2,3,3), (3,), (4,12), (4,)."""
-    return pc.Sequential([Conv2D(2, 3, 3), Flatten(), Dense(12, 4)], backend=backend, dtype=dtype, seed=7)
-
-
-def snapshot(backend, params):
-    return [np.array(to_numpy(backend, p.data), dtype=np.float64, copy=True) for p in params]
-
-
-def grad_sequence(params, steps, seed=0):
-    rng = np.random.default_rng(seed)
-    return [[rng.standard_normal(tuple(p.data.shape)) for p in params] for _ in range(steps)]
 
 
 def _groups(items, decay_free):
