@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from .backend import is_dask_array, namespace_name, numpy_dtype, to_host
+from .backend import is_dask_array, namespace_name, numpy_dtype, on_host, to_host
 
 
 class Images:
@@ -32,7 +32,7 @@ class Images:
             self.kind = "dask"
         elif name == backend.name and (name == "numpy" or x.device == backend.device):
             self.kind = "device" if name != "numpy" else "host"
-        elif name is None or name == "numpy" or (name == "torch" and x.device.type == "cpu"):
+        elif on_host(x):
             x = to_host(x, what)  # lists, CPU tensors (no copy), anything NumPy reads
             self.kind = "host"
         else:

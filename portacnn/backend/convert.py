@@ -94,6 +94,13 @@ def is_dask_array(x) -> bool:
     return da is not None and isinstance(x, da.Array)
 
 
+def on_host(x) -> bool:
+    """Whether ``x`` already lives in host memory, so that :func:`to_host` is a view, not a transfer
+    (NumPy arrays, lists and other Python objects, CPU torch tensors)."""
+    name = namespace_name(x)
+    return name in (None, "numpy") or (name == "torch" and x.device.type == "cpu")
+
+
 def to_host(x, what: str = "input") -> np.ndarray:
     """Any backend's array (CuPy via ``.get()``, torch, array_api_strict on any device), a Dask array
     (computed), a Python sequence or anything else NumPy can read, as a NumPy array.

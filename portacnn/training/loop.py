@@ -49,11 +49,6 @@ class History:
 
 
 # -- argument checks ----------------------------------------------------------------------------------
-def num_classes(model) -> int | None:
-    """The class count: ``out_features`` of the model's last layer that fixes it (None when there is none)."""
-    return model.num_classes()
-
-
 def check_labels(model, y, n, what="y") -> np.ndarray:
     """Labels (any array library, or a list) as a host int64 array of length ``n``, each a valid class id."""
     y = to_host(y, what)
@@ -61,7 +56,7 @@ def check_labels(model, y, n, what="y") -> np.ndarray:
         raise ValueError(f"{what} must have shape ({n},) to match the images; got {tuple(y.shape)}")
     if y.dtype.kind not in "iu":
         raise ValueError(f"{what} must hold integer class ids; got dtype {y.dtype}")
-    classes = num_classes(model)
+    classes = model.num_classes()
     if n and (y.min() < 0 or (classes is not None and y.max() >= classes)):
         raise ValueError(f"{what} must lie in 0..{(classes or 0) - 1}; got values from {y.min()} to {y.max()}")
     return y.astype(np.int64, copy=False)

@@ -406,3 +406,14 @@ def test_cupy_backend_takes_every_library(make):
     model = pc.models.seed_cnn(backend="numpy", seed=0)
     x, _ = _images()
     np.testing.assert_array_equal(model.predict_proba(cupy.asarray(x)), model.predict_proba(x))
+
+
+def test_on_host_tells_views_from_transfers():
+    from portacnn.backend import on_host
+
+    assert on_host(np.zeros(2)) and on_host([1.0, 2.0])
+    assert not on_host(strict.asarray([1.0], device=DEVICE1))
+    if TORCH:
+        import torch
+
+        assert on_host(torch.zeros(2))
