@@ -80,8 +80,7 @@ def torch_diffs(be, dtype):
         rng = np.random.default_rng(0)
         if net == "kannada_cnn":
             model = pc.models.kannada_cnn(backend=be, dtype=dtype, seed=0)
-            tmodel = T._torch_kannada().to(T.TORCH_DTYPES[dtype]).eval()
-            tmodel.load_state_dict({k: T.torch.from_numpy(v) for k, v in model.state_dict().items()})
+            tmodel = oracles.torch_mirror(model, dtype).eval()
             x, yl = T.batch(rng, (1, 28, 28), n=2, dtype=dtype)
             training = False
         else:
