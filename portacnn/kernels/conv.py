@@ -4,6 +4,9 @@ The layer holds the math (im2col, one matmul, col2im, in NCHW order). This kerne
 products with two equivalent column layouts, each giving the whole batch as one GEMM whose output buffer is
 already the next activation in the same memory order (returned as a permuted NCHW view, no transpose copy):
 
+Padding comes per side, ``((top, bottom), (left, right))``, and a window's taps ``dilation`` (dh, dw) apart:
+both only change which slices the window primitives of :mod:`.windows` take.
+
 * batch-last (narrow convs, ``out_channels < CHANNELS_LAST_FROM``): X = im2col_chwn(x) (K, Ho*Wo*N),
   Wm = W as (O, K)::
 
@@ -59,16 +62,22 @@ def _nhwc_blocks(x, kernel, padding, out_hw):
     return xh, batch_blocks(x, x.shape[0], image_bytes)
 
 
-def _chwn_columns(x, kernel, stride, padding, out_hw):
+def _chwn_columns(x, kernel, stride, padding, out_hw, dilation):
     """Batch-last columns (C*kh*kw, Ho*Wo*N) of the whole batch (a fresh contiguous (C, Hp, Wp, N) copy first,
     so the window slices read long runs)."""
     xp = array_namespace(x)
     xc = pad_hw(xp.permute_dims(x, (1, 2, 3, 0)), *padding, copy=True)
-    return im2col_chwn(xc, kernel, stride, out_hw)
+    return im2col_chwn(xc, kernel, stride, out_hw, dilation)
+
+
+def _padded_hw(x_shape, padding):
+    """(H + top + bottom, W + left + right) and the (rows, columns) slices of the real input inside it."""
+    ((top, bottom), (left, right)), h, w = padding, x_shape[2], x_shape[3]
+    return (top + h + bottom, left + w + right), (slice(top, top + h), slice(left, left + w))
 
 
 @register(ALL_BACKENDS, "conv2d_forward")
-def conv2d_forward(x, w, b, stride, padding, out_hw, training):
+def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
     """y (N, O, Ho, Wo) and what :func:`conv2d_backward` needs (columns kept only while training and only
     when made in one piece)."""
     xp = array_namespace(x)
@@ -80,33 +89,33 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training):
         wt = xp.matrix_transpose(_wmat(w, True))
         cols = None
         if len(blocks) == 1:
-            cols = im2col_nhwc(xh, kernel, stride, out_hw)  # (N*Ho*Wo, kh*kw*C)
+            cols = im2col_nhwc(xh, kernel, stride, out_hw, dilation)  # (N*Ho*Wo, kh*kw*C)
             y = xp.matmul(cols, wt)  # (N*Ho*Wo, O)
         else:  # block by block: columns made, multiplied and dropped while in cache
             y = xp.empty((n * ho * wo, o), dtype=x.dtype, device=device(x))
             for a, c in blocks:
-                part = im2col_nhwc(xh[a:c, ...], kernel, stride, out_hw)
+                part = im2col_nhwc(xh[a:c, ...], kernel, stride, out_hw, dilation)
                 y[a * ho * wo : c * ho * wo, :] = xp.matmul(part, wt)
         if b is not None:
             y += b  # y is fresh: add in place, no broadcast copy
         y = xp.permute_dims(xp.reshape(y, (n, ho, wo, o)), (0, 3, 1, 2))
     else:
-        cols = _chwn_columns(x, kernel, stride, padding, out_hw)
+        cols = _chwn_columns(x, kernel, stride, padding, out_hw, dilation)
         y = short_wide_matmul(_wmat(w, False), cols)  # (O, Ho*Wo*N)
         if b is not None:
             y += b[:, None]
         y = xp.permute_dims(xp.reshape(y, (o, ho, wo, n)), (3, 0, 1, 2))
-    return y, (x, cols if training else None, stride, padding, out_hw)
+    return y, (x, cols if training else None, stride, padding, out_hw, dilation)
 
 
 @register(ALL_BACKENDS, "conv2d_backward")
 def conv2d_backward(saved, w, grad_out, need_input_grad):
     """``(dx or None, dw, db)`` for the forward pass that returned ``saved``."""
     xp = array_namespace(grad_out)
-    x, cols, stride, padding, out_hw = saved
-    (ph, pw), (ho, wo) = padding, out_hw
+    x, cols, stride, padding, out_hw, dilation = saved
+    (ho, wo), (hp, wp), inner = out_hw, *_padded_hw(x.shape, padding)
     o, c, kh, kw = w.shape
-    n, h, wd = x.shape[0], x.shape[2], x.shape[3]
+    n = x.shape[0]
     if o >= CHANNELS_LAST_FROM:
         wm = _wmat(w, True)
         dy = xp.reshape(xp.permute_dims(grad_out, (0, 2, 3, 1)), (-1, o))  # (N*Ho*Wo, O); free if channels-last
@@ -116,17 +125,17 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
             xh, blocks = _nhwc_blocks(x, (kh, kw), padding, out_hw)
             dwm = None
             for a, e in blocks:
-                part = im2col_nhwc(xh[a:e, ...], (kh, kw), stride, out_hw)
+                part = im2col_nhwc(xh[a:e, ...], (kh, kw), stride, out_hw, dilation)
                 part = xp.matmul(xp.matrix_transpose(dy[a * ho * wo : e * ho * wo, :]), part)
                 dwm = part if dwm is None else dwm + part
         dw = xp.permute_dims(xp.reshape(dwm, (o, kh, kw, c)), (0, 3, 1, 2))
         db = xp.sum(dy, axis=0)
         if not need_input_grad:
             return None, dw, db
-        dxh = _input_grad_nhwc(dy, wm, (n, h + 2 * ph, wd + 2 * pw, c), (kh, kw), stride, out_hw)
-        return xp.permute_dims(dxh[:, ph : ph + h, pw : pw + wd, :], (0, 3, 1, 2)), dw, db
+        dxh = _input_grad_nhwc(dy, wm, (n, hp, wp, c), (kh, kw), stride, out_hw, dilation)
+        return xp.permute_dims(dxh[:, inner[0], inner[1], :], (0, 3, 1, 2)), dw, db
     if cols is None:
-        cols = _chwn_columns(x, (kh, kw), stride, padding, out_hw)
+        cols = _chwn_columns(x, (kh, kw), stride, padding, out_hw, dilation)
     dy = xp.reshape(xp.permute_dims(grad_out, (1, 2, 3, 0)), (o, -1))  # (O, Ho*Wo*N); free if batch-last
     # dWm = dY @ X^T as Ho GEMMs (one per output row) summed: the same sums in products OpenBLAS runs fast
     per_row = xp.matmul(xp.permute_dims(xp.reshape(cols, (-1, ho, wo * n)), (1, 0, 2)),
@@ -136,21 +145,21 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     if not need_input_grad:
         return None, dw, db
     dcols = xp.matmul(xp.matrix_transpose(_wmat(w, False)), dy)  # (C*kh*kw, Ho*Wo*N)
-    dxc = col2im_chwn(dcols, (c, h + 2 * ph, wd + 2 * pw, n), (kh, kw), stride, out_hw)
-    return xp.permute_dims(dxc[:, ph : ph + h, pw : pw + wd, :], (3, 0, 1, 2)), dw, db
+    dxc = col2im_chwn(dcols, (c, hp, wp, n), (kh, kw), stride, out_hw, dilation)
+    return xp.permute_dims(dxc[:, inner[0], inner[1], :], (3, 0, 1, 2)), dw, db
 
 
-def _input_grad_nhwc(dy, wm, padded_shape, kernel, stride, out_hw):
+def _input_grad_nhwc(dy, wm, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
     """Channels-last dx: for each kernel offset k = (i, j), add ``dy @ Wm[:, k-th C block]`` (N*Ho*Wo, C)
     into the window of offset k: the sums of col2im_nhwc(dy @ Wm) (equal up to BLAS rounding) without the
     (N*Ho*Wo, kh*kw*C) column gradient, every add running over contiguous rows of Wo*C values."""
     xp = array_namespace(dy)
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    (kh, kw), (sh, sw), (ho, wo), (dh, dw) = kernel, stride, out_hw, dilation
     n, c = padded_shape[0], padded_shape[3]
     dxh = xp.zeros(padded_shape, dtype=dy.dtype, device=device(dy))
     for i in range(kh):
         for j in range(kw):
             k = i * kw + j
             part = xp.reshape(xp.matmul(dy, wm[:, k * c : (k + 1) * c]), (n, ho, wo, c))
-            dxh[:, taps(i, sh, ho), taps(j, sw, wo), :] += part
+            dxh[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :] += part
     return dxh

@@ -1,7 +1,7 @@
 """NumPy's fast paths: the same results as the portable primitives, by means only NumPy has.
 
-- ``im2col_nhwc``: one copy out of an overlapping window view (``sliding_window_view``) instead of kh*kw
-  slice copies;
+- ``im2col_nhwc``: one copy out of an overlapping window view (``sliding_window_view``, strided again for a
+  dilated window) instead of kh*kw slice copies;
 - ``short_wide_matmul``: a (few rows) x (many columns) product cut into column blocks that stay in cache
   (OpenBLAS runs the one long product at memory speed).
 
@@ -18,11 +18,15 @@ from .windows import taps
 
 
 @register("numpy", "im2col_nhwc")
-def _numpy_im2col_nhwc(xhpad, kernel, stride, out_hw):
-    """NumPy: channels-last columns from one window-view copy."""
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+def _numpy_im2col_nhwc(xhpad, kernel, stride, out_hw, dilation=(1, 1)):
+    """NumPy: channels-last columns from one window-view copy (a dilated window is every dh-th row and
+    dw-th column of the window of its full extent dh*(kh-1)+1 by dw*(kw-1)+1: still a view)."""
+    (kh, kw), (sh, sw), (ho, wo), (dh, dw) = kernel, stride, out_hw, dilation
     n, c = xhpad.shape[0], xhpad.shape[3]
-    view = sliding_window_view(xhpad, (kh, kw), axis=(1, 2))[:, taps(0, sh, ho), taps(0, sw, wo)]
+    extent = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    view = sliding_window_view(xhpad, extent, axis=(1, 2))[:, taps(0, sh, ho), taps(0, sw, wo)]
+    if dh != 1 or dw != 1:
+        view = view[..., ::dh, ::dw]  # (N, Ho, Wo, C, kh, kw)
     cols = np.empty((n, ho, wo, kh, kw, c), dtype=xhpad.dtype)
     np.copyto(cols, view.transpose(0, 1, 2, 4, 5, 3))
     return cols.reshape(n * ho * wo, kh * kw * c)

@@ -2,12 +2,14 @@
 
 The standard has no ``as_strided`` and no scatter-add, so every window operation is a loop over the
 ``kh * kw`` kernel offsets. For offset (i, j) the inputs seen by all output positions form one strided
-slice of the padded input::
+slice of the padded input (dilation (dh, dw) spaces the taps of a window; 1 for pools)::
 
-    window(xp, i, j)[n, c, r, s] == xp[n, c, i + r*sh, j + s*sw]     for r < Ho, s < Wo
+    window(xp, i, j)[n, c, r, s] == xp[n, c, i*dh + r*sh, j*dw + s*sw]     for r < Ho, s < Wo
 
 so im2col stacks kh*kw slices and col2im adds kh*kw slices back. Within one slice no index repeats,
-which makes the slice ``+=`` of col2im an exact scatter-add.
+which makes the slice ``+=`` of col2im an exact scatter-add. Padding may differ between the two sides of
+an axis (``(before, after)``; an int pads both alike): a "same" convolution with an even window pads one
+more row at the bottom and one more column at the right, as PyTorch does.
 
 These loops are the reference implementation that every backend runs. A backend may register a faster
 version of a primitive at the seam in :mod:`portacnn.kernels.registry` (NumPy does, for im2col_nhwc, with
@@ -45,8 +47,18 @@ def batch_blocks(x, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + per_block)) for a in range(0, n, per_block)] if n else [(0, 0)]
 
 
-def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
+def sides(padding) -> tuple[int, int]:
+    """One axis's padding as ``(before, after)``: an int pads both sides alike."""
+    if isinstance(padding, (tuple, list)):
+        return int(padding[0]), int(padding[1])
+    return int(padding), int(padding)
+
+
+def out_size(size: int, kernel: int, stride: int, padding, dilation: int = 1) -> int:
+    """Outputs along one axis: ``(size + before + after - dilation*(kernel - 1) - 1) // stride + 1``, where
+    ``padding`` is an int (both sides) or ``(before, after)``."""
+    before, after = sides(padding)
+    return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def pad(x, ph: int, pw: int, value=0):
@@ -73,21 +85,24 @@ def window(xpad, i: int, j: int, out_hw, stride):
     return xpad[:, :, taps(i, sh, ho), taps(j, sw, wo)]
 
 
-def pad_hw(x4, ph: int, pw: int, value=0, copy=False):
-    """``x4`` with ``ph`` rows and ``pw`` columns of ``value`` on each side of axes 1 and 2 (the H and W of
-    a channels-last (N, H, W, C) or batch-last (C, H, W, N) array). Without padding ``x4`` itself comes
-    back, unless ``copy``: then always a fresh array, contiguous in this axis order."""
-    if ph == 0 and pw == 0 and not copy:
+def pad_hw(x4, ph, pw, value=0, copy=False):
+    """``x4`` with ``ph`` rows and ``pw`` columns of ``value`` around axes 1 and 2 (the H and W of a
+    channels-last (N, H, W, C) or batch-last (C, H, W, N) array); each an int (both sides) or
+    ``(before, after)``. Without padding ``x4`` itself comes back, unless ``copy``: then always a fresh
+    array, contiguous in this axis order."""
+    (top, bottom), (left, right) = sides(ph), sides(pw)
+    padded = top or bottom or left or right
+    if not padded and not copy:
         return x4
     xp = array_namespace(x4)
     a, h, w, b = x4.shape
-    shape = (a, h + 2 * ph, w + 2 * pw, b)
-    out = xp.full(shape, value, dtype=x4.dtype, device=device(x4)) if ph or pw else xp.empty(shape, dtype=x4.dtype, device=device(x4))
-    out[:, ph : ph + h, pw : pw + w, :] = x4
+    shape = (a, top + h + bottom, left + w + right, b)
+    out = xp.full(shape, value, dtype=x4.dtype, device=device(x4)) if padded else xp.empty(shape, dtype=x4.dtype, device=device(x4))
+    out[:, top : top + h, left : left + w, :] = x4
     return out
 
 
-def im2col_nhwc(xhpad, kernel, stride, out_hw):
+def im2col_nhwc(xhpad, kernel, stride, out_hw, dilation=(1, 1)):
     """Patches of channels-last ``xhpad`` (N, Hp, Wp, C) as rows: (N*Ho*Wo, kh*kw*C), column (i*kw + j)*C + c.
 
     Row n*Ho*Wo + r*Wo + s holds the window of output pixel (n, r, s); the matching weight matrix is
@@ -96,20 +111,20 @@ def im2col_nhwc(xhpad, kernel, stride, out_hw):
     """
     fast = fast_path(xhpad, "im2col_nhwc")
     if fast is not None:
-        return fast(xhpad, kernel, stride, out_hw)
+        return fast(xhpad, kernel, stride, out_hw, dilation)
     xp = array_namespace(xhpad)
-    (kh, kw), (ho, wo), (sh, sw) = kernel, out_hw, stride
+    (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
     n, c = xhpad.shape[0], xhpad.shape[3]
     if kh == 1 and kw == 1 and sh == 1 and sw == 1:
         return xp.reshape(xhpad[:, :ho, :wo, :], (n * ho * wo, c))
     cols = xp.empty((n, ho, wo, kh, kw, c), dtype=xhpad.dtype, device=device(xhpad))
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, :, i, j, :] = xhpad[:, taps(i, sh, ho), taps(j, sw, wo), :]
+            cols[:, :, :, i, j, :] = xhpad[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :]
     return xp.reshape(cols, (n * ho * wo, kh * kw * c))
 
 
-def im2col_chwn(xcpad, kernel, stride, out_hw):
+def im2col_chwn(xcpad, kernel, stride, out_hw, dilation=(1, 1)):
     """Patches of batch-last ``xcpad`` (C, Hp, Wp, N) as columns: (C*kh*kw, Ho*Wo*N), row c*kh*kw + i*kw + j.
 
     Column r*Wo*N + s*N + n holds the window of output pixel (n, r, s); the row order is a PyTorch weight
@@ -118,36 +133,36 @@ def im2col_chwn(xcpad, kernel, stride, out_hw):
     stride 1), however few the channels, which is what makes this layout fast for narrow convs.
     """
     xp = array_namespace(xcpad)
-    (kh, kw), (ho, wo), (sh, sw) = kernel, out_hw, stride
+    (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
     c, n = xcpad.shape[0], xcpad.shape[3]
     cols = xp.empty((c, kh, kw, ho, wo, n), dtype=xcpad.dtype, device=device(xcpad))
     for i in range(kh):
         for j in range(kw):
-            cols[:, i, j, ...] = xcpad[:, taps(i, sh, ho), taps(j, sw, wo), :]
+            cols[:, i, j, ...] = xcpad[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :]
     return xp.reshape(cols, (c * kh * kw, ho * wo * n))
 
 
-def col2im_chwn(cols, padded_shape, kernel, stride, out_hw):
+def col2im_chwn(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
     """Adjoint of :func:`im2col_chwn`: (C*kh*kw, Ho*Wo*N) columns added back into a (C, Hp, Wp, N) buffer."""
     xp = array_namespace(cols)
-    (kh, kw), (ho, wo), (sh, sw) = kernel, out_hw, stride
+    (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
     c, n = padded_shape[0], padded_shape[3]
     cols = xp.reshape(cols, (c, kh, kw, ho, wo, n))
     out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
     for i in range(kh):
         for j in range(kw):
-            out[:, taps(i, sh, ho), taps(j, sw, wo), :] += cols[:, i, j, ...]
+            out[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :] += cols[:, i, j, ...]
     return out
 
 
-def col2im_nhwc(cols, padded_shape, kernel, stride, out_hw):
+def col2im_nhwc(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
     """Adjoint of :func:`im2col_nhwc`: (N*Ho*Wo, kh*kw*C) rows added back into a (N, Hp, Wp, C) buffer."""
     xp = array_namespace(cols)
-    (kh, kw), (ho, wo), (sh, sw) = kernel, out_hw, stride
-    n, hp, wp, c = padded_shape
+    (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
+    n, c = padded_shape[0], padded_shape[3]
     cols = xp.reshape(cols, (n, ho, wo, kh, kw, c))
     out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
     for i in range(kh):
         for j in range(kw):
-            out[:, taps(i, sh, ho), taps(j, sw, wo), :] += cols[:, :, :, i, j, :]
+            out[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :] += cols[:, :, :, i, j, :]
     return out

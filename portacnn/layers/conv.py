@@ -1,9 +1,17 @@
 """2-D convolution (cross-correlation, as in PyTorch) by im2col and ONE matmul.
 
-Shapes: x (N, C, H, W), weight W (O, C, kh, kw), bias b (O,), y (N, O, Ho, Wo) with
-``Ho = (H + 2*ph - kh) // sh + 1`` (likewise Wo). With K = C*kh*kw and P = Ho*Wo*N::
+Shapes: x (N, C, H, W), weight W (O, C, kh, kw), bias b (O,), y (N, O, Ho, Wo). The input is padded by
+pt rows at the top and pb at the bottom (likewise pl, pr across), and a window's taps are dilation dh rows
+apart, so it spans eh = dh*(kh - 1) + 1 rows::
 
-    X  = im2col(x)            (K, P)   column p holds the (padded) window of output pixel p
+    y[n, o, r, s] = b[o] + sum_{c,i,j} W[o, c, i, j] * xpad[n, c, r*sh + i*dh, s*sw + j*dw]
+    Ho = (H + pt + pb - eh) // sh + 1                                (likewise Wo)
+
+``padding="valid"`` is no padding; ``"same"`` (stride 1 only) pads dh*(kh - 1) rows in all, pt = half of
+that rounded down and pb the rest (an even window pads one more row at the bottom, one more column at
+the right, as PyTorch), so that Ho = H. With K = C*kh*kw and P = Ho*Wo*N::
+
+    X  = im2col(x)            (K, P)   column p holds the (padded, dilated) window of output pixel p
     Wm = W reshaped           (O, K)
     forward:   Y  = Wm @ X + b                  (O, P), then reshaped to (N, O, Ho, Wo)
     backward:  dW = dY @ X^T     db = sum_P dY     dX = col2im(Wm^T @ dY)
@@ -26,29 +34,47 @@ from .base import Layer, Parameter, check_input, pair, positive, uniform
 
 
 class Conv2D(Layer):
-    """Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True), like torch.nn.Conv2d.
+    """Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True), like
+    torch.nn.Conv2d: ``padding`` is "same", "valid", an int or an (h, w) pair; ``dilation`` an int or a pair.
 
     Weights and bias start as U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_channels*kh*kw (PyTorch's
     default).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True):
         self.in_channels = positive(in_channels, "Conv2D in_channels")
         self.out_channels = positive(out_channels, "Conv2D out_channels")
         self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
         self.stride = pair(stride, "Conv2D stride")
-        self.padding = pair(padding, "Conv2D padding")
-        if min(self.kernel_size + self.stride) <= 0 or min(self.padding) < 0:
-            raise ValueError(
-                f"Conv2D needs kernel_size and stride > 0 and padding >= 0; got kernel_size={kernel_size!r}, "
-                f"stride={stride!r}, padding={padding!r}"
-            )
+        self.dilation = pair(dilation, "Conv2D dilation")
+        for what, given, value in (("kernel_size", kernel_size, self.kernel_size), ("stride", stride, self.stride),
+                                   ("dilation", dilation, self.dilation)):
+            if min(value) < 1:
+                raise ValueError(f"Conv2D {what} must be >= 1 in both axes; got {what}={given!r}")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"Conv2D padding must be 'same', 'valid', an int or an (h, w) pair; got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"Conv2D padding='same' is not supported for strided convolutions (stride={stride!r}): "
+                                 "use stride=1, or give the padding as an int or pair")
+            self.padding = padding
+        else:
+            self.padding = pair(padding, "Conv2D padding")
+            if min(self.padding) < 0:
+                raise ValueError(f"Conv2D padding must be >= 0 (or 'same' or 'valid'); got padding={padding!r}")
         self.use_bias = bool(bias)
         self.weight = self.bias = None
 
+    def _sides(self):
+        """The padding per side, ((top, bottom), (left, right))."""
+        if self.padding == "same":  # dilation*(k - 1) in all, the odd one at the bottom/right (as torch)
+            return tuple((t // 2, t - t // 2) for t in (d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)))
+        ph, pw = (0, 0) if self.padding == "valid" else self.padding
+        return (ph, ph), (pw, pw)
+
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,
-                    stride=self.stride, padding=self.padding, bias=self.use_bias)
+                    stride=self.stride, padding=self.padding, dilation=self.dilation, bias=self.use_bias)
 
     def initialize(self, rng, backend, dtype):
         kh, kw = self.kernel_size
@@ -62,16 +88,18 @@ class Conv2D(Layer):
         return self.in_channels
 
     def output_shape(self, shape):
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return (self.out_channels, out_size(shape[1], kh, sh, ph), out_size(shape[2], kw, sw, pw))
+        return (self.out_channels, *(out_size(n, k, s, p, d) for n, k, s, p, d in
+                                     zip(shape[1:], self.kernel_size, self.stride, self._sides(), self.dilation)))
 
     def _geometry(self, x):
         check_input(self, x, 4, f"(N, {self.in_channels}, H, W)", self.in_channels)
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        h, w = x.shape[2], x.shape[3]
-        ho, wo = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+        ho, wo = self.output_shape(tuple(x.shape[1:]))[1:]
         if ho <= 0 or wo <= 0:
-            raise ValueError(f"{self!r}: input {h}x{w} (padded by {ph},{pw}) is smaller than the {kh}x{kw} kernel")
+            (pt, pb), (pl, pr) = self._sides()
+            eh, ew = (d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size))
+            raise ValueError(f"{self!r}: input {x.shape[2]}x{x.shape[3]} padded to {x.shape[2] + pt + pb}x"
+                             f"{x.shape[3] + pl + pr} is smaller than the {eh}x{ew} (dilated) kernel; use a larger "
+                             "input, more padding or a smaller kernel_size or dilation")
         return ho, wo
 
     def forward(self, x, training=False):
@@ -79,13 +107,13 @@ class Conv2D(Layer):
         w, b = self.weight.data, None if self.bias is None else self.bias.data
         fast = fast_path(x, "conv2d_forward")
         if fast is not None:
-            y, saved = fast(x, w, b, self.stride, self.padding, out_hw, training)
+            y, saved = fast(x, w, b, self.stride, self._sides(), out_hw, training, self.dilation)
             self._cache = (fast_path(x, "conv2d_backward"), saved)
             return y
         xp = array_namespace(x)
-        (ph, pw), (ho, wo), n, o = self.padding, out_hw, x.shape[0], self.out_channels
-        xc = pad_hw(xp.permute_dims(x, (1, 2, 3, 0)), ph, pw, copy=True)  # (C, Hp, Wp, N)
-        cols = im2col_chwn(xc, self.kernel_size, self.stride, out_hw)  # X: (K, Ho*Wo*N)
+        (ho, wo), n, o = out_hw, x.shape[0], self.out_channels
+        xc = pad_hw(xp.permute_dims(x, (1, 2, 3, 0)), *self._sides(), copy=True)  # (C, Hp, Wp, N)
+        cols = im2col_chwn(xc, self.kernel_size, self.stride, out_hw, self.dilation)  # X: (K, Ho*Wo*N)
         y = xp.matmul(xp.reshape(w, (o, -1)), cols)  # Wm @ X: (O, Ho*Wo*N)
         if b is not None:
             y = y + b[:, None]
@@ -100,15 +128,16 @@ class Conv2D(Layer):
             return dx
         xp = array_namespace(grad_out)
         x, cols, out_hw = saved
-        (ph, pw), o, (c, h, w), n = self.padding, self.out_channels, x.shape[1:], x.shape[0]
+        ((pt, pb), (pl, pr)), o, (c, h, w), n = self._sides(), self.out_channels, x.shape[1:], x.shape[0]
         dy = xp.reshape(xp.permute_dims(grad_out, (1, 2, 3, 0)), (o, -1))  # dY: (O, Ho*Wo*N)
         self._set_grads(xp.reshape(xp.matmul(dy, xp.matrix_transpose(cols)), self.weight.data.shape),
                         xp.sum(dy, axis=1))
         if not need_input_grad:
             return None
         dcols = xp.matmul(xp.matrix_transpose(xp.reshape(self.weight.data, (o, -1))), dy)  # Wm^T @ dY
-        dxc = col2im_chwn(dcols, (c, h + 2 * ph, w + 2 * pw, n), self.kernel_size, self.stride, out_hw)
-        return xp.permute_dims(dxc[:, ph : ph + h, pw : pw + w, :], (3, 0, 1, 2))
+        dxc = col2im_chwn(dcols, (c, pt + h + pb, pl + w + pr, n), self.kernel_size, self.stride, out_hw,
+                          self.dilation)
+        return xp.permute_dims(dxc[:, pt : pt + h, pl : pl + w, :], (3, 0, 1, 2))
 
     def _set_grads(self, dw, db):
         self.weight.grad = dw

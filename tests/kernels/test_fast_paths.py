@@ -8,13 +8,18 @@ import portacnn as pc
 from portacnn import kernels
 from portacnn.kernels import gemm as _gemm, windows as _windows
 
-GEOMETRIES = [  # (N, C, H, W, kernel, stride, padding)
-    (3, 1, 28, 28, (5, 5), (1, 1), (0, 0)),
-    (2, 6, 14, 14, (5, 5), (1, 1), (2, 2)),
-    (2, 32, 26, 26, (3, 3), (1, 1), (0, 0)),
-    (2, 3, 11, 9, (3, 2), (2, 3), (1, 0)),
-    (1, 4, 7, 7, (1, 1), (1, 1), (0, 0)),
-    (2, 2, 9, 12, (4, 3), (3, 2), (1, 1)),
+GEOMETRIES = [  # (N, C, H, W, kernel, stride, padding ((top, bottom), (left, right)), dilation)
+    (3, 1, 28, 28, (5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    (2, 6, 14, 14, (5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1)),
+    (2, 32, 26, 26, (3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    (2, 3, 11, 9, (3, 2), (2, 3), ((1, 1), (0, 0)), (1, 1)),
+    (1, 4, 7, 7, (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    (2, 2, 9, 12, (4, 3), (3, 2), ((1, 1), (1, 1)), (1, 1)),
+    (2, 3, 12, 11, (3, 3), (1, 1), ((0, 0), (0, 0)), (2, 2)),  # dilated
+    (2, 4, 13, 10, (3, 2), (2, 1), ((1, 2), (0, 1)), (2, 3)),  # dilated, strided, asymmetric padding
+    (1, 2, 8, 9, (4, 4), (1, 1), ((1, 2), (1, 2)), (1, 1)),  # "same" for an even window
+    (2, 5, 9, 9, (2, 3), (1, 1), ((1, 2), (2, 2)), (3, 2)),  # "same", dilated: (1, 2) = 3*(2-1) split
+    (1, 3, 7, 6, (1, 1), (1, 1), ((0, 0), (0, 0)), (3, 2)),  # 1x1: dilation changes nothing
 ]
 
 
@@ -33,19 +38,34 @@ def test_portable_switch_turns_fast_paths_off(monkeypatch):
     assert kernels.fast_path(np.zeros(1, np.float32), "im2col_nhwc") is None
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g[:4])) + f"-k{g[4]}-s{g[5]}-p{g[6]}")
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g[:4])) + f"-k{g[4]}-s{g[5]}-p{g[6]}-d{g[7]}")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("primitive", ["im2col_nhwc"])
 def test_fast_im2col_equals_the_portable_loop(monkeypatch, geometry, dtype, primitive):
-    n, c, h, w, kernel, stride, padding = geometry
+    n, c, h, w, kernel, stride, padding, dilation = geometry
     x = np.random.default_rng(0).standard_normal((n, c, h, w)).astype(dtype)
-    out_hw = tuple(_windows.out_size(s, k, st, p) for s, k, st, p in zip((h, w), kernel, stride, padding))
+    out_hw = tuple(_windows.out_size(*a) for a in zip((h, w), kernel, stride, padding, dilation))
     arg = _windows.pad_hw(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), *padding)
-    fast = getattr(_windows, primitive)(arg, kernel, stride, out_hw)
+    fast = getattr(_windows, primitive)(arg, kernel, stride, out_hw, dilation)
     _portable(monkeypatch)
-    reference = getattr(_windows, primitive)(arg, kernel, stride, out_hw)
+    reference = getattr(_windows, primitive)(arg, kernel, stride, out_hw, dilation)
     assert fast.dtype == reference.dtype and fast.shape == reference.shape
     np.testing.assert_array_equal(fast, reference)
+    if dilation == (1, 1):  # the default argument is no dilation
+        np.testing.assert_array_equal(getattr(_windows, primitive)(arg, kernel, stride, out_hw), reference)
+
+
+def test_pad_hw_and_out_size_take_ints_or_sides():
+    """Pools pass ints (both sides); convs pass (before, after): the same numbers where they agree."""
+    x = np.arange(2 * 3 * 4 * 1, dtype=np.float64).reshape(2, 3, 4, 1)
+    np.testing.assert_array_equal(_windows.pad_hw(x, 1, 2), _windows.pad_hw(x, (1, 1), (2, 2)))
+    padded = _windows.pad_hw(x, (0, 2), (1, 0), value=-1.0)
+    assert padded.shape == (2, 5, 5, 1)
+    np.testing.assert_array_equal(padded[:, :3, 1:, :], x)
+    assert np.all(padded[:, 3:, :, :] == -1) and np.all(padded[:, :, :1, :] == -1)
+    assert _windows.pad_hw(x, 0, 0) is x and _windows.pad_hw(x, (0, 0), 0, copy=True) is not x
+    assert _windows.out_size(7, 3, 2, 1) == _windows.out_size(7, 3, 2, (1, 1)) == 4
+    assert _windows.out_size(7, 3, 1, (1, 2), 2) == 6  # (7 + 3 - 5) // 1 + 1
 
 
 @pytest.mark.parametrize("shape", [(2, 25, 73728), (6, 25, 100352 + 17), (8, 9, 9000), (3, 150, 2000), (9, 25, 20000), (4, 25, 100)])
