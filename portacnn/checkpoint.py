@@ -22,12 +22,15 @@ before the model, its activations or any other large array exists:
   that does not match is refused. A file *without* one is refused too (a flipped bit in a weight would
   otherwise load unnoticed), unless the caller opts out for a foreign file it trusts:
   ``load(path, allow_unsigned=True)``. The opt-out skips nothing else, and never accepts a wrong checksum.
-* **Architecture.** Layer fields are checked one by one (types, known fields only, ``MAX_LAYERS``; kernel
-  sizes, strides and paddings at most ``MAX_INPUT_SIDE``; a convolution's padding below its kernel size,
-  a pooling padding at most half its window, as in torch; at most ``MAX_WINDOW`` cells per window), then
+* **Architecture.** Layer fields are checked one by one (types, known fields only, ``MAX_LAYERS`` counting
+  the layers inside Residual blocks, which nest at most ``MAX_DEPTH`` deep; kernel sizes, dilated kernels,
+  strides and paddings at most ``MAX_INPUT_SIDE``; a convolution's padding below its dilated kernel size,
+  "same" only with stride 1, a pooling padding at most half its window, as in torch; at most
+  ``MAX_WINDOW`` cells per window), then
   the layers are run on *shapes only* for the input the model takes: every window must fit its input
   (``kernel_size - padding <= input size``: a larger window only sees padding past both edges of the
-  image), channels and features must chain, and one image may need at most ``MAX_ACTIVATION_BYTES`` of
+  image), channels and features must chain (both branches of a Residual block to the same shape), and one
+  image may need at most ``MAX_ACTIVATION_BYTES`` of
   activations (the input, every layer's output, every padded copy and the largest im2col matrix, times
   the dtype's size) and ``MAX_OPERATIONS`` multiply-adds and comparisons.
 * **The input the model takes** is, in this order: the ``input_shape`` stored in the metadata (written
@@ -172,9 +175,22 @@ def _fmt(pair) -> str:
     return f"{pair[0]}x{pair[1]}"
 
 
+def _pads(p) -> str:
+    """Padding ((top, bottom), (left, right)) as "1x2", or "0+1x0+1" when a side differs."""
+    return "x".join(str(a) if a == b else f"{a}+{b}" for a, b in p)
+
+
+def _main_path(layers) -> list[dict]:
+    """The layers with each Residual replaced by its own (main-path) layers, recursively."""
+    out = []
+    for layer in layers:
+        out += _main_path(layer["body"]) if layer["type"] == "Residual" else [layer]
+    return out
+
+
 # -- architecture -------------------------------------------------------------------------------------------
 _LAYER_FIELDS = {  # type -> (required fields, optional fields)
-    "Conv2D": ({"in_channels", "out_channels", "kernel_size"}, {"stride", "padding", "bias"}),
+    "Conv2D": ({"in_channels", "out_channels", "kernel_size"}, {"stride", "padding", "dilation", "bias"}),
     "MaxPool2D": ({"kernel_size"}, {"stride", "padding"}),
     "Dense": ({"in_features", "out_features"}, {"bias"}),
     "Dropout": (set(), {"p"}),
@@ -187,7 +203,10 @@ _LAYER_FIELDS = {  # type -> (required fields, optional fields)
     "GlobalAvgPool2D": (set(), set()),
     "BatchNorm2D": ({"num_features"}, {"eps", "momentum", "affine"}),
     "BatchNorm1D": ({"num_features"}, {"eps", "momentum", "affine"}),
+    "Residual": ({"layers"}, {"shortcut"}),
 }
+#: how deep Residual blocks may nest (each level is one recursion of every check)
+MAX_DEPTH = 8
 _BATCHNORMS = ("BatchNorm2D", "BatchNorm1D")
 #: largest num_batches_tracked a checkpoint may hold: counts are stored as float64, exact up to 2**53
 _MAX_TRACKED = 1 << 53
@@ -197,24 +216,36 @@ _POOLS = ("MaxPool2D", "AvgPool2D")
 _ELEMENTWISE = ("ReLU", "Dropout", "LeakyReLU", "Sigmoid", "Tanh")
 
 
-def _layers(arch) -> list[dict]:
-    """The architecture as normalized layer descriptions; every field type- and range-checked on its own."""
+def _layers(arch, prefix: str = "", depth: int = 0, count: list | None = None) -> list[dict]:
+    """The architecture as normalized layer descriptions; every field type- and range-checked on its own.
+    A Residual's layers are checked the same way (keys "<i>.body.<j>", "<i>.shortcut.<j>"); every layer,
+    nested ones included, counts towards MAX_LAYERS."""
+    what = "it" if not prefix else f"layer {prefix[:-1]}"
     if not isinstance(arch, list) or not arch:
-        raise _Bad("it must be a non-empty list of layers")
-    if len(arch) > MAX_LAYERS:
-        raise _Bad(f"it has {len(arch)} layers, more than MAX_LAYERS = {MAX_LAYERS}")
+        raise _Bad(f"{what} must be a non-empty list of layers")
+    count = [0] if count is None else count
+    count[0] += len(arch)
+    if count[0] > MAX_LAYERS:
+        raise _Bad(f"it has more than MAX_LAYERS = {MAX_LAYERS} layers (nested ones included)")
     layers = []
     for i, spec in enumerate(arch):
+        key = f"{prefix}{i}"
         if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or spec["type"] not in _LAYER_FIELDS:
-            raise _Bad(f"item {i} is not a known layer ({', '.join(_LAYER_FIELDS)}): {_short(spec)}")
+            raise _Bad(f"item {key} is not a known layer ({', '.join(_LAYER_FIELDS)}): {_short(spec)}")
         kind = spec["type"]
-        where = f"layer {i} ({kind})"
+        where = f"layer {key} ({kind})"
         required, optional = _LAYER_FIELDS[kind]
         unknown = sorted(set(spec) - required - optional - {"type"})
         missing = sorted(required - set(spec))
         if unknown or missing:
             raise _Bad(f"{where} has unknown fields {unknown} or lacks fields {missing}")
-        layer = {"type": kind, "index": i, "where": where}
+        layer = {"type": kind, "index": key, "where": where}
+        if kind == "Residual":
+            if depth + 1 >= MAX_DEPTH:
+                raise _Bad(f"{where} nests Residual blocks more than MAX_DEPTH = {MAX_DEPTH} deep")
+            layer["body"] = _layers(spec["layers"], f"{key}.body.", depth + 1, count)
+            shortcut = spec.get("shortcut")
+            layer["shortcut"] = None if shortcut is None else _layers(shortcut, f"{key}.shortcut.", depth + 1, count)
         if kind in ("Conv2D", "Dense"):
             a, b = ("in_channels", "out_channels") if kind == "Conv2D" else ("in_features", "out_features")
             layer["in"] = _int(spec[a], f"{where} {a}", 1, None)
@@ -236,25 +267,49 @@ def _layers(arch) -> list[dict]:
         if kind == "LeakyReLU":  # any finite slope, as torch (negative and > 1 included)
             _number(spec.get("negative_slope", 0.01), f"{where} negative_slope")
         if kind in _WINDOWED:
-            k = _pair(spec["kernel_size"], f"{where} kernel_size", 1)
-            stride = spec.get("stride", 1 if kind == "Conv2D" else None)
-            s = k if stride is None else _pair(stride, f"{where} stride", 1)
-            p = _pair(spec.get("padding", 0), f"{where} padding", 0)
-            if kind == "Conv2D" and any(pi >= ki for pi, ki in zip(p, k)):
-                raise _Bad(f"{where} padding {_fmt(p)} must be below its kernel size {_fmt(k)} (more padding only "
-                           "adds outputs that see nothing but zeros)")
-            if kind in _POOLS and any(2 * pi > ki for pi, ki in zip(p, k)):
-                raise _Bad(f"{where} padding {_fmt(p)} must be at most half its kernel size {_fmt(k)} (as in torch)")
-            for what, v in (("kernel_size", k), ("stride", s), ("padding", p)):
-                if max(v) > MAX_INPUT_SIDE:
-                    raise _Bad(f"{where} {what} {_fmt(v)} exceeds MAX_INPUT_SIDE = {MAX_INPUT_SIDE}, the largest "
-                               "image side a checkpoint may imply")
-            if k[0] * k[1] > MAX_WINDOW:
-                raise _Bad(f"{where} window {_fmt(k)} has {k[0] * k[1]} cells, more than MAX_WINDOW = {MAX_WINDOW} "
-                           "(each is one pass over the batch)")
-            layer.update(k=k, s=s, p=p)
+            layer.update(_window(spec, kind, where))
         layers.append(layer)
     return layers
+
+
+def _window(spec, kind, where) -> dict:
+    """A windowed layer's kernel ``k``, stride ``s``, dilation ``d``, dilated extent ``e`` (d*(k-1)+1) and
+    padding ``p`` as ((top, bottom), (left, right)) ("same" pads d*(k-1) per axis, the odd one at the end, as
+    torch; "valid" is none)."""
+    k = _pair(spec["kernel_size"], f"{where} kernel_size", 1)
+    stride = spec.get("stride", 1 if kind == "Conv2D" else None)
+    s = k if stride is None else _pair(stride, f"{where} stride", 1)
+    d = _pair(spec.get("dilation", 1), f"{where} dilation", 1)
+    e = tuple(di * (ki - 1) + 1 for di, ki in zip(d, k))
+    padding = spec.get("padding", 0)
+    if kind == "Conv2D" and isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise _Bad(f"{where} padding must be 'same', 'valid', an int or a pair; got {_short(padding)}")
+        if padding == "same" and s != (1, 1):
+            raise _Bad(f"{where} padding 'same' needs stride 1 (as in torch); got stride {_fmt(s)}")
+        p = tuple(((ei - 1) // 2, ei - 1 - (ei - 1) // 2) if padding == "same" else (0, 0) for ei in e)
+    else:
+        sym = _pair(padding, f"{where} padding", 0)
+        p = tuple((pi, pi) for pi in sym)
+        if kind == "Conv2D" and any(pi >= ei for pi, ei in zip(sym, e)):
+            size = f"kernel size {_fmt(k)}" if d == (1, 1) else f"dilated kernel size {_fmt(e)}"
+            raise _Bad(f"{where} padding {_fmt(sym)} must be below its {size} (more padding only adds outputs that "
+                       "see nothing but zeros)")
+        if kind in _POOLS and any(2 * pi > ki for pi, ki in zip(sym, k)):
+            raise _Bad(f"{where} padding {_fmt(sym)} must be at most half its kernel size {_fmt(k)} (as in torch)")
+    for what, v in (("kernel_size", k), ("dilated kernel", e), ("stride", s), ("padding", tuple(max(pi) for pi in p))):
+        if max(v) > MAX_INPUT_SIDE:
+            raise _Bad(f"{where} {what} {_fmt(v)} exceeds MAX_INPUT_SIDE = {MAX_INPUT_SIDE}, the largest "
+                       "image side a checkpoint may imply")
+    if k[0] * k[1] > MAX_WINDOW:
+        raise _Bad(f"{where} window {_fmt(k)} has {k[0] * k[1]} cells, more than MAX_WINDOW = {MAX_WINDOW} "
+                   "(each is one pass over the batch)")
+    return dict(k=k, s=s, d=d, e=e, p=p)
+
+
+def _children(layer) -> list[dict]:
+    """A Residual's layers, body then shortcut (the order of its parameters); none for other layers."""
+    return layer.get("body", []) + (layer.get("shortcut") or [])
 
 
 def _parameter_shapes(layers) -> dict[str, tuple]:
@@ -262,6 +317,9 @@ def _parameter_shapes(layers) -> dict[str, tuple]:
     shapes = {}
     for layer in layers:
         i = layer["index"]
+        if layer["type"] == "Residual":
+            shapes.update(_parameter_shapes(_children(layer)))
+            continue
         if layer["type"] == "Conv2D":
             shapes[f"{i}.weight"] = (layer["out"], layer["in"], *layer["k"])
         elif layer["type"] == "Dense":
@@ -281,6 +339,7 @@ def _buffer_shapes(layers) -> dict[str, tuple]:
     """State-dict key -> shape of every layer buffer (a BatchNorm's running statistics and batch count)."""
     shapes = {}
     for layer in layers:
+        shapes.update(_buffer_shapes(_children(layer)))
         if layer["type"] in _BATCHNORMS:
             i, c = layer["index"], layer["in"]
             shapes.update({f"{i}.running_mean": (c,), f"{i}.running_var": (c,), f"{i}.num_batches_tracked": ()})
@@ -299,7 +358,9 @@ def _input_shape(value, what="input_shape") -> tuple[int, ...]:
 
 
 def _assumed_input(layers) -> tuple[tuple[int, ...], str]:
-    """The input a model without a stored ``input_shape`` takes, and how it was chosen (module docstring)."""
+    """The input a model without a stored ``input_shape`` takes, and how it was chosen (module docstring).
+    A Residual counts as its layers (its shortcut must give the same shape; :func:`_walk` checks that)."""
+    layers = _main_path(layers)
     brk = next((j for j, layer in enumerate(layers) if layer["type"] in ("Flatten", "Dense", "GlobalAvgPool2D")),
                len(layers))
     # the layers before the break that fix the channel count of the image (a convolution's or a BatchNorm2D's)
@@ -322,11 +383,11 @@ def _assumed_input(layers) -> tuple[tuple[int, ...], str]:
     out, ok = [sides.copy(), sides.copy()], [np.ones(MAX_INPUT_SIDE, bool), np.ones(MAX_INPUT_SIDE, bool)]
     for layer in windowed:
         for a in (0, 1):
-            k, s, p = layer["k"][a], layer["s"][a], layer["p"][a]
-            ok[a] &= out[a] >= k - p  # the window fits (which also makes the output at least 1)
-            out[a] = (out[a] + 2 * p - k) // s + 1
+            e, s, (lo, hi) = layer["e"][a], layer["s"][a], layer["p"][a]
+            ok[a] &= out[a] >= e - max(lo, hi)  # the window fits (which also makes the output at least 1)
+            out[a] = (out[a] + lo + hi - e) // s + 1
         if not (ok[0].any() and ok[1].any()):
-            raise _Bad(f"{layer['where']}: its {_fmt(layer['k'])} window (padding {_fmt(layer['p'])}) fits no input "
+            raise _Bad(f"{layer['where']}: its {_fmt(layer['e'])} window (padding {_pads(layer['p'])}) fits no input "
                        f"up to MAX_INPUT_SIDE = {MAX_INPUT_SIDE} pixels a side")
     after = next((layer for layer in layers[brk:] if layer["type"] not in ("Flatten",) + _ELEMENTWISE), None)
     if brk < len(layers) and layers[brk]["type"] == "Flatten" and after is not None and after["type"] in (
@@ -357,8 +418,14 @@ def _assumed_input(layers) -> tuple[tuple[int, ...], str]:
 
 def _walk(layers, shape, itemsize) -> dict:
     """Run the layers on shapes only: check that they chain and what one image of ``shape`` costs."""
-    elements, columns, operations = math.prod(shape), 0, 0
-    cur = tuple(shape)
+    tally = {"elements": math.prod(shape), "columns": 0, "operations": 0}
+    cur = _chain(layers, tuple(shape), shape, tally)
+    nbytes = (tally["elements"] + tally["columns"]) * itemsize
+    return {"activation_bytes": nbytes, "operations": tally["operations"], "output_shape": cur}
+
+
+def _chain(layers, cur, shape, tally) -> tuple:
+    """The shape ``cur`` becomes through ``layers`` (a model input of ``shape``), costs added to ``tally``."""
     for layer in layers:
         kind, where = layer["type"], layer["where"]
         if kind in _WINDOWED:
@@ -368,26 +435,34 @@ def _walk(layers, shape, itemsize) -> dict:
             c, h, w = cur
             if kind == "Conv2D" and c != layer["in"]:
                 raise _Bad(f"{where} expects {layer['in']} input channels but gets {c} (from a {shape} input)")
-            (kh, kw), (sh, sw), (ph, pw) = layer["k"], layer["s"], layer["p"]
-            if h < kh - ph or w < kw - pw:
-                raise _Bad(f"{where}: its {kh}x{kw} window (padding {ph}x{pw}) does not fit the {h}x{w} input it gets "
-                           f"from a {shape} input (kernel_size - padding must be at most the input size)")
-            ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-            if ph or pw:
-                elements += c * (h + 2 * ph) * (w + 2 * pw)  # the padded copy
+            (kh, kw), (eh, ew), (sh, sw), (py, px) = layer["k"], layer["e"], layer["s"], layer["p"]
+            if h < eh - max(py) or w < ew - max(px):
+                raise _Bad(f"{where}: its {eh}x{ew} window (padding {_pads(layer['p'])}) does not fit the {h}x{w} input "
+                           f"it gets from a {shape} input (kernel_size - padding must be at most the input size)")
+            hp, wp = h + sum(py), w + sum(px)
+            ho, wo = (hp - eh) // sh + 1, (wp - ew) // sw + 1
+            if hp > h or wp > w:
+                tally["elements"] += c * hp * wp  # the padded copy
             if kind == "Conv2D":
                 oc = layer["out"]
-                columns = max(columns, c * kh * kw * ho * wo)
-                operations += oc * ho * wo * c * kh * kw
+                tally["columns"] = max(tally["columns"], c * kh * kw * ho * wo)
+                tally["operations"] += oc * ho * wo * c * kh * kw
             else:
                 oc = c
-                operations += c * ho * wo * kh * kw
+                tally["operations"] += c * ho * wo * kh * kw
             cur = (oc, ho, wo)
+        elif kind == "Residual":
+            main = _chain(layer["body"], cur, shape, tally)
+            side = cur if layer["shortcut"] is None else _chain(layer["shortcut"], cur, shape, tally)
+            if main != side:
+                raise _Bad(f"{where}: its layers give shape {main} but its shortcut gives {side} (from a {shape} input)")
+            tally["operations"] += math.prod(main)
+            cur = main
         elif kind == "GlobalAvgPool2D":
             if len(cur) != 3:
                 raise _Bad(f"{where} comes after a Flatten, Dense or GlobalAvgPool2D layer: it would get flat "
                            f"input {cur}")
-            operations += math.prod(cur)
+            tally["operations"] += math.prod(cur)
             cur = (cur[0],)
         elif kind in _BATCHNORMS:
             rank, what = (3, "images (C, H, W)") if kind == "BatchNorm2D" else (1, "flat features")
@@ -396,7 +471,7 @@ def _walk(layers, shape, itemsize) -> dict:
             if cur[0] != layer["in"]:
                 unit = "channels" if kind == "BatchNorm2D" else "features"
                 raise _Bad(f"{where} expects {layer['in']} {unit} but gets {cur[0]} (from a {shape} input)")
-            operations += math.prod(cur)
+            tally["operations"] += math.prod(cur)
         elif kind == "Flatten":
             cur = (math.prod(cur),)
         elif kind == "Dense":
@@ -404,11 +479,10 @@ def _walk(layers, shape, itemsize) -> dict:
                 raise _Bad(f"{where} would get images of shape {cur}: a Flatten must come before it")
             if cur[0] != layer["in"]:
                 raise _Bad(f"{where} expects {layer['in']} features but gets {cur[0]} (from a {shape} input)")
-            operations += layer["in"] * layer["out"]
+            tally["operations"] += layer["in"] * layer["out"]
             cur = (layer["out"],)
-        elements += math.prod(cur)
-    nbytes = (elements + columns) * itemsize
-    return {"activation_bytes": nbytes, "operations": operations, "output_shape": cur}
+        tally["elements"] += math.prod(cur)
+    return cur
 
 
 def _plan(layers, input_shape, itemsize) -> dict:

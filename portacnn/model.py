@@ -6,7 +6,8 @@ import numpy as np
 
 from . import checkpoint, dask_inference, training
 from .backend import float_dtype_name, get_backend, is_dask_array, numpy_dtype, to_host
-from .layers import LAYER_TYPES, Layer, Parameter
+from .layers import Layer, Parameter
+from .layers.spec import layer_from_spec, layer_spec
 from .parallel import DataParallel, check_workers
 
 class Sequential:
@@ -35,8 +36,8 @@ class Sequential:
         self.rng = np.random.default_rng(seed)
         for i, layer in enumerate(self.layers):
             layer.initialize(self.rng, self.backend, self.backend.dtype(self.dtype))
-            for p in layer.parameters():
-                p.name = f"{i}.{p.name.rsplit('.', 1)[-1]}"
+            for local, p in layer.named_parameters().items():
+                p.name = f"{i}.{local}"
         self.workers = workers
         self._parallel = DataParallel(self)  # runs forward/backward, in row shards when that pays
         self._output_shape = None  # of the last forward pass: what backward's gradient must look like
@@ -109,7 +110,7 @@ class Sequential:
 
     def _buffer_slots(self) -> dict:
         """State-dict key ("<layer index>.<name>") -> (layer, name, array) for every layer buffer (running
-        statistics), each set back as the layer's attribute of that name."""
+        statistics), each set back with ``layer.set_buffer(name, ...)``."""
         return {f"{i}.{name}": (layer, name, value) for i, layer in enumerate(self.layers)
                 for name, value in layer.buffers().items()}
 
@@ -171,7 +172,7 @@ class Sequential:
         (integer buffers stay int64)."""
         for key, (layer, name, _) in self._buffer_slots().items():
             value = host[key]
-            setattr(layer, name, self.backend.asarray(value, dtype=None if value.dtype.kind in "iu" else self.dtype))
+            layer.set_buffer(name, self.backend.asarray(value, dtype=None if value.dtype.kind in "iu" else self.dtype))
 
     def to(self, backend, dtype=None) -> "Sequential":
         """Move the parameters and buffers to another backend (and optionally dtype); returns ``self``.
@@ -221,11 +222,7 @@ class Sequential:
     # -- description -----------------------------------------------------------------------------------
     def architecture(self) -> list[dict]:
         """The layers as ``[{"type": "Conv2D", "in_channels": 1, ...}, ...]`` (JSON-ready)."""
-        out = []
-        for layer in self.layers:
-            cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in layer.config().items()}
-            out.append({"type": type(layer).__name__, **cfg})
-        return out
+        return [layer_spec(layer) for layer in self.layers]
 
     @classmethod
     def from_architecture(cls, arch, backend=None, dtype="float32", seed=0, workers="auto",
@@ -233,16 +230,7 @@ class Sequential:
         """Rebuild a model from :meth:`architecture` output (unknown types or bad fields: ValueError)."""
         if not isinstance(arch, list) or not arch:
             raise ValueError("architecture must be a non-empty list of layer descriptions")
-        layers = []
-        for i, spec in enumerate(arch):
-            if not isinstance(spec, dict) or spec.get("type") not in LAYER_TYPES:
-                known = ", ".join(LAYER_TYPES)
-                raise ValueError(f"architecture item {i} is not a known layer ({known}): {spec!r}")
-            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "type"}
-            try:
-                layers.append(LAYER_TYPES[spec["type"]](**kwargs))
-            except TypeError as e:
-                raise ValueError(f"architecture item {i} ({spec['type']}) has bad arguments: {e}") from None
+        layers = [layer_from_spec(spec, f"architecture item {i}") for i, spec in enumerate(arch)]
         return cls(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=input_shape)
 
     def summary(self, input_shape=None) -> str:
@@ -251,11 +239,20 @@ class Sequential:
         as '?')."""
         shape = input_shape if input_shape is not None else self.input_shape
         rows = [("#", "layer", "output shape", "parameters")]
-        for i, layer in enumerate(self.layers):
-            if shape is not None:
-                shape = layer.output_shape(tuple(shape))
-            count = sum(int(np.prod(p.data.shape)) for p in layer.parameters())
-            rows.append((str(i), repr(layer), "?" if shape is None else str(tuple(shape)), f"{count:,}"))
+
+        def add(key, layers, shape, depth):
+            for i, layer in enumerate(layers):
+                parts = layer.sublayers()
+                name = type(layer).__name__ if parts else repr(layer)
+                given = shape
+                shape = None if shape is None else layer.output_shape(tuple(shape))
+                count = sum(int(np.prod(p.data.shape)) for p in layer.parameters())
+                rows.append((f"{key}{i}", "  " * depth + name, "?" if shape is None else str(tuple(shape)), f"{count:,}"))
+                for branch in dict.fromkeys(name.split(".")[0] for name, _ in parts):  # "body", "shortcut"
+                    add(f"{key}{i}.{branch}.", [sub for name, sub in parts if name.split(".")[0] == branch], given,
+                        depth + 1)
+
+        add("", self.layers, shape, 0)
         widths = [max(len(r[k]) for r in rows) for k in range(4)]
         lines = ["  ".join(r[k].ljust(widths[k]) if k < 3 else r[k].rjust(widths[k]) for k in range(4)) for r in rows]
         lines.insert(1, "-" * len(lines[0]))

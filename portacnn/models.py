@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Residual
 from .model import Sequential
 
 INPUT_SHAPE = (1, 28, 28)
@@ -34,7 +34,25 @@ def kannada_cnn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequen
     return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=INPUT_SHAPE)
 
 
-MODELS = {"seed_cnn": seed_cnn, "lenet5": lenet5, "kannada_cnn": kannada_cnn}
+def _conv_bn(c_in, c_out):
+    """3x3 convolution (no bias: the BatchNorm after it has one), BatchNorm, ReLU."""
+    return [Conv2D(c_in, c_out, 3, padding=1, bias=False), BatchNorm2D(c_out), ReLU()]
+
+
+def kannada_bn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
+    """A small BatchNorm ResNet: conv-BN-ReLU 32, 32, pool 2; a residual block 32 -> 64 (two 3x3 convs, a 1x1
+    projection shortcut), pool 2; conv-BN-ReLU 128; global average pool, dropout .3, dense 128 -> 10."""
+    block = Residual([*_conv_bn(32, 64), Conv2D(64, 64, 3, padding=1, bias=False), BatchNorm2D(64)],
+                     shortcut=[Conv2D(32, 64, 1, bias=False), BatchNorm2D(64)])
+    layers = [
+        *_conv_bn(1, 32), *_conv_bn(32, 32), MaxPool2D(2),
+        block, ReLU(), MaxPool2D(2),
+        *_conv_bn(64, 128), GlobalAvgPool2D(), Dropout(0.3), Dense(128, 10),
+    ]  # fmt: skip
+    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=INPUT_SHAPE)
+
+
+MODELS = {"seed_cnn": seed_cnn, "lenet5": lenet5, "kannada_cnn": kannada_cnn, "kannada_bn": kannada_bn}
 #: shorter names the command line has always accepted
 ALIASES = {"seed": "seed_cnn", "kannada": "kannada_cnn"}
 

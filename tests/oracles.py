@@ -18,24 +18,39 @@ def out_size(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0):
-    """Cross-correlation y[n,o,i,j] = b[o] + sum_{c,u,v} xpad[n,c,i*sh+u,j*sw+v] * w[o,c,u,v]."""
+def conv_padding(padding, kernel_size, dilation=1):
+    """((top, bottom), (left, right)) for a conv's ``padding``, as torch.nn.Conv2d reads it: an int or (ph, pw)
+    pads both sides; "valid" nothing; "same" dilation*(k-1) in all per axis, the larger half after."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        totals = [d * (k - 1) for d, k in zip(_pair(dilation), _pair(kernel_size))]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    ph, pw = _pair(padding)
+    return (ph, ph), (pw, pw)
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1):
+    """Cross-correlation y[n,o,i,j] = b[o] + sum_{c,u,v} xpad[n,c,i*sh+u*dh,j*sw+v*dw] * w[o,c,u,v], ``xpad``
+    padded as :func:`conv_padding` says (so "same" and "valid" as well as ints and pairs)."""
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     n, c, h, wd = x.shape
     o, c2, kh, kw = w.shape
     assert c == c2
     sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
-    xp[:, :, ph : ph + h, pw : pw + wd] = x
-    oh, ow = out_size(h, kh, sh, ph), out_size(wd, kw, sw, pw)
+    dh, dw = _pair(dilation)
+    (top, bottom), (left, right) = conv_padding(padding, (kh, kw), (dh, dw))
+    xp = np.zeros((n, c, top + h + bottom, left + wd + right))
+    xp[:, :, top : top + h, left : left + wd] = x
+    eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1  # the rows and columns a dilated window spans
+    oh, ow = (xp.shape[2] - eh) // sh + 1, (xp.shape[3] - ew) // sw + 1
     y = np.zeros((n, o, oh, ow))
     for ni in range(n):
         for oi in range(o):
             for i in range(oh):
                 for j in range(ow):
-                    patch = xp[ni, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
+                    patch = xp[ni, :, i * sh : i * sh + eh : dh, j * sw : j * sw + ew : dw]
                     y[ni, oi, i, j] = np.sum(patch * w[oi])
             if b is not None:
                 y[ni, oi] += float(b[oi])
@@ -160,12 +175,36 @@ def torch_mirror(model, dtype="float64"):
     import torch
     from torch import nn
 
+    net = _torch_sequential(model.architecture()).to(dtype=getattr(torch, dtype))
+    net.load_state_dict({k: torch.from_numpy(v if v.dtype.kind in "iu" else v.astype(dtype))  # counts stay int64
+                         for k, v in model.state_dict().items()})
+    return net
+
+
+def _torch_sequential(specs):
+    """``torch.nn.Sequential`` of the layers ``specs`` describe (portacnn's architecture entries)."""
+    from torch import nn
+
+    class TorchResidual(nn.Module):  # state keys "body.<j>..." and "shortcut.<j>...", as portacnn's Residual
+        def __init__(self, body, shortcut):
+            super().__init__()
+            self.body, self.shortcut = body, shortcut
+
+        def forward(self, x):
+            return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
     mods = []
-    for spec in model.architecture():
+    for spec in specs:
         kind = spec["type"]
+        if kind == "Residual":
+            mods.append(TorchResidual(_torch_sequential(spec["layers"]),
+                                      None if spec["shortcut"] is None else _torch_sequential(spec["shortcut"])))
+            continue
         if kind == "Conv2D":
+            pad = spec["padding"]  # "same" / "valid" pass through as torch's own strings
             mods.append(nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
-                                  stride=tuple(spec["stride"]), padding=tuple(spec["padding"]), bias=spec["bias"]))
+                                  stride=tuple(spec["stride"]), padding=pad if isinstance(pad, str) else tuple(pad),
+                                  dilation=tuple(spec.get("dilation", (1, 1))), bias=spec["bias"]))
         elif kind == "Dense":
             mods.append(nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"]))
         elif kind == "MaxPool2D":
@@ -187,7 +226,4 @@ def torch_mirror(model, dtype="float64"):
                                                      affine=spec["affine"]))
         else:
             raise ValueError(f"no torch mirror for layer type {kind}")
-    net = nn.Sequential(*mods).to(dtype=getattr(torch, dtype))
-    net.load_state_dict({k: torch.from_numpy(v if v.dtype.kind in "iu" else v.astype(dtype))  # counts stay int64
-                         for k, v in model.state_dict().items()})
-    return net
+    return nn.Sequential(*mods)

@@ -11,11 +11,13 @@ from .global_avgpool import GlobalAvgPool2D
 from .leaky_relu import LeakyReLU
 from .pool import MaxPool2D
 from .relu import ReLU
+from .residual import Residual
 from .sigmoid import Sigmoid
 from .tanh import Tanh
 
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, ReLU, Flatten, Dense, Dropout, LeakyReLU, Sigmoid,
-                                             Tanh, AvgPool2D, GlobalAvgPool2D, BatchNorm2D, BatchNorm1D)}
+                                             Tanh, AvgPool2D, GlobalAvgPool2D, BatchNorm2D, BatchNorm1D, Residual)}
 
 __all__ = ["Layer", "Parameter", "Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dense", "Dropout", "LeakyReLU",
-           "Sigmoid", "Tanh", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm2D", "BatchNorm1D", "LAYER_TYPES"]
+           "Sigmoid", "Tanh", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm2D", "BatchNorm1D", "Residual",
+           "LAYER_TYPES"]

@@ -32,7 +32,7 @@ class Layer:
     same numbers.
 
     What other modules may rely on is declared here, never probed: :meth:`parameters` (trained),
-    :meth:`buffers` (state that is not trained), :attr:`row_separable` (safe to cut a batch into row shards),
+    :meth:`buffers` (state that is not trained, set back with :meth:`set_buffer`), :attr:`row_separable` (safe to cut a batch into row shards),
     :attr:`draws_random` (uses the model's generator while training), :attr:`input_channels` and
     :attr:`out_features` (the widths it fixes), :meth:`output_shape` and :meth:`replica`.
     """
@@ -51,11 +51,26 @@ class Layer:
         """Create this layer's parameters (layers without parameters have nothing to do)."""
 
     def parameters(self) -> list[Parameter]:
+        """The trained arrays, in state-dict order (``weight`` then ``bias`` by default)."""
         return [p for p in (getattr(self, "weight", None), getattr(self, "bias", None)) if p is not None]
 
+    def named_parameters(self) -> dict[str, Parameter]:
+        """Local name -> Parameter ("weight", "bias"; "body.0.weight" in a Residual, which overrides both
+        methods); by default the last part of each parameter's own name."""
+        return {p.name.rsplit(".", 1)[-1]: p for p in self.parameters()}
+
     def buffers(self) -> dict:
-        """State that is not trained but belongs to the model (running statistics); none by default."""
+        """State that is not trained but belongs to the model (running statistics), local name -> array; none
+        by default."""
         return {}
+
+    def set_buffer(self, name: str, value) -> None:
+        """Replace the buffer ``name`` (a key of :meth:`buffers`) by ``value`` (what loading and moving do)."""
+        setattr(self, name, value)
+
+    def sublayers(self) -> list[tuple[str, "Layer"]]:
+        """(local name, layer) of the layers this one is made of ("body.0", ... for a Residual); none by default."""
+        return []
 
     def output_shape(self, shape: tuple) -> tuple:
         """The per-image output shape for a per-image input ``shape`` ((C, H, W) or (F,)); unchanged by default."""
