@@ -4,7 +4,7 @@ The same layers train and run on NumPy (CPU), CuPy (CUDA), PyTorch tensors or ``
 chosen per model with ``backend=``.
 """
 
-from . import data, layers, losses, models, optim, training
+from . import callbacks, data, layers, losses, models, optim, training
 from ._version import __version__
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import CheckpointError
@@ -13,5 +13,5 @@ from .model import Sequential, load
 
 __all__ = [
     "Backend", "BackendUnavailableError", "CheckpointError", "load", "Parameter", "Sequential", "available_backends", "get_backend",
-    "data", "layers", "losses", "models", "optim", "training", "__version__",
+    "callbacks", "data", "layers", "losses", "models", "optim", "training", "__version__",
 ]  # fmt: skip

@@ -113,6 +113,8 @@ _MAX_COUNT = (1 << 63) - 1
 _MAX_NAME, _MAX_TEXT = 64, 4096
 #: training protocols the CLI knows (extra["protocol"])
 PROTOCOLS = ("full", "tutorial")
+#: the learning-rate schedules the command line offers (``extra["schedule"]`` of its checkpoints)
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
 class CheckpointError(ValueError):
@@ -527,17 +529,83 @@ _OPTIMIZER_FIELDS = {"adam": {"lr", "betas", "eps", "weight_decay"}, "adamw": {"
                      "rmsprop": {"lr", "alpha", "eps", "weight_decay", "momentum", "centered"}}
 _OPTIMIZER_BUFFERS = {"adam": {"m", "v"}, "adamw": {"m", "v"}, "sgd": {"momentum"},
                       "rmsprop": {"squareavg", "momentum", "gradavg"}}
+#: what a parameter group may hold besides "params" and its hyper-parameters: a name, and the keys schedulers
+#: write (initial_lr; OneCycleLR's max_lr, min_lr, max_momentum, base_momentum): portacnn.optim.Optimizer's list
+_GROUP_EXTRA = frozenset(OPTIMIZERS["sgd"]._GROUP_EXTRA)
+#: parameter groups of an optimizer (split_decay makes 2; one per parameter is the most that is useful)
+MAX_PARAM_GROUPS = 1024
+
+
+def _check_hyperparameters(kind: str, spec: dict, where: str = "") -> None:
+    """The hyper-parameters of an optimizer of type ``kind`` in ``spec`` (the description, or one group)."""
+    _number(spec["lr"], f"{where}lr", 0.0)  # a schedule may bring it to exactly 0 (cosine annealing's last step)
+    _number(spec["weight_decay"], f"{where}weight_decay", 0.0)
+    if kind == "rmsprop":
+        _number(spec["alpha"], f"{where}alpha", 0.0)
+        _number(spec["eps"], f"{where}eps", 0.0)
+        _number(spec["momentum"], f"{where}momentum", 0.0)
+        if not isinstance(spec["centered"], bool):
+            raise _Bad(f"{where}centered must be true or false; got {_short(spec['centered'])}")
+    elif kind in ("adam", "adamw"):
+        betas = spec["betas"]
+        if not isinstance(betas, list) or len(betas) != 2:
+            raise _Bad(f"{where}betas must be a pair [beta1, beta2]; got {_short(betas)}")
+        for b in betas:
+            _number(b, f"each of {where}betas", 0.0, 1.0, high_open=True)
+        _number(spec["eps"], f"{where}eps", 0.0)
+    else:
+        momentum = _number(spec["momentum"], f"{where}momentum", 0.0)
+        if not isinstance(spec["nesterov"], bool):
+            raise _Bad(f"{where}nesterov must be true or false; got {_short(spec['nesterov'])}")
+        if spec["nesterov"] and momentum == 0:
+            raise _Bad(f"{where}nesterov needs momentum > 0")
+
+
+def _check_param_groups(kind: str, groups, n: int) -> None:
+    """``param_groups``: each group's hyper-parameters, scheduler keys and parameters (indices into the
+    architecture's parameters), the groups together holding every parameter exactly once."""
+    if not isinstance(groups, list) or not 1 <= len(groups) <= MAX_PARAM_GROUPS:
+        raise _Bad(f"'param_groups' must be a list of 1 to {MAX_PARAM_GROUPS} groups; got {_short(groups)}")
+    required = _OPTIMIZER_FIELDS[kind] | {"params"}
+    seen, total = set(), 0
+    for g, group in enumerate(groups):
+        where = f"param_groups[{g}] "
+        if not isinstance(group, dict):
+            raise _Bad(f"{where}is not an object: {_short(group)}")
+        unknown, missing = sorted(set(group) - required - _GROUP_EXTRA), sorted(required - set(group))
+        if unknown or missing:
+            raise _Bad(f"{where}has unknown fields {unknown} or lacks fields {missing}")
+        params = group["params"]
+        if not isinstance(params, list):
+            raise _Bad(f"{where}params must be a list of parameter indices; got {_short(params)}")
+        total += len(params)
+        if total > n:
+            raise _Bad(f"'param_groups' list more than the architecture's {n} parameters")
+        for i in params:
+            _int(i, f"each of {where}params", 0, n - 1)
+            if i in seen:
+                raise _Bad(f"parameter {i} is in more than one of 'param_groups'")
+            seen.add(i)
+        _check_hyperparameters(kind, group, where)
+        for key in sorted(_GROUP_EXTRA & set(group)):
+            if key == "name":
+                _name(group[key], f"{where}name")
+            else:
+                _number(group[key], f"{where}{key}", 0.0)
+    if total != n:
+        raise _Bad(f"'param_groups' hold {total} of the architecture's {n} parameters; each must be in one group")
 
 
 def _check_optimizer(spec, shapes: dict, buffers: dict) -> None:
-    """The optimizer description (type, steps, hyper-parameters) and its buffers ("<i>.<name>" -> array)."""
+    """The optimizer description (type, steps, hyper-parameters, parameter groups) and its buffers
+    ("<i>.<name>" -> array). Indices are those of the architecture's parameters, in the model's order."""
     if not isinstance(spec, dict):
         raise _Bad(f"it is not an object: {_short(spec)}")
     kind = spec.get("type")
     if not isinstance(kind, str) or kind not in _OPTIMIZER_FIELDS:
         raise _Bad(f"unknown optimizer type {_short(kind)} (known: {', '.join(_OPTIMIZER_FIELDS)})")
     expected = _OPTIMIZER_FIELDS[kind] | {"type", "steps"}
-    unknown, missing = sorted(set(spec) - expected), sorted(expected - set(spec))
+    unknown, missing = sorted(set(spec) - expected - {"param_groups"}), sorted(expected - set(spec))
     if unknown or missing:
         raise _Bad(f"{kind} has unknown fields {unknown} or lacks fields {missing}")
     n = len(shapes)
@@ -549,27 +617,9 @@ def _check_optimizer(spec, shapes: dict, buffers: dict) -> None:
             _int(t, "each of 'steps'")
     else:
         _int(steps, "'steps'")
-    _number(spec["lr"], "lr", 0.0)  # a schedule may bring it to exactly 0 (cosine annealing's last step)
-    _number(spec["weight_decay"], "weight_decay", 0.0)
-    if kind == "rmsprop":
-        _number(spec["alpha"], "alpha", 0.0)
-        _number(spec["eps"], "eps", 0.0)
-        _number(spec["momentum"], "momentum", 0.0)
-        if not isinstance(spec["centered"], bool):
-            raise _Bad(f"centered must be true or false; got {_short(spec['centered'])}")
-    elif kind in ("adam", "adamw"):
-        betas = spec["betas"]
-        if not isinstance(betas, list) or len(betas) != 2:
-            raise _Bad(f"betas must be a pair [beta1, beta2]; got {_short(betas)}")
-        for b in betas:
-            _number(b, "each of betas", 0.0, 1.0, high_open=True)
-        _number(spec["eps"], "eps", 0.0)
-    else:
-        momentum = _number(spec["momentum"], "momentum", 0.0)
-        if not isinstance(spec["nesterov"], bool):
-            raise _Bad(f"nesterov must be true or false; got {_short(spec['nesterov'])}")
-        if spec["nesterov"] and momentum == 0:
-            raise _Bad("nesterov needs momentum > 0")
+    _check_hyperparameters(kind, spec)  # the first group's (files before 'param_groups': the only group's)
+    if "param_groups" in spec:
+        _check_param_groups(kind, spec["param_groups"], n)
     order = list(shapes.values())
     for key, value in buffers.items():
         m = re.fullmatch(r"(0|[1-9][0-9]{0,5})\.([a-z]+)", key)
@@ -582,7 +632,14 @@ def _check_optimizer(spec, shapes: dict, buffers: dict) -> None:
 
 _TRAIN_STATE_FIELDS = TrainState.REQUIRED  # the schema's fields are the dataclass's
 _TRAIN_STATE_OPTIONAL = TrainState.OPTIONAL
-_HISTORY_KEYS = {"loss": None, "accuracy": (0.0, 1.0), "val_loss": None, "val_accuracy": (0.0, 1.0)}
+_HISTORY_KEYS = {"loss": None, "accuracy": (0.0, 1.0), "val_loss": None, "val_accuracy": (0.0, 1.0), "lr": (0.0, None)}
+#: callbacks with state in a training state (fit's callbacks=[...]), and the bounds of their (untrusted) states:
+#: nesting, values in all (numbers, strings, lists, objects), characters of a key
+MAX_CALLBACKS = 64
+_MAX_STATE_DEPTH = 16
+_MAX_STATE_VALUES = 100_000
+_INT64 = 1 << 63
+_CLASS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def _float_list(value, what, length_max, exact, bounds=None, non_finite=False) -> None:
@@ -642,6 +699,130 @@ def _check_train_state(state) -> None:
         raise _Bad("history['val_loss'] and history['val_accuracy'] differ in length")
     if "epoch_times" in state:
         _float_list(state["epoch_times"], "field 'epoch_times'", epoch, False, (0.0, None))
+    if state.get("callbacks") is not None:
+        _check_callbacks(state["callbacks"], epoch)
+
+
+def _plain_json(value, what: str, budget: list, depth: int = 0) -> None:
+    """JSON of bounded size (``budget[0]`` values left in all) and nesting, with finite numbers, 64-bit integers,
+    strings of at most _MAX_TEXT characters and keys of at most _MAX_NAME."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Bad(f"the callbacks' states hold more than {_MAX_STATE_VALUES} values")
+    if depth > _MAX_STATE_DEPTH:
+        raise _Bad(f"{what} is nested more than {_MAX_STATE_DEPTH} levels deep")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise _Bad(f"{what} must be a 64-bit integer; got {_short(value)}")
+    elif isinstance(value, float):
+        _number(value, what)
+    elif isinstance(value, str):
+        if len(value) > _MAX_TEXT:
+            raise _Bad(f"{what} is a string of more than {_MAX_TEXT} characters")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain_json(item, f"{what}[{i}]", budget, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if len(key) > _MAX_NAME or not key.isprintable():
+                raise _Bad(f"{what} has a key that is not a printable name of at most {_MAX_NAME} characters: {_short(key)}")
+            _plain_json(item, f"{what}[{key!r}]", budget, depth + 1)
+    else:
+        raise _Bad(f"{what} is not JSON: {_short(value)}")
+
+
+def _object(value, what: str, keys) -> dict:
+    if not isinstance(value, dict) or set(value) != set(keys):
+        raise _Bad(f"{what} must be an object with the keys {sorted(keys)}; got {_short(value)}")
+    return value
+
+
+def _optional_epoch(value, what: str, epoch: int) -> None:
+    """None, or an epoch the run has finished (0-based, below ``epoch``)."""
+    if value is not None:
+        if epoch == 0:
+            raise _Bad(f"{what} must be null before any epoch has finished; got {_short(value)}")
+        _int(value, what, 0, epoch - 1)
+
+
+def _monitor_state(state, what, epoch, extra=()) -> None:
+    _object(state, what, ("monitor", "mode", "best", "best_epoch") + extra)
+    _name(state["monitor"], f"{what} monitor")
+    if state["mode"] not in ("min", "max"):
+        raise _Bad(f"{what} mode must be 'min' or 'max'; got {_short(state['mode'])}")
+    if state["best"] is not None:
+        _number(state["best"], f"{what} best")
+    _optional_epoch(state["best_epoch"], f"{what} best_epoch", epoch)
+
+
+def _early_stopping_state(state, what, epoch) -> None:
+    _monitor_state(state, what, epoch, ("wait", "stopped_epoch"))
+    _int(state["wait"], f"{what} wait", 0, epoch)
+    _optional_epoch(state["stopped_epoch"], f"{what} stopped_epoch", epoch)
+
+
+def _scheduler_state(state, what) -> None:
+    """A portacnn.optim.lr_scheduler state: the progress fields typed (rates non-negative, one per group at most
+    MAX_PARAM_GROUPS); SequentialLR's schedulers each in turn. (fit checks the rest against the scheduler it has.)"""
+    if not isinstance(state, dict):
+        raise _Bad(f"{what} must be an object; got {_short(state)}")
+    for key in ("_last_lr", "base_lrs"):
+        rates = state.get(key, [])
+        if not isinstance(rates, list) or len(rates) > MAX_PARAM_GROUPS:
+            raise _Bad(f"{what} {key} must be a list of at most {MAX_PARAM_GROUPS} rates; got {_short(rates)}")
+        for rate in rates:
+            _number(rate, f"each of {what} {key}", 0.0)
+    if "last_epoch" in state:
+        _int(state["last_epoch"], f"{what} last_epoch", -1)
+    if "_step_count" in state:
+        _int(state["_step_count"], f"{what} _step_count")
+    inner = state.get("_schedulers", [])
+    if not isinstance(inner, list):
+        raise _Bad(f"{what} _schedulers must be a list; got {_short(inner)}")
+    for i, sub in enumerate(inner):
+        _scheduler_state(sub, f"{what} _schedulers[{i}]")
+
+
+def _lr_scheduler_state(state, what, epoch) -> None:
+    _object(state, what, ("per", "offset", "scheduler"))
+    if state["per"] not in ("epoch", "step"):
+        raise _Bad(f"{what} per must be 'epoch' or 'step'; got {_short(state['per'])}")
+    if state["offset"] is not None:
+        _int(state["offset"], f"{what} offset", -_MAX_COUNT)
+    scheduler = _object(state["scheduler"], f"{what} scheduler", ("type", "state"))
+    if not isinstance(scheduler["type"], str) or not _CLASS_NAME.fullmatch(scheduler["type"]):
+        raise _Bad(f"{what} scheduler type must be a class name; got {_short(scheduler['type'])}")
+    _scheduler_state(scheduler["state"], f"{what} scheduler")
+
+
+#: the callbacks of portacnn.training whose states are checked field by field (others: bounded JSON only)
+_CALLBACK_STATES = {
+    "EarlyStopping": _early_stopping_state,
+    "ModelCheckpoint": _monitor_state,
+    "LearningRateScheduler": _lr_scheduler_state,
+}
+
+
+def _check_callbacks(callbacks, epoch: int) -> None:
+    """``[{"type": class name, "state": object}]``: at most MAX_CALLBACKS, every state bounded JSON, the states of
+    portacnn's own callbacks field by field."""
+    if not isinstance(callbacks, list) or len(callbacks) > MAX_CALLBACKS:
+        raise _Bad(f"field 'callbacks' must be a list of at most {MAX_CALLBACKS} callback states; got {_short(callbacks)}")
+    budget = [_MAX_STATE_VALUES]
+    for i, entry in enumerate(callbacks):
+        what = f"callbacks[{i}]"
+        entry = _object(entry, what, ("type", "state"))
+        kind = entry["type"]
+        if not isinstance(kind, str) or not _CLASS_NAME.fullmatch(kind):
+            raise _Bad(f"{what} type must be a class name; got {_short(kind)}")
+        what = f"callbacks[{i}] ({kind}) state"
+        if not isinstance(entry["state"], dict):
+            raise _Bad(f"{what} must be an object; got {_short(entry['state'])}")
+        _plain_json(entry["state"], what, budget, 1)
+        if kind in _CALLBACK_STATES:
+            _CALLBACK_STATES[kind](entry["state"], what, epoch)
 
 
 def _check_extra(extra) -> None:
@@ -660,6 +841,20 @@ def _check_extra(extra) -> None:
         data = extra["data"]
         if not isinstance(data, str) or len(data) > _MAX_TEXT or "\x00" in data:
             raise _Bad(f"'data' must be a string of at most {_MAX_TEXT} characters or null; got {_short(data)}")
+    # the command line's training recipe (a resumed run takes it from here)
+    if "optimizer" in extra and extra["optimizer"] not in OPTIMIZERS:
+        raise _Bad(f"'optimizer' must be one of {', '.join(OPTIMIZERS)}; got {_short(extra['optimizer'])}")
+    if "schedule" in extra and extra["schedule"] not in SCHEDULES:
+        raise _Bad(f"'schedule' must be one of {', '.join(SCHEDULES)}; got {_short(extra['schedule'])}")
+    if "lr" in extra:
+        _number(extra["lr"], "'lr'", 0.0, low_open=True)
+    if extra.get("weight_decay") is not None:
+        _number(extra["weight_decay"], "'weight_decay'", 0.0)
+    for key in ("label_smoothing", "val_split"):
+        if key in extra:
+            _number(extra[key], f"'{key}'", 0.0, 1.0, high_open=True)
+    if extra.get("early_stopping") is not None:
+        _int(extra["early_stopping"], "'early_stopping'", 1, MAX_EPOCHS)
 
 
 # -- the file -----------------------------------------------------------------------------------------------
@@ -855,6 +1050,30 @@ def _known_input_shape(model, given) -> tuple[int, ...] | None:
         raise ValueError(f"save: {e} (for images (N, C, H, W) pass x.shape[1:])") from None
 
 
+def _describe_optimizer(model, optimizer, path) -> tuple[dict, dict]:
+    """The optimizer's metadata and buffers, every parameter named by its index in ``model.parameters()`` (the
+    optimizer's own order differs when its groups split the model, as split_decay's do)."""
+    index = {id(p): j for j, p in enumerate(model.parameters())}
+    state = optimizer.state_dict(model.backend.to_numpy)
+    try:
+        to_model = [index[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    except KeyError:
+        raise CheckpointError(f"{path}: not saved: the optimizer updates parameters that are not this model's; save "
+                              "each optimizer with the model it trains") from None
+    steps = [0] * len(index)  # a parameter the optimizer lacks is refused below, as no group holds it
+    for i, t in enumerate(state["steps"]):
+        steps[to_model[i]] = t
+    buffers = {}
+    for key, value in state["state"].items():
+        i, name = key.split(".", 1)
+        buffers[f"optim.{to_model[int(i)]}.{name}"] = np.ascontiguousarray(value)
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [to_model[i] for i in g["params"]]}
+              for g in state["param_groups"]]
+    spec = {"type": type(optimizer).__name__.lower(), "steps": steps, **optimizer.hyperparameters(),
+            "param_groups": groups}
+    return spec, buffers
+
+
 def save(model, path, optimizer=None, train_state: dict | None = None, extra: dict | None = None,
          input_shape=None) -> Path:
     """Write ``model`` (and optionally its optimizer and trainer state) to ``path`` atomically.
@@ -882,19 +1101,16 @@ def save(model, path, optimizer=None, train_state: dict | None = None, extra: di
     if input_shape is not None:
         meta["input_shape"] = json.dumps(list(input_shape))
     if optimizer is not None:
-        if len(getattr(optimizer, "param_groups", [None])) > 1:
-            raise CheckpointError(f"{path}: not saved: checkpoints hold one optimizer parameter group, and this "
-                                  f"optimizer has {len(optimizer.param_groups)} (e.g. from split_decay); save the model "
-                                  "without the optimizer, or train with one group")
-        state = optimizer.state_dict(model.backend.to_numpy)
-        tensors.update({f"optim.{k}": np.ascontiguousarray(v) for k, v in state["state"].items()})
-        meta["optimizer"] = json.dumps(
-            {"type": type(optimizer).__name__.lower(), "steps": state["steps"], **optimizer.hyperparameters()}
-        )
-    if train_state is not None:
-        meta["train_state"] = json.dumps(train_state)
-    if extra:
-        meta["extra"] = json.dumps(extra)
+        spec, buffers = _describe_optimizer(model, optimizer, path)
+        tensors.update(buffers)
+        meta["optimizer"] = json.dumps(spec)
+    for key, value in (("train_state", train_state), ("extra", extra or None)):
+        if value is not None:
+            try:
+                meta[key] = json.dumps(value)
+            except (TypeError, ValueError) as e:  # e.g. a callback state that is not plain JSON
+                raise CheckpointError(f"{path}: not saved: its {key} is not plain JSON ({e}); keep it to "
+                                      "dicts, lists, strings and finite numbers") from None
     try:
         _validate(tensors, meta, None)  # exactly what load will check: what save writes, load loads
     except _Bad as e:
@@ -938,22 +1154,49 @@ def read(path, dtype=None, allow_unsigned: bool = False) -> dict:
             "weights": fields["weights"], "input_shape": fields["input_shape"], "info": info}
 
 
+def _constructor_arguments(saved: dict) -> dict:
+    """A saved group's (or description's) values as an optimizer takes them: betas a tuple, and a rate a
+    schedule brought to exactly 0 (which no constructor accepts) as 1 for now; the caller puts the 0 back."""
+    out = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k != "params"}
+    if out.get("lr") == 0:
+        out["lr"] = 1.0
+    return out
+
+
 def optimizer_from_checkpoint(model, info: dict | None = None):
-    """The optimizer described in ``model.checkpoint`` (type, hyper-parameters, buffers), or None."""
+    """The optimizer described in ``model.checkpoint`` (type, hyper-parameters, parameter groups with the keys
+    schedulers wrote, step counts, buffers), or None. A file written before groups were saved holds one group,
+    of every parameter in the model's order."""
     info = info or getattr(model, "checkpoint", None) or {}
     spec = info.get("optimizer")
     if not spec:
         return None
     spec = dict(spec)
-    kind, steps = spec.pop("type", None), spec.pop("steps", 0)
+    kind, steps, groups = spec.pop("type", None), spec.pop("steps", 0), spec.pop("param_groups", None)
     if kind not in OPTIMIZERS:
         raise CheckpointError(f"{info.get('path')}: unknown optimizer {kind!r} in checkpoint")
-    if "betas" in spec:
-        spec["betas"] = tuple(spec["betas"])
+    params = model.parameters()
+    n = len(params)
+    if groups is None:
+        groups = [{**spec, "params": list(range(n))}]
+    order = [j for g in groups for j in g["params"]]  # the optimizer's parameters, as model indices
+    if sorted(order) != list(range(n)):
+        raise CheckpointError(f"{info.get('path')}: the saved optimizer's parameter groups do not hold each of this "
+                              f"model's {n} parameters once; load the optimizer with the model it was saved with")
+    steps = list(steps) if isinstance(steps, list) else [steps] * n
+    position = {j: i for i, j in enumerate(order)}
     try:
-        opt = OPTIMIZERS[kind](model.parameters(), **spec)
-        opt.load_state_dict({"steps": steps, "state": info.get("optimizer_state", {})},
+        opt = OPTIMIZERS[kind]([{"params": [params[j] for j in g["params"]], **_constructor_arguments(g)}
+                                for g in groups], **_constructor_arguments(spec))
+        for group, saved in zip(opt.param_groups, groups, strict=True):
+            group["lr"] = float(saved["lr"])
+        opt.defaults["lr"] = float(spec["lr"])
+        state = {}
+        for key, value in (info.get("optimizer_state") or {}).items():
+            j, name = key.split(".", 1)
+            state[f"{position[int(j)]}.{name}"] = value
+        opt.load_state_dict({"steps": [steps[j] for j in order], "state": state},
                             lambda v, dtype: model.backend.asarray(v, dtype=dtype))
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, IndexError) as e:
         raise CheckpointError(f"{info.get('path')}: the saved optimizer state is unusable ({e})") from None
     return opt

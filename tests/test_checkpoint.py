@@ -241,3 +241,55 @@ def test_bad_backend_or_dtype_is_the_callers_error(trained):
     assert not isinstance(err.value, CheckpointError)
     with pytest.raises(ValueError, match="dtype"):
         pc.load(path, dtype="int8")
+
+
+# -- optimizers with parameter groups ---------------------------------------------------------------------------
+def test_parameter_groups_and_scheduler_keys_round_trip(tmp_path):
+    """split_decay's groups (weights first: not the model's order), their hyper-parameters, names and the keys
+    OneCycleLR writes, step counts and buffers come back as they were, on the loaded model's parameters."""
+    from portacnn.optim import lr_scheduler
+
+    x, y = float_subset("train", 64)
+    model = tiny_model()
+    groups = pc.optim.split_decay(model, weight_decay=0.1)
+    groups[1]["name"] = "biases"
+    opt = pc.optim.AdamW(groups, lr=1e-3)
+    sched = lr_scheduler.OneCycleLR(opt, max_lr=[0.01, 0.02], total_steps=10)
+    model.fit(x, y, epochs=1, batch_size=16, progress=False, optimizer=opt,
+              callbacks=[pc.training.LearningRateScheduler(sched, per="step")])
+    path = model.save(tmp_path / "m.safetensors", optimizer=opt)
+    loaded = pc.load(path)
+    saved = loaded.checkpoint["optimizer"]
+    assert [g["params"] for g in saved["param_groups"]] == [[0, 2, 4], [1, 3, 5]]
+    assert saved["lr"] == opt.lr and saved["steps"] == [4] * 6
+    back = checkpoint.optimizer_from_checkpoint(loaded)
+    index = {id(p): j for j, p in enumerate(loaded.parameters())}
+    assert [[index[id(p)] for p in g["params"]] for g in back.param_groups] == [[0, 2, 4], [1, 3, 5]]
+    for mine, theirs in zip(back.param_groups, opt.param_groups):
+        assert {k: v for k, v in mine.items() if k != "params"} == {k: v for k, v in theirs.items() if k != "params"}
+    assert back.param_groups[1]["name"] == "biases" and back.param_groups[0]["betas"][0] == opt.param_groups[0]["betas"][0]
+    assert back.param_steps == opt.param_steps and back.steps == opt.steps
+    for i, state in opt.state.items():
+        for k, v in state.items():
+            np.testing.assert_array_equal(np.asarray(back.state[i][k]), np.asarray(v))
+
+
+def test_a_rate_scheduled_to_zero_saves_and_loads(tmp_path):
+    model = tiny_model()
+    opt = pc.optim.SGD(pc.optim.split_decay(model), lr=0.1, momentum=0.9)
+    sched = pc.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
+    sched.step()
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0]
+    back = checkpoint.optimizer_from_checkpoint(pc.load(model.save(tmp_path / "m.safetensors", optimizer=opt)))
+    assert [g["lr"] for g in back.param_groups] == [0.0, 0.0] and back.param_groups[0]["initial_lr"] == 0.1
+
+
+def test_an_optimizer_of_other_parameters_is_not_saved(tmp_path):
+    model, other = tiny_model(), tiny_model()
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(CheckpointError, match="not this model's"):
+        model.save(path, optimizer=pc.optim.Adam(other.parameters()))
+    with pytest.raises(CheckpointError, match="hold 4 of the architecture's 6 parameters"):
+        model.save(path, optimizer=pc.optim.Adam(model.parameters()[:4]))
+    assert not path.exists()

@@ -12,7 +12,8 @@ Every optimizer takes either a flat list of parameters or torch-style parameter 
 A group's own hyper-parameters override the constructor's (``opt.defaults``). ``opt.param_groups`` is the
 list of groups (dicts; a learning-rate scheduler writes ``group["lr"]``), ``opt.params`` the flat list of
 all parameters, group after group. ``opt.lr = x`` (and the other hyper-parameter attributes) reads the first
-group and writes every group.
+group and writes every group. Checkpoints keep every group (its parameters, hyper-parameters, name and the
+keys schedulers write, such as ``initial_lr``), so a run with groups and a schedule resumes exactly.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class Optimizer:
     the argument) and ``_update(p, state, t, group)``.
     """
 
-    _GROUP_EXTRA = ("name", "initial_lr", "max_lr", "min_lr")  # keys a group may carry besides hyper-parameters
+    #: keys a group may carry besides hyper-parameters: a name, and what schedulers write (``initial_lr``;
+    #: OneCycleLR's ``max_lr``, ``min_lr``, ``max_momentum``, ``base_momentum``); saved and restored with the groups
+    _GROUP_EXTRA = ("name", "initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
 
     def __init__(self, params, defaults=None):
         self.defaults = self._validate(dict(defaults or {}))

@@ -9,9 +9,14 @@ including its recursive ("chainable") forms, so the float sequences agree with t
 same optimizer) resumes the sequence. As in torch, the optimizer's ``lr`` values are part of the optimizer's
 own state (``Optimizer.state_dict`` saves its ``param_groups``), so restore both, scheduler last.
 
-Not offered: ``step(epoch)``, torch's deprecated explicit-epoch form; OneCycleLR's ``cycle_momentum`` (this
-OneCycleLR behaves as torch's with ``cycle_momentum=False``: note that torch's default, ``True``, also cycles
-Adam's beta1 / SGD's momentum).
+OneCycleLR also cycles the momentum (SGD's and RMSprop's ``momentum``, Adam's and AdamW's beta1) inversely to
+the rate, as torch's does by default (``cycle_momentum=True``, between ``base_momentum=0.85`` and
+``max_momentum=0.95``); the parameter groups then carry ``max_momentum`` and ``base_momentum``, as in torch.
+
+To step a schedule from :func:`portacnn.training.fit` (per epoch or per optimizer step, saved in its checkpoints
+so that a resumed run continues it exactly), use :class:`portacnn.training.LearningRateScheduler`.
+
+Not offered: ``step(epoch)``, torch's deprecated explicit-epoch form.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from bisect import bisect_right
 __all__ = ["CosineAnnealingLR", "LRScheduler", "LinearLR", "OneCycleLR", "SequentialLR", "StepLR"]
 
 
-def _finite(name, value, low=None, high=None, low_open=False):
+def _finite(name, value, low=None, high=None, low_open=False, high_open=False):
     bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-    if bad or (low is not None and (value < low or (low_open and value == low))) or (high is not None and value > high):
-        span = f"in {'(' if low_open else '['}{low}, {high}]" if high is not None else f"{'>' if low_open else '>='} {low}"
+    if (bad or (low is not None and (value < low or (low_open and value == low)))
+            or (high is not None and (value > high or (high_open and value == high)))):
+        span = (f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}" if high is not None
+                else f"{'>' if low_open else '>='} {low}")
         raise ValueError(f"{name} must be a finite number {span}; got {value!r}")
     return float(value)
 
@@ -35,6 +42,15 @@ def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return value
+
+
+def _per_group(name, optimizer, value):
+    """``value`` once per parameter group: a list or tuple of that length, or one number for every group."""
+    n = len(optimizer.param_groups)
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} values for {n} parameter groups; give one per group or a number")
+    return values
 
 
 class LRScheduler:
@@ -85,6 +101,12 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, values, strict=True):
             group["lr"] = lr
         self._last_lr = self._group_lrs()
+
+    def _write_groups(self) -> None:
+        """Put the optimizer's groups where this schedule stands (its last rates; OneCycleLR's momentum too): what
+        a restored scheduler does to an optimizer that was not restored with it."""
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
+            group["lr"] = lr
 
     def state_dict(self) -> dict:
         """Everything but the optimizer, as plain JSON-able values."""
@@ -173,11 +195,19 @@ class OneCycleLR(LRScheduler):
         cos:    lr = end + (start - end) / 2 * (1 + cos(pi * pct))       linear: lr = start + (end - start) * pct
 
     Stepping more than ``total_steps`` times is a ValueError, as in torch. ``max_lr`` is a number or one per
-    group. Momentum is not cycled (torch's ``cycle_momentum=False``).
+    group.
+
+    ``cycle_momentum`` (torch's default, True) anneals the momentum the other way, from ``max_momentum`` down
+    to ``base_momentum`` while the rate rises and back up while it falls (three phases: down, up, then held at
+    ``max_momentum``), with the same annealing: it is written to ``group["betas"][0]`` for Adam and AdamW,
+    to ``group["momentum"]`` for SGD and RMSprop (a momentum of 0 becomes ``max_momentum`` at construction, as in
+    torch). Both are numbers or one per group; an optimizer with neither momentum nor betas is a ValueError
+    unless ``cycle_momentum=False``.
     """
 
     def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, anneal_strategy="cos", div_factor=25.0,
-                 final_div_factor=1e4, three_phase=False):
+                 final_div_factor=1e4, three_phase=False, cycle_momentum=True, base_momentum=0.85,
+                 max_momentum=0.95):
         if not hasattr(optimizer, "param_groups"):
             raise TypeError(f"{type(optimizer).__name__} is not an optimizer (it has no param_groups)")
         self.total_steps = _positive_int("OneCycleLR total_steps", total_steps)
@@ -187,22 +217,40 @@ class OneCycleLR(LRScheduler):
         self.anneal_strategy = anneal_strategy
         div_factor = _finite("OneCycleLR div_factor", div_factor, low=0.0, low_open=True)
         final_div_factor = _finite("OneCycleLR final_div_factor", final_div_factor, low=0.0, low_open=True)
-        n = len(optimizer.param_groups)
-        max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * n
-        if len(max_lrs) != n:
-            raise ValueError(f"OneCycleLR max_lr has {len(max_lrs)} values for {n} parameter groups")
-        max_lrs = [_finite("OneCycleLR max_lr", v, low=0.0, low_open=True) for v in max_lrs]
+        max_lrs = [_finite("OneCycleLR max_lr", v, low=0.0, low_open=True)
+                   for v in _per_group("OneCycleLR max_lr", optimizer, max_lr)]
+        if not isinstance(cycle_momentum, bool):
+            raise ValueError(f"OneCycleLR cycle_momentum must be True or False; got {cycle_momentum!r}")
+        self.cycle_momentum = cycle_momentum
+        defaults = getattr(optimizer, "defaults", {})
+        self.use_beta1 = "betas" in defaults
+        if cycle_momentum:
+            if "momentum" not in defaults and not self.use_beta1:
+                raise ValueError(f"OneCycleLR cycle_momentum=True needs an optimizer with momentum or betas (SGD, "
+                                 f"RMSprop, Adam, AdamW), not {type(optimizer).__name__}; pass cycle_momentum=False")
+            high = 1.0 if self.use_beta1 else None  # beta1 must stay below 1
+            tops = [_finite("OneCycleLR max_momentum", v, low=0.0, high=high, high_open=True)
+                    for v in _per_group("OneCycleLR max_momentum", optimizer, max_momentum)]
+            bottoms = [_finite("OneCycleLR base_momentum", v, low=0.0, high=high, high_open=True)
+                       for v in _per_group("OneCycleLR base_momentum", optimizer, base_momentum)]
         t = self.total_steps
+        # [end step, start lr, end lr, start momentum, end momentum] (group keys), as torch's _schedule_phases
         if three_phase:
-            self._phases = [[float(self.pct_start * t) - 1, "initial_lr", "max_lr"],
-                            [float(2 * self.pct_start * t) - 2, "max_lr", "initial_lr"],
-                            [t - 1, "initial_lr", "min_lr"]]
+            self._phases = [[float(self.pct_start * t) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"],
+                            [float(2 * self.pct_start * t) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"],
+                            [t - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"]]
         else:
-            self._phases = [[float(self.pct_start * t) - 1, "initial_lr", "max_lr"], [t - 1, "max_lr", "min_lr"]]
+            self._phases = [[float(self.pct_start * t) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"],
+                            [t - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"]]
         for group, top in zip(optimizer.param_groups, max_lrs):
             group["initial_lr"] = top / div_factor
             group["max_lr"] = top
             group["min_lr"] = group["initial_lr"] / final_div_factor
+        if cycle_momentum:
+            for group, top, bottom in zip(optimizer.param_groups, tops, bottoms):
+                self._set_momentum(group, top)
+                group["max_momentum"] = top
+                group["base_momentum"] = bottom
         super().__init__(optimizer)
 
     def _anneal(self, start, end, pct):
@@ -210,19 +258,38 @@ class OneCycleLR(LRScheduler):
             return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
 
+    def _set_momentum(self, group, value):
+        if self.use_beta1:
+            group["betas"] = (value, *group["betas"][1:])
+        else:
+            group["momentum"] = value
+
+    def _phase(self, step):
+        """(phase, pct) of step ``step``: the phase it lies in and how far through it."""
+        start_step = 0.0
+        for i, phase in enumerate(self._phases):
+            if step <= phase[0] or i == len(self._phases) - 1:
+                return phase, (step - start_step) / (phase[0] - start_step)
+            start_step = phase[0]
+
     def get_lr(self):
         step = self.last_epoch
         if step > self.total_steps:
             raise ValueError(f"OneCycleLR stepped {step} times; total_steps is {self.total_steps}")
+        (_, start, end, m_start, m_end), pct = self._phase(step)
         lrs = []
         for group in self.optimizer.param_groups:
-            start_step = 0.0
-            for i, (end_step, start, end) in enumerate(self._phases):
-                if step <= end_step or i == len(self._phases) - 1:
-                    lrs.append(self._anneal(group[start], group[end], (step - start_step) / (end_step - start_step)))
-                    break
-                start_step = end_step
+            lrs.append(self._anneal(group[start], group[end], pct))
+            if self.cycle_momentum:  # as torch: a side effect of computing the rates
+                self._set_momentum(group, self._anneal(group[m_start], group[m_end], pct))
         return lrs
+
+    def _write_groups(self):
+        super()._write_groups()
+        if self.cycle_momentum:
+            (_, _, _, m_start, m_end), pct = self._phase(self.last_epoch)
+            for group in self.optimizer.param_groups:
+                self._set_momentum(group, self._anneal(group[m_start], group[m_end], pct))
 
 
 class SequentialLR(LRScheduler):
@@ -262,6 +329,10 @@ class SequentialLR(LRScheduler):
         else:
             scheduler.step()
         self._last_lr = scheduler.get_last_lr()
+
+    def _write_groups(self):
+        self._schedulers[bisect_right(self._milestones, self.last_epoch)]._write_groups()
+        super()._write_groups()
 
     def state_dict(self):
         state = copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")})

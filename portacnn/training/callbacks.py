@@ -1,22 +1,42 @@
 """Callbacks: code a training run calls at fixed points, as in Keras (``fit(callbacks=[...])``).
 
-Today there is one point, the end of an epoch, with that epoch's metrics (``loss``, ``accuracy`` and, with
-validation data, ``val_loss``, ``val_accuracy``). A callback may stop the run by setting
-``stop_training`` (the checkpoint of that epoch is written first). ``fit`` hands every callback the model
-first (:meth:`Callback.set_model`).
+``fit`` hands every callback the model first (:meth:`Callback.set_model`; ``self.model.optimizer`` is the
+optimizer the run trains with), then calls, in the order the callbacks were given:
+
+- :meth:`~Callback.on_train_begin` once, before the first step (after a resume restored the callbacks' state);
+- :meth:`~Callback.on_epoch_begin` before each epoch (also before a resumed run finishes an epoch it had begun);
+- :meth:`~Callback.on_train_batch_end` after every optimizer step, with host values only (reading the loss
+  there would wait for the device at every step);
+- :meth:`~Callback.on_epoch_end` after each epoch has finished and been checkpointed, with its metrics
+  (``loss``, ``accuracy``, with validation data ``val_loss``, ``val_accuracy``; ``lr`` with a
+  :class:`LearningRateScheduler`). Setting ``stop_training`` ends the run after that epoch.
+
+A callback with state returns it from :meth:`~Callback.state_dict` (plain JSON, finite numbers) and takes it
+back in :meth:`~Callback.load_state_dict`: checkpoints written by ``fit`` hold the states of its callbacks, and
+``fit(resume=...)`` restores them, so that a resumed run stops, saves and schedules exactly as the uninterrupted
+one (it must be given callbacks of the same types, in the same order). The callbacks here:
 
 - :class:`EarlyStopping`: stop when a metric has not improved for ``patience`` epochs (optionally going back
   to the best weights);
-- :class:`ModelCheckpoint`: save the model whenever a metric improves (the best model of the run).
+- :class:`ModelCheckpoint`: save the model whenever a metric improves (the best model of the run);
+- :class:`LearningRateScheduler`: step a schedule of :mod:`portacnn.optim.lr_scheduler` after every epoch or
+  after every optimizer step.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
+
+from ..optim.lr_scheduler import LRScheduler
 
 
 class Callback:
-    """Subclass and override :meth:`on_epoch_end`; ``stop_training = True`` ends the run after this epoch."""
+    """Subclass and override the hooks you need; ``stop_training = True`` ends the run after the current epoch.
+
+    A callback with state overrides :meth:`state_dict` and :meth:`load_state_dict` so that checkpoints keep it.
+    """
 
     stop_training = False
     model = None
@@ -24,8 +44,29 @@ class Callback:
     def set_model(self, model) -> None:
         self.model = model
 
+    def on_train_begin(self) -> None:
+        """Called once before the first step of ``fit``; ``self.model.optimizer`` is the run's optimizer."""
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        """Called before epoch ``epoch`` (0-based) trains, also when a resumed run continues it mid-way."""
+
+    def on_train_batch_end(self, batch: int, logs: dict) -> None:
+        """Called after every optimizer step; ``batch`` is the step's index in its epoch, ``logs`` holds host
+        values only (``epoch``, ``size``: the images of the step), never the loss (that would wait for the device)."""
+
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         """Called after epoch ``epoch`` (0-based) has finished and been checkpointed."""
+
+    def state_dict(self) -> dict | None:
+        """What a checkpoint keeps of this callback: a JSON-able dict with finite numbers, or None (the default) for
+        a callback without state."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back what :meth:`state_dict` returned (a resumed run); ValueError when it does not fit."""
+        if state:
+            raise ValueError(f"{type(self).__name__} has saved state but no load_state_dict; override load_state_dict "
+                             "to restore what its state_dict returns")
 
 
 class LambdaCallback(Callback):
@@ -50,8 +91,16 @@ def as_callbacks(callbacks, on_epoch_end=None) -> list[Callback]:
     return found + ([LambdaCallback(on_epoch_end)] if on_epoch_end is not None else [])
 
 
+def _check_keys(name, state, keys):
+    if not isinstance(state, dict) or set(state) != set(keys):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{name} state must have the keys {sorted(keys)}; got {got}")
+
+
 class _Monitor(Callback):
     """Tracks the best value of one metric (``min`` for losses, ``max`` for accuracies unless told)."""
+
+    _STATE = ("monitor", "mode", "best", "best_epoch")
 
     def __init__(self, monitor: str, mode: str, min_delta: float):
         if mode not in ("auto", "min", "max"):
@@ -74,10 +123,32 @@ class _Monitor(Callback):
             return True
         return False
 
+    def state_dict(self) -> dict:
+        """The metric and its direction, the best (signed) value so far (None before any) and its epoch."""
+        return {"monitor": self.monitor, "mode": "max" if self.sign < 0 else "min",
+                "best": None if math.isinf(self.best) else self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        name = type(self).__name__
+        _check_keys(name, state, self._STATE)
+        mode = "max" if self.sign < 0 else "min"
+        if (state["monitor"], state["mode"]) != (self.monitor, mode):
+            raise ValueError(f"{name} was saved monitoring {state['monitor']!r} ({state['mode']}); this one monitors "
+                             f"{self.monitor!r} ({mode}): give it the saved run's monitor and mode")
+        self.best = math.inf if state["best"] is None else float(state["best"])
+        self.best_epoch = state["best_epoch"]
+
 
 class EarlyStopping(_Monitor):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs, as Keras'
-    EarlyStopping; ``restore_best_weights`` puts the best epoch's weights back when it stops."""
+    EarlyStopping; ``restore_best_weights`` puts the best epoch's weights back when it stops.
+
+    Its state (best value, its epoch, the epochs waited) is kept in checkpoints, so a resumed run stops at the
+    same epoch; the best weights are not (they would double the file): a run resumed after its best epoch
+    keeps its last weights when it stops, with a warning.
+    """
+
+    _STATE = _Monitor._STATE + ("wait", "stopped_epoch")
 
     def __init__(self, monitor="val_loss", patience=3, min_delta=0.0, mode="auto", restore_best_weights=False):
         super().__init__(monitor, mode, min_delta)
@@ -97,12 +168,23 @@ class EarlyStopping(_Monitor):
             self.stop_training, self.stopped_epoch = True, epoch
             if self.restore_best_weights and self.best_weights is not None:
                 self.model.load_state_dict(self.best_weights)
+            elif self.restore_best_weights and self.best_epoch is not None:
+                warnings.warn(f"EarlyStopping: the best weights (epoch {self.best_epoch + 1}) predate the checkpoint "
+                              "this run resumed from, which does not hold them; the last weights are kept", stacklevel=2)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "wait": self.wait, "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
 
 
 class ModelCheckpoint(_Monitor):
     """Save the model to ``path`` (atomically, as :meth:`Sequential.save`) whenever ``monitor`` improves, or
     after every epoch with ``save_best_only=False``: the best model of a run, kept apart from the resumable
-    checkpoint ``fit(checkpoint_path=...)`` writes."""
+    checkpoint ``fit(checkpoint_path=...)`` writes. Its best value is kept in checkpoints: a resumed run only
+    replaces the file with a better model."""
 
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto", min_delta=0.0):
         super().__init__(monitor, mode, min_delta)
@@ -112,3 +194,134 @@ class ModelCheckpoint(_Monitor):
         if self.improved(logs) or not self.save_best_only:
             self.best_epoch = epoch
             self.model.save(self.path)
+
+
+# a scheduler's state: what its progress is (taken from a checkpoint) and what its arguments are (must agree)
+_PROGRESS = frozenset({"last_epoch", "_step_count", "_last_lr", "base_lrs"})
+
+
+def _json_type(value) -> str:
+    if value is None or isinstance(value, (bool, str, list, dict)):
+        return type(value).__name__
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+def _match_scheduler_state(saved, live, where: str) -> None:
+    """``saved`` (from a checkpoint) fits ``live`` (this run's scheduler's state, as JSON): the same keys, the
+    same arguments, progress values of the same kinds and lengths; else a ValueError naming the entry."""
+    if _json_type(saved) != _json_type(live):
+        raise ValueError(f"{where} is a {_json_type(saved)} in the checkpoint, a {_json_type(live)} in this run's scheduler")
+    if isinstance(live, dict):
+        if set(saved) != set(live):
+            raise ValueError(f"{where} has the entries {sorted(saved)} in the checkpoint, {sorted(live)} in this run's "
+                             "scheduler: build the same kind of scheduler")
+        for key, value in live.items():
+            if key == "_schedulers":  # SequentialLR: each scheduler in turn
+                if len(saved[key]) != len(value):
+                    raise ValueError(f"{where} chains {len(saved[key])} schedulers in the checkpoint, {len(value)} here")
+                for i, (s, v) in enumerate(zip(saved[key], value)):
+                    _match_scheduler_state(s, v, f"{where}._schedulers[{i}]")
+            elif key in _PROGRESS:
+                _match_progress(saved[key], value, f"{where}.{key}")
+            elif saved[key] != value:
+                raise ValueError(f"{where}.{key} is {saved[key]!r} in the checkpoint and {value!r} in this run's scheduler: "
+                                 "build the scheduler with the saved run's arguments")
+
+
+def _match_progress(saved, live, where):
+    if _json_type(saved) != _json_type(live) or (isinstance(live, list) and len(saved) != len(live)):
+        raise ValueError(f"{where} does not fit this run's scheduler (one value per parameter group): build it on an "
+                         "optimizer with the saved run's parameter groups")
+    if isinstance(live, list):
+        for s, v in zip(saved, live):
+            _match_progress(s, v, where)
+    elif isinstance(live, int) and not isinstance(live, bool) and not isinstance(saved, int):
+        raise ValueError(f"{where} must be an integer; got {saved!r}")
+
+
+def _bind(scheduler, optimizer) -> None:
+    scheduler.optimizer = optimizer
+    for inner in getattr(scheduler, "_schedulers", ()):
+        _bind(inner, optimizer)
+
+
+class LearningRateScheduler(Callback):
+    """Step ``scheduler`` (one of :mod:`portacnn.optim.lr_scheduler`) during ``fit``: ``per="epoch"`` after every
+    epoch (the rate of epoch e is the schedule's value after e steps, torch's usual loop), ``per="step"`` after
+    every optimizer step (OneCycleLR's ``total_steps`` is then epochs * steps per epoch). Build the scheduler on
+    the optimizer you pass to ``fit``. History gets ``lr``: the first group's rate at each epoch's end.
+
+    Checkpoints keep the schedule's state. To resume, build the same scheduler (on any optimizer of the same
+    kind with the same groups, e.g. a throwaway one) and call ``fit(resume=..., callbacks=[...])`` without an
+    optimizer: ``fit`` restores the saved optimizer, attaches the scheduler to it and continues the schedule
+    exactly (given an optimizer, ``fit`` trains that one, and the schedule writes its rates into it).
+    """
+
+    def __init__(self, scheduler, per="epoch"):
+        if not isinstance(scheduler, LRScheduler):
+            raise ValueError(f"LearningRateScheduler needs a scheduler from portacnn.optim.lr_scheduler (StepLR, "
+                             f"OneCycleLR, ...); got {scheduler!r}")
+        if per not in ("epoch", "step"):
+            raise ValueError(f"LearningRateScheduler per must be 'epoch' or 'step'; got {per!r}")
+        self.scheduler, self.per = scheduler, per
+        self._offset = None  # per="epoch": the scheduler's last_epoch minus the run's epoch when the run started
+        self._restored = False
+
+    def on_train_begin(self):
+        restored, self._restored = self._restored, False
+        if not restored:  # a new run (or another fit with this callback): the schedule goes on from where it is
+            self._offset = None
+        optimizer = getattr(self.model, "optimizer", None)
+        own = self.scheduler.optimizer
+        if optimizer is own or optimizer is None:
+            pass
+        elif not restored:
+            raise ValueError("LearningRateScheduler: its scheduler was built on another optimizer than the one fit "
+                             "trains with; pass that optimizer: fit(optimizer=...)")
+        elif type(optimizer) is not type(own) or len(optimizer.param_groups) != len(own.param_groups):
+            raise ValueError(f"LearningRateScheduler: its scheduler was built on a {type(own).__name__} with "
+                             f"{len(own.param_groups)} parameter groups, and the run trains a {type(optimizer).__name__} "
+                             f"with {len(optimizer.param_groups)}: build it on the same kind of optimizer")
+        else:
+            _bind(self.scheduler, optimizer)
+        if restored:
+            self.scheduler._write_groups()  # the saved rates (and momentum), whichever optimizer the run has
+
+    def on_epoch_begin(self, epoch):
+        if self.per != "epoch":
+            return
+        if self._offset is None:
+            self._offset = self.scheduler.last_epoch - epoch
+        behind = self._offset + epoch - self.scheduler.last_epoch  # 1 after an epoch, 0 when resumed mid-epoch
+        if behind > 1:
+            raise ValueError(f"LearningRateScheduler: its scheduler stands {behind} steps behind epoch {epoch}: the "
+                             "saved schedule does not belong to this run; resume with the run's own checkpoint")
+        if behind == 1:
+            self.scheduler.step()
+
+    def on_train_batch_end(self, batch, logs):
+        if self.per == "step":
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return {"per": self.per, "offset": self._offset,
+                "scheduler": {"type": type(self.scheduler).__name__, "state": self.scheduler.state_dict()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        _check_keys("LearningRateScheduler", state, ("per", "offset", "scheduler"))
+        if state["per"] != self.per:
+            raise ValueError(f"LearningRateScheduler was saved with per={state['per']!r}; this one has per={self.per!r}: "
+                             "use the saved run's")
+        saved = state["scheduler"]
+        _check_keys("LearningRateScheduler scheduler", saved, ("type", "state"))
+        kind = type(self.scheduler).__name__
+        if saved["type"] != kind:
+            raise ValueError(f"LearningRateScheduler was saved with a {saved['type']}; this one has a {kind}: build the "
+                             "saved run's scheduler")
+        offset = state["offset"]
+        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)):
+            raise ValueError(f"LearningRateScheduler offset must be an integer or null; got {offset!r}")
+        live = json.loads(json.dumps(self.scheduler.state_dict()))
+        _match_scheduler_state(saved["state"], live, kind)
+        self.scheduler.load_state_dict(saved["state"])
+        self._offset, self._restored = offset, True

@@ -26,7 +26,7 @@ from ..inputs import Images, images
 from ..losses import softmax_cross_entropy
 from ..optim import Adam
 from ..train_state import TrainState
-from .callbacks import as_callbacks
+from .callbacks import Callback, LearningRateScheduler, as_callbacks
 from .signals import Interrupt
 
 
@@ -80,6 +80,31 @@ def _same_file(a, b) -> bool:
         return False
 
 
+def _metric(key, value) -> str:
+    return f"{value:.4g}" if key == "lr" else f"{value:.4f}"
+
+
+def _callback_states(callbacks) -> list[dict]:
+    """What checkpoints keep of the callbacks: ``{"type": class name, "state": ...}`` of each with state, in order."""
+    return [{"type": type(c).__name__, "state": s} for c in callbacks if (s := c.state_dict()) is not None]
+
+
+def _restore_callbacks(callbacks, saved) -> None:
+    """Give the callbacks with state what the checkpoint kept of them (nothing from a checkpoint without the record)."""
+    if saved is None:
+        return
+    live = [c for c in callbacks if c.state_dict() is not None]
+    want, have = [e["type"] for e in saved], [type(c).__name__ for c in live]
+    if want != have:
+        raise ValueError(f"resume: the checkpoint's run had the callbacks with state {want or '(none)'} and this fit has "
+                         f"{have or '(none)'}; pass the same callbacks, in the same order, to continue that run")
+    for callback, entry in zip(live, saved):
+        try:
+            callback.load_state_dict(entry["state"])
+        except ValueError as e:
+            raise ValueError(f"resume: {e}") from None
+
+
 def _progress_bar(total, epoch, epochs, enabled):
     if not enabled:
         return None
@@ -88,9 +113,23 @@ def _progress_bar(total, epoch, epochs, enabled):
     return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="img", leave=True, dynamic_ncols=True)
 
 
+def held_out(n: int, validation_split) -> int:
+    """How many of ``n`` training images ``fit(validation_split=...)`` holds out (at least 1; 0 for a split of 0)."""
+    if not validation_split:
+        return 0
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+            or not 0 < validation_split < 1:
+        raise ValueError(f"validation_split must be a fraction between 0 and 1; got {validation_split!r}")
+    count = max(1, int(round(n * validation_split)))
+    if count >= n:
+        raise ValueError(f"validation_split={validation_split} leaves no training images out of {n}")
+    return count
+
+
 def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
         progress=True, log_every=20, resume=None, checkpoint_path=None, checkpoint_every=1,
-        checkpoint_extra=None, on_epoch_end=None, callbacks=None, validation_split=0.0) -> History:
+        checkpoint_extra=None, on_epoch_end=None, callbacks=None, validation_split=0.0,
+        label_smoothing=0.0) -> History:
     """Train ``model`` on images ``x`` (N, C, H, W floats, host or device) and labels ``y`` (N,).
 
     ``optimizer`` defaults to Adam(lr=1e-3). ``resume`` is a model loaded with :func:`portacnn.load` (or its
@@ -99,9 +138,15 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     Ctrl-C or SIGTERM (which then stop training after the current step and mark the history ``interrupted``,
     with ``history.signal`` naming the signal; a second signal raises :class:`Stopped` at once);
     ``checkpoint_extra`` is a JSON-able dict stored with it. ``callbacks`` (see
-    :mod:`portacnn.training.callbacks`) and ``on_epoch_end(epoch, logs)`` run after every epoch.
+    :mod:`portacnn.training.callbacks`: hooks before the run, around every epoch and after every step) and
+    ``on_epoch_end(epoch, logs)`` run after every epoch; checkpoints keep the callbacks' states (a resumed run
+    needs callbacks of the same types, in the same order), written again after the callbacks of an epoch when
+    they changed them (EarlyStopping, ModelCheckpoint). With a :class:`LearningRateScheduler`, the history has
+    ``lr`` (the first group's rate at each epoch's end).
     ``validation_split`` (0 < f < 1) holds out that fraction of ``x``/``y`` for validation, drawn once from
-    ``seed`` (the same images on a resume), instead of ``validation_data``. ``progress`` shows a bar on a
+    ``seed`` (the same images on a resume), instead of ``validation_data``. ``label_smoothing`` (0 <= eps < 1)
+    trains on smoothed targets (:func:`portacnn.losses.softmax_cross_entropy`; the logged training loss is that
+    loss, validation losses are plain cross-entropy). ``progress`` shows a bar on a
     terminal and one line per epoch on stderr elsewhere (notebooks, logs, CI).
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
@@ -110,6 +155,9 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     log_every = _positive_int(log_every, "log_every")
     if checkpoint_every is not None:
         checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+            or not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be a number in [0, 1); got {label_smoothing!r}")
     source = images(x, model, "x", materialize_dask=True)
     n = source.shape[0]
     if checkpoint_path is not None:  # refuse before the first epoch what save would refuse after it
@@ -119,14 +167,9 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     if validation_split:
         if validation_data is not None:
             raise ValueError("give validation_data or validation_split, not both")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
-                or not 0 < validation_split < 1:
-            raise ValueError(f"validation_split must be a fraction between 0 and 1; got {validation_split!r}")
-        held_out = max(1, int(round(n * validation_split)))
-        if held_out >= n:
-            raise ValueError(f"validation_split={validation_split} leaves no training images out of {n}")
+        count = held_out(n, validation_split)
         drawn = np.random.default_rng([seed, 2**32 - 1]).permutation(n)  # apart from every epoch's order
-        held, rows = np.sort(drawn[:held_out]), np.sort(drawn[held_out:])
+        held, rows = np.sort(drawn[:count]), np.sort(drawn[count:])
         validation_data = (source.rows(held), y_host[held])
     if validation_data is not None:
         x_val, y_val = validation_data
@@ -137,10 +180,15 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     callbacks = as_callbacks(callbacks, on_epoch_end)
     for callback in callbacks:
         callback.set_model(model)
+    # the per-step hook is called only on the callbacks that define it: no cost per step otherwise
+    batch_callbacks = [c for c in callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
+    track_lr = any(isinstance(c, LearningRateScheduler) for c in callbacks)
     state = TrainState(seed=seed, batch_size=batch_size)
     history = History()
     if validation_data is not None:
         history.history.update(val_loss=[], val_accuracy=[])
+    if track_lr:
+        history.history["lr"] = []
     if resume is not None:
         info = resume if isinstance(resume, dict) else getattr(resume, "checkpoint", None)
         saved = (info or {}).get("train_state")
@@ -156,17 +204,24 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
         if validation_data is not None:  # resumed with validation data the first run did not have
             history.history.setdefault("val_loss", [])
             history.history.setdefault("val_accuracy", [])
+        if track_lr:
+            history.history.setdefault("lr", [])
         history.epoch_times = state.epoch_times
         model.rng.bit_generator.state = state.rng
+        _restore_callbacks(callbacks, state.callbacks)
         if optimizer is None:
             optimizer = optimizer_from_checkpoint(model, info)
     if optimizer is None:
         optimizer = Adam(model.parameters(), lr=1e-3)
+    model.optimizer = optimizer  # what the callbacks see (self.model.optimizer)
+    for callback in callbacks:
+        callback.on_train_begin()
 
     state.history, state.epoch_times = history.history, history.epoch_times  # one record, shared
 
     def snapshot():
         state.rng = model.rng.bit_generator.state
+        state.callbacks = _callback_states(callbacks)
         return state.to_json()
 
     # the checkpoint a divergence message may name: only one this run wrote, or the one it resumed from
@@ -201,6 +256,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             if rows is not None:
                 order = rows[order]
             spans = _batches(n_train, batch_size)
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch)
             bar = _progress_bar(n_train, epoch, epochs, show)
             if bar is not None:
                 bar.update(state.seen)
@@ -215,7 +272,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 xb = source.rows(idx)
                 yb = backend.asarray(y_host[idx])
                 logits = model.forward(xb, training=True)
-                loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
+                loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False)
                 model.backward(dlogits, input_grad=False)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -223,6 +280,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
                 state.step += 1
                 state.seen += hi - lo
+                for callback in batch_callbacks:  # host values only: no wait for the device
+                    callback.on_train_batch_end(state.step - 1, {"epoch": epoch, "size": hi - lo})
                 end_of_epoch = state.step == len(spans)
                 if end_of_epoch or state.step - last_logged >= log_every or interrupt.hit:
                     sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
@@ -255,12 +314,15 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 val = evaluate(model, x_val, y_val, batch_size=max(batch_size, 1000))
                 history.history["val_loss"].append(val["loss"])
                 history.history["val_accuracy"].append(val["accuracy"])
+            if track_lr:
+                history.history["lr"].append(float(optimizer.param_groups[0]["lr"]))
             history.epoch_times.append(time.perf_counter() - start_time)
             if bar is not None:
-                bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.history.items()}, refresh=True)
+                bar.set_postfix({k: _metric(k, v[-1]) for k, v in history.history.items() if v}, refresh=True)
                 bar.close()
             if progress and not show:  # no terminal: one line per epoch, so a long fit is not silent
-                print(f"epoch {epoch + 1}/{epochs}: " + "  ".join(f"{k} {v[-1]:.4f}" for k, v in history.history.items())
+                print(f"epoch {epoch + 1}/{epochs}: " + "  ".join(f"{k} {_metric(k, v[-1])}" for k, v in history.history.items()
+                                                                  if v)
                       + f"  ({history.epoch_times[-1]:.1f} s)", file=sys.stderr, flush=True)
             state.next_epoch()
             saved_now = checkpoint_every is not None and (state.epoch % checkpoint_every == 0 or state.epoch == epochs)
@@ -269,9 +331,12 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             logs = {k: v[-1] for k, v in history.history.items()}
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
-            if any(callback.stop_training for callback in callbacks):
-                if not saved_now:
-                    write_checkpoint()  # the run ends here: its checkpoint must hold this epoch
+            stop = any(callback.stop_training for callback in callbacks)
+            if stop and not saved_now:
+                write_checkpoint()  # the run ends here: its checkpoint must hold this epoch
+            elif saved_now and checkpoint_path is not None and _callback_states(callbacks) != state.callbacks:
+                write_checkpoint()  # the callbacks' states after this epoch, so that a resumed run has them
+            if stop:
                 break
             if interrupt.hit:
                 history.interrupted = state.epoch < epochs

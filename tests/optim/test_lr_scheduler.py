@@ -1,5 +1,6 @@
 """portacnn.optim.lr_scheduler against torch.optim.lr_scheduler: the same learning-rate sequence for 60 steps
-(per parameter group), JSON-able state dicts that resume the sequence, and argument checks."""
+(per parameter group), OneCycleLR's momentum / beta1 sequence and the training it drives, JSON-able state dicts
+that resume the sequence, and argument checks."""
 
 import json
 
@@ -44,8 +45,6 @@ def pc_optimizer(lrs=(0.1, 0.01), opt="SGD"):
 
 def torch_scheduler(name, opt, kw):
     torch = _torch()
-    if name == "OneCycleLR":
-        kw = {**kw, "cycle_momentum": False}  # portacnn's OneCycleLR does not cycle momentum / beta1
     return getattr(torch.optim.lr_scheduler, name)(opt, **kw)
 
 
@@ -195,3 +194,110 @@ def test_one_cycle_past_total_steps_is_an_error_like_torch():
 def test_not_an_optimizer_is_a_type_error():
     with pytest.raises(TypeError):
         ls.StepLR(object(), step_size=2)
+
+
+# -- OneCycleLR's cycle_momentum (torch's default) ---------------------------------------------------------------
+ONE_CYCLE = [
+    pytest.param({"max_lr": 0.1, "total_steps": 40}, id="default"),
+    pytest.param({"max_lr": [0.1, 0.03], "total_steps": 41, "pct_start": 0.25, "anneal_strategy": "linear",
+                      "base_momentum": [0.8, 0.7], "max_momentum": [0.95, 0.9]}, id="linear-per-group"),
+    pytest.param({"max_lr": 0.2, "total_steps": 50, "three_phase": True, "base_momentum": 0.5, "max_momentum": 0.99},
+                 id="three-phase"),
+    pytest.param({"max_lr": 0.1, "total_steps": 30, "cycle_momentum": False}, id="no-cycle"),
+]
+MOMENTUM_OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSprop"]
+
+
+def momenta(opt):
+    """Each group's momentum, or beta1 for Adam and AdamW (what OneCycleLR cycles)."""
+    return [g["betas"][0] if "betas" in g else g["momentum"] for g in opt.param_groups]
+
+
+def one_cycle_trace(opt, sched, steps):
+    seq = [(sched.get_last_lr(), momenta(opt))]
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        seq.append((sched.get_last_lr(), momenta(opt)))
+    return seq
+
+
+@pytest.mark.parametrize("kw", ONE_CYCLE)
+@pytest.mark.parametrize("opt_name", MOMENTUM_OPTIMIZERS)
+def test_one_cycle_momentum_sequence_equals_torchs(kw, opt_name):
+    """The whole schedule, construction included: rates and momentum (beta1) of every group, bit for bit."""
+    torch = _torch()
+    t_opt = torch_optimizer(opt=opt_name)
+    p_opt = pc_optimizer(opt=opt_name)
+    want = one_cycle_trace(t_opt, torch.optim.lr_scheduler.OneCycleLR(t_opt, **kw), kw["total_steps"])
+    got = one_cycle_trace(p_opt, ls.OneCycleLR(p_opt, **kw), kw["total_steps"])
+    assert got == want
+    for t_group, p_group in zip(t_opt.param_groups, p_opt.param_groups):
+        for key in ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"):
+            assert (key in p_group) == (key in t_group) and p_group.get(key) == t_group.get(key), key
+    if kw.get("cycle_momentum", True):
+        assert len({m for _, ms in got for m in ms}) > 10  # it did cycle
+
+
+def test_one_cycle_drives_training_as_torchs():
+    """Six steps of AdamW (beta1 cycled) and of SGD (momentum cycled in from 0) on the same weights and
+    gradients: the weights agree with torch's."""
+    torch = _torch()
+    from conftest import assert_close
+    from optimhelp import grad_sequence, small_model, snapshot
+
+    backend = pc.get_backend("numpy")
+    for name, hp in (("AdamW", {"lr": 1e-3, "weight_decay": 0.05}), ("SGD", {"lr": 0.01})):
+        model = small_model(backend, "float64")
+        params = model.parameters()
+        tparams = [torch.tensor(p, requires_grad=True) for p in snapshot(backend, params)]
+        groups = lambda ps: [{"params": [ps[0], ps[2]]}, {"params": [ps[1], ps[3]], "weight_decay": 0.0}]
+        opt, topt = getattr(pc.optim, name)(groups(params), **hp), getattr(torch.optim, name)(groups(tparams), **hp)
+        kw = {"max_lr": [0.05, 0.02], "total_steps": 6, "pct_start": 0.4, "base_momentum": 0.8, "max_momentum": 0.92}
+        sched, tsched = ls.OneCycleLR(opt, **kw), torch.optim.lr_scheduler.OneCycleLR(topt, **kw)
+        for step, step_grads in enumerate(grad_sequence(params, 6, seed=5)):
+            for p, tp, g in zip(params, tparams, step_grads):
+                p.grad, tp.grad = backend.asarray(g, dtype="float64"), torch.from_numpy(g.copy())
+            opt.step()
+            topt.step()
+            sched.step()
+            tsched.step()
+            assert momenta(opt) == momenta(topt) and sched.get_last_lr() == tsched.get_last_lr()
+            for i, (a, tp) in enumerate(zip(snapshot(backend, params), tparams)):
+                assert_close(a, tp.detach().numpy(), "float64", err_msg=f"{name} step {step + 1} param {i}")
+
+
+def test_one_cycle_momentum_resumes_into_a_fresh_optimizer():
+    """A scheduler restored from its state puts its rates and momentum into an optimizer built afresh (what
+    fit's LearningRateScheduler does when it resumes)."""
+    opt = pc_optimizer(opt="Adam")
+    sched = ls.OneCycleLR(opt, max_lr=0.1, total_steps=20)
+    for _ in range(7):
+        sched.step()
+    state = json.loads(json.dumps(sched.state_dict()))
+    opt2 = pc_optimizer(opt="Adam")
+    sched2 = ls.OneCycleLR(opt2, max_lr=0.1, total_steps=20)
+    sched2.load_state_dict(state)
+    sched2._write_groups()
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+    assert momenta(opt2) == momenta(opt)
+
+
+def test_one_cycle_momentum_arguments():
+    class Plain(pc.optim.Optimizer):  # neither momentum nor betas
+        def _update(self, p, state, t, group):
+            pass
+
+    plain = Plain(pc_optimizer().params, {"lr": 0.1})
+    with pytest.raises(ValueError, match="pass cycle_momentum=False"):
+        ls.OneCycleLR(plain, max_lr=0.1, total_steps=10)
+    assert ls.OneCycleLR(plain, max_lr=0.1, total_steps=10, cycle_momentum=False).get_last_lr()
+    for opt_name, kw, match in [
+        ("Adam", {"max_momentum": 1.0}, "max_momentum"),  # beta1 must stay below 1
+        ("SGD", {"base_momentum": -0.1}, "base_momentum"),
+        ("SGD", {"base_momentum": [0.8]}, "base_momentum has 1 values for 2 parameter groups"),
+        ("SGD", {"cycle_momentum": "yes"}, "cycle_momentum"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ls.OneCycleLR(pc_optimizer(opt=opt_name), max_lr=0.1, total_steps=10, **kw)
+    assert ls.OneCycleLR(pc_optimizer(opt="SGD"), max_lr=0.1, total_steps=10, max_momentum=1.5).get_last_lr()

@@ -415,10 +415,22 @@ def test_resume_with_adamw_and_rmsprop_is_bit_for_bit(small, tmp_path, make_opti
         np.testing.assert_array_equal(resumed.state_dict()[key], value)
 
 
-def test_optimizers_with_parameter_groups_are_not_checkpointed_silently(small, tmp_path):
+def test_optimizers_with_parameter_groups_are_checkpointed_and_resume_bit_for_bit(small, tmp_path):
+    """split_decay's two groups (weights first, then biases: not the model's order) survive save and load."""
     (x, y), _ = small
-    model = tiny_model()
-    opt = pc.optim.AdamW(pc.optim.split_decay(model))
-    with pytest.raises(pc.CheckpointError, match="one optimizer parameter group"):
-        model.fit(x[:64], y[:64], epochs=1, batch_size=BATCH, progress=False, optimizer=opt,
-                  checkpoint_path=tmp_path / "m.safetensors")
+
+    def make(model):
+        return pc.optim.AdamW(pc.optim.split_decay(model), lr=2e-3, weight_decay=0.05)
+
+    full = tiny_model()
+    full.fit(x[:96], y[:96], epochs=2, batch_size=BATCH, progress=False, optimizer=make(full))
+    first = tiny_model()
+    ckpt = tmp_path / "m.safetensors"
+    first.fit(x[:96], y[:96], epochs=1, batch_size=BATCH, progress=False, optimizer=make(first), checkpoint_path=ckpt)
+    resumed = pc.load(ckpt)
+    groups = resumed.checkpoint["optimizer"]["param_groups"]
+    assert [g["params"] for g in groups] == [[0, 2, 4], [1, 3, 5]] and [g["weight_decay"] for g in groups] == [0.05, 0.0]
+    resumed.fit(x[:96], y[:96], epochs=2, batch_size=BATCH, progress=False, resume=resumed)
+    assert [len(g["params"]) for g in resumed.optimizer.param_groups] == [3, 3]
+    for key, value in full.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[key], value)
