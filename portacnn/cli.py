@@ -23,19 +23,25 @@ from . import data, kernels, plots
 from ._atomic import atomic_write
 from ._version import __version__
 from .backend import KNOWN_BACKENDS, BackendUnavailableError, check_environment, get_backend, unusable_reason
-from .checkpoint import check_architecture, optimizer_from_checkpoint
+from .checkpoint import SCHEDULES, check_architecture, optimizer_from_checkpoint
 from .data import limits
 from .layers import Conv2D
 from .model import load
 from .models import ALIASES, MODELS, canonical_name
-from .optim import SGD, Adam
+from .optim import SGD, Adam, AdamW, RMSprop, split_decay
+from .optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, StepLR
 from .run_folder import RunFolder
-from .training import TrainingDiverged
+from .training import EarlyStopping, LearningRateScheduler, TrainingDiverged, held_out
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
-DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12}
+DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12, "kannada_bn": 10}
 # train's flags that a resumed run takes from its checkpoint; given explicitly, they must agree with it
 TRAIN_DEFAULTS = {"model": "seed_cnn", "batch_size": 128, "seed": 0, "dtype": "float32"}
+# ... and the recipe (checkpoints written before these flags existed hold none: they ran with these values)
+RECIPE_DEFAULTS = {"optimizer": "adam", "weight_decay": None, "schedule": "constant", "label_smoothing": 0.0,
+                   "val_split": 0.0, "early_stopping": None}
+DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.05, "rmsprop": 1e-3}
+
 
 
 class UsageError(Exception):
@@ -71,6 +77,27 @@ def _nonneg_int(text):
     return value
 
 
+def _fraction(text):
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text!r}")
+    return value
+
+
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0) or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def _workers(text):
     if text == "auto":
         return text
@@ -97,11 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="folder of IDX files, a CSV or an .npz (default: the embedded Kannada-MNIST)")
     t.add_argument("--protocol", choices=["full", "tutorial"], default=None,
                    help="full: all training images; tutorial: 600/100 per class drawn from the training set")
-    t.add_argument("--epochs", type=_positive(int), help="epochs (default: 10 seed, 15 lenet5, 12 kannada)")
+    t.add_argument("--epochs", type=_positive(int),
+                   help="epochs (default: 10 seed_cnn, 15 lenet5, 12 kannada_cnn, 10 kannada_bn)")
     t.add_argument("--batch-size", type=_positive(int), default=None, help="default 128")
-    t.add_argument("--lr", type=_positive(float), help="learning rate (default: 1e-3 adam, 0.05 sgd)")
-    t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    t.add_argument("--lr", type=_positive(float),
+                   help="learning rate, the peak one with --schedule onecycle (default: 1e-3; 0.05 sgd)")
+    t.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default=None, help="default adam")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    t.add_argument("--weight-decay", type=_nonneg_float, default=None, metavar="F",
+                   help="weight decay of the kernels, never of biases or BatchNorm (default: 0.01 adamw, else 0)")
+    t.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="learning rate: constant (default); step (x0.1 every third of the epochs); cosine (annealed "
+                        "to 0 over the run, per step); onecycle (warm-up to --lr then down, per step, momentum cycled)")
+    t.add_argument("--label-smoothing", type=_fraction, default=None, metavar="F",
+                   help="spread F of each target over all classes (default 0)")
+    t.add_argument("--val-split", type=_fraction, default=None, metavar="F",
+                   help="hold out F of the training images to validate on after each epoch (default 0: none; the "
+                        "test set is scored once, at the end)")
+    t.add_argument("--early-stopping", type=_positive(int), default=None, metavar="PATIENCE",
+                   help="stop when the validation loss has not improved for PATIENCE epochs and keep the best "
+                        "weights (needs --val-split)")
     t.add_argument("--seed", type=_nonneg_int, default=None, help="default 0")
     t.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default float32")
     t.add_argument("--out", help="output folder (default: runs/<timestamp>); one that holds another run is "
@@ -196,9 +238,28 @@ def _chunks(images, batch_size, target_bytes=64 << 20):
 
 # -- commands -----------------------------------------------------------------------------------------
 def _make_optimizer(model, args):
+    """The optimizer the flags ask for; with weight decay, in two groups (no decay on biases and BatchNorm)."""
+    lr = args.peak_lr
+    decay = args.weight_decay if args.weight_decay is not None else (1e-2 if args.optimizer == "adamw" else 0.0)
+    params = split_decay(model, decay) if decay else model.parameters()
     if args.optimizer == "sgd":
-        return SGD(model.parameters(), lr=args.lr or 0.05, momentum=args.momentum)
-    return Adam(model.parameters(), lr=args.lr or 1e-3)
+        return SGD(params, lr=lr, momentum=args.momentum, weight_decay=decay)
+    return {"adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}[args.optimizer](params, lr=lr, weight_decay=decay)
+
+
+def _callbacks(args, optimizer, epochs, n_train) -> list:
+    """The learning-rate schedule and early stopping the flags ask for, as fit() callbacks."""
+    found = []
+    steps = epochs * math.ceil((n_train - held_out(n_train, args.val_split)) / args.batch_size)
+    if args.schedule == "step":
+        found.append(LearningRateScheduler(StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1), per="epoch"))
+    elif args.schedule == "cosine":
+        found.append(LearningRateScheduler(CosineAnnealingLR(optimizer, T_max=steps), per="step"))
+    elif args.schedule == "onecycle":
+        found.append(LearningRateScheduler(OneCycleLR(optimizer, max_lr=args.peak_lr, total_steps=steps), per="step"))
+    if args.early_stopping:
+        found.append(EarlyStopping(monitor="val_loss", patience=args.early_stopping, restore_best_weights=True))
+    return found
 
 
 def _resume_settings(args, model) -> str:
@@ -210,7 +271,8 @@ def _resume_settings(args, model) -> str:
     saved = model.checkpoint.get("extra") or {}
 
     run = {"model": canonical_name(saved.get("model", "custom")), "batch_size": state["batch_size"], "seed": state["seed"],
-           "dtype": model.dtype, "protocol": saved.get("protocol") or "full", "limit": saved.get("limit")}
+           "dtype": model.dtype, "protocol": saved.get("protocol") or "full", "limit": saved.get("limit"),
+           **{key: saved.get(key, default) for key, default in RECIPE_DEFAULTS.items()}}
     for key, value in run.items():
         given = getattr(args, key)
         if given is not None and given != value:
@@ -227,11 +289,15 @@ def _resume_settings(args, model) -> str:
         raise UsageError(f"--resume {args.resume}: that run trained on {was}, not --data {args.data}")
     if args.epochs is None:
         args.epochs = saved.get("epochs")
+    elif args.schedule != "constant" and args.epochs != saved.get("epochs"):
+        raise UsageError(f"--resume {args.resume}: that run's {args.schedule} schedule spans {saved.get('epochs')} "
+                         f"epochs; it cannot change to --epochs {args.epochs} (drop --epochs)")
     elif args.epochs < state["epoch"]:
         raise UsageError(f"--resume {args.resume}: that run has already trained {state['epoch']} epochs, more than "
                          f"--epochs {args.epochs}; give at least {state['epoch']} (or drop --epochs)")
     if args.out is None:
         args.out = str(Path(args.resume).parent)
+    args.peak_lr = saved.get("lr", DEFAULT_LR[args.optimizer])  # what the schedule was built from
     return run["model"]
 
 
@@ -240,17 +306,23 @@ def cmd_train(args) -> int:
         model = load(args.resume, backend=args.backend)
         model_name = _resume_settings(args, model)
         optimizer = optimizer_from_checkpoint(model)
+        if args.lr is not None and args.schedule != "constant":
+            raise UsageError(f"--resume {args.resume}: that run's learning rate follows its {args.schedule} schedule; "
+                             "drop --lr to continue it")
         if optimizer is not None and args.lr is not None:  # an explicit --lr overrides the saved one
             optimizer.lr = float(args.lr)
     else:
-        for key, value in TRAIN_DEFAULTS.items():
+        for key, value in {**TRAIN_DEFAULTS, **RECIPE_DEFAULTS}.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
+        args.peak_lr = args.lr or DEFAULT_LR[args.optimizer]
         model = MODELS[args.model](backend=args.backend, dtype=args.dtype, seed=args.seed)
         optimizer = None
         model_name = args.model
     model.workers = args.workers
     args.protocol = args.protocol or "full"
+    if args.early_stopping and not args.val_split:
+        raise UsageError("--early-stopping watches the validation loss: give --val-split too (e.g. --val-split 0.1)")
     epochs = args.epochs or DEFAULT_EPOCHS.get(model_name, 10)
     if optimizer is None:
         optimizer = _make_optimizer(model, args)
@@ -269,15 +341,24 @@ def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set
 
     (xtr, ytr), (xte, yte) = train, test_set
     ckpt = out / "model.safetensors"
-    _say(args, f"portacnn {__version__}: training {model_name} ({model.num_parameters()} parameters) on "
-               f"{model.backend.name}, {len(ytr)} images ({note}), {epochs} epochs, batch {args.batch_size}")
     run_info = {"model": model_name, "epochs": epochs, "protocol": args.protocol, "limit": args.limit,
-                "data": None if args.data is None else str(Path(args.data).resolve())}
+                "data": None if args.data is None else str(Path(args.data).resolve()),
+                "lr": args.peak_lr, **{key: getattr(args, key) for key in RECIPE_DEFAULTS}}
+    recipe = [f"{args.optimizer} lr {args.peak_lr:g}"]
+    recipe += [f"{args.schedule} schedule"] if args.schedule != "constant" else []
+    recipe += [f"label smoothing {args.label_smoothing:g}"] if args.label_smoothing else []
+    recipe += [f"validation on {args.val_split:.0%} of the training images"] if args.val_split else []
+    recipe += [f"early stopping after {args.early_stopping} epochs without progress"] if args.early_stopping else []
+    _say(args, f"portacnn {__version__}: training {model_name} ({model.num_parameters()} parameters) on "
+               f"{model.backend.name}, {len(ytr)} images ({note}), {epochs} epochs, batch {args.batch_size}, "
+               + ", ".join(recipe))
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported below
             history = model.fit(
                 xtr, ytr, epochs=epochs, batch_size=args.batch_size, optimizer=optimizer,
-                validation_data=(xte, yte), seed=args.seed, progress=not args.no_progress and sys.stderr.isatty(),
+                validation_split=args.val_split, seed=args.seed, label_smoothing=args.label_smoothing,
+                callbacks=_callbacks(args, optimizer, epochs, len(ytr)),
+                progress=not args.no_progress and sys.stderr.isatty(),
                 resume=model if args.resume else None, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
                 checkpoint_extra=run_info,
                 on_epoch_end=None if args.json else lambda e, logs: print(

@@ -37,7 +37,8 @@ def test_train_writes_model_history_plots_and_json(run, data_dir):
     assert result["epochs"] == 2 and result["n_train"] == 256 and result["n_test"] == 100
     assert result["model"] == str(out / "model.safetensors")
     history = json.loads((out / "history.json").read_text())
-    assert len(history["history"]["loss"]) == 2 and len(history["history"]["val_accuracy"]) == 2
+    assert len(history["history"]["loss"]) == 2
+    assert "val_accuracy" not in history["history"]  # no --val-split: the test set is scored once, at the end
     for name in ("curves.png", "confusion.png", "filters.png", "samples.png", "mistakes.png"):
         assert (out / name).stat().st_size > 0, name
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
@@ -169,11 +170,80 @@ def test_resume_via_cli_is_bit_for_bit(data_dir, tmp_path):
     assert h_full == h_res
 
 
+RECIPE = ["--optimizer", "adamw", "--weight-decay", "0.05", "--schedule", "onecycle", "--label-smoothing", "0.1",
+          "--val-split", "0.25", "--early-stopping", "4"]
+
+
+def test_recipe_flags_reach_the_run_and_its_checkpoint(data_dir, tmp_path):
+    proc = run_cli("train", "--data", data_dir, "--limit", 128, "--batch-size", 16, "--epochs", 2, "--no-plots",
+                   "--out", tmp_path / "o", *RECIPE)
+    assert proc.returncode == 0, proc.stderr
+    assert "adamw lr 0.001, onecycle schedule, label smoothing 0.1, validation on 25% of the training images" in proc.stdout
+    history = json.loads((tmp_path / "o" / "history.json").read_text())["history"]
+    assert len(history["val_loss"]) == 2 and len(history["lr"]) == 2 and history["lr"][-1] < history["lr"][0] / 10  # annealed
+    model = pc.load(tmp_path / "o" / "model.safetensors")
+    extra = model.checkpoint["extra"]
+    assert {k: extra[k] for k in ("optimizer", "weight_decay", "schedule", "label_smoothing", "val_split",
+                                  "early_stopping", "lr")} == dict(optimizer="adamw", weight_decay=0.05,
+                                                                   schedule="onecycle", label_smoothing=0.1,
+                                                                   val_split=0.25, early_stopping=4, lr=1e-3)
+    groups = model.checkpoint["optimizer"]["param_groups"]  # no decay on biases
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
+
+
+def test_a_run_stopped_mid_schedule_resumes_bit_for_bit(data_dir, tmp_path, monkeypatch, capsys):
+    """SIGTERM in the middle of epoch 2 of a one-cycle AdamW run with smoothing, a validation split and early
+    stopping; --resume then ends with exactly the weights, history and learning rates of an unbroken run."""
+    import os
+    import signal
+
+    common = ["train", "--data", str(data_dir), "--limit", "128", "--batch-size", "16", "--epochs", "3",
+              "--no-plots", "--no-progress", "--workers", "1", "--seed", "2", *RECIPE]
+    assert cli.main([*common, "--out", str(tmp_path / "full")]) == 0
+
+    class Terminate(pc.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs):
+            if logs["epoch"] == 1 and batch == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    make = cli._callbacks
+    monkeypatch.setattr(cli, "_callbacks", lambda *a: make(*a) + [Terminate()])
+    assert cli.main([*common, "--out", str(tmp_path / "part")]) == 143
+    monkeypatch.setattr(cli, "_callbacks", make)
+    saved = pc.load(tmp_path / "part" / "model.safetensors").checkpoint["train_state"]
+    assert (saved["epoch"], saved["step"]) == (1, 3)
+    assert cli.main(["train", "--resume", str(tmp_path / "part" / "model.safetensors"), "--data", str(data_dir),
+                     "--no-plots", "--no-progress", "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert_same_state(state_of(tmp_path / "part" / "model.safetensors"), state_of(tmp_path / "full" / "model.safetensors"))
+    histories = [json.loads((tmp_path / run / "history.json").read_text())["history"] for run in ("full", "part")]
+    assert histories[0] == histories[1] and len(histories[0]["lr"]) == 3
+
+
+def test_resume_keeps_the_schedule(data_dir, tmp_path):
+    out = tmp_path / "o"
+    proc = run_cli("train", "--data", data_dir, "--limit", 64, "--batch-size", 16, "--epochs", 1, "--no-plots",
+                   "--out", out, "--schedule", "cosine")
+    assert proc.returncode == 0, proc.stderr
+    ckpt = out / "model.safetensors"
+    assert_usage_error(run_cli("train", "--resume", ckpt, "--data", data_dir, "--lr", "0.01"), "drop --lr")
+    assert_usage_error(run_cli("train", "--resume", ckpt, "--data", data_dir, "--epochs", 2),
+                       "cosine schedule spans 1 epochs")
+    assert_usage_error(run_cli("train", "--resume", ckpt, "--data", data_dir, "--schedule", "step"),
+                       "that run used --schedule cosine")
+
+
 # -- usage errors, in-process (fast) and through a real subprocess --------------------------------------------
 BAD_FLAGS = [
     (["train", "--model", "resnet"], "invalid choice"),
     (["train", "--backend", "tensorflow"], "invalid choice"),
-    (["train", "--optimizer", "rmsprop"], "invalid choice"),
+    (["train", "--optimizer", "lamb"], "invalid choice"),
+    (["train", "--schedule", "exponential"], "invalid choice"),
+    (["train", "--label-smoothing", "1"], "--label-smoothing"),
+    (["train", "--val-split", "-0.1"], "--val-split"),
+    (["train", "--weight-decay", "nan"], "--weight-decay"),
+    (["train", "--early-stopping", "0"], "--early-stopping"),
+    (["train", "--early-stopping", "3"], "--early-stopping watches the validation loss: give --val-split"),
     (["train", "--epochs", "0"], "--epochs"),
     (["train", "--epochs", "-3"], "--epochs"),
     (["train", "--epochs", "two"], "--epochs"),
