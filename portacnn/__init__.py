@@ -8,10 +8,11 @@ from . import callbacks, data, layers, losses, models, optim, training
 from ._version import __version__
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import CheckpointError
+from .ensemble import Ensemble
 from .layers import Parameter
 from .model import Sequential, load
 
 __all__ = [
-    "Backend", "BackendUnavailableError", "CheckpointError", "load", "Parameter", "Sequential", "available_backends", "get_backend",
+    "Backend", "BackendUnavailableError", "CheckpointError", "Ensemble", "load", "Parameter", "Sequential", "available_backends", "get_backend",
     "callbacks", "data", "layers", "losses", "models", "optim", "training", "__version__",
 ]  # fmt: skip

@@ -46,13 +46,17 @@ before the model, its activations or any other large array exists:
 * **Weights** (parameters and layer buffers) must be float, finite, and exactly the keys and shapes the
   architecture implies (compared before anything is built; a num_batches_tracked count a non-negative whole
   number); optimizer buffers must belong to a parameter and have its shape.
-* **Metadata fields** follow an explicit schema: ``optimizer`` (type adam or sgd, exactly its
-  hyper-parameters, each of the right type and range, per-parameter step counts), ``train_state`` (the
-  fields ``fit`` writes, non-negative and consistent: ``step <= seen <= step * batch_size``,
-  ``correct <= seen``, history lists of finite floats, one per finished epoch, a random generator state
-  numpy accepts) and ``extra`` (free-form JSON, but the keys the CLI writes are typed and bounded:
-  ``model`` and ``protocol`` short names, ``epochs`` in 1..``MAX_EPOCHS``, ``limit`` a non-negative int or
-  null, ``data`` a string or null). Nothing read from a checkpoint is ever used as a path to open:
+* **Metadata fields** follow an explicit schema: ``optimizer`` (type sgd, adam, adamw or rmsprop, exactly
+  its hyper-parameters, each of the right type and range, per-parameter step counts, and its parameter
+  groups: each group's hyper-parameters and schedule keys, their parameter indices a partition of the
+  model's parameters; files without groups load as one group), ``train_state`` (the fields ``fit`` writes,
+  non-negative and consistent: ``step <= seen <= step * batch_size``, ``correct <= seen``, history lists of
+  finite floats, one per finished epoch, a random generator state numpy accepts, and the callbacks' states:
+  bounded JSON, the known callbacks' fields checked one by one) and ``extra`` (free-form JSON, but the keys
+  the CLI writes are typed and bounded: ``model`` and ``protocol`` short names, ``epochs`` in
+  1..``MAX_EPOCHS``, ``limit`` a non-negative int or null, ``data`` a string or null, and the training
+  recipe: ``optimizer``, ``schedule``, ``lr``, ``weight_decay``, ``label_smoothing``, ``val_split``,
+  ``early_stopping``). Nothing read from a checkpoint is ever used as a path to open:
   ``extra["data"]`` only records where a run's data came from.
 
 Every limit is a module constant: a model beyond one is refused with a message naming it; raise it

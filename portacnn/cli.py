@@ -25,6 +25,7 @@ from ._version import __version__
 from .backend import KNOWN_BACKENDS, BackendUnavailableError, check_environment, get_backend, unusable_reason
 from .checkpoint import SCHEDULES, check_architecture, optimizer_from_checkpoint
 from .data import limits
+from .ensemble import Ensemble
 from .layers import Conv2D
 from .model import load
 from .models import ALIASES, MODELS, canonical_name
@@ -160,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-plots", action="store_true", help="do not draw the PNG figures")
     common(t)
 
-    e = sub.add_parser("evaluate", help="accuracy and loss of a saved model")
-    e.add_argument("model", help="a .safetensors checkpoint written by portacnn")
+    e = sub.add_parser("evaluate", help="accuracy and loss of a saved model (or of an ensemble of several)")
+    e.add_argument("model", nargs="+", help=".safetensors checkpoints written by portacnn (several: an ensemble "
+                                          "averaging their probabilities)")
     e.add_argument("--data", help="folder of IDX files (one *images* and one *labels* file), a CSV or an .npz")
     e.add_argument("--split", choices=["train", "test"], default="test")
     e.add_argument("--batch-size", type=_positive(int), default=1000)
@@ -170,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(e)
 
     pr = sub.add_parser("predict", help="classify PNG/JPEG images or the images of an IDX/CSV/.npz file")
-    pr.add_argument("model", help="a .safetensors checkpoint written by portacnn")
+    pr.add_argument("model", help="a .safetensors checkpoint written by portacnn (more .safetensors files after it "
+                                   "make an ensemble averaging their probabilities)")
     pr.add_argument("inputs", nargs="+", help="image files (greyscale, white digit on black) or IDX/CSV/.npz files")
     pr.add_argument("--invert", action="store_true", help="images are dark digits on a light background")
     pr.add_argument("--batch-size", type=_positive(int), default=1000)
@@ -413,21 +416,42 @@ def _draw(out, model, history, xtr, ytr, xte, yte, args):
     return [str(p) for p in paths]
 
 
+def _load_models(args, paths):
+    """The checkpoints ``paths`` as one model, or as an :class:`Ensemble` of several."""
+    models = []
+    for path in paths:
+        model = load(path, backend=args.backend, allow_unsigned=args.allow_unsigned)
+        model.workers = args.workers
+        models.append(model)
+    if len(models) == 1:
+        return models[0]
+    try:
+        return Ensemble(models)
+    except ValueError as e:
+        raise UsageError(f"{', '.join(paths)}: these models cannot form an ensemble: {e}") from None
+
+
+def _members(model):
+    return model.models if isinstance(model, Ensemble) else [model]
+
+
 def cmd_evaluate(args) -> int:
-    model = load(args.model, backend=args.backend, allow_unsigned=args.allow_unsigned)
-    model.workers = args.workers
+    model = _load_models(args, args.model)
     x, y, _ = data.load_split(args.data, args.split)
     source = args.data or f"embedded Kannada-MNIST {args.split}"
     if y is None:
         raise UsageError(f"{args.data}: holds no labels, so accuracy cannot be computed (use 'portacnn predict')")
-    _check_fits(model, x, source, args.model)
+    for member, path in zip(_members(model), args.model):
+        _check_fits(member, x, source, path)
     loss_sum, correct, n = 0.0, 0, int(x.shape[0])
     for lo, hi in _chunks(x, args.batch_size):  # float32 copies one chunk at a time: memory does not grow with N
         r = model.evaluate(data.preprocess(x[lo:hi]), y[lo:hi], batch_size=args.batch_size)
         loss_sum += r["loss"] * r["n"]
         correct += round(r["accuracy"] * r["n"])
-    result = {"accuracy": correct / n, "loss": loss_sum / n, "n": n}
-    _say(args, f"accuracy {result['accuracy'] * 100:.2f} %  loss {result['loss']:.4f}  on {n} images ({source})")
+    result = {"accuracy": correct / n, "loss": loss_sum / n, "n": n, "models": len(_members(model))}
+    what = "" if len(args.model) == 1 else f" (ensemble of {len(args.model)} models)"
+    _say(args, f"accuracy {result['accuracy'] * 100:.2f} %  loss {result['loss']:.4f}  on {n} images ({source})"
+               + what)
     if args.json:
         _emit_json(result)
     return 0
@@ -456,11 +480,16 @@ def _inputs(paths, invert):
 
 
 def cmd_predict(args) -> int:
-    model = load(args.model, backend=args.backend, allow_unsigned=args.allow_unsigned)
-    model.workers = args.workers
+    paths = [args.model]
+    while args.inputs and args.inputs[0].lower().endswith(".safetensors"):  # never an input: more models
+        paths.append(args.inputs.pop(0))
+    if not args.inputs:
+        raise UsageError("predict needs at least one input file after the model checkpoints")
+    model = _load_models(args, paths)
     groups = _inputs(args.inputs, args.invert)
     for name, images, single in groups:
-        _check_fits(model, images, name[0] if single else name, args.model)
+        for member, path in zip(_members(model), paths):
+            _check_fits(member, images, name[0] if single else name, path)
     out = sys.stdout
     if args.json:  # streamed, so a million predictions never sit in memory as Python objects
         out.write('{"predictions": [')
