@@ -28,8 +28,8 @@ before the model, its activations or any other large array exists:
   "same" only with stride 1, a pooling padding at most half its window, as in torch; at most
   ``MAX_WINDOW`` cells per window), then
   the layers are run on *shapes only* for the input the model takes: every window must fit its input
-  (``kernel_size - padding <= input size``: a larger window only sees padding past both edges of the
-  image), channels and features must chain (both branches of a Residual block to the same shape), and one
+  (a convolution's padded input at least its dilated kernel; a pool's ``kernel_size - padding <= input
+  size``: a larger window only sees padding past both edges of the image), channels and features must chain (both branches of a Residual block to the same shape), and one
   image may need at most ``MAX_ACTIVATION_BYTES`` of
   activations (the input, every layer's output, every padded copy and the largest im2col matrix, times
   the dtype's size) and ``MAX_OPERATIONS`` multiply-adds and comparisons.
@@ -56,7 +56,7 @@ before the model, its activations or any other large array exists:
   the CLI writes are typed and bounded: ``model`` and ``protocol`` short names, ``epochs`` in
   1..``MAX_EPOCHS``, ``limit`` a non-negative int or null, ``data`` a string or null, and the training
   recipe: ``optimizer``, ``schedule``, ``lr``, ``weight_decay``, ``label_smoothing``, ``val_split``,
-  ``early_stopping``). Nothing read from a checkpoint is ever used as a path to open:
+  ``early_stopping``, ``augment``). Nothing read from a checkpoint is ever used as a path to open:
   ``extra["data"]`` only records where a run's data came from.
 
 Every limit is a module constant: a model beyond one is refused with a message naming it; raise it
@@ -119,6 +119,8 @@ _MAX_NAME, _MAX_TEXT = 64, 4096
 PROTOCOLS = ("full", "tutorial")
 #: the learning-rate schedules the command line offers (``extra["schedule"]`` of its checkpoints)
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
+#: ... and its augmentations (``extra["augment"]``)
+AUGMENTATIONS = ("none", "affine", "affine+erase")
 
 
 class CheckpointError(ValueError):
@@ -186,6 +188,18 @@ def _pads(p) -> str:
     return "x".join(str(a) if a == b else f"{a}+{b}" for a, b in p)
 
 
+_FITS = {False: "kernel_size - padding must be at most the input size",
+         True: "the padded input must be at least the dilated kernel size"}
+
+
+def _fits(layer, axis: int) -> int:
+    """The smallest input side (along ``axis``) a windowed layer takes. A convolution (whose padding is below its
+    dilated kernel on each side, so every window sees the image) takes any padded side at least its dilated
+    kernel, as torch; a pool keeps the older, stricter rule (kernel - padding at most the input)."""
+    (lo, hi), e = layer["p"][axis], layer["e"][axis]
+    return e - lo - hi if layer["type"] == "Conv2D" else e - max(lo, hi)
+
+
 def _main_path(layers) -> list[dict]:
     """The layers with each Residual replaced by its own (main-path) layers, recursively."""
     out = []
@@ -247,7 +261,7 @@ def _layers(arch, prefix: str = "", depth: int = 0, count: list | None = None) -
             raise _Bad(f"{where} has unknown fields {unknown} or lacks fields {missing}")
         layer = {"type": kind, "index": key, "where": where}
         if kind == "Residual":
-            if depth + 1 >= MAX_DEPTH:
+            if depth >= MAX_DEPTH:
                 raise _Bad(f"{where} nests Residual blocks more than MAX_DEPTH = {MAX_DEPTH} deep")
             layer["body"] = _layers(spec["layers"], f"{key}.body.", depth + 1, count)
             shortcut = spec.get("shortcut")
@@ -390,7 +404,7 @@ def _assumed_input(layers) -> tuple[tuple[int, ...], str]:
     for layer in windowed:
         for a in (0, 1):
             e, s, (lo, hi) = layer["e"][a], layer["s"][a], layer["p"][a]
-            ok[a] &= out[a] >= e - max(lo, hi)  # the window fits (which also makes the output at least 1)
+            ok[a] &= out[a] >= _fits(layer, a)  # the window fits (which also makes the output at least 1)
             out[a] = (out[a] + lo + hi - e) // s + 1
         if not (ok[0].any() and ok[1].any()):
             raise _Bad(f"{layer['where']}: its {_fmt(layer['e'])} window (padding {_pads(layer['p'])}) fits no input "
@@ -442,9 +456,9 @@ def _chain(layers, cur, shape, tally) -> tuple:
             if kind == "Conv2D" and c != layer["in"]:
                 raise _Bad(f"{where} expects {layer['in']} input channels but gets {c} (from a {shape} input)")
             (kh, kw), (eh, ew), (sh, sw), (py, px) = layer["k"], layer["e"], layer["s"], layer["p"]
-            if h < eh - max(py) or w < ew - max(px):
+            if h < _fits(layer, 0) or w < _fits(layer, 1):
                 raise _Bad(f"{where}: its {eh}x{ew} window (padding {_pads(layer['p'])}) does not fit the {h}x{w} input "
-                           f"it gets from a {shape} input (kernel_size - padding must be at most the input size)")
+                           f"it gets from a {shape} input ({_FITS[layer['type'] == 'Conv2D']})")
             hp, wp = h + sum(py), w + sum(px)
             ho, wo = (hp - eh) // sh + 1, (wp - ew) // sw + 1
             if hp > h or wp > w:
@@ -848,6 +862,8 @@ def _check_extra(extra) -> None:
     # the command line's training recipe (a resumed run takes it from here)
     if "optimizer" in extra and extra["optimizer"] not in OPTIMIZERS:
         raise _Bad(f"'optimizer' must be one of {', '.join(OPTIMIZERS)}; got {_short(extra['optimizer'])}")
+    if "augment" in extra and extra["augment"] not in AUGMENTATIONS:
+        raise _Bad(f"'augment' must be one of {', '.join(AUGMENTATIONS)}; got {_short(extra['augment'])}")
     if "schedule" in extra and extra["schedule"] not in SCHEDULES:
         raise _Bad(f"'schedule' must be one of {', '.join(SCHEDULES)}; got {_short(extra['schedule'])}")
     if "lr" in extra:

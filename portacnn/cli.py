@@ -19,11 +19,11 @@ from pathlib import Path
 import array_api_compat
 import numpy as np
 
-from . import data, kernels, plots
+from . import augment, data, kernels, plots
 from ._atomic import atomic_write
 from ._version import __version__
 from .backend import KNOWN_BACKENDS, BackendUnavailableError, check_environment, get_backend, unusable_reason
-from .checkpoint import SCHEDULES, check_architecture, optimizer_from_checkpoint
+from .checkpoint import AUGMENTATIONS, SCHEDULES, check_architecture, optimizer_from_checkpoint
 from .data import limits
 from .ensemble import Ensemble
 from .layers import Conv2D
@@ -40,7 +40,7 @@ DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12, "kannada_bn":
 TRAIN_DEFAULTS = {"model": "seed_cnn", "batch_size": 128, "seed": 0, "dtype": "float32"}
 # ... and the recipe (checkpoints written before these flags existed hold none: they ran with these values)
 RECIPE_DEFAULTS = {"optimizer": "adam", "weight_decay": None, "schedule": "constant", "label_smoothing": 0.0,
-                   "val_split": 0.0, "early_stopping": None}
+                   "val_split": 0.0, "early_stopping": None, "augment": "none"}
 DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.05, "rmsprop": 1e-3}
 
 
@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-split", type=_fraction, default=None, metavar="F",
                    help="hold out F of the training images to validate on after each epoch (default 0: none; the "
                         "test set is scored once, at the end)")
+    t.add_argument("--augment", choices=AUGMENTATIONS, default=None,
+                   help="change every training batch: affine (random rotation up to 10 degrees, shift up to 10 %%, "
+                        "scale 0.9-1.1, shear up to 5 degrees), affine+erase (also erase a random rectangle in half of "
+                        "the images); default none")
     t.add_argument("--early-stopping", type=_positive(int), default=None, metavar="PATIENCE",
                    help="stop when the validation loss has not improved for PATIENCE epochs and keep the best "
                         "weights (needs --val-split)")
@@ -250,6 +254,16 @@ def _make_optimizer(model, args):
     return {"adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}[args.optimizer](params, lr=lr, weight_decay=decay)
 
 
+def _augmentation(name):
+    """The transform ``--augment name`` stands for (None for "none")."""
+    if name == "none":
+        return None
+    affine = augment.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5)
+    if name == "affine":
+        return affine
+    return augment.Compose([affine, augment.RandomErasing(p=0.5, scale=(0.02, 0.15))])
+
+
 def _callbacks(args, optimizer, epochs, n_train) -> list:
     """The learning-rate schedule and early stopping the flags ask for, as fit() callbacks."""
     found = []
@@ -276,6 +290,9 @@ def _resume_settings(args, model) -> str:
     run = {"model": canonical_name(saved.get("model", "custom")), "batch_size": state["batch_size"], "seed": state["seed"],
            "dtype": model.dtype, "protocol": saved.get("protocol") or "full", "limit": saved.get("limit"),
            **{key: saved.get(key, default) for key, default in RECIPE_DEFAULTS.items()}}
+    trained = model.checkpoint.get("optimizer") or {}
+    if "optimizer" not in saved and trained.get("type") in DEFAULT_LR:  # written before the recipe was recorded
+        run["optimizer"] = trained["type"]
     for key, value in run.items():
         given = getattr(args, key)
         if given is not None and given != value:
@@ -300,7 +317,7 @@ def _resume_settings(args, model) -> str:
                          f"--epochs {args.epochs}; give at least {state['epoch']} (or drop --epochs)")
     if args.out is None:
         args.out = str(Path(args.resume).parent)
-    args.peak_lr = saved.get("lr", DEFAULT_LR[args.optimizer])  # what the schedule was built from
+    args.peak_lr = saved.get("lr", trained.get("lr", DEFAULT_LR[args.optimizer]))  # what a schedule is built from
     return run["model"]
 
 
@@ -347,20 +364,22 @@ def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set
     run_info = {"model": model_name, "epochs": epochs, "protocol": args.protocol, "limit": args.limit,
                 "data": None if args.data is None else str(Path(args.data).resolve()),
                 "lr": args.peak_lr, **{key: getattr(args, key) for key in RECIPE_DEFAULTS}}
+    n_val = held_out(len(ytr), args.val_split)
+    held = f"; {n_val} of them held out for validation" if n_val else ""
     recipe = [f"{args.optimizer} lr {args.peak_lr:g}"]
     recipe += [f"{args.schedule} schedule"] if args.schedule != "constant" else []
     recipe += [f"label smoothing {args.label_smoothing:g}"] if args.label_smoothing else []
-    recipe += [f"validation on {args.val_split:.0%} of the training images"] if args.val_split else []
+    recipe += [f"{args.augment} augmentation"] if args.augment != "none" else []
     recipe += [f"early stopping after {args.early_stopping} epochs without progress"] if args.early_stopping else []
     _say(args, f"portacnn {__version__}: training {model_name} ({model.num_parameters()} parameters) on "
-               f"{model.backend.name}, {len(ytr)} images ({note}), {epochs} epochs, batch {args.batch_size}, "
+               f"{model.backend.name}, {len(ytr)} images ({note}{held}), {epochs} epochs, batch {args.batch_size}, "
                + ", ".join(recipe))
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported below
             history = model.fit(
                 xtr, ytr, epochs=epochs, batch_size=args.batch_size, optimizer=optimizer,
                 validation_split=args.val_split, seed=args.seed, label_smoothing=args.label_smoothing,
-                callbacks=_callbacks(args, optimizer, epochs, len(ytr)),
+                callbacks=_callbacks(args, optimizer, epochs, len(ytr)), augment=_augmentation(args.augment),
                 progress=not args.no_progress and sys.stderr.isatty(),
                 resume=model if args.resume else None, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
                 checkpoint_extra=run_info,
@@ -412,6 +431,11 @@ def _draw(out, model, history, xtr, ytr, xte, yte, args):
         images=xte, y_true=yte, proba=model.predict_proba(xte),
         sample_images=xtr[:40], sample_labels=ytr[:40],
     )
+    transform = _augmentation(args.augment)
+    if transform is not None:  # the same samples as the training run's augmentation draws them
+        shown = transform(xtr[:40], np.random.default_rng([args.seed, 0]))
+        paths.append(plots.sample_grid(shown, ytr[:40], out / "augmented.png",
+                                       title=f"Training samples, {args.augment} augmentation"))
     _say(args, "plots: " + ", ".join(str(p) for p in paths))
     return [str(p) for p in paths]
 

@@ -2,16 +2,17 @@
 
     p(x) = (1/K) * sum_k softmax(model_k(x))       predict = argmax p       loss = mean_n -log p_n[y_n]
 
-Each model runs on its own backend and dtype; the average is taken on the host in float64 (a probability
-that underflows to 0 in every member gives an infinite loss, as a one-hot mistake would). ``portacnn evaluate
-A B ...`` and ``portacnn predict A B ...`` use it.
+Each model runs on its own backend and dtype; the average is taken on the host in float64, from the members'
+log-probabilities: log p = logsumexp_k(log softmax(model_k(x))) - log K, so a class every member finds
+very unlikely keeps a finite loss (as each member's own loss is) instead of underflowing to log 0.
+``portacnn evaluate A B ...`` and ``portacnn predict A B ...`` use it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .training import check_labels
+from .training import check_labels, predict_log_proba
 
 
 class Ensemble:
@@ -34,24 +35,25 @@ class Ensemble:
     def num_classes(self):
         return self.models[0].num_classes()
 
+    def predict_log_proba(self, x, batch_size=1000) -> np.ndarray:
+        """Log of the averaged probabilities (N, classes), float64 on the host."""
+        logs = np.stack([np.asarray(predict_log_proba(m, x, batch_size=batch_size), dtype=np.float64)
+                         for m in self.models])
+        top = np.max(logs, axis=0)
+        return top + np.log(np.mean(np.exp(logs - top), axis=0))
+
     def predict_proba(self, x, batch_size=1000) -> np.ndarray:
         """Averaged probabilities (N, classes), float64 on the host."""
-        total = None
-        for model in self.models:
-            p = np.asarray(model.predict_proba(x, batch_size=batch_size), dtype=np.float64)
-            total = p if total is None else total + p
-        return total / len(self.models)
+        return np.exp(self.predict_log_proba(x, batch_size=batch_size))
 
     def predict(self, x, batch_size=1000) -> np.ndarray:
         return np.argmax(self.predict_proba(x, batch_size=batch_size), axis=1)
 
     def evaluate(self, x, y, batch_size=1000) -> dict:
         """``{"loss", "accuracy", "n"}`` of the averaged probabilities (loss: their mean negative log-likelihood)."""
-        proba = self.predict_proba(x, batch_size=batch_size)
-        n = proba.shape[0]
+        logp = self.predict_log_proba(x, batch_size=batch_size)
+        n = logp.shape[0]
         y = check_labels(self.models[0], y, n)
-        picked = proba[np.arange(n), y]
-        with np.errstate(divide="ignore"):
-            loss = float(-np.mean(np.log(picked))) if n else 0.0
-        accuracy = float(np.mean(np.argmax(proba, axis=1) == y)) if n else 0.0
+        loss = float(-np.mean(logp[np.arange(n), y])) if n else 0.0
+        accuracy = float(np.mean(np.argmax(logp, axis=1) == y)) if n else 0.0
         return {"loss": loss, "accuracy": accuracy, "n": int(n)}

@@ -7,6 +7,7 @@ import numpy as np
 from . import checkpoint, dask_inference, training
 from .backend import float_dtype_name, get_backend, is_dask_array, numpy_dtype, to_host
 from .layers import Layer, Parameter
+from .layers.base import check_distinct
 from .layers.spec import layer_from_spec, layer_spec
 from .parallel import DataParallel, check_workers
 
@@ -30,6 +31,7 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise ValueError(f"Sequential item {i} is not a portacnn layer: {layer!r}")
+        check_distinct(self.layers, "Sequential")
         self.dtype = float_dtype_name(dtype)
         self.backend = get_backend(backend)
         self.seed = seed
@@ -118,11 +120,19 @@ class Sequential:
         """Host (NumPy) copies of every parameter and buffer, keyed like ``torch.nn.Sequential.state_dict()``
         (buffers such as a BatchNorm's "<i>.running_mean" keep their dtype: "<i>.num_batches_tracked" is int64)."""
         state = {}
-        for i, layer in enumerate(self.layers):  # torch's order: each layer's parameters, then its buffers
+
+        def add(prefix, layer):  # torch's order: each (innermost) layer's parameters, then its buffers
+            if layer.sublayers():
+                for name, sub in layer.sublayers():
+                    add(f"{prefix}.{name}", sub)
+                return
             for p in layer.parameters():
                 state[p.name] = np.array(self.backend.to_numpy(p.data), copy=True)
             for name, value in layer.buffers().items():
-                state[f"{i}.{name}"] = np.array(self.backend.to_numpy(value), copy=True)
+                state[f"{prefix}.{name}"] = np.array(self.backend.to_numpy(value), copy=True)
+
+        for i, layer in enumerate(self.layers):
+            add(str(i), layer)
         return state
 
     def load_state_dict(self, state) -> None:

@@ -171,22 +171,23 @@ def test_resume_via_cli_is_bit_for_bit(data_dir, tmp_path):
 
 
 RECIPE = ["--optimizer", "adamw", "--weight-decay", "0.05", "--schedule", "onecycle", "--label-smoothing", "0.1",
-          "--val-split", "0.25", "--early-stopping", "4"]
+          "--val-split", "0.25", "--early-stopping", "4", "--augment", "affine+erase"]
 
 
 def test_recipe_flags_reach_the_run_and_its_checkpoint(data_dir, tmp_path):
     proc = run_cli("train", "--data", data_dir, "--limit", 128, "--batch-size", 16, "--epochs", 2, "--no-plots",
                    "--out", tmp_path / "o", *RECIPE)
     assert proc.returncode == 0, proc.stderr
-    assert "adamw lr 0.001, onecycle schedule, label smoothing 0.1, validation on 25% of the training images" in proc.stdout
+    assert "128 images (full training set; 32 of them held out for validation)" in proc.stdout
+    assert "adamw lr 0.001, onecycle schedule, label smoothing 0.1, affine+erase augmentation" in proc.stdout
     history = json.loads((tmp_path / "o" / "history.json").read_text())["history"]
     assert len(history["val_loss"]) == 2 and len(history["lr"]) == 2 and history["lr"][-1] < history["lr"][0] / 10  # annealed
     model = pc.load(tmp_path / "o" / "model.safetensors")
     extra = model.checkpoint["extra"]
     assert {k: extra[k] for k in ("optimizer", "weight_decay", "schedule", "label_smoothing", "val_split",
-                                  "early_stopping", "lr")} == dict(optimizer="adamw", weight_decay=0.05,
-                                                                   schedule="onecycle", label_smoothing=0.1,
-                                                                   val_split=0.25, early_stopping=4, lr=1e-3)
+                                  "early_stopping", "lr", "augment")} == dict(
+        optimizer="adamw", weight_decay=0.05, schedule="onecycle", label_smoothing=0.1, val_split=0.25, early_stopping=4,
+        lr=1e-3, augment="affine+erase")
     groups = model.checkpoint["optimizer"]["param_groups"]  # no decay on biases
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
 
@@ -231,6 +232,27 @@ def test_resume_keeps_the_schedule(data_dir, tmp_path):
                        "cosine schedule spans 1 epochs")
     assert_usage_error(run_cli("train", "--resume", ckpt, "--data", data_dir, "--schedule", "step"),
                        "that run used --schedule cosine")
+
+
+def test_resume_of_a_run_saved_before_the_recipe_was_recorded(data_dir, tmp_path):
+    """Its checkpoint names no optimizer in 'extra': the saved optimizer's own type and rate are the run's."""
+    from portacnn import checkpoint
+
+    out = tmp_path / "o"
+    proc = run_cli("train", "--data", data_dir, "--limit", 64, "--batch-size", 16, "--epochs", 1, "--no-plots",
+                   "--out", out, "--optimizer", "sgd", "--lr", "0.02")
+    assert proc.returncode == 0, proc.stderr
+    ckpt = out / "model.safetensors"
+    model = pc.load(ckpt)
+    info = model.checkpoint
+    old = {k: info["extra"][k] for k in ("model", "epochs", "protocol", "limit", "data")}
+    checkpoint.save(model, ckpt, optimizer=checkpoint.optimizer_from_checkpoint(model), train_state=info["train_state"],
+                    extra=old)
+    resumed = run_cli("train", "--resume", ckpt, "--data", data_dir, "--epochs", 2, "--no-plots")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "sgd lr 0.02" in resumed.stdout
+    extra = pc.load(ckpt).checkpoint["extra"]
+    assert extra["optimizer"] == "sgd" and extra["lr"] == 0.02
 
 
 # -- usage errors, in-process (fast) and through a real subprocess --------------------------------------------

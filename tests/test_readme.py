@@ -79,7 +79,7 @@ def _options(sub: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 def _alternatives(text: str) -> dict[str, list[str]]:
     """{flag: [literal values]} for flags written ``--flag a|b|c`` (upper-case words are placeholders)."""
     found = {}
-    for flag, value in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)[ =]([\w.|-]+)", text):
+    for flag, value in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)[ =]([\w.|+-]+)", text):
         words = [w for w in value.split("|") if w and not w.isupper()]
         if "|" in value and words:
             found[flag] = words

@@ -133,6 +133,21 @@ def run_backward(layers, grad, input_grad: bool = True):
     return grad if input_grad else None
 
 
+def check_distinct(layers, what: str) -> None:
+    """A ValueError naming ``what`` when one layer object sits in two places of ``layers`` (nested ones
+    included): the two places would share one forward cache and one set of parameters."""
+    seen = set()
+
+    def visit(items):
+        for layer in items:
+            if id(layer) in seen:
+                raise ValueError(f"{what} holds the layer {layer!r} twice; give each place its own layer")
+            seen.add(id(layer))
+            visit([sub for _, sub in layer.sublayers()])
+
+    visit(layers)
+
+
 def pair(value, what: str) -> tuple[int, int]:
     """``3`` or ``(3, 5)`` as an (h, w) pair of ints; anything else is a ValueError naming ``what``."""
     if isinstance(value, (tuple, list)):

@@ -11,7 +11,7 @@ buffers are named like a torch module with ``body`` and ``shortcut`` sub-``Seque
 
 from __future__ import annotations
 
-from .base import Layer, run_backward, run_forward
+from .base import Layer, check_distinct, run_backward, run_forward
 from .spec import layer_from_spec, layer_spec
 
 
@@ -36,11 +36,7 @@ class Residual(Layer):
     def __init__(self, layers, shortcut=None):
         self.body = _branch(layers, "layers")
         self.shortcut = None if shortcut is None else _branch(shortcut, "shortcut")
-        seen = set()
-        for layer in self.children():
-            if id(layer) in seen:
-                raise ValueError(f"Residual holds the layer {layer!r} twice; give each place its own layer")
-            seen.add(id(layer))
+        check_distinct(self.children(), "Residual")
 
     def children(self) -> list:
         return self.body + (self.shortcut or [])

@@ -112,6 +112,16 @@ class _Monitor(Callback):
         self.min_delta = float(min_delta)
         self.best = math.inf
         self.best_epoch = None
+        self._restored = False
+
+    def on_train_begin(self):
+        """A new run starts from scratch (as Keras); a resumed one keeps what its checkpoint restored."""
+        restored, self._restored = self._restored, False
+        if not restored:
+            self.reset()
+
+    def reset(self) -> None:
+        self.best, self.best_epoch, self.stop_training = math.inf, None, False
 
     def improved(self, logs: dict) -> bool:
         if self.monitor not in logs:
@@ -137,15 +147,18 @@ class _Monitor(Callback):
                              f"{self.monitor!r} ({mode}): give it the saved run's monitor and mode")
         self.best = math.inf if state["best"] is None else float(state["best"])
         self.best_epoch = state["best_epoch"]
+        self._restored = True
 
 
 class EarlyStopping(_Monitor):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs, as Keras'
     EarlyStopping; ``restore_best_weights`` puts the best epoch's weights back when it stops.
 
-    Its state (best value, its epoch, the epochs waited) is kept in checkpoints, so a resumed run stops at the
-    same epoch; the best weights are not (they would double the file): a run resumed after its best epoch
-    keeps its last weights when it stops, with a warning.
+    Its state (best value, its epoch, the epochs waited, the epoch it stopped at) is kept in checkpoints, so a
+    resumed run stops at the same epoch, and a run it stopped stays finished (``fit(resume=...)`` trains no
+    further, and the checkpoint keeps the weights it stopped with: the best ones when restored); the best
+    weights themselves are not kept (they would double the file): a run resumed after its best epoch keeps
+    its last weights when it stops, with a warning.
     """
 
     _STATE = _Monitor._STATE + ("wait", "stopped_epoch")
@@ -155,6 +168,10 @@ class EarlyStopping(_Monitor):
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be an int >= 0; got {patience!r}")
         self.patience, self.restore_best_weights = patience, bool(restore_best_weights)
+        self.wait, self.best_weights, self.stopped_epoch = 0, None, None
+
+    def reset(self) -> None:
+        super().reset()
         self.wait, self.best_weights, self.stopped_epoch = 0, None, None
 
     def on_epoch_end(self, epoch, logs):
@@ -178,6 +195,7 @@ class EarlyStopping(_Monitor):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+        self.stop_training = self.stopped_epoch is not None  # the run it stopped is over
 
 
 class ModelCheckpoint(_Monitor):

@@ -113,6 +113,11 @@ def _progress_bar(total, epoch, epochs, enabled):
     return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="img", leave=True, dynamic_ncols=True)
 
 
+#: the last word of the seed of each step's augmentation generator ([seed, epoch, step, AUGMENT_STREAM]), apart
+#: from the epoch orders ([seed, epoch]) and the validation split ([seed, 2**32 - 1])
+AUGMENT_STREAM = 0x61756720
+
+
 def held_out(n: int, validation_split) -> int:
     """How many of ``n`` training images ``fit(validation_split=...)`` holds out (at least 1; 0 for a split of 0)."""
     if not validation_split:
@@ -129,7 +134,7 @@ def held_out(n: int, validation_split) -> int:
 def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
         progress=True, log_every=20, resume=None, checkpoint_path=None, checkpoint_every=1,
         checkpoint_extra=None, on_epoch_end=None, callbacks=None, validation_split=0.0,
-        label_smoothing=0.0) -> History:
+        label_smoothing=0.0, augment=None) -> History:
     """Train ``model`` on images ``x`` (N, C, H, W floats, host or device) and labels ``y`` (N,).
 
     ``optimizer`` defaults to Adam(lr=1e-3). ``resume`` is a model loaded with :func:`portacnn.load` (or its
@@ -146,7 +151,10 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     ``validation_split`` (0 < f < 1) holds out that fraction of ``x``/``y`` for validation, drawn once from
     ``seed`` (the same images on a resume), instead of ``validation_data``. ``label_smoothing`` (0 <= eps < 1)
     trains on smoothed targets (:func:`portacnn.losses.softmax_cross_entropy`; the logged training loss is that
-    loss, validation losses are plain cross-entropy). ``progress`` shows a bar on a
+    loss, validation losses are plain cross-entropy). ``augment`` (a :mod:`portacnn.augment` transform, or any
+    ``f(batch, rng)``) changes every training batch on its device before the forward pass, drawing from a
+    generator seeded by (seed, epoch, step): the same draws on every backend and after a resume (pass the same
+    ``augment`` again); validation and test images are never augmented. ``progress`` shows a bar on a
     terminal and one line per epoch on stderr elsewhere (notebooks, logs, CI).
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
@@ -158,6 +166,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
             or not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be a number in [0, 1); got {label_smoothing!r}")
+    if augment is not None and not callable(augment):
+        raise ValueError(f"augment must be a portacnn.augment transform (or a function f(batch, rng)); got {augment!r}")
     source = images(x, model, "x", materialize_dask=True)
     n = source.shape[0]
     if checkpoint_path is not None:  # refuse before the first epoch what save would refuse after it
@@ -216,6 +226,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     model.optimizer = optimizer  # what the callbacks see (self.model.optimizer)
     for callback in callbacks:
         callback.on_train_begin()
+    # a run a callback stopped (early stopping) is over: resuming it trains nothing more
+    stopped = resume is not None and any(callback.stop_training for callback in callbacks)
 
     state.history, state.epoch_times = history.history, history.epoch_times  # one record, shared
 
@@ -249,7 +261,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
 
     show = progress and sys.stderr.isatty()
     with Interrupt() as interrupt:
-        while state.epoch < epochs:
+        while state.epoch < epochs and not stopped:
             epoch = state.epoch
             n_train = n if rows is None else rows.size
             order = np.random.default_rng([seed, epoch]).permutation(n_train) if shuffle else np.arange(n_train)
@@ -270,6 +282,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 lo, hi = spans[state.step]
                 idx = order[lo:hi]
                 xb = source.rows(idx)
+                if augment is not None:  # its own stream per step: resumes and shards see the same draws
+                    xb = augment(xb, np.random.default_rng([seed, epoch, state.step, AUGMENT_STREAM]))
                 yb = backend.asarray(y_host[idx])
                 logits = model.forward(xb, training=True)
                 loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False)
@@ -387,6 +401,17 @@ def predict_proba(model, x, batch_size=1000):
         shifted = logits - xp.max(logits, axis=1, keepdims=True)
         e = xp.exp(shifted)
         out.append(model.backend.to_numpy(e / xp.sum(e, axis=1, keepdims=True)))
+    return np.concatenate(out, axis=0)
+
+
+def predict_log_proba(model, x, batch_size=1000):
+    """Log-probabilities (N, classes), log-softmax of the logits, as a host NumPy array of the model's dtype
+    (finite where probabilities would underflow to 0)."""
+    xp = model.backend.xp
+    out = []
+    for _, _, logits in _forward_batches(model, x, batch_size):
+        shifted = logits - xp.max(logits, axis=1, keepdims=True)
+        out.append(model.backend.to_numpy(shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))))
     return np.concatenate(out, axis=0)
 
 

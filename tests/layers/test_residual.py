@@ -61,6 +61,11 @@ def test_identity_shortcut_adds_the_input(backend, dtype, rng):
     g = rng.standard_normal(x.shape).astype(dtype)
     dx = model.backward(backend.asarray(g, dtype=dtype))
     assert_on_backend(backend, dx, dtype, shape=x.shape)
+    # the identity branch hands dy straight back: dx = (the body's input gradient) + dy
+    twin = pc.Sequential([Conv2D(3, 3, 3, padding=1), ReLU()], dtype="float64", workers=1)
+    twin.load_state_dict({"0.weight": w, "0.bias": b})
+    twin.forward(x.astype(np.float64))
+    assert_close(to_numpy(backend, dx), np.asarray(twin.backward(g.astype(np.float64))) + g, dtype)
 
 
 @pytest.mark.parametrize("shortcut", [False, True], ids=["identity", "projection"])
@@ -122,7 +127,7 @@ def test_state_dict_loads_into_torch_and_back(rng):
     state = model.state_dict()
     assert "2.body.0.weight" in state and "4.shortcut.1.running_var" in state and "6.body.0.body.0.bias" in state
     net = oracles.torch_mirror(model, "float64")  # strict load: the keys are torch's
-    assert set(net.state_dict()) == set(state)
+    assert list(net.state_dict()) == list(state)  # and in torch's order (each layer's parameters, then buffers)
     with torch.no_grad():
         for _ in range(2):  # torch trains its buffers on
             net(torch.from_numpy(rng.standard_normal((5, 2, 8, 8))))
@@ -226,8 +231,12 @@ def test_bad_arguments(args, message):
 
 def test_the_same_layer_twice_is_refused():
     relu = ReLU()
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(ValueError, match="Residual holds the layer ReLU"):
         Residual([relu, relu])
+    with pytest.raises(ValueError, match="twice"):
+        Residual([Residual([relu]), relu])
+    with pytest.raises(ValueError, match="Sequential holds the layer ReLU"):
+        pc.Sequential([Residual([relu]), relu])
 
 
 def test_branches_of_different_shapes_are_named():
@@ -260,10 +269,11 @@ def test_checkpoint_validator_refuses_bad_blocks(block, message):
 
 def test_checkpoint_validator_bounds_nesting_and_layer_count():
     block = {"type": "ReLU"}
-    for _ in range(checkpoint.MAX_DEPTH + 1):
+    for _ in range(checkpoint.MAX_DEPTH):
         block = {"type": "Residual", "layers": [block]}
+    checkpoint.check_architecture(_arch_with(block), (1, 28, 28))  # MAX_DEPTH nested blocks are fine
     with pytest.raises(ValueError, match="MAX_DEPTH"):
-        checkpoint.check_architecture(_arch_with(block), (1, 28, 28))
+        checkpoint.check_architecture(_arch_with({"type": "Residual", "layers": [block]}), (1, 28, 28))
     wide = {"type": "Residual", "layers": [{"type": "ReLU"}] * checkpoint.MAX_LAYERS}
     with pytest.raises(ValueError, match="MAX_LAYERS"):
         checkpoint.check_architecture(_arch_with(wide), (1, 28, 28))

@@ -219,6 +219,40 @@ def test_early_stopping_resumed_stops_at_the_same_epoch(data, tmp_path):
     _assert_same_weights(resumed, full)
 
 
+def test_a_run_early_stopping_ended_stays_ended(data, tmp_path):
+    """Stopped with its best weights restored: the checkpoint holds them, and resuming trains nothing more."""
+    (x, y), (xv, yv) = data
+    path = tmp_path / "ck.safetensors"
+    model = tiny_model()
+    stopper = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    model.fit(x, y, epochs=30, batch_size=BATCH, seed=0, progress=False, validation_data=(xv, yv),
+              optimizer=pc.optim.SGD(model.parameters(), lr=0.5, momentum=0.9), callbacks=[stopper],
+              checkpoint_path=path)
+    assert stopper.stopped_epoch is not None and stopper.stopped_epoch < 29
+    best = model.state_dict()
+    saved = pc.load(path)
+    _assert_same_weights(saved, model)
+    epochs_before = saved.checkpoint["train_state"]["epoch"]
+    again = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    h = saved.fit(x, y, epochs=30, batch_size=BATCH, seed=0, progress=False, validation_data=(xv, yv),
+                  callbacks=[again], checkpoint_path=path, resume=saved)
+    assert len(h.history["loss"]) == epochs_before and again.stopped_epoch == stopper.stopped_epoch
+    assert all(np.array_equal(v, best[k]) for k, v in pc.load(path).state_dict().items())
+
+
+def test_monitors_start_afresh_in_each_new_fit(data, tmp_path):
+    """As in Keras: a callback reused for a second fit does not carry its best value, wait or stop over."""
+    (x, y), (xv, yv) = data
+    model = tiny_model()
+    stopper = EarlyStopping(monitor="val_loss", patience=0)
+    keeper = ModelCheckpoint(tmp_path / "best.safetensors", monitor="val_loss")
+    kw = dict(batch_size=BATCH, seed=0, progress=False, validation_data=(xv, yv), callbacks=[stopper, keeper])
+    model.fit(x, y, epochs=6, optimizer=pc.optim.SGD(model.parameters(), lr=2.0), **kw)
+    assert stopper.stop_training and stopper.best_epoch is not None
+    h = model.fit(x, y, epochs=2, optimizer=pc.optim.SGD(model.parameters(), lr=1e-4), checkpoint_path=tmp_path / "ck.safetensors", **kw)
+    assert len(h.history["loss"]) >= 1 and keeper.best_epoch in (0, 1) and stopper.best_epoch in (0, 1)
+
+
 def test_callback_states_must_match_when_resuming(data, tmp_path):
     path = tmp_path / "ck.safetensors"
     model = tiny_model()
