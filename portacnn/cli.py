@@ -54,49 +54,32 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _positive(kind):
+def _number(kind, low=0, high=None, above=False):
+    """An argparse type: a finite ``kind`` (int or float) at least ``low`` (above it with ``above``) and below
+    ``high`` when given."""
+    if above and low == 0:
+        want = f"a positive {kind.__name__}"
+    else:
+        want = f"{'above' if above else 'at least'} {low}" + (f" and below {high}" if high is not None else "")
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-        if not (value > 0) or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}")
+        if not math.isfinite(value) or value < low or (above and value == low) or (high is not None and value >= high):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = want
     return parse
 
 
-def _nonneg_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+def _positive(kind):
+    return _number(kind, above=True)
 
 
-def _fraction(text):
-    """A number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text!r}")
-    return value
-
-
-def _nonneg_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0) or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+_nonneg_int, _nonneg_float, _fraction = _number(int), _number(float), _number(float, 0, 1)
 
 
 def _workers(text):
