@@ -281,6 +281,16 @@ class Sequential:
     def num_parameters(self) -> int:
         return int(sum(int(np.prod(p.data.shape)) for p in self.parameters()))
 
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        """``model[i]`` is layer i (``model[-1]`` the last); a slice gives a list of layers (the same objects)."""
+        return self.layers[index]
+
+    def __iter__(self):
+        return iter(self.layers)
+
     def __repr__(self):
         body = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(backend={self.backend.name!r}, dtype={self.dtype!r}, params={self.num_parameters()})[\n{body}\n]"

@@ -105,6 +105,13 @@ def _restore_callbacks(callbacks, saved) -> None:
             raise ValueError(f"resume: {e}") from None
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (where tqdm.auto draws a widget bar); IPython is never imported here."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def _progress_bar(total, epoch, epochs, enabled):
     if not enabled:
         return None
@@ -134,7 +141,7 @@ def held_out(n: int, validation_split) -> int:
 def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
         progress=True, log_every=20, resume=None, checkpoint_path=None, checkpoint_every=1,
         checkpoint_extra=None, on_epoch_end=None, callbacks=None, validation_split=0.0,
-        label_smoothing=0.0, augment=None) -> History:
+        label_smoothing=0.0, augment=None, verbose=None) -> History:
     """Train ``model`` on images ``x`` (N, C, H, W floats, host or device) and labels ``y`` (N,).
 
     ``optimizer`` defaults to Adam(lr=1e-3). ``resume`` is a model loaded with :func:`portacnn.load` (or its
@@ -154,8 +161,9 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     loss, validation losses are plain cross-entropy). ``augment`` (a :mod:`portacnn.augment` transform, or any
     ``f(batch, rng)``) changes every training batch on its device before the forward pass, drawing from a
     generator seeded by (seed, epoch, step): the same draws on every backend and after a resume (pass the same
-    ``augment`` again); validation and test images are never augmented. ``progress`` shows a bar on a
-    terminal and one line per epoch on stderr elsewhere (notebooks, logs, CI).
+    ``augment`` again); validation and test images are never augmented. ``verbose`` (as Keras): 1 shows a
+    tqdm bar on a terminal or in a Jupyter notebook and one line per epoch on stderr elsewhere (logs, CI),
+    2 one line per epoch, 0 nothing; left out, it is 1, or 0 with ``progress=False``.
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
     epochs = _positive_int(epochs, "epochs")
@@ -166,6 +174,11 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
             or not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be a number in [0, 1); got {label_smoothing!r}")
+    if verbose is None:
+        verbose = 1 if progress else 0
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar on a terminal, else a line per epoch) or 2 "
+                         f"(a line per epoch); got {verbose!r}")
     if augment is not None and not callable(augment):
         raise ValueError(f"augment must be a portacnn.augment transform (or a function f(batch, rng)); got {augment!r}")
     source = images(x, model, "x", materialize_dask=True)
@@ -259,7 +272,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
              input_shape=source.shape[1:])
         last_good["path"] = checkpoint_path
 
-    show = progress and sys.stderr.isatty()
+    show = verbose == 1 and (sys.stderr.isatty() or _in_notebook())
     with Interrupt() as interrupt:
         while state.epoch < epochs and not stopped:
             epoch = state.epoch
@@ -334,7 +347,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             if bar is not None:
                 bar.set_postfix({k: _metric(k, v[-1]) for k, v in history.history.items() if v}, refresh=True)
                 bar.close()
-            if progress and not show:  # no terminal: one line per epoch, so a long fit is not silent
+            if verbose and not show:  # one line per epoch (no terminal, or verbose=2): a long fit is never silent
                 print(f"epoch {epoch + 1}/{epochs}: " + "  ".join(f"{k} {_metric(k, v[-1])}" for k, v in history.history.items()
                                                                   if v)
                       + f"  ({history.epoch_times[-1]:.1f} s)", file=sys.stderr, flush=True)

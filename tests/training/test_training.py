@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -233,6 +234,30 @@ def test_progress_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(small, caps
     assert "epoch 1/2" in err and "epoch 2/2" in err and "loss=" in err and "acc" in err
     tiny_model().fit(x[:64], y[:64], epochs=1, batch_size=BATCH, progress=False)
     assert capsys.readouterr().err == ""
+    # Keras' verbose: 0 nothing, 2 a line per epoch even on a terminal, 1 the bar (also in a Jupyter kernel)
+    tiny_model().fit(x[:64], y[:64], epochs=1, batch_size=BATCH, verbose=0)
+    assert capsys.readouterr().err == ""
+    tiny_model().fit(x[:64], y[:64], epochs=2, batch_size=BATCH, verbose=2)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2: loss ")
+    monkeypatch.setattr(training.sys.stderr, "isatty", lambda: False, raising=False)
+
+    class ZMQInteractiveShell:  # what get_ipython() returns inside a notebook kernel
+        pass
+
+    fake = type(sys)("IPython")
+    fake.get_ipython = ZMQInteractiveShell
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    tiny_model().fit(x[:64], y[:64], epochs=1, batch_size=BATCH, verbose=1)
+    assert "loss=" in capsys.readouterr().err  # the tqdm bar's postfix, not a plain line
+    with pytest.raises(ValueError, match="verbose must be 0"):
+        tiny_model().fit(x[:64], y[:64], epochs=1, verbose=3)
+
+
+def test_a_model_is_a_sequence_of_its_layers():
+    model = tiny_model()
+    assert len(model) == 7 and model[0] is model.layers[0] and model[-1] is model.layers[-1]
+    assert list(model) == model.layers and model[1:3] == model.layers[1:3]
 
 
 def test_one_host_sync_per_logged_step_and_one_forward_per_batch(small, monkeypatch):
