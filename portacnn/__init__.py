@@ -4,15 +4,17 @@ The same layers train and run on NumPy (CPU), CuPy (CUDA), PyTorch tensors or ``
 chosen per model with ``backend=``.
 """
 
-from . import callbacks, data, layers, losses, models, optim, training
+from . import callbacks, data, export, interop, layers, losses, models, optim, training
 from ._version import __version__
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import CheckpointError
 from .ensemble import Ensemble
+from .export import to_onnx
+from .interop import from_torch, to_torch
 from .layers import Parameter
 from .model import Sequential, load
 
 __all__ = [
     "Backend", "BackendUnavailableError", "CheckpointError", "Ensemble", "load", "Parameter", "Sequential", "available_backends", "get_backend",
-    "callbacks", "data", "layers", "losses", "models", "optim", "training", "__version__",
+    "callbacks", "data", "export", "interop", "layers", "losses", "to_onnx", "to_torch", "from_torch", "models", "optim", "training", "__version__",
 ]  # fmt: skip

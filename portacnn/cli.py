@@ -168,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
     common(pr)
 
+    x = sub.add_parser("export", help="write a checkpoint as an ONNX model (pip install 'portacnn[onnx]')")
+    x.add_argument("model", help="a .safetensors checkpoint written by portacnn")
+    x.add_argument("output", help="the .onnx file to write")
+    x.add_argument("--opset", type=_positive(int), default=17, help="ONNX opset (default 17)")
+    x.add_argument("--softmax", action="store_true", help="output probabilities instead of logits")
+    x.add_argument("--allow-unsigned", action="store_true",
+                   help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
+    x.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
     i = sub.add_parser("info", help="version, backends usable here and why others are not")
     i.add_argument("--json", action="store_true")
     return p
@@ -520,6 +529,20 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_checkpoint
+
+    try:
+        path = export_checkpoint(args.model, args.output, opset=args.opset, softmax=args.softmax,
+                                 allow_unsigned=args.allow_unsigned)
+    except ImportError as e:  # onnx not installed: say how to get it
+        raise UsageError(str(e)) from None
+    _say(args, f"wrote {path} (ONNX opset {args.opset}, output {'probabilities' if args.softmax else 'logits'})")
+    if args.json:
+        _emit_json({"onnx": str(path), "opset": args.opset, "output": "probabilities" if args.softmax else "logits"})
+    return 0
+
+
 def cmd_info(args) -> int:
     backends = {}
     for name in KNOWN_BACKENDS:
@@ -551,7 +574,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+            "info": cmd_info}
 
 
 def main(argv=None) -> int:
