@@ -4,11 +4,16 @@ Every failure a user can cause (bad flags, bad files, a missing GPU, bad environ
 out of memory) ends with one line on stderr and exit code 2; a diverged training run exits 1; Ctrl-C saves
 a checkpoint and exits 130, SIGTERM does the same and exits 143 (a second signal stops at once). With
 ``--json`` the last line of stdout is one JSON object.
+
+``mpiexec -n K portacnn train ...`` trains data-parallel over MPI (:mod:`portacnn.distributed`): rank 0 alone
+claims the output folder, writes files and prints; the other ranks train silently, and every rank exits with the
+same code.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -19,7 +24,7 @@ from pathlib import Path
 import array_api_compat
 import numpy as np
 
-from . import augment, data, kernels, plots
+from . import augment, data, distributed, kernels, plots
 from ._atomic import atomic_write
 from ._version import __version__
 from .backend import KNOWN_BACKENDS, BackendUnavailableError, check_environment, get_backend, unusable_reason
@@ -32,15 +37,18 @@ from .models import ALIASES, MODELS, canonical_name
 from .optim import SGD, Adam, AdamW, RMSprop, split_decay
 from .optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, StepLR
 from .run_folder import RunFolder
-from .training import EarlyStopping, LearningRateScheduler, TrainingDiverged, held_out
+from .training import EarlyStopping, LearningRateScheduler, TrainingDiverged, evaluate, held_out
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
-DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12, "kannada_bn": 10}
+DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12, "kannada_bn": 7}
 # train's flags that a resumed run takes from its checkpoint; given explicitly, they must agree with it
 TRAIN_DEFAULTS = {"model": "seed_cnn", "batch_size": 128, "seed": 0, "dtype": "float32"}
 # ... and the recipe (checkpoints written before these flags existed hold none: they ran with these values)
 RECIPE_DEFAULTS = {"optimizer": "adam", "weight_decay": None, "schedule": "constant", "label_smoothing": 0.0,
                    "val_split": 0.0, "early_stopping": None, "augment": "none"}
+# networks whose best recipe differs from the plain defaults (each flag given explicitly still wins)
+MODEL_RECIPES = {"kannada_bn": {"optimizer": "adamw", "lr": 3e-3, "schedule": "onecycle", "label_smoothing": 0.1,
+                                "augment": "affine", "val_split": 0.1}}
 DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.05, "rmsprop": 1e-3}
 
 
@@ -109,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--protocol", choices=["full", "tutorial"], default=None,
                    help="full: all training images; tutorial: 600/100 per class drawn from the training set")
     t.add_argument("--epochs", type=_positive(int),
-                   help="epochs (default: 10 seed_cnn, 15 lenet5, 12 kannada_cnn, 10 kannada_bn)")
+                   help="epochs (default: 10 seed_cnn, 15 lenet5, 12 kannada_cnn, 7 kannada_bn)")
     t.add_argument("--batch-size", type=_positive(int), default=None, help="default 128")
     t.add_argument("--lr", type=_positive(float),
                    help="learning rate, the peak one with --schedule onecycle (default: 1e-3; 0.05 sgd)")
@@ -184,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- helpers ------------------------------------------------------------------------------------------
 def _say(args, *lines):
-    if not getattr(args, "json", False):
+    if not getattr(args, "json", False) and getattr(args, "rank", 0) == 0:
         for line in lines:
             print(line, flush=True)
 
@@ -313,7 +321,35 @@ def _resume_settings(args, model) -> str:
     return run["model"]
 
 
+@contextlib.contextmanager
+def _run_folder(args, comm):
+    """The claimed output folder's path; under MPI rank 0 alone claims it and tells the others (or its error)."""
+    def claim():
+        return RunFolder(_out_folder(args.out), overwrite=args.overwrite,
+                         resuming=Path(args.resume) if args.resume else None)
+
+    if comm is None:
+        with claim() as folder:
+            yield folder.path
+        return
+    with contextlib.ExitStack() as stack:
+        path, error = None, None
+        if args.rank == 0:
+            try:
+                path = stack.enter_context(claim()).path
+            except (UsageError, OSError) as e:
+                error = e
+        message, path = comm.bcast((None if error is None else str(error), path), root=0)
+        if error is not None:
+            raise error
+        if message is not None:
+            raise UsageError(message)  # the same failure on every rank (printed by rank 0 only)
+        yield path
+
+
 def cmd_train(args) -> int:
+    comm = distributed.auto_comm(strict=True)  # under mpiexec -n K: every rank runs all of this
+    args.rank = distributed.rank(comm)
     if args.resume:
         model = load(args.resume, backend=args.backend)
         model_name = _resume_settings(args, model)
@@ -324,7 +360,9 @@ def cmd_train(args) -> int:
         if optimizer is not None and args.lr is not None:  # an explicit --lr overrides the saved one
             optimizer.lr = float(args.lr)
     else:
-        for key, value in {**TRAIN_DEFAULTS, **RECIPE_DEFAULTS}.items():
+        if args.model is None:
+            args.model = TRAIN_DEFAULTS["model"]
+        for key, value in {**TRAIN_DEFAULTS, **RECIPE_DEFAULTS, **MODEL_RECIPES.get(args.model, {})}.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
         args.peak_lr = args.lr or DEFAULT_LR[args.optimizer]
@@ -332,6 +370,8 @@ def cmd_train(args) -> int:
         optimizer = None
         model_name = args.model
     model.workers = args.workers
+    if comm is not None:
+        distributed.check_trainable(model)  # refused before any folder is claimed
     args.protocol = args.protocol or "full"
     if args.early_stopping and not args.val_split:
         raise UsageError("--early-stopping watches the validation loss: give --val-split too (e.g. --val-split 0.1)")
@@ -342,15 +382,14 @@ def cmd_train(args) -> int:
                                                           limit=args.limit)
     _check_fits(model, xtr, args.data or "embedded Kannada-MNIST", args.resume or f"the {model_name} network")
     # the folder is claimed only once the inputs are known to be good: nothing half-made otherwise
-    with RunFolder(_out_folder(args.out), overwrite=args.overwrite,
-                   resuming=Path(args.resume) if args.resume else None) as folder:
-        return _train_into(args, folder.path, model, model_name, optimizer, epochs, (xtr, ytr), (xte, yte), extra,
-                           note, atomic_write, TrainingDiverged)
+    with _run_folder(args, comm) as out:
+        return _train_into(args, out, model, model_name, optimizer, epochs, (xtr, ytr), (xte, yte), extra,
+                           note, atomic_write, TrainingDiverged, comm)
 
 
 def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set, extra, note, atomic_write,
-                TrainingDiverged) -> int:
-
+                TrainingDiverged, comm=None) -> int:
+    rank0 = distributed.rank(comm) == 0
     (xtr, ytr), (xte, yte) = train, test_set
     ckpt = out / "model.safetensors"
     run_info = {"model": model_name, "epochs": epochs, "protocol": args.protocol, "limit": args.limit,
@@ -363,8 +402,9 @@ def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set
     recipe += [f"label smoothing {args.label_smoothing:g}"] if args.label_smoothing else []
     recipe += [f"{args.augment} augmentation"] if args.augment != "none" else []
     recipe += [f"early stopping after {args.early_stopping} epochs without progress"] if args.early_stopping else []
+    ranks = f" in {distributed.size(comm)} MPI processes" if comm is not None else ""
     _say(args, f"portacnn {__version__}: training {model_name} ({model.num_parameters()} parameters) on "
-               f"{model.backend.name}, {len(ytr)} images ({note}{held}), {epochs} epochs, batch {args.batch_size}, "
+               f"{model.backend.name}{ranks}, {len(ytr)} images ({note}{held}), {epochs} epochs, batch {args.batch_size}, "
                + ", ".join(recipe))
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported below
@@ -374,14 +414,22 @@ def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set
                 callbacks=_callbacks(args, optimizer, epochs, len(ytr)), augment=_augmentation(args.augment),
                 progress=not args.no_progress and sys.stderr.isatty(),
                 resume=model if args.resume else None, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
-                checkpoint_extra=run_info,
-                on_epoch_end=None if args.json else lambda e, logs: print(
+                checkpoint_extra=run_info, comm=comm,
+                on_epoch_end=None if args.json or not rank0 else lambda e, logs: print(
                     f"epoch {e + 1}/{epochs}: " + "  ".join(f"{k} {v:.4f}" for k, v in logs.items()), flush=True),
             )
     except TrainingDiverged as e:
-        print(f"portacnn: error: {e}", file=sys.stderr)
+        if rank0:
+            print(f"portacnn: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
-    atomic_write(out / "history.json", json.dumps(history.to_dict(), indent=2).encode())
+
+    def write_history():
+        atomic_write(out / "history.json", json.dumps(history.to_dict(), indent=2).encode())
+
+    if comm is None:
+        write_history()
+    else:
+        distributed.on_rank0(comm, write_history)
     if history.signal is not None:  # asked to stop: saved (mid-run or complete), no evaluation or plots
         how, code = ("terminated (SIGTERM)", 128 + 15) if history.signal == "SIGTERM" else ("interrupted", EXIT_INTERRUPTED)
         if not ckpt.is_file():
@@ -390,16 +438,19 @@ def _train_into(args, out, model, model_name, optimizer, epochs, train, test_set
             saved = f"checkpoint saved to {ckpt}; continue with: portacnn train --resume {ckpt}"
         else:
             saved = f"the run was complete; model saved to {ckpt}"
-        print(f"portacnn: {how}; {saved}", file=sys.stderr)
+        if rank0:
+            print(f"portacnn: {how}; {saved}", file=sys.stderr)
         return code
-    test = model.evaluate(xte, yte)
+    test = evaluate(model, xte, yte, comm=comm)  # under MPI each rank scores its share of the test images
     result = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "epochs": epochs, "model": str(ckpt),
               "network": model_name, "backend": model.backend.name, "n_train": int(len(ytr)), "n_test": test["n"],
               "seconds_per_epoch": float(np.mean(history.epoch_times)) if history.epoch_times else None,
               "out": str(out), "history": str(out / "history.json")}
     if "heldout" in extra:
-        held = model.evaluate(*extra["heldout"])
+        held = evaluate(model, *extra["heldout"], comm=comm)
         result["heldout_accuracy"] = held["accuracy"]
+    if not rank0:
+        return 0  # the other ranks draw, write and print nothing
     if not args.no_plots:
         result["plots"] = _draw(out, model, history, xtr, ytr, xte, yte, args)
     written = [str(p) for p in (ckpt, out / "history.json") if p.is_file()]  # say "saved" only of what exists
@@ -579,6 +630,8 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv=None) -> int:
+    # under mpiexec only rank 0 prints errors: the ranks fail alike (one line in all), or learn of another's failure
+    say = print if distributed.launched_rank() == 0 else (lambda *a, **k: None)
     try:
         check_environment()
         kernels.check_environment()
@@ -586,21 +639,24 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as e:
-        print(f"portacnn: error: {e}", file=sys.stderr)
+        say(f"portacnn: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except distributed.RankFailed as e:  # another MPI rank failed (out of memory, a file it could not write)
+        say(f"portacnn: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, BackendUnavailableError, OSError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         if isinstance(e, OSError) and e.filename and e.strerror:
             message = f"{e.filename}: {e.strerror}"
-        print(f"portacnn: error: {message}", file=sys.stderr)
+        say(f"portacnn: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:
-        print("portacnn: error: out of memory; use a smaller --batch-size or --limit, or a machine with more memory",
-              file=sys.stderr)
+        say("portacnn: error: out of memory; use a smaller --batch-size or --limit, or a machine with more memory",
+            file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:  # a second Ctrl-C / SIGTERM during training, or Ctrl-C elsewhere
         signum = getattr(e, "signum", 2)
-        print("portacnn: " + ("terminated" if signum == 15 else "interrupted"), file=sys.stderr)
+        say("portacnn: " + ("terminated" if signum == 15 else "interrupted"), file=sys.stderr)
         return 128 + signum
 
 

@@ -207,9 +207,10 @@ class Sequential:
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                    validation_data=validation_data, shuffle=shuffle, seed=seed, progress=progress, **kwargs)
 
-    def evaluate(self, x, y, batch_size=1000) -> dict:
-        """``{"loss": float, "accuracy": float, "n": int}`` over the whole of ``x``, ``y``."""
-        return training.evaluate(self, x, y, batch_size=batch_size)
+    def evaluate(self, x, y, batch_size=1000, comm=None) -> dict:
+        """``{"loss": float, "accuracy": float, "n": int}`` over the whole of ``x``, ``y`` (``comm``: split across
+        MPI ranks, see :func:`portacnn.training.evaluate`)."""
+        return training.evaluate(self, x, y, batch_size=batch_size, comm=comm)
 
     def predict(self, x, batch_size=1000) -> np.ndarray:
         """Predicted class ids (N,), a host NumPy array; for a Dask array, a lazy Dask array computed chunk by

@@ -221,6 +221,18 @@ def test_a_run_stopped_mid_schedule_resumes_bit_for_bit(data_dir, tmp_path, monk
     assert histories[0] == histories[1] and len(histories[0]["lr"]) == 3
 
 
+def test_kannada_bn_trains_with_its_own_recipe_unless_told(data_dir, tmp_path):
+    proc = run_cli("train", "--model", "kannada_bn", "--data", data_dir, "--limit", 64, "--batch-size", 32, "--epochs", 1,
+                   "--no-plots", "--out", tmp_path / "a")
+    assert proc.returncode == 0, proc.stderr
+    assert "(full training set; 6 of them held out for validation), 1 epochs, batch 32, adamw lr 0.003, onecycle " \
+           "schedule, label smoothing 0.1, affine augmentation" in proc.stdout
+    proc = run_cli("train", "--model", "kannada_bn", "--data", data_dir, "--limit", 64, "--batch-size", 32, "--epochs", 1,
+                   "--no-plots", "--out", tmp_path / "b", "--augment", "none", "--optimizer", "adam", "--lr", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert "adam lr 0.01, onecycle schedule, label smoothing 0.1\n" in proc.stdout
+
+
 def test_resume_keeps_the_schedule(data_dir, tmp_path):
     out = tmp_path / "o"
     proc = run_cli("train", "--data", data_dir, "--limit", 64, "--batch-size", 16, "--epochs", 1, "--no-plots",

@@ -8,7 +8,7 @@ from pathlib import Path
 import portacnn
 
 PACKAGE = Path(portacnn.__file__).resolve().parent
-OPTIONAL = {"cupy", "torch", "dask", "distributed", "matplotlib", "array_api_strict"}
+OPTIONAL = {"cupy", "torch", "dask", "distributed", "matplotlib", "array_api_strict", "onnx", "onnxruntime", "mpi4py"}
 
 
 def _modules():

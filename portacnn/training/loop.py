@@ -11,6 +11,7 @@ Host syncs: the loss and the number of correct predictions accumulate on the dev
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -20,13 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import distributed
 from ..backend import to_host
 from ..checkpoint import check_architecture, optimizer_from_checkpoint, save
 from ..inputs import Images, images
 from ..losses import softmax_cross_entropy
 from ..optim import Adam
 from ..train_state import TrainState
-from .callbacks import Callback, LearningRateScheduler, as_callbacks
+from .callbacks import Callback, LearningRateScheduler, ModelCheckpoint, as_callbacks
 from .signals import Interrupt
 
 
@@ -125,6 +127,62 @@ def _progress_bar(total, epoch, epochs, enabled):
 AUGMENT_STREAM = 0x61756720
 
 
+def _epoch_end(callbacks, epoch, logs) -> None:
+    for callback in callbacks:
+        callback.on_epoch_end(epoch, logs)
+
+
+class _Agreed:
+    """The signals every MPI rank has seen through the steps' allreduces (what the ranks stop on together)."""
+
+    hit, signum = False, None
+
+
+def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing, interrupt, agreed):
+    """One data-parallel step under MPI: this rank's rows of the global batch ``idx`` forward and backward, then
+    ONE allreduce of every gradient (weighted by the rank's share of the rows, so that the sum is the gradient of
+    the batch's mean loss) and of the step's loss sum, correct count, signals and failures. Returns the batch's
+    (loss sum, correct count); ``agreed`` learns the signals; an error on any rank is raised on every rank."""
+    backend, xp = model.backend, model.backend.xp
+    n = idx.size
+    lo, hi = distributed.row_span(n, comm)
+    mine = hi - lo
+    loss_sum, correct, error = 0.0, 0, None
+    try:
+        # a rank without rows (a last batch smaller than the ranks) still draws the batch's dropout masks,
+        # through a forward pass of one row, so that every generator stays in lockstep
+        lo_, hi_ = (lo, hi) if mine else (0, 1)
+        if mine or any(layer.draws_random for layer in model.layers):
+            if augment is None:
+                xb = source.rows(idx[lo_:hi_])
+            else:  # the whole batch, as in one process (its draws depend on it), then this rank's rows
+                seed, epoch, step = where
+                xb = augment(source.rows(idx), np.random.default_rng([seed, epoch, step, AUGMENT_STREAM]))[lo_:hi_, ...]
+            with distributed.rank_draws(model, n, lo_, hi_):
+                logits = model.forward(xb, training=True)
+        if mine:
+            yb = backend.asarray(y_host[idx[lo:hi]])
+            loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False)
+            model.backward(dlogits, input_grad=False)
+            sums = to_host(xp.stack([xp.astype(loss, xp.float64) * mine,
+                                     xp.astype(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)),
+                                               xp.float64)]))
+            loss_sum, correct = float(sums[0]), float(sums[1])
+    except Exception as e:  # noqa: BLE001 - the other ranks must learn of it in this step's allreduce
+        error = e
+    if not mine or error is not None:
+        for p in model.parameters():
+            p.grad = None  # zeros in the buffer
+    signum = interrupt.signum if interrupt.hit else None
+    extras = [loss_sum, correct, signum == signal.SIGINT, signum == signal.SIGTERM, error is not None]
+    total = distributed.allreduce_gradients(comm, model.parameters(), backend, weight=mine / n, extras=extras)
+    if total[4]:
+        distributed.gather_failures(comm, error)
+    if total[2] or total[3]:
+        agreed.hit, agreed.signum = True, signal.SIGTERM if total[3] else signal.SIGINT
+    return float(total[0]), round(float(total[1]))
+
+
 def held_out(n: int, validation_split) -> int:
     """How many of ``n`` training images ``fit(validation_split=...)`` holds out (at least 1; 0 for a split of 0)."""
     if not validation_split:
@@ -141,7 +199,7 @@ def held_out(n: int, validation_split) -> int:
 def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
         progress=True, log_every=20, resume=None, checkpoint_path=None, checkpoint_every=1,
         checkpoint_extra=None, on_epoch_end=None, callbacks=None, validation_split=0.0,
-        label_smoothing=0.0, augment=None, verbose=None) -> History:
+        label_smoothing=0.0, augment=None, verbose=None, comm=None) -> History:
     """Train ``model`` on images ``x`` (N, C, H, W floats, host or device) and labels ``y`` (N,).
 
     ``optimizer`` defaults to Adam(lr=1e-3). ``resume`` is a model loaded with :func:`portacnn.load` (or its
@@ -164,6 +222,12 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     ``augment`` again); validation and test images are never augmented. ``verbose`` (as Keras): 1 shows a
     tqdm bar on a terminal or in a Jupyter notebook and one line per epoch on stderr elsewhere (logs, CI),
     2 one line per epoch, 0 nothing; left out, it is 1, or 0 with ``progress=False``.
+    ``comm`` (an mpi4py communicator of K > 1 processes, e.g. ``MPI.COMM_WORLD`` under ``mpiexec -n K``; see
+    :mod:`portacnn.distributed`) trains data-parallel: every rank passes the same data, model, seed and
+    arguments, computes its rows of each batch, and the ranks add their gradients in one allreduce per step, so
+    weights and history equal one process's to float rounding on every rank. Only rank 0 writes checkpoints
+    (and ModelCheckpoint files) and shows progress; other callbacks run on every rank. Left out, training runs
+    in this process alone (the command line uses :func:`portacnn.distributed.auto_comm`).
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
     epochs = _positive_int(epochs, "epochs")
@@ -181,6 +245,12 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                          f"(a line per epoch); got {verbose!r}")
     if augment is not None and not callable(augment):
         raise ValueError(f"augment must be a portacnn.augment transform (or a function f(batch, rng)); got {augment!r}")
+    if comm is not None and distributed.size(comm) == 1:
+        comm = None  # one process: the ordinary loop
+    if comm is not None:
+        distributed.check_trainable(model)
+        if distributed.rank(comm) != 0:
+            verbose = 0  # only rank 0 shows progress
     source = images(x, model, "x", materialize_dask=True)
     n = source.shape[0]
     if checkpoint_path is not None:  # refuse before the first epoch what save would refuse after it
@@ -201,8 +271,9 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
 
     backend, xp, dtype = model.backend, model.backend.xp, model.dtype
     callbacks = as_callbacks(callbacks, on_epoch_end)
-    for callback in callbacks:
-        callback.set_model(model)
+    for callback in callbacks:  # only rank 0 saves ModelCheckpoint files
+        quiet = comm is not None and distributed.rank(comm) != 0 and isinstance(callback, ModelCheckpoint)
+        callback.set_model(distributed.NoSave(model) if quiet else model)
     # the per-step hook is called only on the callbacks that define it: no cost per step otherwise
     batch_callbacks = [c for c in callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
     track_lr = any(isinstance(c, LearningRateScheduler) for c in callbacks)
@@ -237,6 +308,13 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     if optimizer is None:
         optimizer = Adam(model.parameters(), lr=1e-3)
     model.optimizer = optimizer  # what the callbacks see (self.model.optimizer)
+    if comm is not None:  # the same start on every rank, or one clear error on each
+        distributed.check_same(comm, distributed.fingerprint(
+            weights=model.state_dict(), generator=model.rng.bit_generator.state, labels=y_host,
+            images=[list(source.shape), str(model.dtype)], optimizer=optimizer.state_dict(model.backend.to_numpy),
+            settings=[epochs, batch_size, seed, shuffle, log_every, label_smoothing, validation_split,
+                      rows, state.to_json()]),
+            "start every rank with the same data, seed, arguments and checkpoint")
     for callback in callbacks:
         callback.on_train_begin()
     # a run a callback stopped (early stopping) is over: resuming it trains nothing more
@@ -268,12 +346,22 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             raise TrainingDiverged(
                 f"training diverged: {int(bad)} weights became NaN or infinite; "
                 "lower the learning rate" + good_checkpoint_note())
-        save(model, checkpoint_path, optimizer=optimizer, train_state=snapshot(), extra=checkpoint_extra,
-             input_shape=source.shape[1:])
+        train_state = snapshot()  # on every rank: state.callbacks decides later writes
+
+        def write():
+            save(model, checkpoint_path, optimizer=optimizer, train_state=train_state, extra=checkpoint_extra,
+                 input_shape=source.shape[1:])
+
+        if comm is None:
+            write()
+        else:  # rank 0 writes; a failure there stops every rank
+            distributed.on_rank0(comm, write)
         last_good["path"] = checkpoint_path
 
     show = verbose == 1 and (sys.stderr.isatty() or _in_notebook())
     with Interrupt() as interrupt:
+        # under MPI the ranks stop on the signals they agreed on in a step's allreduce, never on their own
+        stop = interrupt if comm is None else _Agreed()
         while state.epoch < epochs and not stopped:
             epoch = state.epoch
             n_train = n if rows is None else rows.size
@@ -290,29 +378,41 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             # device-side running sums, seeded from the host values (non-zero after a resume)
             loss_sum = xp.asarray(state.loss_sum, dtype=backend.dtype(dtype), device=backend.device)
             correct = xp.asarray(state.correct, dtype=xp.int64, device=backend.device)
+            sums_mpi = [state.loss_sum, state.correct]  # under MPI: the reduced sums, on the host
             last_logged = state.step
             while state.step < len(spans):
                 lo, hi = spans[state.step]
                 idx = order[lo:hi]
-                xb = source.rows(idx)
-                if augment is not None:  # its own stream per step: resumes and shards see the same draws
-                    xb = augment(xb, np.random.default_rng([seed, epoch, state.step, AUGMENT_STREAM]))
-                yb = backend.asarray(y_host[idx])
-                logits = model.forward(xb, training=True)
-                loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False)
-                model.backward(dlogits, input_grad=False)
-                optimizer.step()
-                optimizer.zero_grad()
-                loss_sum = loss_sum + loss * (hi - lo)
-                correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
+                if comm is not None:  # this rank's rows; the gradients and sums of all ranks in one allreduce
+                    step_sums = _rank_step(comm, model, source, y_host, idx, augment, (seed, epoch, state.step),
+                                           label_smoothing, interrupt, stop)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    sums_mpi[0] += step_sums[0]
+                    sums_mpi[1] += step_sums[1]
+                else:
+                    xb = source.rows(idx)
+                    if augment is not None:  # its own stream per step: resumes and shards see the same draws
+                        xb = augment(xb, np.random.default_rng([seed, epoch, state.step, AUGMENT_STREAM]))
+                    yb = backend.asarray(y_host[idx])
+                    logits = model.forward(xb, training=True)
+                    loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False)
+                    model.backward(dlogits, input_grad=False)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    loss_sum = loss_sum + loss * (hi - lo)
+                    correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
                 state.step += 1
                 state.seen += hi - lo
                 for callback in batch_callbacks:  # host values only: no wait for the device
                     callback.on_train_batch_end(state.step - 1, {"epoch": epoch, "size": hi - lo})
                 end_of_epoch = state.step == len(spans)
-                if end_of_epoch or state.step - last_logged >= log_every or interrupt.hit:
-                    sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
-                    state.loss_sum, state.correct = float(sums[0]), int(sums[1])
+                if end_of_epoch or state.step - last_logged >= log_every or stop.hit:
+                    if comm is None:
+                        sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
+                        state.loss_sum, state.correct = float(sums[0]), int(sums[1])
+                    else:
+                        state.loss_sum, state.correct = sums_mpi
                     if not math.isfinite(state.loss_sum):
                         if bar is not None:
                             bar.close()
@@ -326,19 +426,19 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                         bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
                                         acc=f"{state.correct / state.seen:.4f}", refresh=False)
                     last_logged = state.step
-                if interrupt.hit:
+                if stop.hit:
                     break
-            if interrupt.hit and state.step < len(spans):
+            if stop.hit and state.step < len(spans):
                 if bar is not None:
                     bar.close()
                 history.interrupted = True
-                history.signal = signal.Signals(interrupt.signum).name
+                history.signal = signal.Signals(stop.signum).name
                 write_checkpoint()
                 return history
             history.history["loss"].append(state.loss_sum / state.seen)
             history.history["accuracy"].append(state.correct / state.seen)
             if validation_data is not None:
-                val = evaluate(model, x_val, y_val, batch_size=max(batch_size, 1000))
+                val = evaluate(model, x_val, y_val, batch_size=max(batch_size, 1000), comm=comm)
                 history.history["val_loss"].append(val["loss"])
                 history.history["val_accuracy"].append(val["accuracy"])
             if track_lr:
@@ -356,19 +456,23 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             if saved_now:
                 write_checkpoint()
             logs = {k: v[-1] for k, v in history.history.items()}
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, logs)
-            stop = any(callback.stop_training for callback in callbacks)
-            if stop and not saved_now:
+            if comm is None:
+                _epoch_end(callbacks, epoch, logs)
+            else:  # a callback failing on one rank (a ModelCheckpoint file on rank 0) stops every rank
+                distributed.agree(comm, functools.partial(_epoch_end, callbacks, epoch, logs))
+                distributed.check_same(comm, distributed.fingerprint(weights=model.state_dict()),
+                                       "their allreduce results differed (report this, with the MPI library used)")
+            finished = any(callback.stop_training for callback in callbacks)
+            if finished and not saved_now:
                 write_checkpoint()  # the run ends here: its checkpoint must hold this epoch
             elif saved_now and checkpoint_path is not None and _callback_states(callbacks) != state.callbacks:
                 write_checkpoint()  # the callbacks' states after this epoch, so that a resumed run has them
-            if stop:
+            if finished:
                 break
-            if interrupt.hit:
+            if stop.hit:
                 history.interrupted = state.epoch < epochs
                 if history.interrupted:
-                    history.signal = signal.Signals(interrupt.signum).name
+                    history.signal = signal.Signals(stop.signum).name
                     write_checkpoint()
                 break
     if checkpoint_path is not None and last_good["path"] is None and not history.interrupted:
@@ -387,22 +491,41 @@ def _forward_batches(model, x, batch_size):
         yield lo, hi, model.forward(xb, training=False)
 
 
-def evaluate(model, x, y, batch_size=1000) -> dict:
+def evaluate(model, x, y, batch_size=1000, comm=None) -> dict:
     """Mean loss and accuracy over ``x``, ``y`` (one host sync at the end); ``x`` and ``y`` may come from any
-    array library (see :mod:`portacnn.inputs`)."""
+    array library (see :mod:`portacnn.inputs`). With ``comm`` (an mpi4py communicator), every rank passes the
+    same ``x`` and ``y``, scores its contiguous share of the rows, and the sums are added in one allreduce: every
+    rank returns the result for all of ``x``."""
     xp, backend = model.backend.xp, model.backend
     _positive_int(batch_size, "batch_size")
     x = images(x, model)
     y_host = check_labels(model, y, x.shape[0])
+    n = x.shape[0]
+    if comm is not None and distributed.size(comm) > 1:
+        first, last = distributed.row_span(n, comm)
+        parts = ((lo, min(lo + batch_size, last), x.rows(slice(lo, min(lo + batch_size, last))))
+                 for lo in range(first, last, batch_size))
+    else:
+        comm, parts = None, x.batches(batch_size)
     loss_sum = xp.asarray(0.0, dtype=xp.float64 if model.dtype == "float64" else xp.float32, device=backend.device)
     correct = xp.asarray(0, dtype=xp.int64, device=backend.device)
-    for lo, hi, logits in _forward_batches(model, x, batch_size):
-        yb = backend.asarray(y_host[lo:hi])
-        loss, _ = softmax_cross_entropy(logits, yb, check=False)
-        loss_sum = loss_sum + loss * (hi - lo)
-        correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
-    sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
-    n = x.shape[0]
+    error = None
+    try:
+        for lo, hi, xb in parts:
+            logits = model.forward(xb, training=False)
+            yb = backend.asarray(y_host[lo:hi])
+            loss, _ = softmax_cross_entropy(logits, yb, check=False)
+            loss_sum = loss_sum + loss * (hi - lo)
+            correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
+        sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
+    except Exception as e:  # under MPI the other ranks must learn of it
+        if comm is None:
+            raise
+        error, sums = e, np.zeros(2)
+    if comm is not None:  # the ranks' sums, and whether any rank failed, in one allreduce
+        sums = distributed.allreduce_sum(comm, np.array([sums[0], sums[1], error is not None], dtype=np.float64))
+        if sums[2]:
+            distributed.gather_failures(comm, error)
     return {"loss": float(sums[0]) / n, "accuracy": float(sums[1]) / n, "n": n}
 
 

@@ -1,0 +1,272 @@
+"""Data-parallel training over MPI: ``mpiexec -n K portacnn train ...`` or ``fit(..., comm=MPI.COMM_WORLD)``.
+
+Every rank holds the whole model, the whole data set and the same seed, so every rank draws the same epoch
+order. Each global batch of B rows is cut into K contiguous row spans (:func:`portacnn.parallel.shard_spans`);
+rank r computes the forward and backward pass of its n_r rows only. One allreduce (SUM) of a flat buffer then
+adds every parameter's gradient, each rank's weighted by n_r / B::
+
+    grad = sum_r (n_r / B) * grad_r          (grad_r: of rank r's mean loss; grad: of the batch's mean loss)
+
+so the optimizer, whose state is the same everywhere, takes the same step on every rank. The same buffer
+carries five more numbers: the step's loss sum and correct count (the history equals one process's, to float
+rounding), how many ranks caught SIGINT and SIGTERM (so that all stop after the same step) and how many
+failed (so that an error on one rank ends every rank instead of leaving the others waiting).
+
+Dropout masks are those of one process: every rank draws the whole batch's mask from the model's generator
+and keeps its rows (the stand-in generators of :mod:`portacnn.parallel`), so the generators stay in lockstep;
+a rank without rows in a short last batch still makes the draws. Layers that mix the rows of a batch
+(BatchNorm) are refused: their statistics would need synchronising.
+
+Non-NumPy backends stage the buffer through host memory (one copy each way per step).
+TODO: on CuPy, an NCCL allreduce (``cupy.cuda.nccl``, its unique id broadcast over MPI) would keep the
+buffer on the GPU; not written yet, as it could not be tested here.
+
+Only rank 0 writes checkpoints and ModelCheckpoint files and shows progress; other callbacks run on every
+rank (a callback writing files should check :func:`rank`). A signal stops every rank after the same step, rank 0
+saving the checkpoint (``mpiexec`` forwards Ctrl-C and SIGTERM to all ranks); a second Ctrl-C makes ``mpiexec``
+abort the job. A rank killed outright (SIGKILL, a crash in native code) leaves the others waiting in the next
+allreduce until ``mpiexec`` ends them.
+
+``mpi4py`` is imported only inside these functions (``pip install 'portacnn[mpi]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from .backend import numpy_dtype, to_host
+from .parallel import _BatchDraws, _ShardGenerator, shard_spans
+
+#: environment variables that MPI launchers set to the job's size and to each process's rank
+#: (MPICH / Intel MPI / MVAPICH hydra and PMI, Open MPI, MVAPICH)
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+class RankFailed(RuntimeError):
+    """Another MPI rank failed; this one stops too (the message names that rank's error)."""
+
+
+def _env_int(names, default: int) -> int:
+    for name in names:
+        value = os.environ.get(name)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                continue
+    return default
+
+
+def launched_size() -> int:
+    """How many processes the MPI launcher started (from its environment variables; 1 outside a launcher)."""
+    return max(1, _env_int(SIZE_VARIABLES, 1))
+
+
+def launched_rank() -> int:
+    """This process's rank as the MPI launcher set it (0 outside a launcher); no MPI library is loaded."""
+    return max(0, _env_int(RANK_VARIABLES, 0))
+
+
+def auto_comm(strict: bool = False):
+    """``mpi4py.MPI.COMM_WORLD`` when this process was started by ``mpiexec -n K`` with K > 1 and mpi4py is
+    installed; otherwise None (one process). ``strict=True`` raises a ValueError instead of returning None when
+    the launcher started several processes but mpi4py is missing (each would otherwise train alone)."""
+    size = launched_size()
+    if size <= 1:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        if strict:
+            raise ValueError(f"started by an MPI launcher with {size} processes, but mpi4py is not installed; "
+                             "pip install 'portacnn[mpi]', or run without mpiexec") from None
+        return None
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+def rank(comm=None) -> int:
+    """This process's rank in ``comm`` (0 without one)."""
+    return 0 if comm is None else int(comm.Get_rank())
+
+
+def size(comm=None) -> int:
+    """How many processes ``comm`` holds (1 without one)."""
+    return 1 if comm is None else int(comm.Get_size())
+
+
+def row_span(n: int, comm=None) -> tuple[int, int]:
+    """This rank's contiguous rows ``(lo, hi)`` of a batch of ``n`` rows (``lo == hi`` when it has none)."""
+    return shard_spans(n, size(comm))[rank(comm)]
+
+
+def check_trainable(model) -> None:
+    """Refuse, with one line, a model that MPI training cannot reproduce exactly (a layer mixing rows)."""
+    def leaf(layer):
+        for _, sub in layer.sublayers():
+            if not sub.row_separable:
+                return leaf(sub)
+        return layer
+
+    for layer in model.layers:
+        if not layer.row_separable:
+            name = type(leaf(layer)).__name__
+            what = "BatchNorm layers" if "BatchNorm" in name else f"{name} layers (they mix the rows of a batch)"
+            raise ValueError(f"{what} need synchronised batch statistics, which MPI training does not do yet; "
+                             "train this model in one process")
+
+
+# -- collectives -------------------------------------------------------------------------------------------
+def _mpi():
+    from mpi4py import MPI
+
+    return MPI
+
+
+def allreduce_sum(comm, host: np.ndarray) -> np.ndarray:
+    """Sum a contiguous host NumPy array over the ranks of ``comm``, in place; returns it."""
+    comm.Allreduce(_mpi().IN_PLACE, host, op=_mpi().SUM)
+    return host
+
+
+def allreduce_gradients(comm, params, backend, weight: float = 1.0, extras=()) -> np.ndarray:
+    """ONE allreduce (SUM) over ``comm`` of a flat buffer holding ``weight * p.grad`` of every parameter (zeros
+    for a parameter without a gradient) followed by ``extras``; sets every ``p.grad`` to its summed part and
+    returns the summed extras (a host array of the parameters' dtype).
+
+    The buffer is a host NumPy array: on NumPy it is filled from the gradients directly; on other backends the
+    gradients are joined on their device, copied to the host, summed and copied back (host staging)."""
+    params = list(params)
+    if not params:
+        raise ValueError("allreduce_gradients needs at least one parameter")
+    dtype = numpy_dtype(params[0].data.dtype)
+    sizes = [int(np.prod(tuple(p.data.shape), dtype=np.int64)) for p in params]
+    total = sum(sizes)
+    host = np.empty(total + len(extras), dtype=dtype)
+    xp = backend.xp
+    if backend.name == "numpy":
+        off = 0
+        for p, k in zip(params, sizes):
+            host[off:off + k] = 0 if p.grad is None else np.reshape(p.grad, (-1,))
+            off += k
+    else:
+        flat = xp.concat([xp.reshape(xp.zeros_like(p.data) if p.grad is None else p.grad, (-1,)) for p in params])
+        host[:total] = to_host(flat)
+    if weight != 1.0:
+        host[:total] *= dtype.type(weight)
+    host[total:] = extras
+    allreduce_sum(comm, host)
+    grads = host[:total] if backend.name == "numpy" else backend.asarray(host[:total])
+    off = 0
+    for p, k in zip(params, sizes):
+        p.grad = xp.reshape(grads[off:off + k], tuple(p.data.shape))
+        off += k
+    return host[total:].copy()
+
+
+def gather_failures(comm, error: BaseException | None) -> None:
+    """After a collective said some rank failed: every rank learns which (one small allgather) and raises, the
+    failed rank its own error, the others :class:`RankFailed` naming the first failed rank's error."""
+    text = None if error is None else (f"{type(error).__name__}: {error}".splitlines() or [""])[0]
+    texts = comm.allgather(text)
+    if error is not None:
+        raise error
+    first = next((r, t) for r, t in enumerate(texts) if t is not None)
+    raise RankFailed(f"MPI rank {first[0]} failed ({first[1]}); every rank stops")
+
+
+def agree(comm, fn):
+    """Run ``fn()`` on every rank; if it raised on any rank, raise on every rank (see :func:`gather_failures`),
+    so that no rank goes on to wait for one that stopped. ``fn`` must hold no collective of its own."""
+    error, result = None, None
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - every failure must reach the other ranks
+        error = e
+    failed = np.array([0.0 if error is None else 1.0])
+    if allreduce_sum(comm, failed)[0]:
+        gather_failures(comm, error)
+    return result
+
+
+def on_rank0(comm, fn):
+    """``fn()`` on rank 0 only (writing a file), its failure raised on every rank."""
+    return agree(comm, lambda: fn() if rank(comm) == 0 else None)
+
+
+def _feed(h, value) -> None:
+    """Hash ``value`` (arrays by their bytes; dicts, lists and JSON-able values by their structure)."""
+    if isinstance(value, np.ndarray):
+        h.update(str((value.dtype.str, value.shape)).encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, dict):
+        h.update(b"{")
+        for key in sorted(value, key=str):
+            h.update(json.dumps(str(key)).encode())
+            _feed(h, value[key])
+        h.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        h.update(b"[")
+        for v in value:
+            _feed(h, v)
+        h.update(b"]")
+    else:
+        h.update(json.dumps(value, default=str).encode())
+
+
+def fingerprint(**parts) -> dict:
+    """A short SHA-256 of each part (arrays, dicts and lists of them, JSON-able values), for comparing ranks."""
+    out = {}
+    for name, value in parts.items():
+        h = hashlib.sha256()
+        _feed(h, value)
+        out[name] = h.hexdigest()[:16]
+    return out
+
+
+def check_same(comm, prints: dict, advice: str) -> None:
+    """Raise one ValueError on every rank when the ranks' :func:`fingerprint` dicts differ."""
+    every = comm.allgather(prints)
+    differ = [k for k in prints if len({p.get(k) for p in every}) > 1]
+    if differ:
+        raise ValueError(f"the {len(every)} MPI ranks hold different {', '.join(differ)}; {advice}")
+
+
+# -- dropout draws for one rank's rows -----------------------------------------------------------------------
+@contextlib.contextmanager
+def rank_draws(model, n: int, lo: int, hi: int):
+    """While inside, the layers that draw random numbers take rows ``lo:hi`` of whole-batch draws (a batch of
+    ``n`` rows) from their generators, exactly as one process drawing for the whole batch: the stand-ins of
+    :mod:`portacnn.parallel` (which the thread shards of this rank's rows then nest inside)."""
+    drawing = [layer for layer in model.layers if layer.draws_random]
+    saved = [(layer, layer.rng) for layer in drawing]
+    stand_ins = {}
+    try:
+        for layer, rng in saved:  # layers sharing a generator share its stand-in (one sequence of draws)
+            layer.rng = stand_ins.setdefault(id(rng), _ShardGenerator(_BatchDraws(rng, n), lo, hi))
+        yield
+    finally:
+        for layer, rng in saved:
+            layer.rng = rng
+
+
+class NoSave:
+    """The model as a callback on a rank other than 0 sees it: everything but :meth:`save`, which does nothing
+    (only rank 0 writes files)."""
+
+    def __init__(self, model):
+        object.__setattr__(self, "_model", model)
+
+    def save(self, *args, **kwargs):
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._model, name, value)

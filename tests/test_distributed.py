@@ -1,0 +1,376 @@
+"""Data-parallel training over MPI (portacnn.distributed, fit(comm=...), mpiexec -n 2 portacnn train): two ranks
+train to the weights, history and scores of one process (float64 to 1e-12, float32 to float rounding), only
+rank 0 writes files and prints, errors and signals reach every rank, and what cannot be exact is refused.
+
+The mpiexec runs are subprocesses (marked slow, as the other subprocess tests); each has a timeout, so that a
+deadlock fails instead of hanging. They are skipped, visibly, without mpiexec or mpi4py
+(pip install '.[mpi]'; the test extra has both)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clihelp import (
+    REPO,
+    assert_one_line_error,
+    cli_cmd,
+    cli_env,
+    idx_folder,
+    last_json,
+    state_of,
+)
+
+import portacnn as pc
+from portacnn import distributed
+
+TESTS = Path(__file__).resolve().parent
+TIMEOUT = 150  # seconds for one mpiexec run (each takes a few): a deadlock fails the test instead of hanging
+
+
+def _mpiexec() -> str | None:
+    here = Path(sys.executable).parent / "mpiexec"  # the mpich wheel installs it next to the interpreter
+    return str(here) if here.is_file() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
+
+
+def _need_mpi():
+    if MPIEXEC is None:
+        pytest.skip("mpiexec not found (pip install '.[mpi]' installs MPICH's)")
+    if not HAVE_MPI4PY:
+        pytest.skip("mpi4py is not installed (pip install '.[mpi]')")
+
+
+def _mpirun(*args, ranks=2, cwd=None) -> subprocess.CompletedProcess:
+    """``mpiexec -n ranks ARGS`` with one BLAS/OpenMP thread per rank, output captured, under a timeout."""
+    _need_mpi()
+    return subprocess.run([MPIEXEC, "-n", str(ranks), *map(str, args)], check=False, capture_output=True,
+                          text=True, timeout=TIMEOUT, cwd=cwd or REPO, env=cli_env(OMP_NUM_THREADS="1"))
+
+
+# -- no MPI needed ------------------------------------------------------------------------------------------
+LAUNCHER_VARIABLES = distributed.SIZE_VARIABLES + distributed.RANK_VARIABLES
+
+
+def test_auto_comm_is_none_outside_mpiexec(monkeypatch):
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.launched_size() == 1 and distributed.launched_rank() == 0
+    assert distributed.auto_comm() is None and distributed.auto_comm(strict=True) is None
+    monkeypatch.setenv("PMI_SIZE", "1")  # mpiexec -n 1: one process, no MPI needed
+    assert distributed.auto_comm(strict=True) is None
+
+
+def test_auto_comm_without_mpi4py_under_a_launcher(monkeypatch):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
+    assert distributed.auto_comm() is None
+    with pytest.raises(ValueError, match=r"2 processes, but mpi4py is not installed; pip install 'portacnn\[mpi\]'"):
+        distributed.auto_comm(strict=True)
+
+
+def test_one_process_helpers_and_the_batchnorm_refusal():
+    assert distributed.rank() == 0 and distributed.size() == 1 and distributed.row_span(5) == (0, 5)
+    with pytest.raises(ValueError) as e:
+        distributed.check_trainable(pc.models.kannada_bn())
+    assert str(e.value) == ("BatchNorm layers need synchronised batch statistics, which MPI training does not do yet; "
+                            "train this model in one process")
+    distributed.check_trainable(pc.models.seed_cnn())  # row-separable: fine
+
+
+def test_mpi4py_is_imported_only_inside_functions():
+    from test_package_structure import _module_level_imports, _modules
+
+    for name, path, _ in _modules():
+        for node in _module_level_imports(path):
+            roots = [a.name.split(".")[0] for a in node.names] if isinstance(node, ast.Import) else \
+                [(node.module or "").split(".")[0]] if node.level == 0 else []
+            assert "mpi4py" not in roots, f"{name} imports mpi4py at module level"
+
+
+# -- one mpiexec run of the Python API, compared with the same calls in this process ---------------------------
+SCRIPT = r'''
+import json, os, signal, sys
+import numpy as np
+sys.path.insert(0, TESTS)
+import portacnn as pc
+import portacnn.augment
+from portacnn import distributed, training
+from portacnn.layers.base import Parameter
+from clihelp import float_subset
+
+L = pc.layers
+# 68 training rows after a 0.2 split of 85, in batches of 67: the last batch has one row, fewer than the ranks
+CASES = {
+    "adam64": dict(dtype="float64", n=85, batch_size=67, validation_split=0.2, augment=True, label_smoothing=0.1),
+    "adam32": dict(dtype="float32", n=85, batch_size=67, validation_split=0.2, augment=True, label_smoothing=0.1),
+    "sgd64": dict(dtype="float64", n=50, batch_size=16, sgd=True),  # batches 16, 16, 16, 2
+}
+if "array_api_strict" in pc.backend.available_backends():  # a backend other than NumPy: buffers staged on the host
+    CASES["strict64"] = dict(dtype="float64", n=50, batch_size=16, backend="array_api_strict")
+
+
+def small_model(dtype="float64", seed=1, backend="numpy"):
+    return pc.Sequential([L.Conv2D(1, 4, 3), L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dropout(0.3),
+                          L.Dense(4 * 13 * 13, 10)], dtype=dtype, seed=seed, workers=1, backend=backend)
+
+
+def train(case, comm=None, **kw):
+    c = CASES[case]
+    x, y = float_subset("train", c["n"])
+    model = small_model(c["dtype"], backend=c.get("backend", "numpy"))
+    opt = pc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if c.get("sgd") else None
+    aug = pc.augment.RandomAffine(degrees=10, translate=(0.1, 0.1)) if c.get("augment") else None
+    h = model.fit(x, y, epochs=2, batch_size=c["batch_size"], optimizer=opt, seed=3, augment=aug, log_every=1,
+                  validation_split=c.get("validation_split", 0.0), label_smoothing=c.get("label_smoothing", 0.0),
+                  comm=comm, **{"verbose": 0, **kw})
+    ev = training.evaluate(model, x, y, batch_size=7, comm=comm)
+    return model, {"history": h.history, "evaluate": ev, "rng": str(model.rng.bit_generator.state)}
+
+
+def main(out):
+    comm = distributed.auto_comm()
+    r = comm.Get_rank()
+    res = {"size": comm.Get_size()}
+
+    # (1) one flat allreduce: every rank gives rank + 1 (rank 1 gives no gradient for b: zeros)
+    ps = [Parameter("a", np.zeros((2, 3))), Parameter("b", np.zeros(4))]
+    ps[0].grad = np.full((2, 3), r + 1.0)
+    ps[1].grad = None if r == 1 else np.full(4, r + 1.0)
+    extras = distributed.allreduce_gradients(comm, ps, pc.backend.get_backend("numpy"), extras=[r + 1.0, 7.0])
+    res["allreduce"] = {"a": ps[0].grad.tolist(), "b": ps[1].grad.tolist(), "extras": extras.tolist()}
+    ps[0].grad = np.full((2, 3), r + 1.0)
+    distributed.allreduce_gradients(comm, ps[:1], pc.backend.get_backend("numpy"), weight=0.5)
+    res["weighted"] = ps[0].grad.tolist()
+
+    # (2) training and evaluation; (3) with a checkpoint and a ModelCheckpoint, counting who writes
+    writes = {"checkpoint": 0, "model": 0}
+    loop_save, model_save = training.loop.save, pc.Sequential.save
+    def counted_save(*a, **k):
+        writes["checkpoint"] += 1
+        return loop_save(*a, **k)
+    def counted_model_save(self, *a, **k):
+        writes["model"] += 1
+        return model_save(self, *a, **k)
+    training.loop.save, pc.Sequential.save = counted_save, counted_model_save
+    for case in CASES:
+        kw = {}
+        if case == "adam64":
+            kw = dict(checkpoint_path=f"{out}/ckpt.safetensors", verbose=2,
+                      callbacks=[training.ModelCheckpoint(f"{out}/best.safetensors", save_best_only=False)])
+        model, res[case] = train(case, comm, **kw)
+        if r == 0:
+            np.savez(f"{out}/{case}.npz", **model.state_dict())
+    training.loop.save, pc.Sequential.save = loop_save, model_save
+    res["writes"] = writes
+
+    # (4) refused: BatchNorm; ranks that start apart; an error on one rank stops both
+    x, y = float_subset("train", 40)
+
+    def fails_on_rank_1(batch, rng):
+        if r == 1:
+            raise RuntimeError("boom")
+        return batch
+
+    for name, make, kw in [("batchnorm", pc.models.kannada_bn, {}), ("mismatch", lambda: small_model(seed=r), {}),
+                           ("failure", small_model, {"augment": fails_on_rank_1})]:
+        try:
+            make().fit(x, y, epochs=1, batch_size=16, verbose=0, comm=comm, **kw)
+            res[name] = None
+        except Exception as e:
+            res[name] = f"{type(e).__name__}: {e}"
+
+    # (5) SIGINT reaching rank 1 alone, after step 0: both ranks stop after the same step, rank 0 saves
+    class Kick(training.Callback):
+        def on_train_batch_end(self, batch, logs):
+            if r == 1 and batch == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+    h = small_model().fit(x, y, epochs=1, batch_size=8, verbose=0, comm=comm, callbacks=[Kick()],
+                          checkpoint_path=f"{out}/interrupted.safetensors")
+    res["sigint"] = {"interrupted": h.interrupted, "signal": h.signal}
+    with open(f"{out}/rank{r}.json", "w") as f:
+        json.dump(res, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
+'''
+
+
+def _script(folder: Path) -> Path:
+    path = folder / "mpi_api.py"
+    path.write_text(f"TESTS = {str(TESTS)!r}\n" + SCRIPT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """The script's main() under mpiexec -n 2 (its results per rank), and the script as a module here."""
+    _need_mpi()
+    out = tmp_path_factory.mktemp("mpi_api")
+    script = _script(out)
+    proc = _mpirun(sys.executable, script, out)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    spec = importlib.util.spec_from_file_location("mpi_api", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    return out, proc, ranks, module
+
+
+@pytest.mark.slow
+def test_one_flat_allreduce_sums_every_ranks_gradients(api):
+    _, _, ranks, _ = api
+    for res in ranks:
+        assert res["size"] == 2
+        assert res["allreduce"]["a"] == [[3.0] * 3] * 2  # 1 + 2
+        assert res["allreduce"]["b"] == [1.0] * 4  # rank 1 had no gradient: zeros
+        assert res["allreduce"]["extras"] == [3.0, 14.0]
+        assert res["weighted"] == [[1.5] * 3] * 2  # 0.5 * (1 + 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, tol", [("adam64", 1e-12), ("sgd64", 1e-12), ("adam32", 2e-5), ("strict64", 1e-12)])
+def test_two_ranks_train_as_one_process(api, case, tol):
+    """Adam and SGD, dropout, augmentation, label smoothing, a held-out split, a last batch of one row (fewer
+    than the ranks), a backend other than NumPy and evaluate: weights, history, scores and the generator's state
+    equal one process's."""
+    out, _, ranks, module = api
+    if case not in module.CASES:
+        pytest.skip(f"{case}: array_api_strict is not installed")
+    model, one = module.train(case)  # the same calls in this process, without MPI
+    two = np.load(out / f"{case}.npz")
+    expected = model.state_dict()
+    assert sorted(two.files) == sorted(expected)
+    for key, value in expected.items():
+        scale = max(1.0, float(np.max(np.abs(value))))
+        np.testing.assert_allclose(two[key], value, rtol=0, atol=tol * scale, err_msg=f"{case} {key}")
+    for res in ranks:  # every rank holds the same history, scores and generator state
+        got = res[case]
+        assert got["rng"] == one["rng"]
+        assert got["history"].keys() == one["history"].keys()
+        for key, values in one["history"].items():
+            if key.endswith("accuracy"):
+                assert got["history"][key] == values, key
+            else:
+                np.testing.assert_allclose(got["history"][key], values, rtol=tol, err_msg=key)
+        assert got["evaluate"]["accuracy"] == one["evaluate"]["accuracy"]
+        assert got["evaluate"]["n"] == one["evaluate"]["n"]
+        np.testing.assert_allclose(got["evaluate"]["loss"], one["evaluate"]["loss"], rtol=tol)
+
+
+@pytest.mark.slow
+def test_only_rank_0_writes_files_and_prints(api):
+    out, proc, ranks, _ = api
+    assert ranks[0]["writes"]["checkpoint"] > 0 and ranks[0]["writes"]["model"] == 2  # ModelCheckpoint, 2 epochs
+    assert ranks[1]["writes"] == {"checkpoint": 0, "model": 0}
+    final = np.load(out / "adam64.npz")
+    for name in ("ckpt.safetensors", "best.safetensors"):
+        saved = pc.load(out / name).state_dict()
+        assert all(np.array_equal(saved[k], final[k]) for k in final), name
+    assert pc.load(out / "ckpt.safetensors").checkpoint["train_state"]["epoch"] == 2
+    epoch_lines = [line for line in proc.stderr.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2, proc.stderr  # verbose=2 on both ranks: rank 0's two lines only
+
+
+@pytest.mark.slow
+def test_what_mpi_training_refuses_and_how_errors_reach_every_rank(api):
+    _, _, ranks, _ = api
+    for res in ranks:
+        assert res["batchnorm"] == ("ValueError: BatchNorm layers need synchronised batch statistics, which MPI "
+                                    "training does not do yet; train this model in one process")
+        assert res["mismatch"].startswith("ValueError: the 2 MPI ranks hold different weights")
+    assert ranks[1]["failure"] == "RuntimeError: boom"
+    assert ranks[0]["failure"] == "RankFailed: MPI rank 1 failed (RuntimeError: boom); every rank stops"
+
+
+@pytest.mark.slow
+def test_a_signal_on_one_rank_stops_both_after_the_same_step(api):
+    out, _, ranks, _ = api
+    for res in ranks:
+        assert res["sigint"] == {"interrupted": True, "signal": "SIGINT"}
+    state = pc.load(out / "interrupted.safetensors").checkpoint["train_state"]
+    assert state["epoch"] == 0 and state["step"] == 2  # rank 1's flag travelled with step 1's allreduce
+
+
+# -- the command line -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return idx_folder(tmp_path_factory.mktemp("mpi_data"), n_train=256, n_test=100)
+
+
+CLI_ARGS = ["train", "--limit", 256, "--epochs", 1, "--json", "--no-plots", "--val-split", 0.1, "--augment", "affine"]
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_cmd(*args), check=False, capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO, env=cli_env())
+
+
+@pytest.fixture(scope="module")
+def one_process_run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "one"
+    proc = _cli(*CLI_ARGS, "--data", data_dir, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def _assert_same_run(a: Path, b: Path, rtol=2e-5):
+    """Two run folders hold the same weights (to float32 rounding) and history (accuracies exactly)."""
+    wa, wb = state_of(a / "model.safetensors"), state_of(b / "model.safetensors")
+    for key in wa:
+        np.testing.assert_allclose(wb[key], wa[key], rtol=0, atol=rtol * max(1.0, float(np.max(np.abs(wa[key])))),
+                                   err_msg=key)
+    ha = json.loads((a / "history.json").read_text())["history"]
+    hb = json.loads((b / "history.json").read_text())["history"]
+    assert ha["accuracy"] == hb["accuracy"] and ha["val_accuracy"] == hb["val_accuracy"]
+    np.testing.assert_allclose(hb["loss"] + hb["val_loss"], ha["loss"] + ha["val_loss"], rtol=rtol)
+
+
+@pytest.mark.slow
+def test_cli_under_mpiexec_trains_as_one_process(data_dir, one_process_run, tmp_path):
+    _need_mpi()
+    one, proc = one_process_run
+    two = _mpirun(*cli_cmd(*CLI_ARGS, "--data", data_dir, "--out", tmp_path / "two"))
+    assert two.returncode == 0, two.stderr
+    assert len([line for line in two.stdout.splitlines() if line.strip()]) == 1, two.stdout  # rank 0's JSON only
+    a, b = last_json(proc.stdout), last_json(two.stdout)
+    assert b["test_accuracy"] == a["test_accuracy"] and b["n_test"] == a["n_test"] == 100
+    np.testing.assert_allclose(b["test_loss"], a["test_loss"], rtol=2e-5)
+    _assert_same_run(one, tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["history.json", "model.safetensors"]
+
+
+@pytest.mark.slow
+def test_cli_under_mpiexec_resumes_a_one_process_run(data_dir, one_process_run, tmp_path):
+    _need_mpi()
+    one, _ = one_process_run
+    for name in ("alone", "mpi"):
+        shutil.copytree(one, tmp_path / name)
+    alone = _cli("train", "--resume", tmp_path / "alone" / "model.safetensors", "--epochs", 2, "--json",
+                 "--no-plots", "--data", data_dir)
+    assert alone.returncode == 0, alone.stderr
+    mpi = _mpirun(*cli_cmd("train", "--resume", tmp_path / "mpi" / "model.safetensors", "--epochs", 2, "--json",
+                           "--no-plots", "--data", data_dir))
+    assert mpi.returncode == 0, mpi.stderr
+    assert last_json(mpi.stdout)["test_accuracy"] == last_json(alone.stdout)["test_accuracy"]
+    _assert_same_run(tmp_path / "alone", tmp_path / "mpi")
+    assert len(json.loads((tmp_path / "mpi" / "history.json").read_text())["history"]["loss"]) == 2
+
+
+@pytest.mark.slow
+def test_cli_under_mpiexec_refuses_batchnorm_in_one_line(data_dir, tmp_path):
+    proc = _mpirun(*cli_cmd("train", "--model", "kannada_bn", "--limit", 64, "--epochs", 1, "--data", data_dir,
+                            "--out", tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr
+    assert_one_line_error(proc.stderr, "BatchNorm layers need synchronised batch statistics", "in one process")
+    assert not (tmp_path / "out").exists()  # refused before rank 0 claimed the folder
