@@ -18,6 +18,7 @@ import pytest
 
 import portacnn as pc
 from conftest import assert_close
+from conftest import randomize_batchnorm as randomize
 from portacnn import layers as L
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'portacnn[onnx]')")
@@ -29,25 +30,6 @@ from portacnn.export import MIN_OPSET, OnnxUnavailable, export_checkpoint, onnx_
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-def randomize(model, seed=0):
-    """Non-trivial BatchNorm statistics and affine parameters (fresh ones are the identity map), biases too."""
-    r = np.random.default_rng(seed)
-    state = model.state_dict()
-    bn = {k.rsplit(".", 1)[0] for k in state if k.endswith(".running_mean")}
-    for k, v in state.items():
-        prefix, name = k.rsplit(".", 1)
-        if name == "running_mean":
-            state[k] = r.normal(0, 0.5, v.shape).astype(v.dtype)
-        elif name == "running_var":
-            state[k] = r.uniform(0.3, 2.0, v.shape).astype(v.dtype)
-        elif name == "num_batches_tracked":
-            state[k] = np.asarray(r.integers(1, 1000), dtype=np.int64)
-        elif prefix in bn and name == "weight":
-            state[k] = r.uniform(0.5, 1.5, v.shape).astype(v.dtype)
-        elif name == "bias":
-            state[k] = (v + r.normal(0, 0.1, v.shape)).astype(v.dtype)
-    model.load_state_dict(state)
-    return model
 
 
 def session(path):
