@@ -40,7 +40,7 @@ from .run_folder import RunFolder
 from .training import EarlyStopping, LearningRateScheduler, TrainingDiverged, evaluate, held_out
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
-DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12, "kannada_bn": 7}
+DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12, "kannada_bn": 7, "kannada_nobn": 7}
 # train's flags that a resumed run takes from its checkpoint; given explicitly, they must agree with it
 TRAIN_DEFAULTS = {"model": "seed_cnn", "batch_size": 128, "seed": 0, "dtype": "float32"}
 # ... and the recipe (checkpoints written before these flags existed hold none: they ran with these values)
@@ -49,6 +49,7 @@ RECIPE_DEFAULTS = {"optimizer": "adam", "weight_decay": None, "schedule": "const
 # networks whose best recipe differs from the plain defaults (each flag given explicitly still wins)
 MODEL_RECIPES = {"kannada_bn": {"optimizer": "adamw", "lr": 3e-3, "schedule": "onecycle", "label_smoothing": 0.1,
                                 "augment": "affine", "val_split": 0.1}}
+MODEL_RECIPES["kannada_nobn"] = MODEL_RECIPES["kannada_bn"]  # the BatchNorm ablation trains with the same recipe
 DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.05, "rmsprop": 1e-3}
 
 
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--protocol", choices=["full", "tutorial"], default=None,
                    help="full: all training images; tutorial: 600/100 per class drawn from the training set")
     t.add_argument("--epochs", type=_positive(int),
-                   help="epochs (default: 10 seed_cnn, 15 lenet5, 12 kannada_cnn, 7 kannada_bn)")
+                   help="epochs (default: 10 seed_cnn, 15 lenet5, 12 kannada_cnn, 7 kannada_bn and kannada_nobn)")
     t.add_argument("--batch-size", type=_positive(int), default=None, help="default 128")
     t.add_argument("--lr", type=_positive(float),
                    help="learning rate, the peak one with --schedule onecycle (default: 1e-3; 0.05 sgd)")

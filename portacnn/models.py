@@ -34,25 +34,44 @@ def kannada_cnn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequen
     return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=INPUT_SHAPE)
 
 
-def _conv_bn(c_in, c_out):
-    """3x3 convolution (no bias: the BatchNorm after it has one), BatchNorm, ReLU."""
+def _conv_bn(c_in, c_out, batchnorm=True):
+    """3x3 convolution, BatchNorm, ReLU (the convolution has no bias: the BatchNorm after it has one); without
+    ``batchnorm``, a biased convolution and ReLU."""
+    if not batchnorm:
+        return [Conv2D(c_in, c_out, 3, padding=1), ReLU()]
     return [Conv2D(c_in, c_out, 3, padding=1, bias=False), BatchNorm2D(c_out), ReLU()]
+
+
+def _kannada_res(batchnorm: bool) -> list:
+    def conv(c_in, c_out, k):  # a convolution that feeds a sum: BatchNorm after it, or its own bias
+        if not batchnorm:
+            return [Conv2D(c_in, c_out, k, padding=k // 2)]
+        return [Conv2D(c_in, c_out, k, padding=k // 2, bias=False), BatchNorm2D(c_out)]
+
+    block = Residual([*_conv_bn(32, 64, batchnorm), *conv(64, 64, 3)], shortcut=conv(32, 64, 1))
+    return [
+        *_conv_bn(1, 32, batchnorm), *_conv_bn(32, 32, batchnorm), MaxPool2D(2),
+        block, ReLU(), MaxPool2D(2),
+        *_conv_bn(64, 128, batchnorm), GlobalAvgPool2D(), Dropout(0.3), Dense(128, 10),
+    ]  # fmt: skip
 
 
 def kannada_bn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
     """A small BatchNorm ResNet: conv-BN-ReLU 32, 32, pool 2; a residual block 32 -> 64 (two 3x3 convs, a 1x1
     projection shortcut), pool 2; conv-BN-ReLU 128; global average pool, dropout .3, dense 128 -> 10."""
-    block = Residual([*_conv_bn(32, 64), Conv2D(64, 64, 3, padding=1, bias=False), BatchNorm2D(64)],
-                     shortcut=[Conv2D(32, 64, 1, bias=False), BatchNorm2D(64)])
-    layers = [
-        *_conv_bn(1, 32), *_conv_bn(32, 32), MaxPool2D(2),
-        block, ReLU(), MaxPool2D(2),
-        *_conv_bn(64, 128), GlobalAvgPool2D(), Dropout(0.3), Dense(128, 10),
-    ]  # fmt: skip
+    layers = _kannada_res(batchnorm=True)
     return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=INPUT_SHAPE)
 
 
-MODELS = {"seed_cnn": seed_cnn, "lenet5": lenet5, "kannada_cnn": kannada_cnn, "kannada_bn": kannada_bn}
+def kannada_nobn(backend=None, dtype="float32", seed=0, workers="auto") -> Sequential:
+    """kannada_bn without its BatchNorm layers (every convolution biased instead): what BatchNorm buys, measured
+    in benchmarks/accuracy/."""
+    layers = _kannada_res(batchnorm=False)
+    return Sequential(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=INPUT_SHAPE)
+
+
+MODELS = {"seed_cnn": seed_cnn, "lenet5": lenet5, "kannada_cnn": kannada_cnn, "kannada_bn": kannada_bn,
+          "kannada_nobn": kannada_nobn}
 #: shorter names the command line has always accepted
 ALIASES = {"seed": "seed_cnn", "kannada": "kannada_cnn"}
 
