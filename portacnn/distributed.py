@@ -2,12 +2,19 @@
 
 Every rank holds the whole model, the whole data set and the same seed, so every rank draws the same epoch
 order. Each global batch of B rows is cut into K contiguous row spans (:func:`portacnn.parallel.shard_spans`);
-rank r computes the forward and backward pass of its n_r rows only. One allreduce (SUM) of a flat buffer then
-adds every parameter's gradient, each rank's weighted by n_r / B::
+rank r computes the forward and backward pass of its n_r rows only, with the loss divided by B, not n_r
+(``softmax_cross_entropy(..., batch_rows=B)``), so its gradient holds exactly its rows' terms of the gradient of
+the batch's mean loss. One allreduce (SUM) of a flat buffer then adds them::
 
-    grad = sum_r (n_r / B) * grad_r          (grad_r: of rank r's mean loss; grad: of the batch's mean loss)
+    grad = sum_r grad_r          (grad_r: rank r's rows' part of the gradient of the batch's mean loss)
 
-so the optimizer, whose state is the same everywhere, takes the same step on every rank. The same buffer
+so the optimizer, whose state is the same everywhere, takes the same step on every rank. Rank r's grad_r is
+bit for bit what one process computes for its row shard r when it cuts each batch into K shards itself
+(``workers=K``: :mod:`portacnn.parallel`), and a sum of two terms has one rounding whatever the order: two ranks
+train to exactly the weights of one process with ``workers=2`` (tested, and ``portacnn train --workers 2``
+against ``mpiexec -n 2 portacnn train``). With more ranks the MPI library may add in another order than the
+shards' left to right, and against an unsharded process (one BLAS call over all B rows) the sums differ in
+float rounding, which grows over training as between any two BLAS libraries. The same buffer
 carries five more numbers: the step's loss sum and correct count (the history equals one process's, to float
 rounding), how many ranks caught SIGINT and SIGTERM (so that all stop after the same step) and how many
 failed (so that an error on one rank ends every rank instead of leaving the others waiting).

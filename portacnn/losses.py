@@ -11,7 +11,7 @@ from array_api_compat import array_namespace, device
 from .backend import asarray_like
 
 
-def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: bool = True):
+def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: bool = True, batch_rows=None):
     """Mean cross-entropy of softmax(logits) against integer class ids, and its gradient.
 
     With z = logits (N, C), y = labels (N,), p = softmax(z), one-hot Y and eps = ``label_smoothing``
@@ -32,6 +32,10 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: b
     ``labels`` may be a host NumPy array (moved to the logits' device). ``check=False`` skips the
     label-range check, which costs a device-to-host sync (a training loop validates its labels once).
     ``label_smoothing`` must be a number in [0, 1).
+
+    ``batch_rows`` (default N) is the N the formulas above divide by: ``logits`` are then some rows of a batch
+    of that many, and the loss and gradient are those rows' terms of the batch's (what one MPI rank computes:
+    its gradient rows are bit for bit the same rows of the whole batch's gradient).
     """
     xp = array_namespace(logits)
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or \
@@ -41,6 +45,10 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: b
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy expects logits of shape (N, C); got shape {tuple(logits.shape)}")
     n, c = logits.shape
+    rows = n if batch_rows is None else batch_rows
+    if batch_rows is not None and (isinstance(rows, bool) or not isinstance(rows, numbers.Integral)
+                                   or rows < max(n, 1)):
+        raise ValueError(f"batch_rows must be an integer of at least the {n} rows given; got {batch_rows!r}")
     labels = asarray_like(labels, logits)
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},) to match logits {tuple(logits.shape)}; got {tuple(labels.shape)}")
@@ -58,9 +66,9 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: b
     # select log p[n, y_n] with where, not a one-hot product: a class with log p = -inf (logit -inf, or a
     # logit so far below the max that the shift overflows) would turn 0 * -inf into NaN
     zero = xp.zeros((), dtype=logits.dtype, device=device(logits))
-    loss = -xp.sum(xp.where(hit, log_p, zero)) / n
+    loss = -xp.sum(xp.where(hit, log_p, zero)) / rows
     target = xp.astype(hit, logits.dtype)
     if eps > 0:
-        loss = (1 - eps) * loss + (eps / c) * (-xp.sum(log_p) / n)
+        loss = (1 - eps) * loss + (eps / c) * (-xp.sum(log_p) / rows)
         target = target * (1 - eps) + eps / c
-    return loss, (xp.exp(log_p) - target) / n
+    return loss, (xp.exp(log_p) - target) / rows

@@ -115,20 +115,24 @@ CASES = {
     "adam64": dict(dtype="float64", n=85, batch_size=67, validation_split=0.2, augment=True, label_smoothing=0.1),
     "adam32": dict(dtype="float32", n=85, batch_size=67, validation_split=0.2, augment=True, label_smoothing=0.1),
     "sgd64": dict(dtype="float64", n=50, batch_size=16, sgd=True),  # batches 16, 16, 16, 2
+    # compared with one process cutting each batch into the same two row shards (workers=2): bit for bit
+    "shards32": dict(dtype="float32", n=85, batch_size=67, validation_split=0.2, augment=True, label_smoothing=0.1,
+                     one_process_workers=2),
 }
 if "array_api_strict" in pc.backend.available_backends():  # a backend other than NumPy: buffers staged on the host
     CASES["strict64"] = dict(dtype="float64", n=50, batch_size=16, backend="array_api_strict")
 
 
-def small_model(dtype="float64", seed=1, backend="numpy"):
+def small_model(dtype="float64", seed=1, backend="numpy", workers=1):
     return pc.Sequential([L.Conv2D(1, 4, 3), L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dropout(0.3),
-                          L.Dense(4 * 13 * 13, 10)], dtype=dtype, seed=seed, workers=1, backend=backend)
+                          L.Dense(4 * 13 * 13, 10)], dtype=dtype, seed=seed, workers=workers, backend=backend)
 
 
 def train(case, comm=None, **kw):
     c = CASES[case]
     x, y = float_subset("train", c["n"])
-    model = small_model(c["dtype"], backend=c.get("backend", "numpy"))
+    workers = c.get("one_process_workers", 1) if comm is None else 1
+    model = small_model(c["dtype"], backend=c.get("backend", "numpy"), workers=workers)
     opt = pc.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if c.get("sgd") else None
     aug = pc.augment.RandomAffine(degrees=10, translate=(0.1, 0.1)) if c.get("augment") else None
     h = model.fit(x, y, epochs=2, batch_size=c["batch_size"], optimizer=opt, seed=3, augment=aug, log_every=1,
@@ -240,11 +244,13 @@ def test_one_flat_allreduce_sums_every_ranks_gradients(api):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case, tol", [("adam64", 1e-12), ("sgd64", 1e-12), ("adam32", 2e-5), ("strict64", 1e-12)])
+@pytest.mark.parametrize("case, tol", [("adam64", 1e-12), ("sgd64", 1e-12), ("adam32", 2e-5), ("strict64", 1e-12),
+                                       ("shards32", 0)])
 def test_two_ranks_train_as_one_process(api, case, tol):
     """Adam and SGD, dropout, augmentation, label smoothing, a held-out split, a last batch of one row (fewer
     than the ranks), a backend other than NumPy and evaluate: weights, history, scores and the generator's state
-    equal one process's."""
+    equal one process's; against one process computing each batch in the same two row shards, the weights are
+    bit for bit the same (tol 0; the loss history, summed in another order, to float64 rounding)."""
     out, _, ranks, module = api
     if case not in module.CASES:
         pytest.skip(f"{case}: array_api_strict is not installed")
@@ -253,8 +259,12 @@ def test_two_ranks_train_as_one_process(api, case, tol):
     expected = model.state_dict()
     assert sorted(two.files) == sorted(expected)
     for key, value in expected.items():
+        if tol == 0:
+            np.testing.assert_array_equal(two[key], value, err_msg=f"{case} {key}")
+            continue
         scale = max(1.0, float(np.max(np.abs(value))))
         np.testing.assert_allclose(two[key], value, rtol=0, atol=tol * scale, err_msg=f"{case} {key}")
+    tol = tol or 1e-6  # the loss sums (history, evaluate) add the ranks' parts in another order
     for res in ranks:  # every rank holds the same history, scores and generator state
         got = res[case]
         assert got["rng"] == one["rng"]
@@ -348,6 +358,24 @@ def test_cli_under_mpiexec_trains_as_one_process(data_dir, one_process_run, tmp_
     np.testing.assert_allclose(b["test_loss"], a["test_loss"], rtol=2e-5)
     _assert_same_run(one, tmp_path / "two")
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["history.json", "model.safetensors"]
+
+
+@pytest.mark.slow
+def test_cli_under_mpiexec_equals_one_process_in_two_row_shards_bit_for_bit(data_dir, tmp_path):
+    """mpiexec -n 2 portacnn train and portacnn train --workers 2 (one process, each batch in the same two row
+    shards) end with the same weights, bit for bit, and the same test accuracy."""
+    _need_mpi()
+    args = [*CLI_ARGS, "--data", data_dir, "--batch-size", 91, "--epochs", 2]  # shards of 46 and 45 rows
+    one = subprocess.run(cli_cmd(*args, "--out", tmp_path / "one", "--workers", 2), check=False, capture_output=True,
+                         text=True, timeout=TIMEOUT, cwd=REPO, env=cli_env(OMP_NUM_THREADS="1"))
+    assert one.returncode == 0, one.stderr
+    two = _mpirun(*cli_cmd(*args, "--out", tmp_path / "two"))
+    assert two.returncode == 0, two.stderr
+    wa, wb = state_of(tmp_path / "one" / "model.safetensors"), state_of(tmp_path / "two" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        np.testing.assert_array_equal(wb[key], wa[key], err_msg=key)
+    assert last_json(two.stdout)["test_accuracy"] == last_json(one.stdout)["test_accuracy"]
 
 
 @pytest.mark.slow

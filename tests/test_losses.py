@@ -89,3 +89,22 @@ def test_bad_arguments(backend, logits_shape, labels):
     with pytest.raises(ValueError) as info:
         sce(backend, logits, np.array(labels, dtype=np.int64), "float32")
     assert str(info.value).strip()
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_rows_of_a_larger_batch(backend, dtype, rng, smoothing):
+    """batch_rows=N: the given rows' terms of a batch of N rows: the gradient rows are those of the whole batch's
+    bit for bit, and the parts' losses add up to the batch's (what an MPI rank computes)."""
+    logits = (rng.standard_normal((7, 10)) * 3).astype(dtype)
+    labels = rng.integers(0, 10, size=7)
+    f = pc.losses.softmax_cross_entropy
+    whole, dwhole = f(backend.asarray(logits, dtype=dtype), backend.asarray(labels), label_smoothing=smoothing)
+    parts = [f(backend.asarray(logits[s], dtype=dtype), backend.asarray(labels[s]), label_smoothing=smoothing,
+               batch_rows=7) for s in (slice(0, 4), slice(4, 7))]
+    np.testing.assert_array_equal(np.concatenate([to_numpy(backend, d) for _, d in parts]), to_numpy(backend, dwhole))
+    assert_close(sum(float(to_numpy(backend, loss)) for loss, _ in parts), float(to_numpy(backend, whole)), dtype)
+    assert_close(to_numpy(backend, parts[0][1]), oracles.softmax_cross_entropy(logits[:4], labels[:4])[1] * 4 / 7
+                 if smoothing == 0 else to_numpy(backend, dwhole)[:4], dtype)
+    for bad in (3, 0, 2.0, True, "7"):
+        with pytest.raises(ValueError, match="batch_rows must be an integer of at least the 4 rows given"):
+            f(backend.asarray(logits[:4], dtype=dtype), backend.asarray(labels[:4]), batch_rows=bad)

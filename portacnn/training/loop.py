@@ -140,8 +140,8 @@ class _Agreed:
 
 def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing, interrupt, agreed):
     """One data-parallel step under MPI: this rank's rows of the global batch ``idx`` forward and backward, then
-    ONE allreduce of every gradient (weighted by the rank's share of the rows, so that the sum is the gradient of
-    the batch's mean loss) and of the step's loss sum, correct count, signals and failures. Returns the batch's
+    ONE allreduce of every gradient (each rank's of its rows' terms of the batch's mean loss, so that the sum is
+    the gradient of the batch's mean loss) and of the step's loss sum, correct count, signals and failures. Returns the batch's
     (loss sum, correct count); ``agreed`` learns the signals; an error on any rank is raised on every rank."""
     backend, xp = model.backend, model.backend.xp
     n = idx.size
@@ -162,9 +162,12 @@ def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing
                 logits = model.forward(xb, training=True)
         if mine:
             yb = backend.asarray(y_host[idx[lo:hi]])
-            loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False)
+            # divided by the batch's n, not by this rank's rows: each gradient row is bit for bit that row of
+            # one process's, so two ranks add up to one process's two row shards (workers=2) exactly
+            loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False,
+                                                  batch_rows=n)
             model.backward(dlogits, input_grad=False)
-            sums = to_host(xp.stack([xp.astype(loss, xp.float64) * mine,
+            sums = to_host(xp.stack([xp.astype(loss, xp.float64) * n,
                                      xp.astype(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)),
                                                xp.float64)]))
             loss_sum, correct = float(sums[0]), float(sums[1])
@@ -175,7 +178,7 @@ def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing
             p.grad = None  # zeros in the buffer
     signum = interrupt.signum if interrupt.hit else None
     extras = [loss_sum, correct, signum == signal.SIGINT, signum == signal.SIGTERM, error is not None]
-    total = distributed.allreduce_gradients(comm, model.parameters(), backend, weight=mine / n, extras=extras)
+    total = distributed.allreduce_gradients(comm, model.parameters(), backend, extras=extras)
     if total[4]:
         distributed.gather_failures(comm, error)
     if total[2] or total[3]:
