@@ -27,7 +27,7 @@ import numpy as np
 from . import augment, data, distributed, kernels, plots
 from ._atomic import atomic_write
 from ._version import __version__
-from .backend import KNOWN_BACKENDS, BackendUnavailableError, check_environment, get_backend, unusable_reason
+from .backend import ENV_VAR, KNOWN_BACKENDS, BackendUnavailableError, check_environment, get_backend, unusable_reason
 from .checkpoint import AUGMENTATIONS, SCHEDULES, check_architecture, optimizer_from_checkpoint
 from .data import limits
 from .ensemble import Ensemble
@@ -351,6 +351,8 @@ def _run_folder(args, comm):
 def cmd_train(args) -> int:
     comm = distributed.auto_comm(strict=True)  # under mpiexec -n K: every rank runs all of this
     args.rank = distributed.rank(comm)
+    if comm is not None and (args.backend or os.environ.get(ENV_VAR) or "numpy") == "cupy":
+        distributed.use_local_gpu(comm)  # one GPU per rank of a node, before the model is built on it
     if args.resume:
         model = load(args.resume, backend=args.backend)
         model_name = _resume_settings(args, model)

@@ -24,9 +24,11 @@ and keeps its rows (the stand-in generators of :mod:`portacnn.parallel`), so the
 a rank without rows in a short last batch still makes the draws. Layers that mix the rows of a batch
 (BatchNorm) are refused: their statistics would need synchronising.
 
-Non-NumPy backends stage the buffer through host memory (one copy each way per step).
-TODO: on CuPy, an NCCL allreduce (``cupy.cuda.nccl``, its unique id broadcast over MPI) would keep the
-buffer on the GPU; not written yet, as it could not be tested here.
+On CuPy the buffer stays on the GPU and NCCL sums it (:mod:`portacnn.backend.nccl`: the communicator
+bootstrapped over MPI, one GPU per rank, :func:`use_local_gpu`) when every rank's CuPy has NCCL; otherwise, and on
+the other non-NumPy backends, the buffer is staged through host memory (one copy each way per step).
+``$PORTACNN_MPI_TRANSPORT`` = ``auto`` (that choice), ``nccl`` (NCCL or a one-line error) or ``host`` (always
+staged) overrides it (:func:`gradient_transport`).
 
 Only rank 0 writes checkpoints and ModelCheckpoint files and shows progress; other callbacks run on every
 rank (a callback writing files should check :func:`rank`). A signal stops every rank after the same step, rank 0
@@ -47,6 +49,7 @@ import os
 import numpy as np
 
 from .backend import numpy_dtype, to_host
+from .backend.nccl import TRANSPORT_VAR, NcclAllreduce, load_nccl, transport_choice, use_local_gpu  # noqa: F401 (API)
 from .parallel import _BatchDraws, _ShardGenerator, shard_spans
 
 #: environment variables that MPI launchers set to the job's size and to each process's rank
@@ -141,21 +144,57 @@ def allreduce_sum(comm, host: np.ndarray) -> np.ndarray:
     return host
 
 
-def allreduce_gradients(comm, params, backend, weight: float = 1.0, extras=()) -> np.ndarray:
+def gradient_transport(comm, backend, nccl=None, **seams):
+    """How MPI training sums its flat buffer: a :class:`~portacnn.backend.nccl.NcclAllreduce` on the GPU (CuPy,
+    every rank's CuPy with NCCL: ``nccl`` defaults to ``cupy.cuda.nccl``), or None: host memory and MPI. Every
+    rank must call it at once (it is collective); every rank gets the same kind, or the same one-line error.
+    ``seams`` go to :class:`~portacnn.backend.nccl.NcclAllreduce` (the tests' stand-in for a GPU)."""
+    choice = transport_choice()
+    if choice == "host":
+        return None
+    if backend.name != "cupy":
+        if choice == "nccl":
+            raise ValueError(f"{TRANSPORT_VAR}=nccl needs backend 'cupy' (this is '{backend.name}'); unset it")
+        return None
+    have = comm.allgather((nccl or load_nccl()) is not None)
+    if not all(have):
+        if choice == "nccl":
+            missing = [r for r, ok in enumerate(have) if not ok]
+            raise ValueError(f"{TRANSPORT_VAR}=nccl, but the CuPy of MPI rank(s) {missing} has no NCCL; install "
+                             f"CuPy with NCCL there, or set {TRANSPORT_VAR}=host")
+        return None
+    return NcclAllreduce(comm, nccl=nccl, **seams)
+
+
+def allreduce_gradients(comm, params, backend, weight: float = 1.0, extras=(), transport=None) -> np.ndarray:
     """ONE allreduce (SUM) over ``comm`` of a flat buffer holding ``weight * p.grad`` of every parameter (zeros
     for a parameter without a gradient) followed by ``extras``; sets every ``p.grad`` to its summed part and
     returns the summed extras (a host array of the parameters' dtype).
 
-    The buffer is a host NumPy array: on NumPy it is filled from the gradients directly; on other backends the
-    gradients are joined on their device, copied to the host, summed and copied back (host staging)."""
+    Without ``transport`` the buffer is a host NumPy array summed by MPI: on NumPy it is filled from the
+    gradients directly; on other backends the gradients are joined on their device, copied to the host, summed
+    and copied back (host staging). With one (:func:`gradient_transport`: NCCL) the buffer is joined on the
+    device, extras included, summed there in place, and the gradients become views of it."""
     params = list(params)
     if not params:
         raise ValueError("allreduce_gradients needs at least one parameter")
     dtype = numpy_dtype(params[0].data.dtype)
     sizes = [int(np.prod(tuple(p.data.shape), dtype=np.int64)) for p in params]
     total = sum(sizes)
-    host = np.empty(total + len(extras), dtype=dtype)
     xp = backend.xp
+    if transport is not None:
+        parts = [xp.reshape(xp.zeros_like(p.data) if p.grad is None else p.grad, (-1,)) for p in params]
+        parts.append(backend.asarray(np.asarray(extras, dtype=dtype).reshape(-1)))
+        buf = xp.concat(parts)
+        if weight != 1.0:
+            buf[:total] *= weight
+        transport(buf)
+        off = 0
+        for p, k in zip(params, sizes):
+            p.grad = xp.reshape(buf[off:off + k], tuple(p.data.shape))
+            off += k
+        return np.array(to_host(buf[total:]), dtype=dtype)
+    host = np.empty(total + len(extras), dtype=dtype)
     if backend.name == "numpy":
         off = 0
         for p, k in zip(params, sizes):

@@ -78,6 +78,7 @@ def test_save_to_a_folder_is_one_error_and_leaves_no_temporary_file(tmp_path):
     ("PORTACNN_BLOCK_BYTES", "-5", "PORTACNN_BLOCK_BYTES must be a non-negative integer"),
     ("PORTACNN_PORTABLE", "yes", "PORTACNN_PORTABLE must be 0 or 1"),
     ("PORTACNN_BACKEND", "tensorflow", "PORTACNN_BACKEND='tensorflow' is not a backend"),
+    ("PORTACNN_MPI_TRANSPORT", "gloo", "PORTACNN_MPI_TRANSPORT='gloo' is not one of auto, nccl, host"),
 ])  # fmt: skip
 def test_bad_environment_variables_are_named(monkeypatch, name, value, match):
     monkeypatch.setenv(name, value)

@@ -98,6 +98,86 @@ def test_mpi4py_is_imported_only_inside_functions():
             assert "mpi4py" not in roots, f"{name} imports mpi4py at module level"
 
 
+class TwoRanks:
+    """What gradient_transport and NcclAllreduce ask of an MPI communicator, for rank 0 of two whose other rank
+    answers ``other`` to allgather."""
+
+    def __init__(self, other):
+        self.other = other
+
+    def Get_rank(self):  # noqa: N802 - mpi4py's names
+        return 0
+
+    def Get_size(self):  # noqa: N802
+        return 2
+
+    def allgather(self, value):
+        return [value, self.other(value)]
+
+    def bcast(self, value, root=0):
+        return value
+
+
+def test_how_the_gradient_transport_is_chosen(monkeypatch):
+    from mpihelp import FakeNccl, host_seams
+
+    from portacnn.backend import Backend
+    from portacnn.backend.nccl import TRANSPORT_VAR, NcclAllreduce
+
+    numpy_be = pc.get_backend("numpy")
+    cupy_named = Backend("cupy", numpy_be.xp, "cpu")  # the choice reads the name only
+    both = TwoRanks(lambda v: (v[0], 1) if isinstance(v, tuple) else v)  # the other rank: GPU 1, NCCL too
+    other_lacks = TwoRanks(lambda v: False if isinstance(v, bool) else (v[0], 1))
+    monkeypatch.delenv(TRANSPORT_VAR, raising=False)
+    assert distributed.transport_choice() == "auto"
+    assert distributed.gradient_transport(both, numpy_be) is None  # NumPy: MPI on the host buffer
+    fake = FakeNccl(reduce=lambda a: a.__imul__(2))
+    made = distributed.gradient_transport(both, cupy_named, nccl=fake, **host_seams(0))
+    assert isinstance(made, NcclAllreduce)
+    assert distributed.gradient_transport(other_lacks, cupy_named, nccl=fake) is None  # auto falls back to host
+    monkeypatch.setenv(TRANSPORT_VAR, "nccl")
+    with pytest.raises(ValueError, match=r"=nccl, but the CuPy of MPI rank\(s\) \[1\] has no NCCL; .*=host"):
+        distributed.gradient_transport(other_lacks, cupy_named, nccl=fake)
+    with pytest.raises(ValueError, match=r"=nccl needs backend 'cupy' \(this is 'numpy'\)"):
+        distributed.gradient_transport(both, numpy_be)
+    monkeypatch.setenv(TRANSPORT_VAR, "HOST")
+    assert distributed.gradient_transport(both, cupy_named, nccl=fake) is None  # host staging, as asked
+    monkeypatch.setenv(TRANSPORT_VAR, "gloo")
+    with pytest.raises(ValueError, match=r"variable PORTACNN_MPI_TRANSPORT='gloo' is not one of auto, nccl, host; unset it"):
+        distributed.transport_choice()
+    # without CuPy (as here) there is no NCCL to load, and asking for it says so
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert pc.backend.nccl.load_nccl() is None
+    with pytest.raises(ValueError, match="NCCL is not available in this CuPy"):
+        NcclAllreduce(both, **host_seams(0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_allreduce_gradients_through_a_transport(dtype):
+    """The device-buffer path: gradients (a missing one as zeros) and extras joined into one buffer of the
+    parameters' dtype, summed in place once (here: a stand-in doubling it, as two equal ranks would), and the
+    gradients handed back as views of it."""
+    from mpihelp import FakeNccl, host_seams
+
+    from portacnn.backend.nccl import NcclAllreduce
+    from portacnn.layers.base import Parameter
+
+    fake = FakeNccl(reduce=lambda a: a.__imul__(2))
+    transport = NcclAllreduce(TwoRanks(lambda v: (v[0], 1)), nccl=fake, **host_seams(0))
+    ps = [Parameter("a", np.zeros((2, 3), dtype)), Parameter("b", np.zeros(4, dtype))]
+    ps[0].grad = np.arange(6, dtype=dtype).reshape(2, 3)
+    extras = distributed.allreduce_gradients(None, ps, pc.get_backend("numpy"), weight=0.5, extras=[1.5, 7],
+                                             transport=transport)
+    np.testing.assert_array_equal(ps[0].grad, np.arange(6, dtype=dtype).reshape(2, 3))  # 2 * 0.5 * g
+    np.testing.assert_array_equal(ps[1].grad, np.zeros(4, dtype))
+    assert ps[0].grad.dtype == ps[1].grad.dtype == extras.dtype == np.dtype(dtype)
+    assert extras.tolist() == [3.0, 14.0]
+    kind = fake.NCCL_FLOAT32 if dtype == "float32" else fake.NCCL_FLOAT64
+    assert fake.calls[-1] == ("allReduce", True, 12, kind, fake.NCCL_SUM, 0)
+    with pytest.raises(ValueError, match="NCCL allreduce takes float32 or float64 buffers; got int32"):
+        transport(np.zeros(3, np.int32))
+
+
 # -- one mpiexec run of the Python API, compared with the same calls in this process ---------------------------
 SCRIPT = r'''
 import json, os, signal, sys
@@ -108,6 +188,8 @@ import portacnn.augment
 from portacnn import distributed, training
 from portacnn.layers.base import Parameter
 from clihelp import float_subset
+from mpihelp import FakeNccl, host_seams
+from portacnn.backend.nccl import NcclAllreduce
 
 L = pc.layers
 # 68 training rows after a 0.2 split of 85, in batches of 67: the last batch has one row, fewer than the ranks
@@ -177,6 +259,21 @@ def main(out):
             np.savez(f"{out}/{case}.npz", **model.state_dict())
     training.loop.save, pc.Sequential.save = loop_save, model_save
     res["writes"] = writes
+
+    # (2b) adam32 again through the NCCL transport (a stand-in NCCL summing host memory over MPI): the same sums
+    fake = FakeNccl()
+    real_transport = distributed.gradient_transport
+    distributed.gradient_transport = lambda comm, backend: NcclAllreduce(comm, nccl=fake, **host_seams(r))
+    model, res["nccl32"] = train("adam32", comm)
+    distributed.gradient_transport = real_transport
+    if r == 0:
+        np.savez(f"{out}/nccl32.npz", **model.state_dict())
+    res["nccl_calls"] = [list(c) for c in fake.calls]
+    try:  # two ranks on one GPU: refused on both, before NCCL's set-up
+        NcclAllreduce(comm, nccl=FakeNccl(), **host_seams(0))
+        res["twins"] = None
+    except ValueError as e:
+        res["twins"] = str(e)
 
     # (4) refused: BatchNorm; ranks that start apart; an error on one rank stops both
     x, y = float_subset("train", 40)
@@ -277,6 +374,26 @@ def test_two_ranks_train_as_one_process(api, case, tol):
         assert got["evaluate"]["accuracy"] == one["evaluate"]["accuracy"]
         assert got["evaluate"]["n"] == one["evaluate"]["n"]
         np.testing.assert_allclose(got["evaluate"]["loss"], one["evaluate"]["loss"], rtol=tol)
+
+
+@pytest.mark.slow
+def test_the_nccl_transport_sums_on_the_device_buffer(api):
+    """Through NcclAllreduce (a stand-in NCCL on the CPU, summing host memory over MPI): one communicator from
+    rank 0's unique id, one in-place float32 allreduce of the whole flat buffer (gradients and the five extras) per
+    step, and the same weights and history, bit for bit, as the host transport; two ranks on one GPU refused."""
+    out, _, ranks, _ = api
+    np.testing.assert_equal(dict(np.load(out / "nccl32.npz")), dict(np.load(out / "adam32.npz")))
+    n_params = sum(v.size for k, v in np.load(out / "adam32.npz").items() if not k.startswith("optim."))
+    for r, res in enumerate(ranks):
+        assert res["nccl32"] == res["adam32"]
+        calls = res["nccl_calls"]
+        start = ([["get_unique_id"]] if r == 0 else []) + [["init", 2, [123, 45], r]]  # rank 0's id for both
+        assert calls[:len(start)] == start
+        steps = calls[len(start):]
+        assert len(steps) == 2 * 2  # 2 epochs of 68 rows in batches of 67
+        assert all(c == ["allReduce", True, n_params + 5, 7, 0, 0] for c in steps)
+        assert res["twins"] == "MPI ranks [0, 1] all use GPU 0 of " + res["twins"].split(" of ")[1]
+        assert "call portacnn.distributed.use_local_gpu(comm) before building the model" in res["twins"]
 
 
 @pytest.mark.slow

@@ -5,14 +5,15 @@
   (explicit argument > ``$PORTACNN_BACKEND`` > ``"numpy"``);
 - :mod:`.convert`: any library's dtype objects as NumPy dtypes, any array (CuPy, torch, array_api_strict on
   any device, Dask, lists) as a NumPy array;
-- :mod:`.cpu`: CPU policy (BLAS threads, the cache block size kernels fill at once).
+- :mod:`.cpu`: CPU policy (BLAS threads, the cache block size kernels fill at once);
+- :mod:`.nccl`: NCCL on CuPy for MPI training (the gradient buffer summed on the GPU).
 
 Layers, losses and optimizers never import a library directly: they call the namespace they are given.
 """
 
 from __future__ import annotations
 
-from . import cpu, registry
+from . import cpu, nccl, registry
 from .convert import (DTYPES, STANDARD_DTYPES, float_dtype_name, is_dask_array, namespace_name, numpy_dtype, on_host,
                       to_host)
 from .cpu import blas_threads, cpu_block_bytes, one_blas_thread
@@ -29,3 +30,4 @@ def check_environment() -> None:
     the data limits' checks, so a bad value is reported as what it is, not by whatever first used it)."""
     registry.check_environment()
     cpu.check_environment()
+    nccl.transport_choice()

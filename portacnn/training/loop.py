@@ -138,7 +138,7 @@ class _Agreed:
     hit, signum = False, None
 
 
-def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing, interrupt, agreed):
+def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing, interrupt, agreed, transport=None):
     """One data-parallel step under MPI: this rank's rows of the global batch ``idx`` forward and backward, then
     ONE allreduce of every gradient (each rank's of its rows' terms of the batch's mean loss, so that the sum is
     the gradient of the batch's mean loss) and of the step's loss sum, correct count, signals and failures. Returns the batch's
@@ -178,7 +178,7 @@ def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing
             p.grad = None  # zeros in the buffer
     signum = interrupt.signum if interrupt.hit else None
     extras = [loss_sum, correct, signum == signal.SIGINT, signum == signal.SIGTERM, error is not None]
-    total = distributed.allreduce_gradients(comm, model.parameters(), backend, extras=extras)
+    total = distributed.allreduce_gradients(comm, model.parameters(), backend, extras=extras, transport=transport)
     if total[4]:
         distributed.gather_failures(comm, error)
     if total[2] or total[3]:
@@ -318,6 +318,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             settings=[epochs, batch_size, seed, shuffle, log_every, label_smoothing, validation_split,
                       rows, state.to_json()]),
             "start every rank with the same data, seed, arguments and checkpoint")
+        distributed.agree(comm, distributed.transport_choice)  # a bad $PORTACNN_MPI_TRANSPORT stops every rank
+        transport = distributed.gradient_transport(comm, model.backend)  # NCCL on CuPy, else None (host)
     for callback in callbacks:
         callback.on_train_begin()
     # a run a callback stopped (early stopping) is over: resuming it trains nothing more
@@ -388,7 +390,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 idx = order[lo:hi]
                 if comm is not None:  # this rank's rows; the gradients and sums of all ranks in one allreduce
                     step_sums = _rank_step(comm, model, source, y_host, idx, augment, (seed, epoch, state.step),
-                                           label_smoothing, interrupt, stop)
+                                           label_smoothing, interrupt, stop, transport)
                     optimizer.step()
                     optimizer.zero_grad()
                     sums_mpi[0] += step_sums[0]
