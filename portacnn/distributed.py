@@ -21,8 +21,11 @@ failed (so that an error on one rank ends every rank instead of leaving the othe
 
 Dropout masks are those of one process: every rank draws the whole batch's mask from the model's generator
 and keeps its rows (the stand-in generators of :mod:`portacnn.parallel`), so the generators stay in lockstep;
-a rank without rows in a short last batch still makes the draws. Layers that mix the rows of a batch
-(BatchNorm) are refused: their statistics would need synchronising.
+a rank without rows in a short last batch still makes the draws. BatchNorm layers, which mix the rows of a
+batch, compute the whole batch's statistics (:func:`synced_batchnorm`: two small allreduces per layer forward,
+one backward, as torch's SyncBatchNorm), so a BatchNorm model trains as in one process, to float rounding;
+other layers that mix rows are refused. A rank that fails before such a step's passes tells the others first
+(one more small allreduce per step), so that none waits alone in a BatchNorm allreduce.
 
 On CuPy the buffer stays on the GPU and NCCL sums it (:mod:`portacnn.backend.nccl`: the communicator
 bootstrapped over MPI, one GPU per rank, :func:`use_local_gpu`) when every rank's CuPy has NCCL; otherwise, and on
@@ -50,6 +53,7 @@ import numpy as np
 
 from .backend import numpy_dtype, to_host
 from .backend.nccl import TRANSPORT_VAR, NcclAllreduce, load_nccl, transport_choice, use_local_gpu  # noqa: F401 (API)
+from .layers.batchnorm import _BatchNorm
 from .parallel import _BatchDraws, _ShardGenerator, shard_spans
 
 #: environment variables that MPI launchers set to the job's size and to each process's rank
@@ -115,20 +119,69 @@ def row_span(n: int, comm=None) -> tuple[int, int]:
     return shard_spans(n, size(comm))[rank(comm)]
 
 
-def check_trainable(model) -> None:
-    """Refuse, with one line, a model that MPI training cannot reproduce exactly (a layer mixing rows)."""
-    def leaf(layer):
-        for _, sub in layer.sublayers():
-            if not sub.row_separable:
-                return leaf(sub)
-        return layer
+def _leaves(layers):
+    """Every layer of ``layers`` that holds no others, blocks' insides included, in order."""
+    for layer in layers:
+        subs = [sub for _, sub in layer.sublayers()]
+        yield from _leaves(subs) if subs else [layer]
 
-    for layer in model.layers:
-        if not layer.row_separable:
-            name = type(leaf(layer)).__name__
-            what = "BatchNorm layers" if "BatchNorm" in name else f"{name} layers (they mix the rows of a batch)"
-            raise ValueError(f"{what} need synchronised batch statistics, which MPI training does not do yet; "
-                             "train this model in one process")
+
+def _synced(layer) -> bool:
+    return isinstance(layer, _BatchNorm)
+
+
+def has_batchnorm(model) -> bool:
+    """Whether ``model`` holds a BatchNorm layer (blocks' insides too): MPI steps then synchronise statistics."""
+    return any(_synced(layer) for layer in _leaves(model.layers))
+
+
+def check_trainable(model) -> None:
+    """Refuse, with one line, a model that MPI training cannot train as one process would: a layer that mixes
+    the rows of a batch, other than BatchNorm (whose statistics :func:`synced_batchnorm` sums over the ranks)."""
+    for layer in _leaves(model.layers):
+        if not layer.row_separable and not _synced(layer):
+            raise ValueError(f"{type(layer).__name__} layers mix the rows of a batch, and MPI training knows how to "
+                             "synchronise only BatchNorm's; train this model in one process")
+
+
+class _BatchSums:
+    """BatchNorm's ``sync`` for one rank's rows ``lo:hi`` of a batch of ``n``: sums per-channel partial sums over
+    the ranks in one allreduce each, a rank without rows (running one stand-in row) adding zeros."""
+
+    def __init__(self, comm, backend, transport, n, lo, hi):
+        self.comm, self.backend, self.transport = comm, backend, transport
+        self.n, self.rows = n, hi - lo
+
+    def __call__(self, partial, m):
+        xp = self.backend.xp
+        if not self.rows:
+            partial = xp.zeros_like(partial)
+        per_row = m // max(self.rows, 1)
+        if self.transport is not None:
+            buf = xp.reshape(partial, (-1,))
+            buf = xp.concat([buf, xp.zeros((0,), dtype=buf.dtype)])  # a contiguous copy NCCL may write into
+            self.transport(buf)
+            return xp.reshape(buf, tuple(partial.shape)), per_row * self.n
+        host = np.array(to_host(partial), copy=True).reshape(-1)
+        allreduce_sum(self.comm, host)
+        summed = host if self.backend.name == "numpy" else self.backend.asarray(host)
+        return xp.reshape(summed, tuple(partial.shape)), per_row * self.n
+
+
+@contextlib.contextmanager
+def synced_batchnorm(model, comm, backend, n: int, lo: int, hi: int, transport=None):
+    """While inside, every BatchNorm layer of ``model`` (blocks' insides too) computes the whole batch's
+    statistics: its ``sync`` sums over the ranks of ``comm``, this rank holding rows ``lo:hi`` of ``n``. Every
+    rank must run the same forward and backward passes inside (a rank without rows: one stand-in row)."""
+    layers = [layer for layer in _leaves(model.layers) if _synced(layer)]
+    sums = _BatchSums(comm, backend, transport, n, lo, hi)
+    try:
+        for layer in layers:
+            layer.sync = sums
+        yield bool(layers)
+    finally:
+        for layer in layers:
+            layer.sync = None
 
 
 # -- collectives -------------------------------------------------------------------------------------------

@@ -13,6 +13,15 @@ Per channel c, over the M = N*H*W values of a batch x (N, C, H, W) (M = N for Ba
                training:  dx = (w * invstd / M) * (M * dy - db - xhat * dw)   (the batch statistics depend on x)
                inference: dx = w * invstd * dy                                 (a fixed per-channel affine map)
 
+Data-parallel training over several processes (:mod:`portacnn.distributed`) sets ``sync``: a function
+``sync(partial, m) -> (total, M)`` summing per-channel partial sums over every process's rows of the batch (m:
+this process's count of values per channel) and giving the whole batch's M. The statistics and the backward's two sums are then the whole batch's (torch's
+SyncBatchNorm)::
+
+    mu = sync(sum(x)) / M      var = sync(sum((x - mu)^2)) / M      [db, dw] of the dx formula: sync([db, dw])
+
+while ``weight.grad`` and ``bias.grad`` keep this process's part (the gradient allreduce adds the parts).
+
 Without ``affine`` there is no weight or bias (w = 1, b = 0). Parameters: ``weight`` (ones), ``bias`` (zeros).
 Buffers (:meth:`buffers`, set back by the model as the attributes of the same names): ``running_mean``
 (zeros) and ``running_var`` (ones) in the model's dtype, and ``num_batches_tracked``, a 0-d int64 array as
@@ -52,6 +61,7 @@ class _BatchNorm(Layer):
         self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
         self.weight = self.bias = None
         self.running_mean = self.running_var = self.num_batches_tracked = None
+        self.sync = None  # set while data-parallel training sums the statistics over several processes
 
     def config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine)
@@ -80,14 +90,20 @@ class _BatchNorm(Layer):
         xp = array_namespace(x)
         check_input(self, x, self._rank, self._layout(), self.num_features)
         axes = self._axes
-        m = math.prod(int(x.shape[a]) for a in axes)
+        m = local = math.prod(int(x.shape[a]) for a in axes)
         if training:
+            if self.sync is not None:  # the whole batch's statistics, over every process's rows
+                total, m = self.sync(xp.sum(x, axis=axes), local)
+                mean = total / float(m)
+                xc = x - self._channels(xp, mean)
+                var = self.sync(xp.sum(xc * xc, axis=axes), local)[0] / float(m)
             if m < 2:
                 raise ValueError(f"{self!r} needs more than 1 value per channel when training; got input of shape "
                                  f"{tuple(x.shape)}")
-            mean = xp.mean(x, axis=axes)
-            xc = x - self._channels(xp, mean)
-            var = xp.mean(xc * xc, axis=axes)
+            if self.sync is None:
+                mean = xp.mean(x, axis=axes)
+                xc = x - self._channels(xp, mean)
+                var = xp.mean(xc * xc, axis=axes)
             invstd = 1.0 / xp.sqrt(var + self.eps)
             mom = self.momentum
             self.running_mean = (1.0 - mom) * self.running_mean + mom * mean
@@ -97,7 +113,7 @@ class _BatchNorm(Layer):
             invstd = 1.0 / xp.sqrt(self.running_var + self.eps)
             xc = x - self._channels(xp, self.running_mean)
         xhat = xc * self._channels(xp, invstd)
-        self._xhat, self._invstd, self._m, self._training = xhat, invstd, m, bool(training)
+        self._xhat, self._invstd, self._m, self._local, self._training = xhat, invstd, m, local, bool(training)
         if self.weight is None:
             return xhat
         return xhat * self._channels(xp, self.weight.data) + self._channels(xp, self.bias.data)
@@ -115,6 +131,9 @@ class _BatchNorm(Layer):
         if not self._training:
             return grad_out * self._channels(xp, scale)
         m = self._m
+        if self.sync is not None:  # the whole batch's sums; the parameters' gradients above stay this process's part
+            both, _ = self.sync(xp.stack([db, dw]), self._local)
+            db, dw = both[0, ...], both[1, ...]
         inner = float(m) * grad_out - self._channels(xp, db) - xhat * self._channels(xp, dw)
         return inner * self._channels(xp, scale / float(m))
 

@@ -147,30 +147,42 @@ def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing
     n = idx.size
     lo, hi = distributed.row_span(n, comm)
     mine = hi - lo
+    synced = distributed.has_batchnorm(model)
     loss_sum, correct, error = 0.0, 0, None
+    # a rank without rows (a last batch smaller than the ranks) still draws the batch's dropout masks, and joins
+    # BatchNorm's allreduces, through passes of one stand-in row, so that every rank stays in lockstep
+    lo_, hi_ = (lo, hi) if mine else (0, 1)
+    runs = bool(mine) or synced or any(layer.draws_random for layer in model.layers)
     try:
-        # a rank without rows (a last batch smaller than the ranks) still draws the batch's dropout masks,
-        # through a forward pass of one row, so that every generator stays in lockstep
-        lo_, hi_ = (lo, hi) if mine else (0, 1)
-        if mine or any(layer.draws_random for layer in model.layers):
+        if runs:
             if augment is None:
                 xb = source.rows(idx[lo_:hi_])
             else:  # the whole batch, as in one process (its draws depend on it), then this rank's rows
                 seed, epoch, step = where
                 xb = augment(source.rows(idx), np.random.default_rng([seed, epoch, step, AUGMENT_STREAM]))[lo_:hi_, ...]
-            with distributed.rank_draws(model, n, lo_, hi_):
+    except Exception as e:  # noqa: BLE001 - the other ranks must learn of it (below, or in this step's allreduce)
+        error = e
+    if synced and distributed.allreduce_sum(comm, np.array([float(error is not None)]))[0]:
+        distributed.gather_failures(comm, error)  # before any rank waits in a BatchNorm allreduce
+    try:
+        if runs and error is None:
+            with distributed.rank_draws(model, n, lo_, hi_), \
+                    distributed.synced_batchnorm(model, comm, backend, n, lo, hi, transport):
                 logits = model.forward(xb, training=True)
-        if mine:
-            yb = backend.asarray(y_host[idx[lo:hi]])
-            # divided by the batch's n, not by this rank's rows: each gradient row is bit for bit that row of
-            # one process's, so two ranks add up to one process's two row shards (workers=2) exactly
-            loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False,
-                                                  batch_rows=n)
-            model.backward(dlogits, input_grad=False)
-            sums = to_host(xp.stack([xp.astype(loss, xp.float64) * n,
-                                     xp.astype(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)),
-                                               xp.float64)]))
-            loss_sum, correct = float(sums[0]), float(sums[1])
+                if mine:
+                    yb = backend.asarray(y_host[idx[lo:hi]])
+                    # divided by the batch's n, not by this rank's rows: each gradient row is bit for bit that
+                    # row of one process's, so two ranks add up to one process's two row shards exactly
+                    loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False,
+                                                          batch_rows=n)
+                    model.backward(dlogits, input_grad=False)
+                elif synced:  # BatchNorm's backward sums too: join in with a zero gradient
+                    model.backward(xp.zeros_like(logits), input_grad=False)
+            if mine:
+                sums = to_host(xp.stack([xp.astype(loss, xp.float64) * n,
+                                         xp.astype(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)),
+                                                   xp.float64)]))
+                loss_sum, correct = float(sums[0]), float(sums[1])
     except Exception as e:  # noqa: BLE001 - the other ranks must learn of it in this step's allreduce
         error = e
     if not mine or error is not None:
@@ -227,8 +239,9 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     2 one line per epoch, 0 nothing; left out, it is 1, or 0 with ``progress=False``.
     ``comm`` (an mpi4py communicator of K > 1 processes, e.g. ``MPI.COMM_WORLD`` under ``mpiexec -n K``; see
     :mod:`portacnn.distributed`) trains data-parallel: every rank passes the same data, model, seed and
-    arguments, computes its rows of each batch, and the ranks add their gradients in one allreduce per step, so
-    weights and history equal one process's to float rounding on every rank. Only rank 0 writes checkpoints
+    arguments, computes its rows of each batch (BatchNorm with the whole batch's statistics), and the ranks add
+    their gradients in one allreduce per step, so weights and history equal one process's to float rounding on
+    every rank (bit for bit one process's with ``workers=2`` row shards, for two ranks). Only rank 0 writes checkpoints
     (and ModelCheckpoint files) and shows progress; other callbacks run on every rank. Left out, training runs
     in this process alone (the command line uses :func:`portacnn.distributed.auto_comm`).
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.

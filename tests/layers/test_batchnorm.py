@@ -365,3 +365,39 @@ def test_bad_inputs_are_value_errors():
         single(BatchNorm1D(3), pc.get_backend("numpy")).forward(np.zeros((1, 3)), training=True)
     out = single(BatchNorm1D(3), pc.get_backend("numpy")).forward(np.zeros((1, 3)))  # inference: fine
     assert out.shape == (1, 3)
+
+
+@pytest.mark.parametrize("cls, shape", [(BatchNorm2D, (3, 4, 5, 5)), (BatchNorm1D, (3, 6))])
+def test_sync_gives_the_statistics_of_every_process_rows(backend, dtype, rng, cls, shape):
+    """With ``sync`` (what MPI training sets), the statistics and the backward's sums are the whole batch's: here a
+    stand-in for two processes holding the same rows, so the layer must act as on the batch stacked twice."""
+    x = rng.standard_normal(shape).astype(dtype) * 2 + 1
+    dy = rng.standard_normal(shape).astype(dtype)
+    calls = []
+
+    def two_equal_processes(partial, m):
+        calls.append((tuple(partial.shape), m))
+        return partial * 2, 2 * m
+
+    synced, whole = cls(shape[1]), cls(shape[1])
+    for layer in (synced, whole):
+        layer.initialize(np.random.default_rng(0), backend, dtype)
+        layer.weight.data = backend.asarray(rng.uniform(0.5, 2, shape[1]), dtype=dtype)
+    whole.weight.data = synced.weight.data
+    synced.sync = two_equal_processes
+    y = synced.forward(backend.asarray(x, dtype=dtype), training=True)
+    y2 = whole.forward(backend.asarray(np.concatenate([x, x]), dtype=dtype), training=True)
+    assert_close(to_numpy(backend, y), to_numpy(backend, y2)[: shape[0]], dtype)
+    for name in ("running_mean", "running_var"):  # M - 1 in the unbiased variance is the whole batch's
+        assert_close(to_numpy(backend, getattr(synced, name)), to_numpy(backend, getattr(whole, name)), dtype)
+    dx = synced.backward(backend.asarray(dy, dtype=dtype))
+    dx2 = whole.backward(backend.asarray(np.concatenate([dy, dy]), dtype=dtype))
+    assert_close(to_numpy(backend, dx), to_numpy(backend, dx2)[: shape[0]], dtype)
+    # the parameters' gradients stay this process's part (the gradient allreduce adds the parts)
+    assert_close(2 * to_numpy(backend, synced.weight.grad), to_numpy(backend, whole.weight.grad), dtype)
+    assert_close(2 * to_numpy(backend, synced.bias.grad), to_numpy(backend, whole.bias.grad), dtype)
+    m = shape[0] * (25 if len(shape) == 4 else 1)
+    assert calls == [((shape[1],), m), ((shape[1],), m), ((2, shape[1]), m)]  # each time this process's count
+    synced.sync = None  # back to this batch's own statistics
+    assert_close(to_numpy(backend, synced.forward(backend.asarray(x, dtype=dtype), training=True)),
+                 to_numpy(backend, whole.forward(backend.asarray(x, dtype=dtype), training=True)), dtype)
