@@ -10,9 +10,10 @@ the batch's mean loss. One allreduce (SUM) of a flat buffer then adds them::
 
 so the optimizer, whose state is the same everywhere, takes the same step on every rank. Rank r's grad_r is
 bit for bit what one process computes for its row shard r when it cuts each batch into K shards itself
-(``workers=K``: :mod:`portacnn.parallel`), and a sum of two terms has one rounding whatever the order: two ranks
-train to exactly the weights of one process with ``workers=2`` (tested, and ``portacnn train --workers 2``
-against ``mpiexec -n 2 portacnn train``). With more ranks the MPI library may add in another order than the
+(``workers=K``: :mod:`portacnn.parallel`; models without BatchNorm, which one process never shards, and the
+same BLAS threading), and a sum of two terms has one rounding whatever the order: two ranks train to exactly
+the weights of one process with ``workers=2`` (tested, and ``portacnn train --workers 2`` against
+``mpiexec -n 2 portacnn train``). With more ranks the MPI library may add in another order than the
 shards' left to right, and against an unsharded process (one BLAS call over all B rows) the sums differ in
 float rounding, which grows over training as between any two BLAS libraries. The same buffer
 carries five more numbers: the step's loss sum and correct count (the history equals one process's, to float
@@ -48,6 +49,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -145,40 +147,76 @@ def check_trainable(model) -> None:
 
 
 class _BatchSums:
-    """BatchNorm's ``sync`` for one rank's rows ``lo:hi`` of a batch of ``n``: sums per-channel partial sums over
-    the ranks in one allreduce each, a rank without rows (running one stand-in row) adding zeros."""
+    """BatchNorm's ``sync`` for MPI training: sums per-channel partial sums over the ranks, one allreduce each, a
+    rank without rows (running one stand-in row) adding zeros. Set :meth:`step` before each step's passes.
 
-    def __init__(self, comm, backend, transport, n, lo, hi):
+    It remembers the shapes of the sums a whole step makes (the same every step), so that a rank whose passes
+    fail can still make the rest of them (:meth:`finish`, with zeros) and no other rank waits alone in one; the
+    error then travels with the step's gradient allreduce, as any other."""
+
+    def __init__(self, comm, backend, transport):
         self.comm, self.backend, self.transport = comm, backend, transport
-        self.n, self.rows = n, hi - lo
+        self.plan = None  # the shapes of one whole step's sums, once a step has completed
+        self.made = []
 
-    def __call__(self, partial, m):
+    def step(self, n, lo, hi):
+        self.n, self.rows, self.made = n, hi - lo, []
+
+    def completed(self):
+        self.plan = list(self.made)
+
+    def _sum(self, partial):
         xp = self.backend.xp
-        if not self.rows:
-            partial = xp.zeros_like(partial)
-        per_row = m // max(self.rows, 1)
+        self.made.append((tuple(partial.shape), partial.dtype))
         if self.transport is not None:
-            buf = xp.reshape(partial, (-1,))
-            buf = xp.concat([buf, xp.zeros((0,), dtype=buf.dtype)])  # a contiguous copy NCCL may write into
+            buf = xp.concat([xp.reshape(partial, (-1,)), xp.zeros((0,), dtype=partial.dtype)])  # a fresh buffer
             self.transport(buf)
-            return xp.reshape(buf, tuple(partial.shape)), per_row * self.n
+            return xp.reshape(buf, tuple(partial.shape))
         host = np.array(to_host(partial), copy=True).reshape(-1)
         allreduce_sum(self.comm, host)
         summed = host if self.backend.name == "numpy" else self.backend.asarray(host)
-        return xp.reshape(summed, tuple(partial.shape)), per_row * self.n
+        return xp.reshape(summed, tuple(partial.shape))
+
+    def __call__(self, partial, m):
+        if not self.rows:
+            partial = self.backend.xp.zeros_like(partial)
+        return self._sum(partial), (m // max(self.rows, 1)) * self.n
+
+    def finish(self, error) -> None:
+        """After ``error`` in this rank's passes: make the step's remaining sums, with zeros. Before any step has
+        completed, their shapes are unknown: the job is aborted (``MPI_Abort``, after one line on stderr) rather
+        than left hanging."""
+        done = len(self.made)
+        if self.plan is None or self.plan[:done] != self.made:
+            text = (f"{type(error).__name__}: {error}".splitlines() or [""])[0]
+            print(f"portacnn: MPI rank {rank(self.comm)} failed inside BatchNorm's synchronised passes ({text}); "
+                  "aborting every rank", file=sys.stderr, flush=True)
+            self.comm.Abort(1)
+            os._exit(1)  # MPI_Abort may return before the launcher's kill arrives
+        xp = self.backend.xp
+        for shape, dtype in self.plan[done:]:
+            self._sum(xp.zeros(shape, dtype=dtype, device=self.backend.device))
+
+
+def batch_sums(comm, model, transport=None):
+    """The BatchNorm ``sync`` of MPI training for ``model`` (None when it has no BatchNorm): one per ``fit``, as
+    it learns the shapes of a step's sums (see :class:`_BatchSums`)."""
+    return _BatchSums(comm, model.backend, transport) if has_batchnorm(model) else None
 
 
 @contextlib.contextmanager
-def synced_batchnorm(model, comm, backend, n: int, lo: int, hi: int, transport=None):
+def synced_batchnorm(model, sums, n: int, lo: int, hi: int):
     """While inside, every BatchNorm layer of ``model`` (blocks' insides too) computes the whole batch's
-    statistics: its ``sync`` sums over the ranks of ``comm``, this rank holding rows ``lo:hi`` of ``n``. Every
-    rank must run the same forward and backward passes inside (a rank without rows: one stand-in row)."""
-    layers = [layer for layer in _leaves(model.layers) if _synced(layer)]
-    sums = _BatchSums(comm, backend, transport, n, lo, hi)
+    statistics through ``sums`` (:func:`batch_sums`), this rank holding rows ``lo:hi`` of ``n``. Every rank must
+    run the same forward and backward passes inside (a rank without rows: one stand-in row); after an error in
+    them, ``sums.finish(error)``."""
+    layers = [layer for layer in _leaves(model.layers) if _synced(layer)] if sums is not None else []
+    if sums is not None:
+        sums.step(n, lo, hi)
     try:
         for layer in layers:
             layer.sync = sums
-        yield bool(layers)
+        yield
     finally:
         for layer in layers:
             layer.sync = None
@@ -203,16 +241,21 @@ def gradient_transport(comm, backend, nccl=None, **seams):
     rank must call it at once (it is collective); every rank gets the same kind, or the same one-line error.
     ``seams`` go to :class:`~portacnn.backend.nccl.NcclAllreduce` (the tests' stand-in for a GPU)."""
     choice = transport_choice()
+    if backend.name == "cupy" and choice != "host":
+        nccl = nccl or load_nccl()
+    every = comm.allgather((choice, backend.name, nccl is not None))  # one collective, whatever each rank has
+    if len({(c, b) for c, b, _ in every}) > 1:
+        raise ValueError(f"the MPI ranks differ in {TRANSPORT_VAR} and backend ({', '.join(f'{c}/{b}' for c, b, _ in every)}); "
+                         "start every rank with the same environment and arguments")
     if choice == "host":
         return None
     if backend.name != "cupy":
         if choice == "nccl":
             raise ValueError(f"{TRANSPORT_VAR}=nccl needs backend 'cupy' (this is '{backend.name}'); unset it")
         return None
-    have = comm.allgather((nccl or load_nccl()) is not None)
-    if not all(have):
+    missing = [r for r, (_, _, have) in enumerate(every) if not have]
+    if missing:
         if choice == "nccl":
-            missing = [r for r, ok in enumerate(have) if not ok]
             raise ValueError(f"{TRANSPORT_VAR}=nccl, but the CuPy of MPI rank(s) {missing} has no NCCL; install "
                              f"CuPy with NCCL there, or set {TRANSPORT_VAR}=host")
         return None

@@ -137,15 +137,30 @@ def test_how_the_gradient_transport_is_chosen(monkeypatch):
 
     numpy_be = pc.get_backend("numpy")
     cupy_named = Backend("cupy", numpy_be.xp, "cpu")  # the choice reads the name only
-    both = TwoRanks(lambda v: (v[0], 1) if isinstance(v, tuple) else v)  # the other rank: GPU 1, NCCL too
-    other_lacks = TwoRanks(lambda v: False if isinstance(v, bool) else (v[0], 1))
+    def other_gpu(v):  # what the other rank answers about its GPU (hostname, bus id): another GPU
+        return (v[0], "0000:02:00.0") if len(v) == 2 else v
+
+    both = TwoRanks(other_gpu)  # the other rank: the same settings, NCCL too
+    other_lacks = TwoRanks(lambda v: other_gpu(v) if len(v) == 2 else (v[0], v[1], False))
+    other_env = TwoRanks(lambda v: other_gpu(v) if len(v) == 2 else ("host", v[1], v[2]))
     monkeypatch.delenv(TRANSPORT_VAR, raising=False)
     assert distributed.transport_choice() == "auto"
     assert distributed.gradient_transport(both, numpy_be) is None  # NumPy: MPI on the host buffer
     fake = FakeNccl(reduce=lambda a: a.__imul__(2))
-    made = distributed.gradient_transport(both, cupy_named, nccl=fake, **host_seams(0))
+    made = distributed.gradient_transport(both, cupy_named, nccl=fake, **host_seams("0000:01:00.0"))
     assert isinstance(made, NcclAllreduce)
     assert distributed.gradient_transport(other_lacks, cupy_named, nccl=fake) is None  # auto falls back to host
+    with pytest.raises(ValueError, match=r"the MPI ranks differ in PORTACNN_MPI_TRANSPORT and backend "
+                                         r"\(auto/cupy, host/cupy\); start every rank with the same environment"):
+        distributed.gradient_transport(other_env, cupy_named, nccl=fake)
+
+    class NoId(FakeNccl):
+        def get_unique_id(self):
+            raise RuntimeError("NCCL error: unhandled system error")
+
+    with pytest.raises(ValueError, match=r"NCCL could not start on MPI rank 0 \(RuntimeError: NCCL error: unhandled "
+                                         r"system error\); set PORTACNN_MPI_TRANSPORT=host"):
+        NcclAllreduce(both, nccl=NoId(), **host_seams("0000:01:00.0"))
     monkeypatch.setenv(TRANSPORT_VAR, "nccl")
     with pytest.raises(ValueError, match=r"=nccl, but the CuPy of MPI rank\(s\) \[1\] has no NCCL; .*=host"):
         distributed.gradient_transport(other_lacks, cupy_named, nccl=fake)
@@ -160,7 +175,51 @@ def test_how_the_gradient_transport_is_chosen(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)
     assert pc.backend.nccl.load_nccl() is None
     with pytest.raises(ValueError, match="NCCL is not available in this CuPy"):
-        NcclAllreduce(both, **host_seams(0))
+        NcclAllreduce(both, **host_seams("0000:01:00.0"))
+
+
+def test_gpu_identity_and_choice_with_a_stand_in_cupy(monkeypatch):
+    """Without a GPU: a stand-in ``cupy`` module shows which GPU a rank takes (local rank % GPUs) and how a GPU
+    is named for the one-GPU-per-rank check (its PCI bus id, which differs where every rank's GPU is number 0)."""
+    import types
+
+    from portacnn.backend import nccl
+
+    used = []
+
+    class Device:
+        def __init__(self, i=0, bus="0000:3B:00.0"):
+            self.id, self._bus = i, bus
+
+        @property
+        def pci_bus_id(self):
+            if self._bus is None:
+                raise AttributeError("pci_bus_id")
+            return self._bus
+
+        def use(self):
+            used.append(self.id)
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=Device, runtime=types.SimpleNamespace(
+        getDeviceCount=lambda: 3)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert nccl._cupy_device() == "0000:3B:00.0"
+    fake.cuda.Device = lambda i=0: Device(i, bus=None)
+    assert nccl._cupy_device() == "device 0"
+
+    class Node:
+        def Get_rank(self):  # noqa: N802
+            return 4
+
+        def Free(self):  # noqa: N802
+            used.append("freed")
+
+    class Comm:
+        def Split_type(self, kind):  # noqa: N802
+            return Node()
+
+    pytest.importorskip("mpi4py")
+    assert nccl.use_local_gpu(Comm()) == 1 and used == ["freed", 1]  # local rank 4 of a node with 3 GPUs
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -174,7 +233,7 @@ def test_allreduce_gradients_through_a_transport(dtype):
     from portacnn.layers.base import Parameter
 
     fake = FakeNccl(reduce=lambda a: a.__imul__(2))
-    transport = NcclAllreduce(TwoRanks(lambda v: (v[0], 1)), nccl=fake, **host_seams(0))
+    transport = NcclAllreduce(TwoRanks(lambda v: (v[0], "0000:02:00.0")), nccl=fake, **host_seams("0000:01:00.0"))
     ps = [Parameter("a", np.zeros((2, 3), dtype)), Parameter("b", np.zeros(4, dtype))]
     ps[0].grad = np.arange(6, dtype=dtype).reshape(2, 3)
     extras = distributed.allreduce_gradients(None, ps, pc.get_backend("numpy"), weight=0.5, extras=[1.5, 7],
@@ -233,6 +292,26 @@ def bn_model(dtype, bn1d=False):
         [L.Dropout(0.3), L.Dense(4 * 13 * 13, 10)]
     return pc.Sequential([L.Conv2D(1, 4, 3, bias=False), L.BatchNorm2D(4), L.ReLU(), block, L.ReLU(),
                           L.MaxPool2D(2), L.Flatten(), *head], dtype=dtype, seed=1)
+
+
+class FailsOnRank1(L.ReLU):
+    """Raises on rank 1 at its ``at_call``-th training forward (between two BatchNorm layers' sums)."""
+
+    def __init__(self, r, at_call):
+        self.r, self.at_call, self.calls = r, at_call, 0
+
+    def forward(self, x, training=False):
+        if training:
+            self.calls += 1
+            if self.r == 1 and self.calls == self.at_call:
+                raise MemoryError("out of memory on rank 1 only")
+        return super().forward(x, training)
+
+
+def fails_between_batchnorms(r, at_call):
+    return pc.Sequential([L.Conv2D(1, 4, 3, bias=False), L.BatchNorm2D(4), FailsOnRank1(r, at_call),
+                          L.Conv2D(4, 4, 3, bias=False), L.BatchNorm2D(4), L.ReLU(), L.Flatten(),
+                          L.Dense(4 * 24 * 24, 10)], dtype="float64", seed=1)
 
 
 def train(case, comm=None, **kw):
@@ -294,7 +373,10 @@ def main(out):
     distributed.gradient_transport = lambda comm, backend: NcclAllreduce(comm, nccl=fake, **host_seams(r))
     model, res["nccl32"] = train("adam32", comm)
     res["nccl_calls"] = [list(c) for c in fake.calls]
-    bn_model_nccl, res["nccl_bn64"] = train("bn64", comm)  # BatchNorm's statistics through NCCL too
+    fake = FakeNccl()  # BatchNorm's statistics through NCCL too
+    distributed.gradient_transport = lambda comm, backend: NcclAllreduce(comm, nccl=fake, **host_seams(r))
+    bn_model_nccl, res["nccl_bn64"] = train("bn64", comm)
+    res["nccl_bn_calls"] = [list(c) for c in fake.calls]
     distributed.gradient_transport = real_transport
     if r == 0:
         np.savez(f"{out}/nccl32.npz", **model.state_dict())
@@ -315,7 +397,8 @@ def main(out):
 
     for name, make, kw in [("mismatch", lambda: small_model(seed=r), {}),
                            ("failure", small_model, {"augment": fails_on_rank_1}),
-                           ("bn_failure", lambda: bn_model("float64"), {"augment": fails_on_rank_1})]:
+                           ("bn_failure", lambda: bn_model("float64"), {"augment": fails_on_rank_1}),
+                           ("bn_pass_failure", lambda: fails_between_batchnorms(r, at_call=2), {})]:
         try:
             make().fit(x, y, epochs=1, batch_size=16, verbose=0, comm=comm, **kw)
             res[name] = None
@@ -412,7 +495,7 @@ def test_the_nccl_transport_sums_on_the_device_buffer(api):
     """Through NcclAllreduce (a stand-in NCCL on the CPU, summing host memory over MPI): one communicator from
     rank 0's unique id, one in-place float32 allreduce of the whole flat buffer (gradients and the five extras) per
     step, and the same weights and history, bit for bit, as the host transport; two ranks on one GPU refused."""
-    out, _, ranks, _ = api
+    out, _, ranks, module = api
     np.testing.assert_equal(dict(np.load(out / "nccl32.npz")), dict(np.load(out / "adam32.npz")))
     np.testing.assert_equal(dict(np.load(out / "nccl_bn64.npz")), dict(np.load(out / "bn64.npz")))
     n_params = sum(v.size for k, v in np.load(out / "adam32.npz").items() if not k.startswith("optim."))
@@ -424,7 +507,13 @@ def test_the_nccl_transport_sums_on_the_device_buffer(api):
         steps = calls[len(start):]
         assert len(steps) == 2 * 2  # 2 epochs of 68 rows in batches of 67
         assert all(c == ["allReduce", True, n_params + 5, 7, 0, 0] for c in steps)
-        assert res["twins"] == "MPI ranks [0, 1] all use GPU 0 of " + res["twins"].split(" of ")[1]
+        assert res["twins"].startswith("MPI ranks [0, 1] all use the GPU 0 of ")
+        # with BatchNorm: per step, each of the 2 BatchNorm2D(4) layers' two sums forward (4 values each) and one
+        # backward ([db, dw]: 8), then the gradients with the 5 extras; float64 throughout
+        n_bn = sum(p.data.size for p in module.bn_model("float64").parameters())
+        steps = res["nccl_bn_calls"][len(start):]
+        assert [c[2] for c in steps] == [4, 4, 4, 4, 8, 8, n_bn + 5] * 4  # 2 epochs of batches 67 and 1
+        assert all(c[1] is True and c[3] == 8 for c in steps)
         assert "call portacnn.distributed.use_local_gpu(comm) before building the model" in res["twins"]
 
 
@@ -450,6 +539,28 @@ def test_what_mpi_training_refuses_and_how_errors_reach_every_rank(api):
     for name in ("failure", "bn_failure"):
         assert ranks[1][name] == "RuntimeError: boom"
         assert ranks[0][name] == "RankFailed: MPI rank 1 failed (RuntimeError: boom); every rank stops"
+    # failing in step 2 between two BatchNorm layers' sums: rank 1 makes the step's remaining sums with zeros
+    # (their shapes learnt in step 1), so rank 0 is not left waiting in one, and the error reaches both
+    assert ranks[1]["bn_pass_failure"] == "MemoryError: out of memory on rank 1 only"
+    assert ranks[0]["bn_pass_failure"] == \
+        "RankFailed: MPI rank 1 failed (MemoryError: out of memory on rank 1 only); every rank stops"
+
+
+@pytest.mark.slow
+def test_a_failure_inside_the_first_batchnorm_step_aborts_every_rank(api, tmp_path):
+    """In the first step the rest of the step's sums are not known yet: the failing rank says so in one line and
+    aborts the job (MPI_Abort) instead of leaving the other rank waiting: the job ends, non-zero, in time."""
+    _, _, _, module = api
+    script = tmp_path / "abort.py"
+    script.write_text(f"TESTS = {str(TESTS)!r}\n" + SCRIPT.replace('if __name__ == "__main__":\n    main(sys.argv[1])', "")
+                      + "\nx, y = float_subset('train', 32)\nr = distributed.auto_comm().Get_rank()\n"
+                      "fails_between_batchnorms(r, at_call=1).fit(x, y, epochs=1, batch_size=16, verbose=0, "
+                      "comm=distributed.auto_comm())\nprint('finished', r)\n")
+    proc = _mpirun(sys.executable, script)
+    assert proc.returncode != 0
+    assert "finished" not in proc.stdout
+    assert ("portacnn: MPI rank 1 failed inside BatchNorm's synchronised passes (MemoryError: out of memory on "
+            "rank 1 only); aborting every rank") in proc.stderr
 
 
 @pytest.mark.slow

@@ -56,10 +56,16 @@ def _cupy_stream() -> int:
     return int(cupy.cuda.get_current_stream().ptr)
 
 
-def _cupy_device() -> int:
+def _cupy_device() -> str:
+    """The current GPU as its PCI bus id: unlike the device number, it tells GPUs apart when each rank sees only
+    its own (``CUDA_VISIBLE_DEVICES`` per rank, where every rank's GPU is number 0)."""
     import cupy
 
-    return int(cupy.cuda.Device().id)
+    device = cupy.cuda.Device()
+    try:
+        return str(device.pci_bus_id)
+    except Exception:  # noqa: BLE001 - a CuPy without it: the number, the best left
+        return f"device {int(device.id)}"
 
 
 def local_rank(comm) -> int:
@@ -96,10 +102,19 @@ class NcclAllreduce:
         for place in places:  # every rank sees the same list, so every rank raises (none waits in NCCL's set-up)
             twins = [r for r, other in enumerate(places) if other == place]
             if len(twins) > 1:
-                raise ValueError(f"MPI ranks {twins} all use GPU {place[1]} of {place[0]}; call "
+                raise ValueError(f"MPI ranks {twins} all use the GPU {place[1]} of {place[0]}; call "
                                  "portacnn.distributed.use_local_gpu(comm) before building the model, or start one "
                                  "rank per GPU")
-        uid = comm.bcast(self.nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
+        uid = None
+        if comm.Get_rank() == 0:
+            try:
+                uid = ("id", self.nccl.get_unique_id())
+            except Exception as e:  # noqa: BLE001 - every rank must learn of it, not wait for an id
+                uid = ("error", f"{type(e).__name__}: {e}")
+        kind, uid = comm.bcast(uid, root=0)
+        if kind == "error":
+            raise ValueError(f"NCCL could not start on MPI rank 0 ({uid}); set {TRANSPORT_VAR}=host to train without it")
+        # a rank whose NCCL fails here leaves the others inside NCCL's own set-up, which only mpiexec can end
         self.comm = self.nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
         self.types = {np.dtype(np.float32): self.nccl.NCCL_FLOAT32, np.dtype(np.float64): self.nccl.NCCL_FLOAT64}
 

@@ -44,6 +44,7 @@ class _BatchNorm(Layer):
     """What BatchNorm2D and BatchNorm1D share; subclasses fix the input rank, the layout and the axes."""
 
     row_separable = False  # the batch statistics mix the rows
+    sync = None  # set while data-parallel training sums the statistics over several processes
     _rank = 0
     _axes: tuple = ()
 
@@ -61,7 +62,7 @@ class _BatchNorm(Layer):
         self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
         self.weight = self.bias = None
         self.running_mean = self.running_var = self.num_batches_tracked = None
-        self.sync = None  # set while data-parallel training sums the statistics over several processes
+        self.sync = None
 
     def config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine)

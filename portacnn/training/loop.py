@@ -138,16 +138,19 @@ class _Agreed:
     hit, signum = False, None
 
 
-def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing, interrupt, agreed, transport=None):
-    """One data-parallel step under MPI: this rank's rows of the global batch ``idx`` forward and backward, then
-    ONE allreduce of every gradient (each rank's of its rows' terms of the batch's mean loss, so that the sum is
-    the gradient of the batch's mean loss) and of the step's loss sum, correct count, signals and failures. Returns the batch's
-    (loss sum, correct count); ``agreed`` learns the signals; an error on any rank is raised on every rank."""
+def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing, interrupt, agreed, transport=None,
+               sums=None):
+    """One data-parallel step under MPI: this rank's rows of the global batch ``idx`` forward and backward (with
+    BatchNorm, ``sums`` adds its statistics over the ranks: a failure check before the passes and small
+    allreduces in them), then ONE allreduce of every gradient (each rank's of its rows' terms of the batch's mean
+    loss, so that the sum is the gradient of the batch's mean loss) and of the step's loss sum, correct count,
+    signals and failures. Returns the batch's (loss sum, correct count); ``agreed`` learns the signals; an error on
+    any rank is raised on every rank."""
     backend, xp = model.backend, model.backend.xp
     n = idx.size
     lo, hi = distributed.row_span(n, comm)
     mine = hi - lo
-    synced = distributed.has_batchnorm(model)
+    synced = sums is not None
     loss_sum, correct, error = 0.0, 0, None
     # a rank without rows (a last batch smaller than the ranks) still draws the batch's dropout masks, and joins
     # BatchNorm's allreduces, through passes of one stand-in row, so that every rank stays in lockstep
@@ -164,10 +167,11 @@ def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing
         error = e
     if synced and distributed.allreduce_sum(comm, np.array([float(error is not None)]))[0]:
         distributed.gather_failures(comm, error)  # before any rank waits in a BatchNorm allreduce
+    passes = False
     try:
         if runs and error is None:
-            with distributed.rank_draws(model, n, lo_, hi_), \
-                    distributed.synced_batchnorm(model, comm, backend, n, lo, hi, transport):
+            passes = True
+            with distributed.rank_draws(model, n, lo_, hi_), distributed.synced_batchnorm(model, sums, n, lo, hi):
                 logits = model.forward(xb, training=True)
                 if mine:
                     yb = backend.asarray(y_host[idx[lo:hi]])
@@ -178,6 +182,9 @@ def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing
                     model.backward(dlogits, input_grad=False)
                 elif synced:  # BatchNorm's backward sums too: join in with a zero gradient
                     model.backward(xp.zeros_like(logits), input_grad=False)
+            passes = False
+            if synced:
+                sums.completed()
             if mine:
                 sums = to_host(xp.stack([xp.astype(loss, xp.float64) * n,
                                          xp.astype(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)),
@@ -185,6 +192,8 @@ def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing
                 loss_sum, correct = float(sums[0]), float(sums[1])
     except Exception as e:  # noqa: BLE001 - the other ranks must learn of it in this step's allreduce
         error = e
+        if passes and synced:  # the other ranks may be waiting in a BatchNorm sum: make the rest of them
+            sums.finish(e)
     if not mine or error is not None:
         for p in model.parameters():
             p.grad = None  # zeros in the buffer
@@ -241,7 +250,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     :mod:`portacnn.distributed`) trains data-parallel: every rank passes the same data, model, seed and
     arguments, computes its rows of each batch (BatchNorm with the whole batch's statistics), and the ranks add
     their gradients in one allreduce per step, so weights and history equal one process's to float rounding on
-    every rank (bit for bit one process's with ``workers=2`` row shards, for two ranks). Only rank 0 writes checkpoints
+    every rank (for two ranks and a model without BatchNorm, bit for bit one process's with ``workers=2``). Only rank 0 writes checkpoints
     (and ModelCheckpoint files) and shows progress; other callbacks run on every rank. Left out, training runs
     in this process alone (the command line uses :func:`portacnn.distributed.auto_comm`).
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
@@ -333,6 +342,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
             "start every rank with the same data, seed, arguments and checkpoint")
         distributed.agree(comm, distributed.transport_choice)  # a bad $PORTACNN_MPI_TRANSPORT stops every rank
         transport = distributed.gradient_transport(comm, model.backend)  # NCCL on CuPy, else None (host)
+        batch_sums = distributed.batch_sums(comm, model, transport)  # BatchNorm's statistics over the ranks
     for callback in callbacks:
         callback.on_train_begin()
     # a run a callback stopped (early stopping) is over: resuming it trains nothing more
@@ -403,7 +413,7 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 idx = order[lo:hi]
                 if comm is not None:  # this rank's rows; the gradients and sums of all ranks in one allreduce
                     step_sums = _rank_step(comm, model, source, y_host, idx, augment, (seed, epoch, state.step),
-                                           label_smoothing, interrupt, stop, transport)
+                                           label_smoothing, interrupt, stop, transport, batch_sums)
                     optimizer.step()
                     optimizer.zero_grad()
                     sums_mpi[0] += step_sums[0]

@@ -2,6 +2,8 @@
 inference forward and backward, running statistics, finite differences, state dicts both ways with torch,
 the never-sharded contract, checkpoints and argument checks."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -369,34 +371,55 @@ def test_bad_inputs_are_value_errors():
 
 @pytest.mark.parametrize("cls, shape", [(BatchNorm2D, (3, 4, 5, 5)), (BatchNorm1D, (3, 6))])
 def test_sync_gives_the_statistics_of_every_process_rows(backend, dtype, rng, cls, shape):
-    """With ``sync`` (what MPI training sets), the statistics and the backward's sums are the whole batch's: here a
-    stand-in for two processes holding the same rows, so the layer must act as on the batch stacked twice."""
+    """With ``sync`` (what MPI training sets), the statistics and the backward's sums are the whole batch's. A
+    stand-in for a second process holding other rows (2 of them, with another mean and spread) adds their sums
+    in float64: the layer must act as on the two processes' rows stacked, its parameter gradients staying its
+    own rows' part."""
+    axes = (0, 2, 3) if len(shape) == 4 else (0,)
     x = rng.standard_normal(shape).astype(dtype) * 2 + 1
     dy = rng.standard_normal(shape).astype(dtype)
-    calls = []
+    other_shape = (2,) + shape[1:]
+    x_other = (rng.standard_normal(other_shape) * 3 - 2).astype(dtype)
+    dy_other = rng.standard_normal(other_shape).astype(dtype)
+    per_row = math.prod(shape[2:])
+    calls, seen = [], {}
 
-    def two_equal_processes(partial, m):
+    def channels(v):
+        return v.reshape((1, -1) + (1,) * (len(shape) - 2))
+
+    def second_process(partial, m):
         calls.append((tuple(partial.shape), m))
-        return partial * 2, 2 * m
+        mine = to_numpy(backend, partial).astype(np.float64)
+        if len(calls) == 1:  # sum(x)
+            total = mine + x_other.astype(np.float64).sum(axis=axes)
+            seen["mean"] = total / (m + 2 * per_row)
+        elif len(calls) == 2:  # sum((x - mean)^2), around the whole batch's mean
+            total = mine + ((x_other - channels(seen["mean"])) ** 2).sum(axis=axes)
+            seen["var"] = total / (m + 2 * per_row)
+        else:  # [sum(dy), sum(dy * xhat)]
+            xhat = (x_other - channels(seen["mean"])) / np.sqrt(channels(seen["var"]) + 1e-5)
+            total = mine + np.stack([dy_other.sum(axis=axes), (dy_other * xhat).sum(axis=axes)])
+        return backend.asarray(total, dtype=dtype), m + 2 * per_row
 
     synced, whole = cls(shape[1]), cls(shape[1])
     for layer in (synced, whole):
         layer.initialize(np.random.default_rng(0), backend, dtype)
-        layer.weight.data = backend.asarray(rng.uniform(0.5, 2, shape[1]), dtype=dtype)
-    whole.weight.data = synced.weight.data
-    synced.sync = two_equal_processes
+    whole.weight.data = synced.weight.data = backend.asarray(rng.uniform(0.5, 2, shape[1]), dtype=dtype)
+    synced.sync = second_process
     y = synced.forward(backend.asarray(x, dtype=dtype), training=True)
-    y2 = whole.forward(backend.asarray(np.concatenate([x, x]), dtype=dtype), training=True)
+    y2 = whole.forward(backend.asarray(np.concatenate([x, x_other]), dtype=dtype), training=True)
     assert_close(to_numpy(backend, y), to_numpy(backend, y2)[: shape[0]], dtype)
     for name in ("running_mean", "running_var"):  # M - 1 in the unbiased variance is the whole batch's
         assert_close(to_numpy(backend, getattr(synced, name)), to_numpy(backend, getattr(whole, name)), dtype)
     dx = synced.backward(backend.asarray(dy, dtype=dtype))
-    dx2 = whole.backward(backend.asarray(np.concatenate([dy, dy]), dtype=dtype))
+    dx2 = whole.backward(backend.asarray(np.concatenate([dy, dy_other]), dtype=dtype))
     assert_close(to_numpy(backend, dx), to_numpy(backend, dx2)[: shape[0]], dtype)
-    # the parameters' gradients stay this process's part (the gradient allreduce adds the parts)
-    assert_close(2 * to_numpy(backend, synced.weight.grad), to_numpy(backend, whole.weight.grad), dtype)
-    assert_close(2 * to_numpy(backend, synced.bias.grad), to_numpy(backend, whole.bias.grad), dtype)
-    m = shape[0] * (25 if len(shape) == 4 else 1)
+    # the parameters' gradients are this process's rows' part (the gradient allreduce adds the parts)
+    xhat_mine = (to_numpy(backend, y2)[: shape[0]] - channels(to_numpy(backend, whole.bias.data))) \
+        / channels(to_numpy(backend, whole.weight.data))
+    assert_close(to_numpy(backend, synced.bias.grad), dy.astype(np.float64).sum(axis=axes), dtype)
+    assert_close(to_numpy(backend, synced.weight.grad), (dy * xhat_mine).sum(axis=axes), dtype)
+    m = shape[0] * per_row
     assert calls == [((shape[1],), m), ((shape[1],), m), ((2, shape[1]), m)]  # each time this process's count
     synced.sync = None  # back to this batch's own statistics
     assert_close(to_numpy(backend, synced.forward(backend.asarray(x, dtype=dtype), training=True)),
