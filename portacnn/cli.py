@@ -615,7 +615,7 @@ def cmd_info(args) -> int:
         backends[name] = entry
     info = {"portacnn": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
             "array_api_compat": array_api_compat.__version__, "backends": backends,
-            "default_backend": os.environ.get("PORTACNN_BACKEND") or "numpy"}
+            "default_backend": os.environ.get("PORTACNN_BACKEND") or "numpy", "deploy_and_scale_out": _extras(backends)}
     if args.json:
         _emit_json(info)
         return 0
@@ -625,7 +625,37 @@ def cmd_info(args) -> int:
     for name, e in backends.items():
         where = e.get("device_name") or e.get("device")
         print(f"  {name:17s} " + (f"available on {where}" if e["available"] else f"unavailable: {e['reason']}"))
+    extras = info["deploy_and_scale_out"]
+    print("deploy and scale out:")
+    for name, value in extras.items():
+        if name == "nccl":
+            shown = {None: "needs a usable CuPy", True: "available in CuPy", False: "not in this CuPy"}[value]
+        else:
+            shown = value or "not installed"
+        print(f"  {name:17s} {shown}")
     return 0
+
+
+def _extras(backends) -> dict:
+    """Versions of the optional packages behind export and MPI training (None: not installed), where mpiexec is,
+    and whether CuPy has NCCL (None without a usable CuPy). Nothing is imported: MPI is not started."""
+    import shutil
+    from importlib import metadata
+
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    here = Path(sys.executable).parent / "mpiexec"  # the mpich wheel puts it next to the interpreter
+    nccl = None
+    if backends["cupy"]["available"]:
+        from .backend.nccl import load_nccl
+
+        nccl = load_nccl() is not None
+    return {"onnx": version("onnx"), "onnxruntime": version("onnxruntime"), "mpi4py": version("mpi4py"),
+            "mpiexec": str(here) if here.is_file() else shutil.which("mpiexec"), "nccl": nccl}
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,

@@ -3,6 +3,8 @@ exact resume, and usage errors (one line on stderr, exit 2, no traceback). Tiny 
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 
 import numpy as np
@@ -146,8 +148,14 @@ def test_info_lists_backends_and_reasons():
     for name, entry in info["backends"].items():
         assert entry["available"] or entry["reason"], name
     assert set(info["backends"]) == {"numpy", "cupy", "array_api_strict", "torch"}
+    extras = info["deploy_and_scale_out"]
+    assert set(extras) == {"onnx", "onnxruntime", "mpi4py", "mpiexec", "nccl"}
+    for package in ("onnx", "onnxruntime", "mpi4py"):
+        assert extras[package] == (importlib.metadata.version(package) if importlib.util.find_spec(package) else None)
+    assert extras["nccl"] is None or info["backends"]["cupy"]["available"]
     text = run_cli("info").stdout
     assert "numpy" in text and "available" in text
+    assert "deploy and scale out:" in text and f"mpi4py            {extras['mpi4py'] or 'not installed'}" in text
     if not info["backends"]["cupy"]["available"]:
         assert "cupy" in text and "unavailable:" in text
 
