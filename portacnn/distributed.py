@@ -50,6 +50,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -191,6 +192,7 @@ class _BatchSums:
             text = (f"{type(error).__name__}: {error}".splitlines() or [""])[0]
             print(f"portacnn: MPI rank {rank(self.comm)} failed inside BatchNorm's synchronised passes ({text}); "
                   "aborting every rank", file=sys.stderr, flush=True)
+            time.sleep(1.0)  # let the launcher forward that line before MPI_Abort kills the job's output
             self.comm.Abort(1)
             os._exit(1)  # MPI_Abort may return before the launcher's kill arrives
         xp = self.backend.xp
