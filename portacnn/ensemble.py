@@ -15,6 +15,15 @@ import numpy as np
 from .training import check_labels, predict_log_proba
 
 
+def average_log_proba(member_logs) -> np.ndarray:
+    """log((1/K) * sum_k exp(member_logs[k])): the ensemble's log-probabilities from its K members' own (each
+    (N, classes)), in float64 on the host. Scoring many subsets of the same members (as the accuracy study does)
+    can predict once per member and call this for each subset."""
+    logs = np.stack([np.asarray(m, dtype=np.float64) for m in member_logs])
+    top = np.max(logs, axis=0)
+    return top + np.log(np.mean(np.exp(logs - top), axis=0))
+
+
 class Ensemble:
     """Ensemble(models): ``predict_proba`` is the mean of the members' probabilities."""
 
@@ -37,10 +46,7 @@ class Ensemble:
 
     def predict_log_proba(self, x, batch_size=1000) -> np.ndarray:
         """Log of the averaged probabilities (N, classes), float64 on the host."""
-        logs = np.stack([np.asarray(predict_log_proba(m, x, batch_size=batch_size), dtype=np.float64)
-                         for m in self.models])
-        top = np.max(logs, axis=0)
-        return top + np.log(np.mean(np.exp(logs - top), axis=0))
+        return average_log_proba([predict_log_proba(m, x, batch_size=batch_size) for m in self.models])
 
     def predict_proba(self, x, batch_size=1000) -> np.ndarray:
         """Averaged probabilities (N, classes), float64 on the host."""

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import portacnn as pc
 from clihelp import idx_folder
+from portacnn import data
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "benchmarks" / "accuracy" / "study.py"
@@ -46,8 +49,27 @@ def test_study_trains_every_ablation_and_scores_the_ensembles(tmp_path):
     md = (tmp_path / "results" / "results.md").read_text()
     assert "no BatchNorm" in md and "ensemble of the recipe's seeds 0+1" in md and "mean nothing" in md
 
-    # a second call reuses the finished runs (nothing retrained) and scores them the same way
-    out, again = _study(tmp_path, "--seeds", "0", "1", "--only", "recipe")
-    assert "training" not in out
-    assert [r["reused"] for r in again["runs"]] == [True, True]
-    assert [r["test"] for r in again["runs"]] == [runs[("recipe", 0)]["test"], runs[("recipe", 1)]["test"]]
+    # a second call reuses the finished runs (nothing retrained), trains only the new seed, and scores every
+    # subset of the seeds as an ensemble
+    out, again = _study(tmp_path, "--seeds", "0", "1", "2", "--only", "recipe")
+    assert "training recipe seed 2" in out
+    assert "training recipe seed 0" not in out and "training recipe seed 1" not in out
+    assert [r["reused"] for r in again["runs"]] == [True, True, False]
+    assert [r["test"] for r in again["runs"][:2]] == [runs[("recipe", 0)]["test"], runs[("recipe", 1)]["test"]]
+    assert [e["seeds"] for e in again["ensembles"]] == [[0, 1, 2], [0, 1], [0, 2], [1, 2]]
+    sizes = again["ensemble_sizes"]
+    assert [(z["members"], z["subsets"]) for z in sizes] == [(1, 3), (2, 3), (3, 1)]
+    single = [r["test"]["accuracy"] for r in again["runs"]]
+    assert (sizes[0]["min"], sizes[0]["max"]) == (min(single), max(single))
+    pairs = [e["test"]["accuracy"] for e in again["ensembles"][1:]]
+    assert sizes[1]["mean"] == pytest.approx(sum(pairs) / 3) and sizes[2]["min"] == again["ensembles"][0]["test"]["accuracy"]
+
+    # each subset is scored as `portacnn evaluate A B ...` scores it: through pc.Ensemble of those checkpoints
+    _, (x_test, y_test), _, _ = data.train_test(str(tmp_path / "data"), seed=0)
+    folders = {r["seed"]: Path(r["folder"]) / "model.safetensors" for r in again["runs"]}
+    for e in again["ensembles"]:
+        ens = pc.Ensemble([pc.load(folders[s]) for s in e["seeds"]]).evaluate(x_test, np.asarray(y_test))
+        assert e["test"]["accuracy"] == pytest.approx(ens["accuracy"], abs=1e-12)
+        assert e["test"]["loss"] == pytest.approx(ens["loss"], rel=1e-9)
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "ensemble of the recipe's seeds 0+1+2" in md and "| 3 | 1 |" in md

@@ -5,14 +5,14 @@ official 10k test set.
     python benchmarks/accuracy/study.py                 # every run below, one after another (~2.5 h on 2 cores)
     python benchmarks/accuracy/study.py --only recipe   # just the recipe's seeds
 
-| run          | what changes from the recipe                                                              |
-| ------------ | ----------------------------------------------------------------------------------------- |
-| recipe       | nothing: ``portacnn train --model kannada_bn --seed S`` for every ``--seeds`` S             |
-| no_augment   | ``--augment none``                                                                         |
-| no_batchnorm | ``--model kannada_nobn``: the same network without BatchNorm (biased convolutions instead) |
-| no_schedule  | ``--schedule constant``: AdamW at the recipe's peak rate 3e-3 throughout                   |
-| no_smoothing | ``--label-smoothing 0``                                                                    |
-| ensemble     | no training: ``portacnn evaluate`` of the recipe's seeds together (probabilities averaged)  |
+| run          | what changes from the recipe                                                                          |
+| ------------ | ----------------------------------------------------------------------------------------------------- |
+| recipe       | nothing: ``portacnn train --model kannada_bn --seed S`` for every ``--seeds`` S                       |
+| no_augment   | ``--augment none``                                                                                    |
+| no_batchnorm | ``--model kannada_nobn``: the same network without BatchNorm (biased convolutions instead)            |
+| no_schedule  | ``--schedule constant``: AdamW at the recipe's peak rate 3e-3 throughout                              |
+| no_smoothing | ``--label-smoothing 0``                                                                               |
+| ensemble     | no training: every subset of the recipe's seeds, probabilities averaged as ``portacnn evaluate`` does |
 
 Every run is a fresh ``portacnn train`` subprocess writing to ``--runs/<run>-s<seed>/``; a run whose folder
 already holds a finished checkpoint is scored again but not retrained, so an interrupted study resumes where
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import resource
@@ -46,6 +47,8 @@ import numpy as np  # noqa: E402
 
 import portacnn as pc  # noqa: E402
 from portacnn import data  # noqa: E402
+from portacnn.ensemble import average_log_proba  # noqa: E402
+from portacnn.training import predict_log_proba  # noqa: E402
 
 # run name -> (network, the flags that switch one ingredient off, what the table says)
 VARIANTS = {
@@ -106,10 +109,8 @@ def train(name: str, seed: int, args) -> dict:
     return info
 
 
-def score(models, x, y) -> dict:
-    """Test accuracy, loss and the errors per true class of one model or an ensemble of several."""
-    ens = pc.Ensemble(models)
-    logp = ens.predict_log_proba(x)
+def score(logp, y) -> dict:
+    """Test accuracy, loss and the errors per true class from log-probabilities (N, classes)."""
     pred = np.argmax(logp, axis=1)
     wrong = pred != y
     return {
@@ -118,6 +119,23 @@ def score(models, x, y) -> dict:
         "errors": int(np.sum(wrong)),
         "errors_per_class": [int(np.sum(wrong & (y == c))) for c in range(10)],
     }
+
+
+def ensembles(logs: dict, y) -> tuple[list, list]:
+    """Every ensemble of two or more of the recipe's seeds (all of them first, then by size), and for each size
+    1..K the spread of accuracy over all its subsets: so a K-seed ensemble reads against what any other choice of
+    seeds would have given. ``logs`` maps seed -> that model's test log-probabilities."""
+    seeds = sorted(logs)
+    groups = [list(g) for k in range(2, len(seeds)) for g in itertools.combinations(seeds, k)]
+    groups = ([seeds] if len(seeds) > 1 else []) + groups
+    scored = [{"seeds": g, "test": score(average_log_proba([logs[s] for s in g]), y)} for g in groups]
+    singles = [{"seeds": [s], "test": score(logs[s], y)} for s in seeds]
+    by_size = []
+    for k in range(1, len(seeds) + 1):
+        acc = [e["test"]["accuracy"] for e in singles + scored if len(e["seeds"]) == k]
+        by_size.append({"members": k, "subsets": len(acc), "mean": float(np.mean(acc)), "min": min(acc),
+                        "max": max(acc)})
+    return scored, by_size
 
 
 def _pct(a) -> str:
@@ -150,7 +168,7 @@ def markdown(res: dict) -> str:
             f"| {VARIANTS[r['run']][2]} | {r['seed']} | {r['epochs']} | {_minutes(r['train_seconds'])} | {spread} | "
             f"{load} | {_pct(r['val_accuracy'])} | **{_pct(t['accuracy'])}** | {t['loss']:.4f} | {t['errors']} | "
             f"{' '.join(map(str, t['errors_per_class']))} |")
-    for e in res["ensembles"]:
+    for e in res["ensembles"][:1]:
         t = e["test"]
         lines.append(f"| ensemble of the recipe's seeds {'+'.join(map(str, e['seeds']))} | | | | | | | "
                      f"**{_pct(t['accuracy'])}** | {t['loss']:.4f} | {t['errors']} | "
@@ -161,12 +179,13 @@ def markdown(res: dict) -> str:
     if acc:
         lines += ["", f"The recipe over {len(acc)} seed(s): test accuracy mean {_pct(float(np.mean(acc)))}, "
                       f"min {_pct(min(acc))}, max {_pct(max(acc))}."]
-    pairs = [e["test"]["accuracy"] for e in res["ensembles"] if len(e["seeds"]) == 2]
-    if res["ensembles"]:
-        lines += ["", f"Ensemble of all {len(res['ensembles'][0]['seeds'])} seeds: "
-                      f"{_pct(res['ensembles'][0]['test']['accuracy'])}"
-                      + (f"; the {len(pairs)} pairs: mean {_pct(float(np.mean(pairs)))}, min {_pct(min(pairs))}, "
-                         f"max {_pct(max(pairs))}." if pairs else ".")]
+    sizes = res.get("ensemble_sizes", [])
+    if len(sizes) > 1:
+        lines += ["", "Test accuracy of every ensemble of the recipe's seeds, by how many it averages (all subsets "
+                      "of that size; one member is a single model):", "",
+                  "| members | subsets | mean | min | max |", "| ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {z['members']} | {z['subsets']} | {_pct(z['mean'])} | {_pct(z['min'])} | {_pct(z['max'])} |"
+                  for z in sizes]
     lines += [
         "",
         "Each ingredient is switched off in a seed-0 run; compare it with the recipe's seed 0 and read the seeds' "
@@ -201,16 +220,13 @@ def main(argv=None) -> int:
 
     _, (x_test, y_test), _, _ = data.train_test(args.data, seed=0)
     y_test = np.asarray(y_test)
-    models = {}
-    for r in runs:
-        models[(r["run"], r["seed"])] = pc.load(Path(r["folder"]) / "model.safetensors")
-        r["test"] = score([models[(r["run"], r["seed"])]], x_test, y_test)
+    logs = {}
+    for r in runs:  # each model predicts the test set once; every ensemble below averages these
+        model = pc.load(Path(r["folder"]) / "model.safetensors")
+        logs[(r["run"], r["seed"])] = np.asarray(predict_log_proba(model, x_test), dtype=np.float64)
+        r["test"] = score(logs[(r["run"], r["seed"])], y_test)
         print(f"{r['run']} seed {r['seed']}: test accuracy {_pct(r['test']['accuracy'])}", flush=True)
-    seeds = [s for (name, s) in models if name == "recipe"]
-    groups = [seeds] if len(seeds) > 1 else []
-    if len(seeds) > 2:
-        groups += [[a, b] for i, a in enumerate(seeds) for b in seeds[i + 1:]]
-    ensembles = [{"seeds": g, "test": score([models[("recipe", s)] for s in g], x_test, y_test)} for g in groups]
+    scored, by_size = ensembles({s: v for (name, s), v in logs.items() if name == "recipe"}, y_test)
 
     res = {
         "benchmark": "accuracy_study",
@@ -221,7 +237,8 @@ def main(argv=None) -> int:
         "test_set": f"the test split of {args.data}" if args.data else "the official Kannada-MNIST test set",
         "n_test": int(len(y_test)),
         "runs": runs,
-        "ensembles": ensembles,
+        "ensembles": scored,
+        "ensemble_sizes": by_size,
     }
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
