@@ -186,14 +186,12 @@ def markdown(res: dict) -> str:
                   "| members | subsets | mean | min | max |", "| ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {z['members']} | {z['subsets']} | {_pct(z['mean'])} | {_pct(z['min'])} | {_pct(z['max'])} |"
                   for z in sizes]
-    lines += [
-        "",
-        "Each ingredient is switched off in a seed-0 run; compare it with the recipe's seed 0 and read the seeds' "
-        "spread as the noise floor of a single run. Training minutes are the sum of the epoch times (data "
-        "loading and the final test pass excluded); the load column is the 1-minute load average when the run "
-        "started and ended (2 cores: above ~2.2, something else was running and the time is inflated).",
-        "",
-    ]
+    ablation = ("Each ingredient is switched off in a seed-0 run; compare it with the recipe's seed 0 and read the "
+                "seeds' spread as the noise floor of a single run. "
+                if any(r["run"] != "recipe" for r in res["runs"]) else "")
+    lines += ["", ablation + "Training minutes are the sum of the epoch times (data loading and the final test pass "
+              "excluded); the load column is the 1-minute load average when the run started and ended (2 cores: "
+              "above ~2.2, something else was running and the time is inflated).", ""]
     return "\n".join(lines)
 
 
