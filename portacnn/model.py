@@ -8,6 +8,7 @@ from . import checkpoint, dask_inference, training
 from .backend import float_dtype_name, get_backend, is_dask_array, numpy_dtype, to_host
 from .layers import Layer, Parameter
 from .layers.base import check_distinct
+from .layers.fold import run_infer
 from .layers.spec import layer_from_spec, layer_spec
 from .parallel import DataParallel, check_workers
 
@@ -71,6 +72,14 @@ class Sequential:
         return out
 
     __call__ = forward
+
+    def infer(self, x):
+        """Logits for a batch ``x`` in inference, as :meth:`forward` with ``training=False`` gives them (to float
+        rounding), computed the fast way: BatchNorm folded into the convolution before it
+        (:mod:`portacnn.layers.fold`), nothing kept for backward. What predict, predict_proba and evaluate run."""
+        x = self.backend.asarray(x, dtype=self.dtype, what="x")
+        self._output_shape = None  # nothing to back-propagate through
+        return run_infer(self.layers, x)
 
     def backward(self, grad, input_grad: bool = True):
         """Back-propagate ``grad`` (d loss / d output); fills every ``Parameter.grad``, returns d loss / d x.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -36,6 +38,9 @@ def blas_threads() -> int:
     return max([int(c.num_threads) for c in libs] or [1])
 
 
+_HOLD = threading.local()
+
+
 @contextlib.contextmanager
 def one_blas_thread():
     """NumPy's BLAS runs each call on one thread inside this block (restored after, even on errors)."""
@@ -43,11 +48,55 @@ def one_blas_thread():
     saved = [c.num_threads for c in libs]
     for c in libs:
         c.set_num_threads(1)
+    _HOLD.depth = getattr(_HOLD, "depth", 0) + 1
     try:
         yield
     finally:
+        _HOLD.depth -= 1
         for c, n in zip(libs, saved):
             c.set_num_threads(n)
+
+
+# -- our own threads for the compiled CPU kernels ----------------------------------------------------------
+# OpenBLAS's worker threads spin for about 0.1 s after each multi-threaded call; a compiled kernel that runs
+# on every core meanwhile loses half its speed or more to them (measured 2.5x on a max-pool after a conv
+# GEMM). So the NumPy backend's compiled kernels never call a multi-threaded BLAS: they cut a product into
+# blocks of rows and run the blocks on this pool, each with BLAS on one thread (blocks of a fixed size, so
+# every number is computed by the same single-threaded call whatever the thread count).
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def compute_threads() -> int:
+    """Threads the compiled CPU kernels use: as many as NumPy's BLAS would (OMP_NUM_THREADS and the like set
+    both), 1 inside :func:`one_blas_thread` (data-parallel shards already occupy every core)."""
+    if getattr(_HOLD, "depth", 0):
+        return 1
+    return blas_threads()
+
+
+def run_tasks(task, count: int) -> None:
+    """``task(k)`` for k in 0..count-1, on :func:`compute_threads` threads with BLAS on one thread each (in
+    order on this thread when that is one). Each task must write only its own part of the results."""
+    global _POOL
+    threads = min(compute_threads(), count)
+    if threads <= 1:
+        for k in range(count):
+            task(k)
+        return
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < threads:
+            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="portacnn-kernel")
+        pool = _POOL
+    with one_blas_thread():
+        futures = [pool.submit(_run_share, task, k, count, threads) for k in range(threads)]
+        for f in futures:
+            f.result()
+
+
+def _run_share(task, first: int, count: int, step: int) -> None:
+    for k in range(first, count, step):
+        task(k)
 
 
 # -- cache blocking on CPUs -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ paths on and off.
 
 from __future__ import annotations
 
-from . import conv, layout, numpy_fast  # noqa: F401  (registering their fast paths)
+from . import conv, layout, numpy_compiled, numpy_fast, torch_fast  # noqa: F401  (registering their fast paths)
 from .registry import check_environment, fast_path, portable_only, register
 
 __all__ = ["check_environment", "fast_path", "portable_only", "register"]

@@ -77,8 +77,8 @@ def _padded_hw(x_shape, padding):
 
 
 @register(ALL_BACKENDS, "conv2d_forward")
-def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
-    """y (N, O, Ho, Wo) and what :func:`conv2d_backward` needs (columns kept only while training and only
+def _generic_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
+    """y (N, O, Ho, Wo) and what :func:`_generic_backward` needs (columns kept only while training and only
     when made in one piece)."""
     xp = array_namespace(x)
     (ho, wo), n, o = out_hw, x.shape[0], w.shape[0]
@@ -109,8 +109,8 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
 
 
 @register(ALL_BACKENDS, "conv2d_backward")
-def conv2d_backward(saved, w, grad_out, need_input_grad):
-    """``(dx or None, dw, db)`` for the forward pass that returned ``saved``."""
+def _generic_backward(saved, w, grad_out, need_input_grad):
+    """``(dx or None, dw, db)`` for the forward pass that returned :func:`_generic_forward`'s ``saved``."""
     xp = array_namespace(grad_out)
     x, cols, stride, padding, out_hw, dilation = saved
     (ho, wo), (hp, wp), inner = out_hw, *_padded_hw(x.shape, padding)

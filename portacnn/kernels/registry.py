@@ -13,16 +13,18 @@ from typing import Callable
 
 from ..backend import namespace_name
 
-_FAST_PATHS: dict[tuple[str, str], Callable] = {}
+_FAST_PATHS: dict[tuple[str, str], list[tuple[Callable, Callable | None]]] = {}
 
 
-def register(backends, primitive: str):
-    """Decorator: the function replaces ``primitive`` for each backend name in ``backends``."""
+def register(backends, primitive: str, when: Callable[[], bool] | None = None):
+    """Decorator: the function replaces ``primitive`` for each backend name in ``backends``; with ``when``, only
+    while ``when()`` is true (compiled kernels: while their compiler is usable), the fast path registered before
+    it serving otherwise."""
     names = (backends,) if isinstance(backends, str) else tuple(backends)
 
     def add(fn):
         for name in names:
-            _FAST_PATHS[(name, primitive)] = fn
+            _FAST_PATHS.setdefault((name, primitive), []).insert(0, (fn, when))
         return fn
 
     return add
@@ -37,7 +39,10 @@ def fast_path(x, primitive: str):
     """The fast implementation of ``primitive`` for ``x``'s backend, or None (then use the portable code)."""
     if not _FAST_PATHS or portable_only():
         return None
-    return _FAST_PATHS.get((namespace_name(x), primitive))
+    for fn, when in _FAST_PATHS.get((namespace_name(x), primitive), ()):
+        if when is None or when():
+            return fn
+    return None
 
 
 def check_environment() -> None:

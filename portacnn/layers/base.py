@@ -105,6 +105,11 @@ class Layer:
     def forward(self, x, training: bool = False):
         raise NotImplementedError
 
+    def infer(self, x):
+        """The output in inference (what ``forward(x, training=False)`` returns; layers made of others override it
+        to fold BatchNorm into convolutions, :mod:`.fold`)."""
+        return self.forward(x, False)
+
     def backward(self, grad_out, need_input_grad=True):
         """Store parameter gradients; return d loss / d input, or None when ``need_input_grad`` is False
         (the first layer of a training step: nobody reads that gradient, and computing it is expensive)."""

@@ -37,6 +37,7 @@ import math
 import numpy as np
 from array_api_compat import array_namespace
 
+from ..kernels import fast_path
 from .base import Layer, Parameter, check_input, positive
 
 
@@ -92,6 +93,14 @@ class _BatchNorm(Layer):
         check_input(self, x, self._rank, self._layout(), self.num_features)
         axes = self._axes
         m = local = math.prod(int(x.shape[a]) for a in axes)
+        self._fast = None
+        fast = fast_path(x, "batchnorm_forward_train") if training and self.sync is None and m >= 2 else None
+        if fast is not None:  # a backend's one- or two-pass version (kernels/): the same statistics and output
+            w, b = (None, None) if self.weight is None else (self.weight.data, self.bias.data)
+            y, mean, var, saved = fast(x, w, b, self.eps)
+            self._update_running(xp, mean, var, m)
+            self._fast = (fast_path(x, "batchnorm_backward_train"), saved)
+            return y
         if training:
             if self.sync is not None:  # the whole batch's statistics, over every process's rows
                 total, m = self.sync(xp.sum(x, axis=axes), local)
@@ -106,10 +115,7 @@ class _BatchNorm(Layer):
                 xc = x - self._channels(xp, mean)
                 var = xp.mean(xc * xc, axis=axes)
             invstd = 1.0 / xp.sqrt(var + self.eps)
-            mom = self.momentum
-            self.running_mean = (1.0 - mom) * self.running_mean + mom * mean
-            self.running_var = (1.0 - mom) * self.running_var + (mom * m / (m - 1)) * var
-            self.num_batches_tracked = xp.asarray(self.num_batches_tracked + 1)
+            self._update_running(xp, mean, var, m)
         else:
             invstd = 1.0 / xp.sqrt(self.running_var + self.eps)
             xc = x - self._channels(xp, self.running_mean)
@@ -119,7 +125,19 @@ class _BatchNorm(Layer):
             return xhat
         return xhat * self._channels(xp, self.weight.data) + self._channels(xp, self.bias.data)
 
+    def _update_running(self, xp, mean, var, m):
+        mom = self.momentum
+        self.running_mean = (1.0 - mom) * self.running_mean + mom * mean
+        self.running_var = (1.0 - mom) * self.running_var + (mom * m / (m - 1)) * var
+        self.num_batches_tracked = xp.asarray(self.num_batches_tracked + 1)
+
     def backward(self, grad_out, need_input_grad=True):
+        if getattr(self, "_fast", None) is not None:
+            fast, saved = self._fast
+            dx, dw, db = fast(saved, None if self.weight is None else self.weight.data, grad_out, need_input_grad)
+            if self.weight is not None:
+                self.weight.grad, self.bias.grad = dw, db
+            return dx
         xp = array_namespace(grad_out)
         axes, xhat = self._axes, self._xhat
         db = xp.sum(grad_out, axis=axes)

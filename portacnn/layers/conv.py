@@ -103,13 +103,21 @@ class Conv2D(Layer):
         return ho, wo
 
     def forward(self, x, training=False):
+        y, self._cache = self._convolve(x, self.weight.data, None if self.bias is None else self.bias.data, training)
+        return y
+
+    def apply(self, x, weight, bias=None):
+        """This convolution's output with other weights (W (O, C, kh, kw), b (O,) or None), keeping nothing for
+        backward: what inference runs with a BatchNorm folded in (:mod:`.fold`)."""
+        return self._convolve(x, weight, bias, False)[0]
+
+    def _convolve(self, x, w, b, training):
+        """(y, what backward needs) for weights ``w`` and bias ``b``."""
         out_hw = self._geometry(x)
-        w, b = self.weight.data, None if self.bias is None else self.bias.data
         fast = fast_path(x, "conv2d_forward")
         if fast is not None:
             y, saved = fast(x, w, b, self.stride, self._sides(), out_hw, training, self.dilation)
-            self._cache = (fast_path(x, "conv2d_backward"), saved)
-            return y
+            return y, (fast_path(x, "conv2d_backward"), saved)
         xp = array_namespace(x)
         (ho, wo), n, o = out_hw, x.shape[0], self.out_channels
         xc = pad_hw(xp.permute_dims(x, (1, 2, 3, 0)), *self._sides(), copy=True)  # (C, Hp, Wp, N)
@@ -117,8 +125,7 @@ class Conv2D(Layer):
         y = xp.matmul(xp.reshape(w, (o, -1)), cols)  # Wm @ X: (O, Ho*Wo*N)
         if b is not None:
             y = y + b[:, None]
-        self._cache = (None, (x, cols, out_hw))
-        return xp.permute_dims(xp.reshape(y, (o, ho, wo, n)), (3, 0, 1, 2))
+        return xp.permute_dims(xp.reshape(y, (o, ho, wo, n)), (3, 0, 1, 2)), (None, (x, cols, out_hw))
 
     def backward(self, grad_out, need_input_grad=True):
         fast, saved = self._cache

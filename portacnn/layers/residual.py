@@ -12,6 +12,7 @@ buffers are named like a torch module with ``body`` and ``shortcut`` sub-``Seque
 from __future__ import annotations
 
 from .base import Layer, check_distinct, run_backward, run_forward
+from .fold import run_infer
 from .spec import layer_from_spec, layer_spec
 
 
@@ -131,6 +132,13 @@ class Residual(Layer):
         if tuple(main.shape) != tuple(side.shape):
             raise ValueError(f"Residual: its layers give shape {tuple(main.shape)} but its shortcut gives "
                              f"{tuple(side.shape)} for input {tuple(x.shape)}; give it a shortcut that matches")
+        return main + side
+
+    def infer(self, x):
+        main = run_infer(self.body, x)
+        side = x if self.shortcut is None else run_infer(self.shortcut, x)
+        if tuple(main.shape) != tuple(side.shape):
+            return self.forward(x, False)  # the same error message as forward
         return main + side
 
     def backward(self, grad_out, need_input_grad=True):

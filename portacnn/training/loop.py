@@ -516,7 +516,7 @@ def _forward_batches(model, x, batch_size):
     batch_size = _positive_int(batch_size, "batch_size")
     source = x if isinstance(x, Images) else images(x, model)
     for lo, hi, xb in source.batches(batch_size):
-        yield lo, hi, model.forward(xb, training=False)
+        yield lo, hi, model.infer(xb)
 
 
 def evaluate(model, x, y, batch_size=1000, comm=None) -> dict:
@@ -540,7 +540,7 @@ def evaluate(model, x, y, batch_size=1000, comm=None) -> dict:
     error = None
     try:
         for lo, hi, xb in parts:
-            logits = model.forward(xb, training=False)
+            logits = model.infer(xb)
             yb = backend.asarray(y_host[lo:hi])
             loss, _ = softmax_cross_entropy(logits, yb, check=False)
             loss_sum = loss_sum + loss * (hi - lo)

@@ -1,0 +1,319 @@
+"""Compiled CPU loops (numba) for the NumPy backend: imported only through :func:`.compiled.kernels`.
+
+Each function is one pass over memory doing what the portable code does in several; the NumPy wrappers in
+:mod:`.numpy_compiled` choose the memory layout and allocate, and the tests compare every one with its
+portable twin. Arrays arrive C-contiguous in one of two views of an activation:
+
+* rows ``(R, C)``: channels-last memory (N, H, W, C) seen as R = N*H*W rows of C channels;
+* planes ``(A, C, B)``: channel-first memory, NCHW as (N, C, H*W) or batch-last CHWN as (1, C, H*W*N).
+
+Reductions accumulate in float64 and in a fixed order (rows: fixed chunks of :data:`ROWS_PER_CHUNK` rows,
+their partial sums added in chunk order; planes: one channel per task), so results do not depend on the
+thread count. Element-wise passes split the work across threads with ``prange``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: rows summed by one task of a rows reduction (a fixed number, so the sum order never depends on threads)
+ROWS_PER_CHUNK = 256
+_OPTS = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
+
+
+# -- BatchNorm -------------------------------------------------------------------------------------------
+@njit(parallel=True, **_OPTS)
+def sums_rows(a, b):
+    """Per channel of rows (R, C): ``(sum a, sum a*b)`` in float64 (``b`` may be ``a``: then sum of squares)."""
+    r, c = a.shape
+    chunks = (r + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
+    part1 = np.zeros((chunks, c), dtype=np.float64)
+    part2 = np.zeros((chunks, c), dtype=np.float64)
+    for k in prange(chunks):
+        for i in range(k * ROWS_PER_CHUNK, min(r, (k + 1) * ROWS_PER_CHUNK)):
+            for j in range(c):
+                v = np.float64(a[i, j])
+                part1[k, j] += v
+                part2[k, j] += v * np.float64(b[i, j])
+    s1 = np.zeros(c, dtype=np.float64)
+    s2 = np.zeros(c, dtype=np.float64)
+    for k in range(chunks):
+        for j in range(c):
+            s1[j] += part1[k, j]
+            s2[j] += part2[k, j]
+    return s1, s2
+
+
+@njit(parallel=True, **_OPTS)
+def sums_planes(a, b):
+    """Per channel of planes (A, C, B): ``(sum a, sum a*b)`` in float64, one channel per task."""
+    na, c, nb = a.shape
+    s1 = np.zeros(c, dtype=np.float64)
+    s2 = np.zeros(c, dtype=np.float64)
+    for j in prange(c):
+        t1 = 0.0
+        t2 = 0.0
+        for i in range(na):
+            for k in range(nb):
+                v = np.float64(a[i, j, k])
+                t1 += v
+                t2 += v * np.float64(b[i, j, k])
+        s1[j] = t1
+        s2[j] = t2
+    return s1, s2
+
+
+@njit(parallel=True, **_OPTS)
+def affine_rows(x, scale, shift, relu, out):
+    """``out = x * scale + shift`` per channel of rows (R, C); then ``max(., 0)`` when ``relu``."""
+    r, c = x.shape
+    for i in prange(r):
+        for j in range(c):
+            v = x[i, j] * scale[j] + shift[j]
+            out[i, j] = v if not (relu and v <= 0) else 0
+    return out
+
+
+@njit(parallel=True, **_OPTS)
+def affine_planes(x, scale, shift, relu, out):
+    na, c, nb = x.shape
+    for t in prange(na * c):
+        i, j = t // c, t % c
+        s, h = scale[j], shift[j]
+        for k in range(nb):
+            v = x[i, j, k] * s + h
+            out[i, j, k] = v if not (relu and v <= 0) else 0
+    return out
+
+
+@njit(parallel=True, **_OPTS)
+def bn_dx_rows(dy, x, a, mdb, mean, k, out):
+    """BatchNorm's training input gradient per channel of rows: ``a * (dy - mdb - (x - mean) * k)``."""
+    r, c = x.shape
+    for i in prange(r):
+        for j in range(c):
+            out[i, j] = a[j] * (dy[i, j] - mdb[j] - (x[i, j] - mean[j]) * k[j])
+    return out
+
+
+@njit(parallel=True, **_OPTS)
+def bn_dx_planes(dy, x, a, mdb, mean, k, out):
+    na, c, nb = x.shape
+    for t in prange(na * c):
+        i, j = t // c, t % c
+        aj, mj, mu, kj = a[j], mdb[j], mean[j], k[j]
+        for q in range(nb):
+            out[i, j, q] = aj * (dy[i, j, q] - mj - (x[i, j, q] - mu) * kj)
+    return out
+
+
+# -- ReLU ------------------------------------------------------------------------------------------------
+@njit(parallel=True, **_OPTS)
+def relu(x, out):
+    """``out = max(x, 0)`` on flat arrays; NaN stays NaN, -inf gives 0 (as ``maximum(x, 0)``)."""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = v if not v <= 0 else 0
+    return out
+
+
+@njit(parallel=True, **_OPTS)
+def relu_backward(y, dy, out):
+    """``out = dy * [not y <= 0]`` on flat arrays (a multiply, as the portable code: 0 * inf is NaN)."""
+    for i in prange(y.shape[0]):
+        out[i] = dy[i] * (0 if y[i] <= 0 else 1)
+    return out
+
+
+# -- max pooling on channels-last (N, H, W, C) ---------------------------------------------------------------
+@njit(parallel=True, **_OPTS)
+def maxpool_nhwc(x, kh, kw, sh, sw, ph, pw, y, arg):
+    """y[n, r, s, c] = max over the window's real cells (NaN wins, as ``maximum``); ``arg`` the window offset
+    i*kw + j of the FIRST cell equal to it in row-major order (-1 when none is: a NaN maximum)."""
+    n, h, w, c = x.shape
+    ho, wo = y.shape[1], y.shape[2]
+    for t in prange(n * ho):
+        b, r = t // ho, t % ho
+        for s in range(wo):
+            for ch in range(c):
+                y[b, r, s, ch] = -np.inf
+                arg[b, r, s, ch] = -1
+            for i in range(kh):  # the maximum, channels innermost (contiguous)
+                hh = r * sh + i - ph
+                if hh < 0 or hh >= h:
+                    continue
+                for j in range(kw):
+                    ww = s * sw + j - pw
+                    if ww < 0 or ww >= w:
+                        continue
+                    for ch in range(c):
+                        v = x[b, hh, ww, ch]
+                        m = y[b, r, s, ch]
+                        if v > m or (v != v and m == m) or arg[b, r, s, ch] == -1:
+                            y[b, r, s, ch] = v
+                            arg[b, r, s, ch] = 0  # seen a real cell
+            for ch in range(c):
+                arg[b, r, s, ch] = -1
+            for i in range(kh):  # the first cell equal to it
+                hh = r * sh + i - ph
+                if hh < 0 or hh >= h:
+                    continue
+                for j in range(kw):
+                    ww = s * sw + j - pw
+                    if ww < 0 or ww >= w:
+                        continue
+                    for ch in range(c):
+                        if arg[b, r, s, ch] == -1 and x[b, hh, ww, ch] == y[b, r, s, ch]:
+                            arg[b, r, s, ch] = i * kw + j
+    return y
+
+
+@njit(parallel=True, **_OPTS)
+def maxpool_backward_nhwc(dy, arg, kh, kw, sh, sw, ph, pw, dx):
+    """dx (zeros on entry) += dy at each output's ``arg`` cell; one image per task (no write conflicts, and
+    each image's sums in a fixed order)."""
+    n, ho, wo, c = dy.shape
+    for b in prange(n):
+        for r in range(ho):
+            for s in range(wo):
+                for ch in range(c):
+                    a = arg[b, r, s, ch]
+                    if a >= 0:
+                        dx[b, r * sh + a // kw - ph, s * sw + a % kw - pw, ch] += dy[b, r, s, ch]
+    return dx
+
+
+# -- convolution blocks (serial: each call is one task of a thread pool) ---------------------------------
+@njit(**_OPTS)
+def im2col_block(x, n0, n1, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, cols):
+    """cols ((n1-n0)*Ho*Wo, kh*kw*C) for images n0..n1 of channels-last x (N, H, W, C), padding read as 0:
+    row (n, r, s) holds the window of output pixel (n, r, s), column (i*kw + j)*C + c."""
+    _, h, w, c = x.shape
+    row = 0
+    for b in range(n0, n1):
+        for r in range(ho):
+            for s in range(wo):
+                for i in range(kh):
+                    hh = r * sh + i * dh - pt
+                    for j in range(kw):
+                        ww = s * sw + j * dw - pl
+                        base = (i * kw + j) * c
+                        if hh < 0 or hh >= h or ww < 0 or ww >= w:
+                            for ch in range(c):
+                                cols[row, base + ch] = 0
+                        else:
+                            for ch in range(c):
+                                cols[row, base + ch] = x[b, hh, ww, ch]
+                row += 1
+    return cols
+
+
+@njit(**_OPTS)
+def col2im_block(cols, n0, n1, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, dx):
+    """Adjoint of :func:`im2col_block` as a gather: dx[n, h, w, :] (images n0..n1 of (N, H, W, C)) is the sum of
+    the columns of every (output pixel, offset) that read input cell (h, w), offsets in (i, j) order."""
+    _, h, w, c = dx.shape
+    for b in range(n0, n1):
+        for hh in range(h):
+            for ww in range(w):
+                for ch in range(c):
+                    dx[b, hh, ww, ch] = 0
+                for i in range(kh):
+                    rr = hh + pt - i * dh
+                    if rr < 0 or rr % sh != 0 or rr // sh >= ho:
+                        continue
+                    r = rr // sh
+                    for j in range(kw):
+                        ss = ww + pl - j * dw
+                        if ss < 0 or ss % sw != 0 or ss // sw >= wo:
+                            continue
+                        row = ((b - n0) * ho + r) * wo + ss // sw
+                        base = (i * kw + j) * c
+                        for ch in range(c):
+                            dx[b, hh, ww, ch] += cols[row, base + ch]
+    return dx
+
+
+# -- im2col / col2im -------------------------------------------------------------------------------------
+@njit(parallel=True, **_OPTS)
+def im2col_nhwc(xh, kh, kw, sh, sw, dh, dw, ho, wo, cols):
+    """cols (N*Ho*Wo, kh*kw*C): row (n, r, s) holds the window of output pixel (n, r, s), column (i*kw+j)*C+c."""
+    n, _, _, c = xh.shape
+    for t in prange(n * ho):
+        b, r = t // ho, t % ho
+        for s in range(wo):
+            row = t * wo + s
+            for i in range(kh):
+                for j in range(kw):
+                    base = (i * kw + j) * c
+                    hh, ww = r * sh + i * dh, s * sw + j * dw
+                    for ch in range(c):
+                        cols[row, base + ch] = xh[b, hh, ww, ch]
+    return cols
+
+
+@njit(parallel=True, **_OPTS)
+def col2im_nhwc(cols, kh, kw, sh, sw, dh, dw, ho, wo, out):
+    """Adjoint of :func:`im2col_nhwc` as a gather: out (N, Hp, Wp, C) cell (n, h, w) sums the columns of every
+    (output pixel, offset) that read it, offsets in (i, j) order (the portable slice-add order)."""
+    n, hp, wp, c = out.shape
+    for t in prange(n * hp):
+        b, hh = t // hp, t % hp
+        for ww in range(wp):
+            for ch in range(c):
+                out[b, hh, ww, ch] = 0
+            for i in range(kh):
+                rr = hh - i * dh
+                if rr < 0 or rr % sh != 0 or rr // sh >= ho:
+                    continue
+                r = rr // sh
+                for j in range(kw):
+                    ss = ww - j * dw
+                    if ss < 0 or ss % sw != 0 or ss // sw >= wo:
+                        continue
+                    row = (b * ho + r) * wo + ss // sw
+                    base = (i * kw + j) * c
+                    for ch in range(c):
+                        out[b, hh, ww, ch] += cols[row, base + ch]
+    return out
+
+
+@njit(parallel=True, **_OPTS)
+def im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, cols):
+    """cols (C*kh*kw, Ho*Wo*N) from batch-last xc (C, Hp, Wp, N): row c*kh*kw + i*kw + j."""
+    c, _, _, n = xc.shape
+    for t in prange(c * kh * kw):
+        ch, i, j = t // (kh * kw), (t // kw) % kh, t % kw
+        for r in range(ho):
+            for s in range(wo):
+                base = (r * wo + s) * n
+                hh, ww = r * sh + i * dh, s * sw + j * dw
+                for b in range(n):
+                    cols[t, base + b] = xc[ch, hh, ww, b]
+    return cols
+
+
+@njit(parallel=True, **_OPTS)
+def col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, out):
+    """Adjoint of :func:`im2col_chwn` as a gather into out (C, Hp, Wp, N), offsets in (i, j) order."""
+    c, hp, wp, n = out.shape
+    for t in prange(c * hp):
+        ch, hh = t // hp, t % hp
+        for ww in range(wp):
+            for b in range(n):
+                out[ch, hh, ww, b] = 0
+            for i in range(kh):
+                rr = hh - i * dh
+                if rr < 0 or rr % sh != 0 or rr // sh >= ho:
+                    continue
+                r = rr // sh
+                for j in range(kw):
+                    ss = ww - j * dw
+                    if ss < 0 or ss % sw != 0 or ss // sw >= wo:
+                        continue
+                    row = (ch * kh + i) * kw + j
+                    base = (r * wo + ss // sw) * n
+                    for b in range(n):
+                        out[ch, hh, ww, b] += cols[row, base + b]
+    return out

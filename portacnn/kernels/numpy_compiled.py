@@ -1,0 +1,302 @@
+"""The NumPy backend's compiled fast paths: layout and allocation around the loops of :mod:`.numba_kernels`.
+
+Registered at the seam for ``"numpy"`` only while numba is usable (:func:`.compiled.usable`); otherwise, and
+under ``PORTACNN_PORTABLE=1`` or ``PORTACNN_COMPILED=0``, the layers run their portable math. Each primitive
+returns what its portable twin returns, to float rounding (the reductions here sum in float64, the portable
+ones in the array's dtype); outputs keep the input's memory order (channels-last stays channels-last).
+
+Primitives (the contracts the layers rely on; the torch backend registers the same names):
+
+- ``batchnorm_forward_train(x, w, b, eps) -> (y, mean, var, saved)``: batch statistics per channel (mean and
+  biased variance, (C,) in x's dtype) and ``y = (x - mean) / sqrt(var + eps) * w + b`` (w, b None: no affine);
+- ``batchnorm_backward_train(saved, w, dy, need_input_grad) -> (dx or None, dw, db)``;
+- ``relu_forward(x) -> y`` and ``relu_backward(y, dy) -> dx``;
+- ``maxpool2d_forward(x, kernel, stride, padding, out_hw) -> (y, saved)`` and
+  ``maxpool2d_backward(saved, dy) -> dx``;
+- ``im2col_nhwc`` and the two col2im layouts as one pass each (gathers: no write conflicts between threads).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import compiled
+from .registry import register
+
+
+def _k():
+    return compiled.kernels()
+
+
+def _view(x):
+    """``(kind, view)`` of an (N, C) or (N, C, H, W) array sharing its memory: ``"rows"`` (R, C) for channels-last
+    memory, ``"planes"`` (A, C, B) for NCHW or batch-last memory; other layouts are copied to NCHW first."""
+    c = x.shape[1]
+    if x.ndim == 2:
+        return ("rows", x) if x.flags.c_contiguous else ("planes", np.ascontiguousarray(x.T).reshape(1, c, -1))
+    last = x.transpose(0, 2, 3, 1)
+    if last.flags.c_contiguous:
+        return "rows", last.reshape(-1, c)
+    if x.flags.c_contiguous:
+        return "planes", x.reshape(x.shape[0], c, -1)
+    first = x.transpose(1, 2, 3, 0)
+    if first.flags.c_contiguous:
+        return "planes", first.reshape(1, c, -1)
+    return "planes", np.ascontiguousarray(x).reshape(x.shape[0], c, -1)
+
+
+def _like(kind, view, x):
+    """A new array shaped like ``x`` in the memory order of ``view`` and that view of it."""
+    if kind == "rows" and x.ndim == 4:
+        n, c, h, w = x.shape
+        out = np.empty((n, h, w, c), dtype=x.dtype)
+        return out.transpose(0, 3, 1, 2), out.reshape(-1, c)
+    if kind == "rows":
+        out = np.empty(x.shape, dtype=x.dtype)
+        return out, out
+    if view.shape[0] == 1 and x.shape[0] != 1 or x.ndim == 2:  # batch-last (or a transposed (N, C))
+        if x.ndim == 2:
+            out = np.empty((x.shape[1], x.shape[0]), dtype=x.dtype)
+            return out.T, out.reshape(view.shape)
+        n, c, h, w = x.shape
+        out = np.empty((c, h, w, n), dtype=x.dtype)
+        return out.transpose(3, 0, 1, 2), out.reshape(view.shape)
+    out = np.empty(x.shape, dtype=x.dtype)
+    return out, out.reshape(view.shape)
+
+
+def _same_view(kind, like_view, a):
+    """``a`` (same shape as the array ``like_view`` was made from) in the same view, copying when its memory
+    order differs."""
+    k2, v2 = _view(a)
+    if k2 == kind and v2.shape == like_view.shape:
+        return v2
+    # bring a into the memory order of the reference view
+    if kind == "rows":
+        src = a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
+        return np.ascontiguousarray(src).reshape(like_view.shape)
+    if like_view.shape[0] == 1 and a.shape[0] != 1:
+        src = a.transpose(1, 2, 3, 0) if a.ndim == 4 else a.T
+        return np.ascontiguousarray(src).reshape(like_view.shape)
+    return np.ascontiguousarray(a).reshape(like_view.shape)
+
+
+def _sums(kind, a, b):
+    return (_k().sums_rows if kind == "rows" else _k().sums_planes)(a, b)
+
+
+# -- BatchNorm -------------------------------------------------------------------------------------------
+@register("numpy", "batchnorm_forward_train", when=compiled.usable)
+def batchnorm_forward_train(x, w, b, eps, relu=False):
+    kind, xv = _view(x)
+    m = xv.size // xv.shape[1]
+    s1, s2 = _sums(kind, xv, xv)
+    mean64 = s1 / m
+    var64 = np.maximum(s2 / m - mean64 * mean64, 0.0)
+    invstd64 = 1.0 / np.sqrt(var64 + eps)
+    scale64 = invstd64 if w is None else invstd64 * w.astype(np.float64)
+    shift64 = -mean64 * scale64 + (0.0 if b is None else b.astype(np.float64))
+    y, yv = _like(kind, xv, x)
+    dt = x.dtype
+    (_k().affine_rows if kind == "rows" else _k().affine_planes)(xv, scale64.astype(dt), shift64.astype(dt), relu, yv)
+    return y, mean64.astype(dt), var64.astype(dt), (kind, xv, mean64, invstd64, m, y if relu else None)
+
+
+@register("numpy", "batchnorm_backward_train", when=compiled.usable)
+def batchnorm_backward_train(saved, w, dy, need_input_grad):
+    kind, xv, mean64, invstd64, m, y = saved
+    if y is not None:  # the fused ReLU's mask first
+        dy = relu_backward(y, dy)
+    dyv = _same_view(kind, xv, dy)
+    sdy, sdyx = _sums(kind, dyv, xv)
+    db64 = sdy
+    dw64 = (sdyx - mean64 * sdy) * invstd64
+    dt = dy.dtype
+    if not need_input_grad:
+        return None, dw64.astype(dt), db64.astype(dt)
+    a64 = invstd64 if w is None else invstd64 * w.astype(np.float64)
+    dx, dxv = _like(kind, xv, dy)
+    (_k().bn_dx_rows if kind == "rows" else _k().bn_dx_planes)(
+        dyv, xv, a64.astype(dt), (db64 / m).astype(dt), mean64.astype(dt), (invstd64 * dw64 / m).astype(dt), dxv)
+    return dx, dw64.astype(dt), db64.astype(dt)
+
+
+# -- ReLU ------------------------------------------------------------------------------------------------
+def _flat(x):
+    """A flat view of all of ``x``'s memory (None when its elements are not one contiguous block)."""
+    if x.flags.c_contiguous:
+        return x.reshape(-1)
+    if x.flags.f_contiguous:
+        return x.reshape(-1, order="F")
+    if x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return x.transpose(0, 2, 3, 1).reshape(-1)
+    if x.ndim == 4 and x.transpose(1, 2, 3, 0).flags.c_contiguous:
+        return x.transpose(1, 2, 3, 0).reshape(-1)
+    return None
+
+
+@register("numpy", "relu_forward", when=compiled.usable)
+def relu_forward(x):
+    xf = _flat(x)
+    if xf is None:
+        x = np.ascontiguousarray(x)
+        xf = x.reshape(-1)
+    out = np.empty_like(x)  # x's memory order
+    _k().relu(xf, _flat(out))
+    return out
+
+
+@register("numpy", "relu_backward", when=compiled.usable)
+def relu_backward(y, dy):
+    yf = _flat(y)
+    if yf is None:
+        return dy * ~(y <= 0)
+    if dy.strides != y.strides:  # bring the gradient into y's memory order (one copy)
+        same = np.empty_like(y)
+        same[...] = dy
+        dy = same
+    out = np.empty_like(y)
+    _k().relu_backward(yf, _flat(dy), _flat(out))
+    return out
+
+
+# -- max pooling -----------------------------------------------------------------------------------------
+@register("numpy", "maxpool2d_forward", when=compiled.usable)
+def maxpool2d_forward(x, kernel, stride, padding, out_hw):
+    n, c, h, w = x.shape
+    xl = x.transpose(0, 2, 3, 1)  # channels-last view: a contiguous block for channels-last activations
+    if not xl.flags.c_contiguous:
+        xl = np.ascontiguousarray(xl)
+    (ho, wo), (kh, kw), (sh, sw), (ph, pw) = out_hw, kernel, stride, padding
+    y = np.empty((n, ho, wo, c), dtype=x.dtype)
+    arg = np.empty((n, ho, wo, c), dtype=np.int16 if kh * kw < 32768 else np.int32)
+    _k().maxpool_nhwc(xl, kh, kw, sh, sw, ph, pw, y, arg)
+    return y.transpose(0, 3, 1, 2), (arg, (h, w), kernel, stride, padding)
+
+
+@register("numpy", "maxpool2d_backward", when=compiled.usable)
+def maxpool2d_backward(saved, dy):
+    arg, (h, w), (kh, kw), (sh, sw), (ph, pw) = saved
+    n, ho, wo, c = arg.shape
+    dyl = dy.transpose(0, 2, 3, 1)
+    if not dyl.flags.c_contiguous:
+        dyl = np.ascontiguousarray(dyl)
+    dx = np.zeros((n, h, w, c), dtype=dy.dtype)
+    _k().maxpool_backward_nhwc(dyl, arg, kh, kw, sh, sw, ph, pw, dx)
+    return dx.transpose(0, 3, 1, 2)
+
+
+# -- convolution, channels-last, in cache-sized blocks of images on every core ---------------------------------
+#: bytes of columns one task makes and multiplies while they sit in its core's cache
+CONV_BLOCK_BYTES = 1 << 20
+
+
+def _channels_last(x):
+    """x (N, C, H, W) as a contiguous (N, H, W, C) array (a view for channels-last activations)."""
+    xl = x.transpose(0, 2, 3, 1)
+    return xl if xl.flags.c_contiguous else np.ascontiguousarray(xl)
+
+
+def _image_blocks(n, per_image_bytes):
+    per = max(1, CONV_BLOCK_BYTES // max(1, per_image_bytes))
+    return [(a, min(n, a + per)) for a in range(0, n, per)]
+
+
+def _geometry(x_shape, w_shape, stride, padding, out_hw, dilation):
+    (ho, wo), (sh, sw), (dh, dw), ((pt, _), (pl, _)) = out_hw, stride, dilation, padding
+    _, _, kh, kw = w_shape
+    return kh, kw, sh, sw, dh, dw, pt, pl, ho, wo
+
+
+@register("numpy", "conv2d_forward", when=compiled.usable)
+def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
+    """y = conv(x) as the generic kernel computes it (:mod:`.conv`, channels-last), each block of images made into
+    columns and multiplied on one core while in its cache; nothing but x is kept for the backward pass."""
+    from .conv import CHANNELS_LAST_FROM, _generic_forward
+
+    o = w.shape[0]
+    if o < CHANNELS_LAST_FROM:  # narrow convs: the batch-last layout of the generic kernel is faster
+        y, saved = _generic_forward(x, w, b, stride, padding, out_hw, training, dilation)
+        return y, ("generic", saved)
+    from ..backend.cpu import run_tasks
+
+    k = _k()
+    n, c = x.shape[0], x.shape[1]
+    geo = _geometry(x.shape, w.shape, stride, padding, out_hw, dilation)
+    kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
+    kk = kh * kw * c
+    xl = _channels_last(x)
+    wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kk, o))  # (K, O), K in (i, j, c) order
+    y = np.empty((n, ho, wo, o), dtype=x.dtype)
+    y2 = y.reshape(-1, o)
+    blocks = _image_blocks(n, ho * wo * kk * x.itemsize)
+
+    def task(t):
+        a, e = blocks[t]
+        cols = np.empty(((e - a) * ho * wo, kk), dtype=x.dtype)
+        k.im2col_block(xl, a, e, *geo, cols)
+        out = y2[a * ho * wo : e * ho * wo]
+        np.matmul(cols, wt, out=out)
+        if b is not None:
+            out += b
+
+    run_tasks(task, len(blocks))
+    return y.transpose(0, 3, 1, 2), ("blocks", (xl, x.shape, geo, blocks))
+
+
+@register("numpy", "conv2d_backward", when=compiled.usable)
+def conv2d_backward(saved, w, grad_out, need_input_grad):
+    from .conv import _generic_backward
+
+    kind, saved = saved
+    if kind == "generic":
+        return _generic_backward(saved, w, grad_out, need_input_grad)
+    from ..backend.cpu import run_tasks
+
+    k = _k()
+    xl, x_shape, geo, blocks = saved
+    kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
+    n, c, h, wd = x_shape
+    o = w.shape[0]
+    kk = kh * kw * c
+    dyl4 = _channels_last(grad_out)  # (N, Ho, Wo, O)
+    dyl = dyl4.reshape(-1, o)
+    parts = np.empty((len(blocks), o, kk), dtype=grad_out.dtype)
+    dxl = np.empty((n, h, wd, c), dtype=grad_out.dtype) if need_input_grad else None
+    full = need_input_grad and geo[2] == 1 and geo[3] == 1
+    if full:
+        # stride 1: dx is the correlation of dy with the flipped kernel (a forward conv of dy, output H x W):
+        # dx[n, h, w, c] = sum_{i, j, o} dy[n, h + pt - i*dh, w + pl - j*dw, o] W[o, c, i, j]
+        wf = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * o, c))
+        dgeo = (kh, kw, 1, 1, geo[4], geo[5], (kh - 1) * geo[4] - geo[6], (kw - 1) * geo[5] - geo[7], h, wd)
+    else:
+        wm = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kk))  # (O, K)
+
+    def task(t):
+        a, e = blocks[t]
+        rows = slice(a * ho * wo, e * ho * wo)
+        cols = np.empty(((e - a) * ho * wo, kk), dtype=grad_out.dtype)
+        k.im2col_block(xl, a, e, *geo, cols)
+        dy = dyl[rows]
+        np.matmul(dy.T, cols, out=parts[t])
+        if full:
+            dcols = np.empty(((e - a) * h * wd, kh * kw * o), dtype=grad_out.dtype)
+            k.im2col_block(dyl4, a, e, *dgeo, dcols)
+            np.matmul(dcols, wf, out=dxl[a:e].reshape(-1, c))
+        elif need_input_grad:
+            np.matmul(dy, wm, out=cols)  # the column gradient, in the same buffer
+            k.col2im_block(cols, a, e, *geo, dxl)
+
+    run_tasks(task, len(blocks))
+    dwm = parts[0] if len(blocks) == 1 else _ordered_sum(parts)
+    dw = np.ascontiguousarray(dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+    db = dyl.sum(axis=0)
+    return (None if dxl is None else dxl.transpose(0, 3, 1, 2)), dw, db
+
+
+def _ordered_sum(parts):
+    """Sum of the blocks' partial products in block order (the same result whatever thread made which)."""
+    total = parts[0].copy()
+    for p in parts[1:]:
+        total += p
+    return total
