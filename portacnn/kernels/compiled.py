@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 
 ENV_VAR = "PORTACNN_COMPILED"
 
@@ -33,41 +32,7 @@ def _load():
     except Exception as e:  # ImportError, or numba refusing this NumPy version
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return None, f"numba is not usable ({first}); install it with: pip install numba"
-    if not os.environ.get("NUMBA_THREADING_LAYER"):
-        # numba's own queue of threads, which sleep when idle: OpenMP's spin after each kernel and slow the
-        # BLAS calls between kernels (measured 0.19 s against 0.23 s a kannada_bn step). It refuses two
-        # kernels at once from two threads, so every parallel kernel runs under _PARALLEL_LOCK.
-        numba.config.THREADING_LAYER = "workqueue"
     return numba, None
-
-
-_PARALLEL_LOCK = threading.Lock()
-
-
-class _Kernels:
-    """The kernels module's functions; each parallel one runs under a process-wide lock on as many threads as
-    :func:`portacnn.backend.cpu.compute_threads` allows (serial ones run as they are, from any thread)."""
-
-    def __init__(self, module, numba):
-        self._module, self._numba = module, numba
-
-    def __getattr__(self, name):
-        fn = getattr(self._module, name)
-        if not getattr(fn, "targetoptions", {}).get("parallel"):
-            setattr(self, name, fn)
-            return fn
-        numba, limit = self._numba, self._numba.config.NUMBA_NUM_THREADS
-
-        def parallel(*args):
-            from ..backend.cpu import compute_threads
-
-            with _PARALLEL_LOCK:
-                numba.set_num_threads(max(1, min(limit, compute_threads())))
-                return fn(*args)
-
-        parallel.__doc__ = fn.__doc__
-        setattr(self, name, parallel)
-        return parallel
 
 
 def numba_or_none():
@@ -84,8 +49,7 @@ def status() -> str:
     numba, why = _load()
     if numba is None:
         return f"portable ({why})"
-    return (f"compiled with numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads available; compiled "
-            "on first use, cached on disk)")
+    return f"compiled with numba {numba.__version__} (compiled on first use, cached on disk)"
 
 
 def check_environment() -> None:
@@ -106,7 +70,7 @@ def kernels():
 def _kernels_module():
     from . import numba_kernels
 
-    return _Kernels(numba_kernels, _load()[0])
+    return numba_kernels
 
 
 def usable() -> bool:

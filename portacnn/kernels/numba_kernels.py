@@ -7,51 +7,44 @@ portable twin. Arrays arrive C-contiguous in one of two views of an activation:
 * rows ``(R, C)``: channels-last memory (N, H, W, C) seen as R = N*H*W rows of C channels;
 * planes ``(A, C, B)``: channel-first memory, NCHW as (N, C, H*W) or batch-last CHWN as (1, C, H*W*N).
 
-Reductions accumulate in float64 and in a fixed order (rows: fixed chunks of :data:`ROWS_PER_CHUNK` rows,
-their partial sums added in chunk order; planes: one channel per task), so results do not depend on the
-thread count. Element-wise passes split the work across threads with ``prange``.
+Every loop here is serial. The element-wise passes and reductions are bound by memory bandwidth, which one
+core saturates on the machines measured (a kernel split over two threads ran no faster, and paid a thread
+hand-off each call); the convolutions, which are bound by arithmetic, get their threads from the caller
+(:func:`portacnn.backend.cpu.run_tasks` runs blocks of images side by side, each through these serial
+loops). Reductions accumulate in float64, in memory order.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-#: rows summed by one task of a rows reduction (a fixed number, so the sum order never depends on threads)
-ROWS_PER_CHUNK = 256
 _OPTS = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 
 # -- BatchNorm -------------------------------------------------------------------------------------------
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def sums_rows(a, b):
-    """Per channel of rows (R, C): ``(sum a, sum a*b)`` in float64 (``b`` may be ``a``: then sum of squares)."""
+    """Per channel of rows (R, C): ``(sum a, sum a*b)`` in float64 (``b`` may be ``a``: then sum of squares),
+    rows in order (the inner loop runs over the contiguous channels)."""
     r, c = a.shape
-    chunks = (r + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
-    part1 = np.zeros((chunks, c), dtype=np.float64)
-    part2 = np.zeros((chunks, c), dtype=np.float64)
-    for k in prange(chunks):
-        for i in range(k * ROWS_PER_CHUNK, min(r, (k + 1) * ROWS_PER_CHUNK)):
-            for j in range(c):
-                v = np.float64(a[i, j])
-                part1[k, j] += v
-                part2[k, j] += v * np.float64(b[i, j])
     s1 = np.zeros(c, dtype=np.float64)
     s2 = np.zeros(c, dtype=np.float64)
-    for k in range(chunks):
+    for i in range(r):
         for j in range(c):
-            s1[j] += part1[k, j]
-            s2[j] += part2[k, j]
+            v = np.float64(a[i, j])
+            s1[j] += v
+            s2[j] += v * np.float64(b[i, j])
     return s1, s2
 
 
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def sums_planes(a, b):
-    """Per channel of planes (A, C, B): ``(sum a, sum a*b)`` in float64, one channel per task."""
+    """Per channel of planes (A, C, B): ``(sum a, sum a*b)`` in float64, channel by channel."""
     na, c, nb = a.shape
     s1 = np.zeros(c, dtype=np.float64)
     s2 = np.zeros(c, dtype=np.float64)
-    for j in prange(c):
+    for j in range(c):
         t1 = 0.0
         t2 = 0.0
         for i in range(na):
@@ -64,21 +57,21 @@ def sums_planes(a, b):
     return s1, s2
 
 
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def affine_rows(x, scale, shift, relu, out):
     """``out = x * scale + shift`` per channel of rows (R, C); then ``max(., 0)`` when ``relu``."""
     r, c = x.shape
-    for i in prange(r):
+    for i in range(r):
         for j in range(c):
             v = x[i, j] * scale[j] + shift[j]
             out[i, j] = v if not (relu and v <= 0) else 0
     return out
 
 
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def affine_planes(x, scale, shift, relu, out):
     na, c, nb = x.shape
-    for t in prange(na * c):
+    for t in range(na * c):
         i, j = t // c, t % c
         s, h = scale[j], shift[j]
         for k in range(nb):
@@ -87,53 +80,99 @@ def affine_planes(x, scale, shift, relu, out):
     return out
 
 
-@njit(parallel=True, **_OPTS)
-def bn_dx_rows(dy, x, a, mdb, mean, k, out):
-    """BatchNorm's training input gradient per channel of rows: ``a * (dy - mdb - (x - mean) * k)``."""
+@njit(**_OPTS)
+def bn_backward_sums_rows(dy, x, y, relu):
+    """Per channel of rows: ``(sum g, sum g*x)`` in float64, g = dy, or ``dy * [not y <= 0]`` when ``relu`` (the
+    mask of a ReLU fused after the BatchNorm, y its output)."""
     r, c = x.shape
-    for i in prange(r):
+    s1 = np.zeros(c, dtype=np.float64)
+    s2 = np.zeros(c, dtype=np.float64)
+    for i in range(r):
         for j in range(c):
-            out[i, j] = a[j] * (dy[i, j] - mdb[j] - (x[i, j] - mean[j]) * k[j])
+            g = dy[i, j]
+            if relu:
+                g = g * (0 if y[i, j] <= 0 else 1)
+            g64 = np.float64(g)
+            s1[j] += g64
+            s2[j] += g64 * np.float64(x[i, j])
+    return s1, s2
+
+
+@njit(**_OPTS)
+def bn_backward_sums_planes(dy, x, y, relu):
+    na, c, nb = x.shape
+    s1 = np.zeros(c, dtype=np.float64)
+    s2 = np.zeros(c, dtype=np.float64)
+    for j in range(c):
+        t1 = 0.0
+        t2 = 0.0
+        for i in range(na):
+            for k in range(nb):
+                g = dy[i, j, k]
+                if relu:
+                    g = g * (0 if y[i, j, k] <= 0 else 1)
+                g64 = np.float64(g)
+                t1 += g64
+                t2 += g64 * np.float64(x[i, j, k])
+        s1[j] = t1
+        s2[j] = t2
+    return s1, s2
+
+
+@njit(**_OPTS)
+def bn_dx_rows(dy, x, y, relu, a, mdb, mean, k, out):
+    """BatchNorm's training input gradient per channel of rows: ``a * (g - mdb - (x - mean) * k)``, g as in
+    :func:`bn_backward_sums_rows`."""
+    r, c = x.shape
+    for i in range(r):
+        for j in range(c):
+            g = dy[i, j]
+            if relu:
+                g = g * (0 if y[i, j] <= 0 else 1)
+            out[i, j] = a[j] * (g - mdb[j] - (x[i, j] - mean[j]) * k[j])
     return out
 
 
-@njit(parallel=True, **_OPTS)
-def bn_dx_planes(dy, x, a, mdb, mean, k, out):
+@njit(**_OPTS)
+def bn_dx_planes(dy, x, y, relu, a, mdb, mean, k, out):
     na, c, nb = x.shape
-    for t in prange(na * c):
+    for t in range(na * c):
         i, j = t // c, t % c
         aj, mj, mu, kj = a[j], mdb[j], mean[j], k[j]
         for q in range(nb):
-            out[i, j, q] = aj * (dy[i, j, q] - mj - (x[i, j, q] - mu) * kj)
+            g = dy[i, j, q]
+            if relu:
+                g = g * (0 if y[i, j, q] <= 0 else 1)
+            out[i, j, q] = aj * (g - mj - (x[i, j, q] - mu) * kj)
     return out
 
 
 # -- ReLU ------------------------------------------------------------------------------------------------
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def relu(x, out):
     """``out = max(x, 0)`` on flat arrays; NaN stays NaN, -inf gives 0 (as ``maximum(x, 0)``)."""
-    for i in prange(x.shape[0]):
+    for i in range(x.shape[0]):
         v = x[i]
         out[i] = v if not v <= 0 else 0
     return out
 
 
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def relu_backward(y, dy, out):
     """``out = dy * [not y <= 0]`` on flat arrays (a multiply, as the portable code: 0 * inf is NaN)."""
-    for i in prange(y.shape[0]):
+    for i in range(y.shape[0]):
         out[i] = dy[i] * (0 if y[i] <= 0 else 1)
     return out
 
 
 # -- max pooling on channels-last (N, H, W, C) ---------------------------------------------------------------
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def maxpool_nhwc(x, kh, kw, sh, sw, ph, pw, y, arg):
     """y[n, r, s, c] = max over the window's real cells (NaN wins, as ``maximum``); ``arg`` the window offset
     i*kw + j of the FIRST cell equal to it in row-major order (-1 when none is: a NaN maximum)."""
     n, h, w, c = x.shape
     ho, wo = y.shape[1], y.shape[2]
-    for t in prange(n * ho):
+    for t in range(n * ho):
         b, r = t // ho, t % ho
         for s in range(wo):
             for ch in range(c):
@@ -169,12 +208,11 @@ def maxpool_nhwc(x, kh, kw, sh, sw, ph, pw, y, arg):
     return y
 
 
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def maxpool_backward_nhwc(dy, arg, kh, kw, sh, sw, ph, pw, dx):
-    """dx (zeros on entry) += dy at each output's ``arg`` cell; one image per task (no write conflicts, and
-    each image's sums in a fixed order)."""
+    """dx (zeros on entry) += dy at each output's ``arg`` cell."""
     n, ho, wo, c = dy.shape
-    for b in prange(n):
+    for b in range(n):
         for r in range(ho):
             for s in range(wo):
                 for ch in range(c):
@@ -236,11 +274,11 @@ def col2im_block(cols, n0, n1, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, dx):
 
 
 # -- im2col / col2im -------------------------------------------------------------------------------------
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def im2col_nhwc(xh, kh, kw, sh, sw, dh, dw, ho, wo, cols):
     """cols (N*Ho*Wo, kh*kw*C): row (n, r, s) holds the window of output pixel (n, r, s), column (i*kw+j)*C+c."""
     n, _, _, c = xh.shape
-    for t in prange(n * ho):
+    for t in range(n * ho):
         b, r = t // ho, t % ho
         for s in range(wo):
             row = t * wo + s
@@ -253,12 +291,12 @@ def im2col_nhwc(xh, kh, kw, sh, sw, dh, dw, ho, wo, cols):
     return cols
 
 
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def col2im_nhwc(cols, kh, kw, sh, sw, dh, dw, ho, wo, out):
     """Adjoint of :func:`im2col_nhwc` as a gather: out (N, Hp, Wp, C) cell (n, h, w) sums the columns of every
     (output pixel, offset) that read it, offsets in (i, j) order (the portable slice-add order)."""
     n, hp, wp, c = out.shape
-    for t in prange(n * hp):
+    for t in range(n * hp):
         b, hh = t // hp, t % hp
         for ww in range(wp):
             for ch in range(c):
@@ -279,11 +317,11 @@ def col2im_nhwc(cols, kh, kw, sh, sw, dh, dw, ho, wo, out):
     return out
 
 
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, cols):
     """cols (C*kh*kw, Ho*Wo*N) from batch-last xc (C, Hp, Wp, N): row c*kh*kw + i*kw + j."""
     c, _, _, n = xc.shape
-    for t in prange(c * kh * kw):
+    for t in range(c * kh * kw):
         ch, i, j = t // (kh * kw), (t // kw) % kh, t % kw
         for r in range(ho):
             for s in range(wo):
@@ -294,11 +332,11 @@ def im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, cols):
     return cols
 
 
-@njit(parallel=True, **_OPTS)
+@njit(**_OPTS)
 def col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, out):
     """Adjoint of :func:`im2col_chwn` as a gather into out (C, Hp, Wp, N), offsets in (i, j) order."""
     c, hp, wp, n = out.shape
-    for t in prange(c * hp):
+    for t in range(c * hp):
         ch, hh = t // hp, t % hp
         for ww in range(wp):
             for b in range(n):

@@ -102,13 +102,19 @@ def batchnorm_forward_train(x, w, b, eps, relu=False):
     return y, mean64.astype(dt), var64.astype(dt), (kind, xv, mean64, invstd64, m, y if relu else None)
 
 
+@register("numpy", "batchnorm_forward_train_relu", when=compiled.usable)
+def batchnorm_forward_train_relu(x, w, b, eps):
+    return batchnorm_forward_train(x, w, b, eps, relu=True)
+
+
 @register("numpy", "batchnorm_backward_train", when=compiled.usable)
 def batchnorm_backward_train(saved, w, dy, need_input_grad):
     kind, xv, mean64, invstd64, m, y = saved
-    if y is not None:  # the fused ReLU's mask first
-        dy = relu_backward(y, dy)
     dyv = _same_view(kind, xv, dy)
-    sdy, sdyx = _sums(kind, dyv, xv)
+    relu = y is not None  # a fused ReLU: its mask is applied to dy inside both passes
+    yv = _same_view(kind, xv, y) if relu else xv
+    rows = kind == "rows"
+    sdy, sdyx = (_k().bn_backward_sums_rows if rows else _k().bn_backward_sums_planes)(dyv, xv, yv, relu)
     db64 = sdy
     dw64 = (sdyx - mean64 * sdy) * invstd64
     dt = dy.dtype
@@ -116,8 +122,9 @@ def batchnorm_backward_train(saved, w, dy, need_input_grad):
         return None, dw64.astype(dt), db64.astype(dt)
     a64 = invstd64 if w is None else invstd64 * w.astype(np.float64)
     dx, dxv = _like(kind, xv, dy)
-    (_k().bn_dx_rows if kind == "rows" else _k().bn_dx_planes)(
-        dyv, xv, a64.astype(dt), (db64 / m).astype(dt), mean64.astype(dt), (invstd64 * dw64 / m).astype(dt), dxv)
+    (_k().bn_dx_rows if rows else _k().bn_dx_planes)(
+        dyv, xv, yv, relu, a64.astype(dt), (db64 / m).astype(dt), mean64.astype(dt), (invstd64 * dw64 / m).astype(dt),
+        dxv)
     return dx, dw64.astype(dt), db64.astype(dt)
 
 
@@ -161,34 +168,53 @@ def relu_backward(y, dy):
 
 
 # -- max pooling -----------------------------------------------------------------------------------------
+def _pool_view(x):
+    """A contiguous 4-D view of x (N, C, H, W) with the window axes in the middle, (N, H, W, C), (C, H, W, N) or
+    (N*C, H, W, 1) by its memory order (a copy only for other orders), and how to permute such an array back."""
+    n, c, h, w = x.shape
+    for perm, back in (((0, 2, 3, 1), (0, 3, 1, 2)), ((1, 2, 3, 0), (3, 0, 1, 2))):
+        v = x.transpose(perm)
+        if v.flags.c_contiguous:
+            return v, back
+    x = np.ascontiguousarray(x)
+    return x.reshape(n * c, h, w, 1), None
+
+
+def _pool_back(a, back, nchw_shape):
+    return a.reshape(nchw_shape) if back is None else a.transpose(back)
+
+
 @register("numpy", "maxpool2d_forward", when=compiled.usable)
 def maxpool2d_forward(x, kernel, stride, padding, out_hw):
-    n, c, h, w = x.shape
-    xl = x.transpose(0, 2, 3, 1)  # channels-last view: a contiguous block for channels-last activations
-    if not xl.flags.c_contiguous:
-        xl = np.ascontiguousarray(xl)
+    v, back = _pool_view(x)
     (ho, wo), (kh, kw), (sh, sw), (ph, pw) = out_hw, kernel, stride, padding
-    y = np.empty((n, ho, wo, c), dtype=x.dtype)
-    arg = np.empty((n, ho, wo, c), dtype=np.int16 if kh * kw < 32768 else np.int32)
-    _k().maxpool_nhwc(xl, kh, kw, sh, sw, ph, pw, y, arg)
-    return y.transpose(0, 3, 1, 2), (arg, (h, w), kernel, stride, padding)
+    shape = (v.shape[0], ho, wo, v.shape[3])
+    y = np.empty(shape, dtype=x.dtype)
+    arg = np.empty(shape, dtype=np.int16 if kh * kw < 32768 else np.int32)
+    _k().maxpool_nhwc(v, kh, kw, sh, sw, ph, pw, y, arg)
+    n, c = x.shape[:2]
+    return _pool_back(y, back, (n, c, ho, wo)), (arg, back, x.shape, kernel, stride, padding)
 
 
 @register("numpy", "maxpool2d_backward", when=compiled.usable)
 def maxpool2d_backward(saved, dy):
-    arg, (h, w), (kh, kw), (sh, sw), (ph, pw) = saved
-    n, ho, wo, c = arg.shape
-    dyl = dy.transpose(0, 2, 3, 1)
-    if not dyl.flags.c_contiguous:
-        dyl = np.ascontiguousarray(dyl)
-    dx = np.zeros((n, h, w, c), dtype=dy.dtype)
-    _k().maxpool_backward_nhwc(dyl, arg, kh, kw, sh, sw, ph, pw, dx)
-    return dx.transpose(0, 3, 1, 2)
+    arg, back, x_shape, (kh, kw), (sh, sw), (ph, pw) = saved
+    if back is None:
+        dyv = np.ascontiguousarray(dy).reshape(arg.shape)
+    else:
+        dyv = dy.transpose([back.index(i) for i in range(4)])  # the forward's view order
+        if not dyv.flags.c_contiguous:
+            dyv = np.ascontiguousarray(dyv)
+    dx = np.zeros(arg.shape[:1] + (x_shape[2], x_shape[3]) + arg.shape[3:], dtype=dy.dtype)
+    _k().maxpool_backward_nhwc(dyv, arg, kh, kw, sh, sw, ph, pw, dx)
+    return _pool_back(dx, back, x_shape)
 
 
 # -- convolution, channels-last, in cache-sized blocks of images on every core ---------------------------------
 #: bytes of columns one task makes and multiplies while they sit in its core's cache
 CONV_BLOCK_BYTES = 1 << 20
+#: convolutions with fewer outputs than this run the generic kernel (:mod:`.conv`, batch-last layout)
+NARROW_BELOW = 32
 
 
 def _channels_last(x):
@@ -212,19 +238,18 @@ def _geometry(x_shape, w_shape, stride, padding, out_hw, dilation):
 def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
     """y = conv(x) as the generic kernel computes it (:mod:`.conv`, channels-last), each block of images made into
     columns and multiplied on one core while in its cache; nothing but x is kept for the backward pass."""
-    from .conv import CHANNELS_LAST_FROM, _generic_forward
-
-    o = w.shape[0]
-    if o < CHANNELS_LAST_FROM:  # narrow convs: the batch-last layout of the generic kernel is faster
-        y, saved = _generic_forward(x, w, b, stride, padding, out_hw, training, dilation)
-        return y, ("generic", saved)
     from ..backend.cpu import run_tasks
 
     k = _k()
-    n, c = x.shape[0], x.shape[1]
+    n, c, o = x.shape[0], x.shape[1], w.shape[0]
     geo = _geometry(x.shape, w.shape, stride, padding, out_hw, dilation)
     kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
     kk = kh * kw * c
+    if o < NARROW_BELOW:  # narrow convs: the generic kernel's batch-last layout (one short, wide GEMM)
+        from .conv import _generic_forward
+
+        y, saved = _generic_forward(x, w, b, stride, padding, out_hw, training, dilation)
+        return y, ("generic", saved)
     xl = _channels_last(x)
     wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kk, o))  # (K, O), K in (i, j, c) order
     y = np.empty((n, ho, wo, o), dtype=x.dtype)
@@ -246,31 +271,24 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
 
 @register("numpy", "conv2d_backward", when=compiled.usable)
 def conv2d_backward(saved, w, grad_out, need_input_grad):
-    from .conv import _generic_backward
-
-    kind, saved = saved
-    if kind == "generic":
-        return _generic_backward(saved, w, grad_out, need_input_grad)
     from ..backend.cpu import run_tasks
 
+    kind, saved = saved
     k = _k()
+    if kind == "generic":
+        from .conv import _generic_backward
+
+        return _generic_backward(saved, w, grad_out, need_input_grad)
     xl, x_shape, geo, blocks = saved
     kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
     n, c, h, wd = x_shape
     o = w.shape[0]
     kk = kh * kw * c
-    dyl4 = _channels_last(grad_out)  # (N, Ho, Wo, O)
-    dyl = dyl4.reshape(-1, o)
+    dyl = _channels_last(grad_out).reshape(-1, o)  # (N*Ho*Wo, O)
     parts = np.empty((len(blocks), o, kk), dtype=grad_out.dtype)
+    bias_parts = np.empty((len(blocks), o), dtype=grad_out.dtype)
     dxl = np.empty((n, h, wd, c), dtype=grad_out.dtype) if need_input_grad else None
-    full = need_input_grad and geo[2] == 1 and geo[3] == 1
-    if full:
-        # stride 1: dx is the correlation of dy with the flipped kernel (a forward conv of dy, output H x W):
-        # dx[n, h, w, c] = sum_{i, j, o} dy[n, h + pt - i*dh, w + pl - j*dw, o] W[o, c, i, j]
-        wf = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * o, c))
-        dgeo = (kh, kw, 1, 1, geo[4], geo[5], (kh - 1) * geo[4] - geo[6], (kw - 1) * geo[5] - geo[7], h, wd)
-    else:
-        wm = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kk))  # (O, K)
+    wm = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kk))  # (O, K)
 
     def task(t):
         a, e = blocks[t]
@@ -279,18 +297,15 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
         k.im2col_block(xl, a, e, *geo, cols)
         dy = dyl[rows]
         np.matmul(dy.T, cols, out=parts[t])
-        if full:
-            dcols = np.empty(((e - a) * h * wd, kh * kw * o), dtype=grad_out.dtype)
-            k.im2col_block(dyl4, a, e, *dgeo, dcols)
-            np.matmul(dcols, wf, out=dxl[a:e].reshape(-1, c))
-        elif need_input_grad:
+        np.sum(dy, axis=0, out=bias_parts[t])
+        if need_input_grad:
             np.matmul(dy, wm, out=cols)  # the column gradient, in the same buffer
             k.col2im_block(cols, a, e, *geo, dxl)
 
     run_tasks(task, len(blocks))
     dwm = parts[0] if len(blocks) == 1 else _ordered_sum(parts)
     dw = np.ascontiguousarray(dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
-    db = dyl.sum(axis=0)
+    db = bias_parts[0] if len(blocks) == 1 else _ordered_sum(bias_parts)
     return (None if dxl is None else dxl.transpose(0, 3, 1, 2)), dw, db
 
 

@@ -105,6 +105,15 @@ class Layer:
     def forward(self, x, training: bool = False):
         raise NotImplementedError
 
+    def forward_then_relu(self, x, training: bool = False):
+        """``max(forward(x), 0)`` in one pass with a backward that applies the ReLU's mask itself, or None when
+        this layer cannot (the default)."""
+        return None
+
+    def fuse_after(self, before: "Layer", x, training: bool = False):
+        """``self.forward(before.forward(x))`` in one step when the two can be fused, else None (the default)."""
+        return None
+
     def infer(self, x):
         """The output in inference (what ``forward(x, training=False)`` returns; layers made of others override it
         to fold BatchNorm into convolutions, :mod:`.fold`)."""
@@ -124,9 +133,21 @@ class Layer:
 
 
 def run_forward(layers, x, training: bool = False):
-    """``x`` through ``layers`` in order (what :meth:`Sequential.forward` and every data-parallel shard run)."""
-    for layer in layers:
+    """``x`` through ``layers`` in order (what :meth:`Sequential.forward` and every data-parallel shard run).
+
+    A layer followed by a ReLU may compute both in one pass (:meth:`Layer.forward_then_relu`, BatchNorm's fast
+    path does); the ReLU is then told so (:meth:`~portacnn.layers.ReLU.fused`) and passes gradients through,
+    its mask being applied by the layer before it."""
+    i, n = 0, len(layers)
+    while i < n:
+        layer = layers[i]
+        after = layers[i + 1] if i + 1 < n else None
+        y = after.fuse_after(layer, x, training) if after is not None else None
+        if y is not None:
+            x, i = y, i + 2
+            continue
         x = layer.forward(x, training)
+        i += 1
     return x
 
 

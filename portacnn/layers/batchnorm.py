@@ -89,18 +89,30 @@ class _BatchNorm(Layer):
         return xp.reshape(v, (1, self.num_features) + (1,) * (self._rank - 2))
 
     def forward(self, x, training=False):
+        return self._forward(x, training, relu=False)
+
+    def forward_then_relu(self, x, training=False):
+        """``max(bn(x), 0)`` in the pass that normalises, on a backend whose fast path fuses it (else None)."""
+        if not (training and fast_path(x, "batchnorm_forward_train_relu") is not None):
+            return None
+        return self._forward(x, training, relu=True)
+
+    def _forward(self, x, training, relu):
         xp = array_namespace(x)
         check_input(self, x, self._rank, self._layout(), self.num_features)
         axes = self._axes
         m = local = math.prod(int(x.shape[a]) for a in axes)
         self._fast = None
-        fast = fast_path(x, "batchnorm_forward_train") if training and self.sync is None and m >= 2 else None
+        name = "batchnorm_forward_train_relu" if relu else "batchnorm_forward_train"
+        fast = fast_path(x, name) if training and self.sync is None and m >= 2 else None
         if fast is not None:  # a backend's one- or two-pass version (kernels/): the same statistics and output
             w, b = (None, None) if self.weight is None else (self.weight.data, self.bias.data)
             y, mean, var, saved = fast(x, w, b, self.eps)
             self._update_running(xp, mean, var, m)
             self._fast = (fast_path(x, "batchnorm_backward_train"), saved)
             return y
+        if relu:
+            return None
         if training:
             if self.sync is not None:  # the whole batch's statistics, over every process's rows
                 total, m = self.sync(xp.sum(x, axis=axes), local)

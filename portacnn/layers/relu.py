@@ -17,7 +17,17 @@ from .base import Layer
 class ReLU(Layer):
     """Element-wise max(x, 0). Works on any shape."""
 
+    def fuse_after(self, before, x, training=False):
+        """``before``'s output through this ReLU in one pass when ``before`` can fuse it (BatchNorm's fast path);
+        this layer's backward then passes the gradient on, ``before`` applying the mask."""
+        y = before.forward_then_relu(x, training)
+        self._fused = y is not None
+        if self._fused:
+            self._y = y
+        return y
+
     def forward(self, x, training=False):
+        self._fused = False
         fast = fast_path(x, "relu_forward")  # a backend's one-pass version (kernels/): the same values
         if fast is not None:
             self._y = y = fast(x)
@@ -29,6 +39,8 @@ class ReLU(Layer):
         return y
 
     def backward(self, grad_out, need_input_grad=True):
+        if getattr(self, "_fused", False):  # the layer before applies the mask (fuse_after)
+            return grad_out
         fast = fast_path(grad_out, "relu_backward")
         if fast is not None:
             return fast(self._y, grad_out)
