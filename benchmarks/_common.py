@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")  # fmt: skip
-NETS = ("seed_cnn", "lenet5", "kannada_cnn")
+NETS = ("seed_cnn", "lenet5", "kannada_cnn", "kannada_bn")
 DATA_SOURCES = ("auto", "real", "synthetic")
 
 
@@ -104,32 +104,13 @@ def build_pc(net: str, backend: str, dtype: str = "float32", seed: int = 0):
 
 
 def torch_mirror(pc_model, device: str = "cpu", dtype: str = "float32"):
-    """The same network as a ``torch.nn.Sequential``, loaded from the portacnn state dict (keys match)."""
+    """The same network as a ``torch.nn.Sequential`` with the same weights and buffers (``pc.to_torch``: every
+    layer type, BatchNorm and Residual blocks included), on ``device`` in ``dtype``."""
     import torch
-    from torch import nn
 
-    mods = []
-    for spec in pc_model.architecture():
-        t = spec["type"]
-        if t == "Conv2D":
-            mods.append(nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
-                                  stride=tuple(spec["stride"]), padding=tuple(spec["padding"]), bias=spec["bias"]))
-        elif t == "Dense":
-            mods.append(nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"]))
-        elif t == "ReLU":
-            mods.append(nn.ReLU())
-        elif t == "MaxPool2D":
-            mods.append(nn.MaxPool2d(tuple(spec["kernel_size"]), stride=tuple(spec["stride"]), padding=tuple(spec["padding"])))
-        elif t == "Flatten":
-            mods.append(nn.Flatten())
-        elif t == "Dropout":
-            mods.append(nn.Dropout(spec["p"]))
-        else:
-            raise ValueError(f"no torch mirror for layer type {t}")
-    net = nn.Sequential(*mods).to(device=device, dtype=getattr(torch, dtype))
-    state = {k: torch.from_numpy(v) for k, v in pc_model.state_dict().items()}
-    net.load_state_dict(state)
-    return net
+    import portacnn as pc
+
+    return pc.to_torch(pc_model).to(device=device, dtype=getattr(torch, dtype))
 
 
 # -- timing -------------------------------------------------------------------------------------------

@@ -85,13 +85,16 @@ def run_tasks(task, count: int) -> None:
             task(k)
         return
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < threads:
-            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="portacnn-kernel")
+        if _POOL is None or _POOL._max_workers < threads - 1:
+            _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="portacnn-kernel")
         pool = _POOL
     with one_blas_thread():
-        futures = [pool.submit(_run_share, task, k, count, threads) for k in range(threads)]
-        for f in futures:
-            f.result()
+        futures = [pool.submit(_run_share, task, k, count, threads) for k in range(1, threads)]
+        try:
+            _run_share(task, 0, count, threads)  # this thread takes the first share
+        finally:
+            for f in futures:
+                f.result()
 
 
 def _run_share(task, first: int, count: int, step: int) -> None:

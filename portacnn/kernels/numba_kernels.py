@@ -81,9 +81,10 @@ def affine_planes(x, scale, shift, relu, out):
 
 
 @njit(**_OPTS)
-def bn_backward_sums_rows(dy, x, y, relu):
-    """Per channel of rows: ``(sum g, sum g*x)`` in float64, g = dy, or ``dy * [not y <= 0]`` when ``relu`` (the
-    mask of a ReLU fused after the BatchNorm, y its output)."""
+def bn_backward_sums_rows(dy, x, relu, scale, shift):
+    """Per channel of rows: ``(sum g, sum g*x)`` in float64, g = dy, or when ``relu`` (a ReLU fused after the
+    BatchNorm) ``dy * [not y <= 0]`` with its output y = x * scale + shift recomputed exactly as the forward
+    pass computed it (cheaper than reading y back)."""
     r, c = x.shape
     s1 = np.zeros(c, dtype=np.float64)
     s2 = np.zeros(c, dtype=np.float64)
@@ -91,7 +92,7 @@ def bn_backward_sums_rows(dy, x, y, relu):
         for j in range(c):
             g = dy[i, j]
             if relu:
-                g = g * (0 if y[i, j] <= 0 else 1)
+                g = g * (0 if x[i, j] * scale[j] + shift[j] <= 0 else 1)
             g64 = np.float64(g)
             s1[j] += g64
             s2[j] += g64 * np.float64(x[i, j])
@@ -99,18 +100,19 @@ def bn_backward_sums_rows(dy, x, y, relu):
 
 
 @njit(**_OPTS)
-def bn_backward_sums_planes(dy, x, y, relu):
+def bn_backward_sums_planes(dy, x, relu, scale, shift):
     na, c, nb = x.shape
     s1 = np.zeros(c, dtype=np.float64)
     s2 = np.zeros(c, dtype=np.float64)
     for j in range(c):
         t1 = 0.0
         t2 = 0.0
+        sj, hj = scale[j], shift[j]
         for i in range(na):
             for k in range(nb):
                 g = dy[i, j, k]
                 if relu:
-                    g = g * (0 if y[i, j, k] <= 0 else 1)
+                    g = g * (0 if x[i, j, k] * sj + hj <= 0 else 1)
                 g64 = np.float64(g)
                 t1 += g64
                 t2 += g64 * np.float64(x[i, j, k])
@@ -120,7 +122,7 @@ def bn_backward_sums_planes(dy, x, y, relu):
 
 
 @njit(**_OPTS)
-def bn_dx_rows(dy, x, y, relu, a, mdb, mean, k, out):
+def bn_dx_rows(dy, x, relu, scale, shift, a, mdb, mean, k, out):
     """BatchNorm's training input gradient per channel of rows: ``a * (g - mdb - (x - mean) * k)``, g as in
     :func:`bn_backward_sums_rows`."""
     r, c = x.shape
@@ -128,21 +130,21 @@ def bn_dx_rows(dy, x, y, relu, a, mdb, mean, k, out):
         for j in range(c):
             g = dy[i, j]
             if relu:
-                g = g * (0 if y[i, j] <= 0 else 1)
+                g = g * (0 if x[i, j] * scale[j] + shift[j] <= 0 else 1)
             out[i, j] = a[j] * (g - mdb[j] - (x[i, j] - mean[j]) * k[j])
     return out
 
 
 @njit(**_OPTS)
-def bn_dx_planes(dy, x, y, relu, a, mdb, mean, k, out):
+def bn_dx_planes(dy, x, relu, scale, shift, a, mdb, mean, k, out):
     na, c, nb = x.shape
     for t in range(na * c):
         i, j = t // c, t % c
-        aj, mj, mu, kj = a[j], mdb[j], mean[j], k[j]
+        aj, mj, mu, kj, sj, hj = a[j], mdb[j], mean[j], k[j], scale[j], shift[j]
         for q in range(nb):
             g = dy[i, j, q]
             if relu:
-                g = g * (0 if y[i, j, q] <= 0 else 1)
+                g = g * (0 if x[i, j, q] * sj + hj <= 0 else 1)
             out[i, j, q] = aj * (g - mj - (x[i, j, q] - mu) * kj)
     return out
 

@@ -81,16 +81,52 @@ def _same_view(kind, like_view, a):
     return np.ascontiguousarray(a).reshape(like_view.shape)
 
 
-def _sums(kind, a, b):
-    return (_k().sums_rows if kind == "rows" else _k().sums_planes)(a, b)
+#: elements one task of an element-wise pass or reduction handles: a fixed size, so that sums are made of the
+#: same partial sums, added in the same order, whatever the thread count
+CHUNK_ELEMENTS = 1 << 18
+
+
+def _chunks(view):
+    """[(start, stop), ...] along axis 0 of ``view`` in pieces of about :data:`CHUNK_ELEMENTS`."""
+    n = view.shape[0]
+    per = max(1, CHUNK_ELEMENTS // max(1, view.size // max(1, n)))
+    return [(a, min(n, a + per)) for a in range(0, n, per)]
+
+
+def _map(fn, chunks, args, sliced):
+    """``fn(*args)`` once per chunk, the arguments at positions ``sliced`` cut to the chunk's rows, on every core
+    (:func:`portacnn.backend.cpu.run_tasks`); the chunks' results in chunk order."""
+    from ..backend.cpu import run_tasks
+
+    results = [None] * len(chunks)
+
+    def task(t):
+        a, b = chunks[t]
+        results[t] = fn(*[v[a:b] if i in sliced else v for i, v in enumerate(args)])
+
+    run_tasks(task, len(chunks))
+    return results
+
+
+def _reduce(fn, chunks, args, sliced):
+    """The chunks' (s1, s2) float64 sums of :func:`_map`, added in chunk order."""
+    parts = _map(fn, chunks, args, sliced)
+    s1, s2 = parts[0][0].copy(), parts[0][1].copy()
+    for p1, p2 in parts[1:]:
+        s1 += p1
+        s2 += p2
+    return s1, s2
 
 
 # -- BatchNorm -------------------------------------------------------------------------------------------
 @register("numpy", "batchnorm_forward_train", when=compiled.usable)
 def batchnorm_forward_train(x, w, b, eps, relu=False):
+    k = _k()
     kind, xv = _view(x)
+    rows = kind == "rows"
     m = xv.size // xv.shape[1]
-    s1, s2 = _sums(kind, xv, xv)
+    chunks = _chunks(xv)
+    s1, s2 = _reduce(k.sums_rows if rows else k.sums_planes, chunks, (xv, xv), {0, 1})
     mean64 = s1 / m
     var64 = np.maximum(s2 / m - mean64 * mean64, 0.0)
     invstd64 = 1.0 / np.sqrt(var64 + eps)
@@ -98,8 +134,9 @@ def batchnorm_forward_train(x, w, b, eps, relu=False):
     shift64 = -mean64 * scale64 + (0.0 if b is None else b.astype(np.float64))
     y, yv = _like(kind, xv, x)
     dt = x.dtype
-    (_k().affine_rows if kind == "rows" else _k().affine_planes)(xv, scale64.astype(dt), shift64.astype(dt), relu, yv)
-    return y, mean64.astype(dt), var64.astype(dt), (kind, xv, mean64, invstd64, m, y if relu else None)
+    scale, shift = scale64.astype(dt), shift64.astype(dt)
+    _map(k.affine_rows if rows else k.affine_planes, chunks, (xv, scale, shift, relu, yv), {0, 4})
+    return y, mean64.astype(dt), var64.astype(dt), (kind, xv, chunks, mean64, invstd64, m, relu, scale, shift)
 
 
 @register("numpy", "batchnorm_forward_train_relu", when=compiled.usable)
@@ -109,12 +146,13 @@ def batchnorm_forward_train_relu(x, w, b, eps):
 
 @register("numpy", "batchnorm_backward_train", when=compiled.usable)
 def batchnorm_backward_train(saved, w, dy, need_input_grad):
-    kind, xv, mean64, invstd64, m, y = saved
-    dyv = _same_view(kind, xv, dy)
-    relu = y is not None  # a fused ReLU: its mask is applied to dy inside both passes
-    yv = _same_view(kind, xv, y) if relu else xv
+    k = _k()
+    kind, xv, chunks, mean64, invstd64, m, relu, scale, shift = saved
     rows = kind == "rows"
-    sdy, sdyx = (_k().bn_backward_sums_rows if rows else _k().bn_backward_sums_planes)(dyv, xv, yv, relu)
+    dyv = _same_view(kind, xv, dy)
+    # a fused ReLU's mask is applied to dy inside both passes, recomputed from x (no read of its output)
+    sdy, sdyx = _reduce(k.bn_backward_sums_rows if rows else k.bn_backward_sums_planes, chunks,
+                        (dyv, xv, relu, scale, shift), {0, 1})
     db64 = sdy
     dw64 = (sdyx - mean64 * sdy) * invstd64
     dt = dy.dtype
@@ -122,9 +160,8 @@ def batchnorm_backward_train(saved, w, dy, need_input_grad):
         return None, dw64.astype(dt), db64.astype(dt)
     a64 = invstd64 if w is None else invstd64 * w.astype(np.float64)
     dx, dxv = _like(kind, xv, dy)
-    (_k().bn_dx_rows if rows else _k().bn_dx_planes)(
-        dyv, xv, yv, relu, a64.astype(dt), (db64 / m).astype(dt), mean64.astype(dt), (invstd64 * dw64 / m).astype(dt),
-        dxv)
+    coef = (a64.astype(dt), (db64 / m).astype(dt), mean64.astype(dt), (invstd64 * dw64 / m).astype(dt))
+    _map(k.bn_dx_rows if rows else k.bn_dx_planes, chunks, (dyv, xv, relu, scale, shift, *coef, dxv), {0, 1, 9})
     return dx, dw64.astype(dt), db64.astype(dt)
 
 
@@ -149,7 +186,7 @@ def relu_forward(x):
         x = np.ascontiguousarray(x)
         xf = x.reshape(-1)
     out = np.empty_like(x)  # x's memory order
-    _k().relu(xf, _flat(out))
+    _map(_k().relu, _chunks(xf), (xf, _flat(out)), {0, 1})
     return out
 
 
@@ -163,7 +200,7 @@ def relu_backward(y, dy):
         same[...] = dy
         dy = same
     out = np.empty_like(y)
-    _k().relu_backward(yf, _flat(dy), _flat(out))
+    _map(_k().relu_backward, _chunks(yf), (yf, _flat(dy), _flat(out)), {0, 1, 2})
     return out
 
 
@@ -191,7 +228,7 @@ def maxpool2d_forward(x, kernel, stride, padding, out_hw):
     shape = (v.shape[0], ho, wo, v.shape[3])
     y = np.empty(shape, dtype=x.dtype)
     arg = np.empty(shape, dtype=np.int16 if kh * kw < 32768 else np.int32)
-    _k().maxpool_nhwc(v, kh, kw, sh, sw, ph, pw, y, arg)
+    _map(_k().maxpool_nhwc, _chunks(v), (v, kh, kw, sh, sw, ph, pw, y, arg), {0, 7, 8})
     n, c = x.shape[:2]
     return _pool_back(y, back, (n, c, ho, wo)), (arg, back, x.shape, kernel, stride, padding)
 
@@ -206,7 +243,7 @@ def maxpool2d_backward(saved, dy):
         if not dyv.flags.c_contiguous:
             dyv = np.ascontiguousarray(dyv)
     dx = np.zeros(arg.shape[:1] + (x_shape[2], x_shape[3]) + arg.shape[3:], dtype=dy.dtype)
-    _k().maxpool_backward_nhwc(dyv, arg, kh, kw, sh, sw, ph, pw, dx)
+    _map(_k().maxpool_backward_nhwc, _chunks(dyv), (dyv, arg, kh, kw, sh, sw, ph, pw, dx), {0, 1, 8})
     return _pool_back(dx, back, x_shape)
 
 
@@ -234,8 +271,14 @@ def _geometry(x_shape, w_shape, stride, padding, out_hw, dilation):
     return kh, kw, sh, sw, dh, dw, pt, pl, ho, wo
 
 
+@register("numpy", "conv2d_forward_relu", when=compiled.usable)
+def conv2d_forward_relu(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
+    """max(conv(x), 0), the maximum taken block by block while the output is in cache (inference)."""
+    return conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation, relu=True)
+
+
 @register("numpy", "conv2d_forward", when=compiled.usable)
-def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
+def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), relu=False):
     """y = conv(x) as the generic kernel computes it (:mod:`.conv`, channels-last), each block of images made into
     columns and multiplied on one core while in its cache; nothing but x is kept for the backward pass."""
     from ..backend.cpu import run_tasks
@@ -249,21 +292,29 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1)):
         from .conv import _generic_forward
 
         y, saved = _generic_forward(x, w, b, stride, padding, out_hw, training, dilation)
-        return y, ("generic", saved)
+        return (relu_forward(y) if relu else y), ("generic", saved)
     xl = _channels_last(x)
     wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kk, o))  # (K, O), K in (i, j, c) order
     y = np.empty((n, ho, wo, o), dtype=x.dtype)
     y2 = y.reshape(-1, o)
     blocks = _image_blocks(n, ho * wo * kk * x.itemsize)
 
+    pointwise = kh == kw == 1 and geo[2:4] == (1, 1) and geo[6:8] == (0, 0)  # 1x1, stride 1: x is the columns
+    x2 = xl.reshape(-1, c) if pointwise else None
+
     def task(t):
         a, e = blocks[t]
-        cols = np.empty(((e - a) * ho * wo, kk), dtype=x.dtype)
-        k.im2col_block(xl, a, e, *geo, cols)
+        if pointwise:
+            cols = x2[a * ho * wo : e * ho * wo]
+        else:
+            cols = np.empty(((e - a) * ho * wo, kk), dtype=x.dtype)
+            k.im2col_block(xl, a, e, *geo, cols)
         out = y2[a * ho * wo : e * ho * wo]
         np.matmul(cols, wt, out=out)
         if b is not None:
             out += b
+        if relu:
+            np.maximum(out, 0, out=out)
 
     run_tasks(task, len(blocks))
     return y.transpose(0, 3, 1, 2), ("blocks", (xl, x.shape, geo, blocks))

@@ -106,9 +106,16 @@ class Conv2D(Layer):
         y, self._cache = self._convolve(x, self.weight.data, None if self.bias is None else self.bias.data, training)
         return y
 
-    def apply(self, x, weight, bias=None):
+    def apply(self, x, weight, bias=None, relu=False):
         """This convolution's output with other weights (W (O, C, kh, kw), b (O,) or None), keeping nothing for
-        backward: what inference runs with a BatchNorm folded in (:mod:`.fold`)."""
+        backward: what inference runs with a BatchNorm folded in (:mod:`.fold`). With ``relu``, ``(y, fused)``:
+        a backend whose fast path applies a following ReLU while the output is in cache returns max(y, 0) and
+        True; otherwise y and False (the caller applies the ReLU)."""
+        if relu:
+            fast = fast_path(x, "conv2d_forward_relu")
+            if fast is not None:
+                return fast(x, weight, bias, self.stride, self._sides(), self._geometry(x), False, self.dilation)[0], True
+            return self._convolve(x, weight, bias, False)[0], False
         return self._convolve(x, weight, bias, False)[0]
 
     def _convolve(self, x, w, b, training):

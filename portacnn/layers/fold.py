@@ -18,6 +18,7 @@ from array_api_compat import array_namespace
 
 from .batchnorm import BatchNorm2D
 from .conv import Conv2D
+from .relu import ReLU
 
 
 def folded(conv: Conv2D, bn: BatchNorm2D):
@@ -36,15 +37,26 @@ def folded(conv: Conv2D, bn: BatchNorm2D):
 
 def run_infer(layers, x):
     """``x`` through ``layers`` for inference (each layer's :meth:`~portacnn.layers.Layer.infer`), every Conv2D
-    directly followed by a BatchNorm2D of its width run as one folded convolution."""
-    i = 0
-    while i < len(layers):
+    directly followed by a BatchNorm2D of its width run as one folded convolution, and a ReLU after a
+    convolution applied in its epilogue where the backend can (:meth:`Conv2D.apply`)."""
+    i, n = 0, len(layers)
+    while i < n:
         layer = layers[i]
-        after = layers[i + 1] if i + 1 < len(layers) else None
-        if type(layer) is Conv2D and type(after) is BatchNorm2D and after.num_features == layer.out_channels:
-            x = layer.apply(x, *folded(layer, after))
-            i += 2
+        if type(layer) is not Conv2D:
+            x = layer.infer(x)
+            i += 1
             continue
-        x = layer.infer(x)
-        i += 1
+        after = layers[i + 1] if i + 1 < n else None
+        if type(after) is BatchNorm2D and after.num_features == layer.out_channels:
+            w, b = folded(layer, after)
+            i += 2
+        else:
+            w, b = layer.weight.data, None if layer.bias is None else layer.bias.data
+            i += 1
+        if i < n and type(layers[i]) is ReLU:
+            x, fused = layer.apply(x, w, b, relu=True)
+            if fused:
+                i += 1
+        else:
+            x = layer.apply(x, w, b)
     return x
