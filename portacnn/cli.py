@@ -615,13 +615,15 @@ def cmd_info(args) -> int:
         backends[name] = entry
     info = {"portacnn": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
             "array_api_compat": array_api_compat.__version__, "backends": backends,
-            "default_backend": os.environ.get("PORTACNN_BACKEND") or "numpy", "deploy_and_scale_out": _extras(backends)}
+            "default_backend": os.environ.get("PORTACNN_BACKEND") or "numpy", "cpu_kernels": kernels.status(),
+            "deploy_and_scale_out": _extras(backends)}
     if args.json:
         _emit_json(info)
         return 0
     print(f"portacnn {info['portacnn']} (python {info['python']}, numpy {info['numpy']}, "
           f"array-api-compat {info['array_api_compat']})")
     print(f"default backend: {info['default_backend']}")
+    print(f"numpy kernels: {info['cpu_kernels']}")
     for name, e in backends.items():
         where = e.get("device_name") or e.get("device")
         print(f"  {name:17s} " + (f"available on {where}" if e["available"] else f"unavailable: {e['reason']}"))

@@ -40,7 +40,7 @@ def test_bench_cpu_smoke(tmp_path):
     assert d["threads"] == [1]
     assert "numpy" in d["backends"]
     cells = [c for c in d["cells"] if not c.get("note")]
-    assert {c["net"] for c in cells} == {"seed_cnn", "lenet5", "kannada_cnn"}
+    assert {c["net"] for c in cells} == {"seed_cnn", "lenet5", "kannada_cnn", "kannada_bn"}
     assert {c["mode"] for c in cells} == {"train", "infer"}
     for c in cells:
         assert "pytorch" in c["frameworks"]

@@ -123,6 +123,12 @@ def cpu_block_bytes(x) -> int | None:
     return CPU_BLOCK_BYTES
 
 
+def block_bytes_override() -> int | None:
+    """``$PORTACNN_BLOCK_BYTES`` as a number (0: no blocking), or None when unset (a bad value is a ValueError)."""
+    env = os.environ.get("PORTACNN_BLOCK_BYTES", "")
+    return _env_bytes("PORTACNN_BLOCK_BYTES", env) if env else None
+
+
 def _env_bytes(name: str, text: str) -> int:
     """A byte count from environment variable ``name`` (a non-negative integer), or a one-line ValueError."""
     try:

@@ -261,7 +261,13 @@ def _channels_last(x):
 
 
 def _image_blocks(n, per_image_bytes):
-    per = max(1, CONV_BLOCK_BYTES // max(1, per_image_bytes))
+    """[(first, stop), ...] image ranges of about :data:`CONV_BLOCK_BYTES` of columns each (or
+    ``$PORTACNN_BLOCK_BYTES``, which sets every CPU kernel's block)."""
+    from ..backend.cpu import block_bytes_override
+
+    budget = block_bytes_override()
+    budget = CONV_BLOCK_BYTES if budget is None else budget or (1 << 62)  # 0: the whole batch in one block
+    per = max(1, budget // max(1, per_image_bytes))
     return [(a, min(n, a + per)) for a in range(0, n, per)]
 
 

@@ -376,8 +376,9 @@ def test_validation_split_holds_out_the_same_seeded_images(small):
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     seen = []
     model = tiny_model()
-    real = model.forward
+    real, real_infer = model.forward, model.infer
     model.forward = lambda xb, training=False: seen.append((int(xb.shape[0]), training)) or real(xb, training)
+    model.infer = lambda xb: seen.append((int(xb.shape[0]), False)) or real_infer(xb)  # validation: inference
     model.fit(x[:100], y[:100], epochs=1, batch_size=BATCH, progress=False, validation_split=0.2)
     assert sum(n for n, training in seen if training) == 80 and sum(n for n, t in seen if not t) == 20
     for bad in (0.0 - 1, 1.0, 1.5, True, "a"):
