@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
-from .gemm import short_wide_matmul
+from .gemm import matmul, short_wide_matmul
 from .registry import register
 from .windows import batch_blocks, col2im_chwn, im2col_chwn, im2col_nhwc, pad_hw, taps
 
@@ -138,13 +138,13 @@ def _generic_backward(saved, w, grad_out, need_input_grad):
         cols = _chwn_columns(x, (kh, kw), stride, padding, out_hw, dilation)
     dy = xp.reshape(xp.permute_dims(grad_out, (1, 2, 3, 0)), (o, -1))  # (O, Ho*Wo*N); free if batch-last
     # dWm = dY @ X^T as Ho GEMMs (one per output row) summed: the same sums in products OpenBLAS runs fast
-    per_row = xp.matmul(xp.permute_dims(xp.reshape(cols, (-1, ho, wo * n)), (1, 0, 2)),
+    per_row = matmul(xp.permute_dims(xp.reshape(cols, (-1, ho, wo * n)), (1, 0, 2)),
                         xp.permute_dims(xp.reshape(dy, (o, ho, wo * n)), (1, 2, 0)))  # (Ho, K, O)
     dw = xp.reshape(xp.matrix_transpose(xp.sum(per_row, axis=0)), w.shape)
     db = xp.sum(dy, axis=1)
     if not need_input_grad:
         return None, dw, db
-    dcols = xp.matmul(xp.matrix_transpose(_wmat(w, False)), dy)  # (C*kh*kw, Ho*Wo*N)
+    dcols = matmul(xp.matrix_transpose(_wmat(w, False)), dy)  # (C*kh*kw, Ho*Wo*N)
     dxc = col2im_chwn(dcols, (c, hp, wp, n), (kh, kw), stride, out_hw, dilation)
     return xp.permute_dims(dxc[:, inner[0], inner[1], :], (3, 0, 1, 2)), dw, db
 

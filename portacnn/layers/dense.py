@@ -12,6 +12,7 @@ import math
 
 from array_api_compat import array_namespace
 
+from ..kernels.gemm import matmul
 from .base import Layer, Parameter, check_input, positive, uniform
 
 
@@ -40,12 +41,12 @@ class Dense(Layer):
         xp = array_namespace(x)
         check_input(self, x, 2, f"(N, {self.in_features})", self.in_features)
         self._x = x
-        y = xp.matmul(x, xp.matrix_transpose(self.weight.data))
+        y = matmul(x, xp.matrix_transpose(self.weight.data))
         return y if self.bias is None else y + self.bias.data
 
     def backward(self, grad_out, need_input_grad=True):
         xp = array_namespace(grad_out)
-        self.weight.grad = xp.matmul(xp.matrix_transpose(grad_out), self._x)
+        self.weight.grad = matmul(xp.matrix_transpose(grad_out), self._x)
         if self.bias is not None:
             self.bias.grad = xp.sum(grad_out, axis=0)
-        return xp.matmul(grad_out, self.weight.data) if need_input_grad else None
+        return matmul(grad_out, self.weight.data) if need_input_grad else None
