@@ -224,6 +224,27 @@ def maxpool_backward_nhwc(dy, arg, kh, kw, sh, sw, ph, pw, dx):
     return dx
 
 
+@njit(**_OPTS)
+def maxpool_backward_tiled_nhwc(dy, arg, kh, kw, dx):
+    """The same for windows that tile the input (stride = kernel, no padding) as one gather pass: each input cell
+    takes its window's gradient when it is that window's ``arg`` cell, else 0 (no zero-fill pass first)."""
+    n, h, w, c = dx.shape
+    ho, wo = dy.shape[1], dy.shape[2]
+    for b in range(n):
+        for hh in range(h):
+            r, i = hh // kh, hh % kh
+            for ww in range(w):
+                s, j = ww // kw, ww % kw
+                if r >= ho or s >= wo:
+                    for ch in range(c):
+                        dx[b, hh, ww, ch] = 0
+                    continue
+                a = i * kw + j
+                for ch in range(c):
+                    dx[b, hh, ww, ch] = dy[b, r, s, ch] if arg[b, r, s, ch] == a else 0
+    return dx
+
+
 # -- convolution blocks (serial: each call is one task of a thread pool) ---------------------------------
 @njit(**_OPTS)
 def im2col_block(x, n0, n1, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, cols):

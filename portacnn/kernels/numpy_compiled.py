@@ -242,8 +242,13 @@ def maxpool2d_backward(saved, dy):
         dyv = dy.transpose([back.index(i) for i in range(4)])  # the forward's view order
         if not dyv.flags.c_contiguous:
             dyv = np.ascontiguousarray(dyv)
-    dx = np.zeros(arg.shape[:1] + (x_shape[2], x_shape[3]) + arg.shape[3:], dtype=dy.dtype)
-    _map(_k().maxpool_backward_nhwc, _chunks(dyv), (dyv, arg, kh, kw, sh, sw, ph, pw, dx), {0, 1, 8})
+    shape = arg.shape[:1] + (x_shape[2], x_shape[3]) + arg.shape[3:]
+    if (sh, sw) == (kh, kw) and (ph, pw) == (0, 0):  # the windows tile the input: one gather pass
+        dx = np.empty(shape, dtype=dy.dtype)
+        _map(_k().maxpool_backward_tiled_nhwc, _chunks(dyv), (dyv, arg, kh, kw, dx), {0, 1, 4})
+    else:
+        dx = np.zeros(shape, dtype=dy.dtype)
+        _map(_k().maxpool_backward_nhwc, _chunks(dyv), (dyv, arg, kh, kw, sh, sw, ph, pw, dx), {0, 1, 8})
     return _pool_back(dx, back, x_shape)
 
 
@@ -323,7 +328,7 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), 
             np.maximum(out, 0, out=out)
 
     run_tasks(task, len(blocks))
-    return y.transpose(0, 3, 1, 2), ("blocks", (xl, x.shape, geo, blocks))
+    return y.transpose(0, 3, 1, 2), ("blocks", (xl, x.shape, geo, blocks, b is not None))
 
 
 @register("numpy", "conv2d_backward", when=compiled.usable)
@@ -336,7 +341,7 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
         from .conv import _generic_backward
 
         return _generic_backward(saved, w, grad_out, need_input_grad)
-    xl, x_shape, geo, blocks = saved
+    xl, x_shape, geo, blocks, biased = saved
     kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
     n, c, h, wd = x_shape
     o = w.shape[0]
@@ -354,7 +359,8 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
         k.im2col_block(xl, a, e, *geo, cols)
         dy = dyl[rows]
         np.matmul(dy.T, cols, out=parts[t])
-        np.sum(dy, axis=0, out=bias_parts[t])
+        if biased:  # the bias gradient only for a biased conv (None otherwise: the layer has no bias to fill)
+            np.sum(dy, axis=0, out=bias_parts[t])
         if need_input_grad:
             np.matmul(dy, wm, out=cols)  # the column gradient, in the same buffer
             k.col2im_block(cols, a, e, *geo, dxl)
@@ -362,7 +368,7 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     run_tasks(task, len(blocks))
     dwm = parts[0] if len(blocks) == 1 else _ordered_sum(parts)
     dw = np.ascontiguousarray(dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
-    db = bias_parts[0] if len(blocks) == 1 else _ordered_sum(bias_parts)
+    db = None if not biased else bias_parts[0] if len(blocks) == 1 else _ordered_sum(bias_parts)
     return (None if dxl is None else dxl.transpose(0, 3, 1, 2)), dw, db
 
 
