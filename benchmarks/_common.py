@@ -179,8 +179,13 @@ def versions() -> dict:
 
 
 def machine() -> dict:
+    """The CPU, and the load average when the run started (a figure measured under load is void)."""
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        load = None
     return {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-            "hostname_hash": hash(platform.node()) & 0xFFFF}
+            "hostname_hash": hash(platform.node()) & 0xFFFF, "load_average_1_5_15min": load}
 
 
 def git_rev() -> str | None:

@@ -221,7 +221,8 @@ def markdown(result) -> str:
     lines = [f"## CPU throughput ({h['date'][:10]})", "",
              f"Machine: {h['machine']['cpu_model']}, {h['machine']['logical_cpus']} logical CPUs. "
              f"NumPy {h['versions'].get('numpy')} ({h['versions'].get('numpy_blas')}), PyTorch {h['versions'].get('torch')}, "
-             f"portacnn {h['versions'].get('portacnn')} (git {h['git']}). Data: {h['data']}. float32.", "",
+             f"portacnn {h['versions'].get('portacnn')} (git {h['git']}), kernels: {h.get('kernels')}. Data: {h['data']}. "
+             f"float32. Load average at the start (1/5/15 min): {h['machine'].get('load_average_1_5_15min')}.", "",
              "Images/s (median of the repeats; a full pass over the same images each), and the ratio "
              "portacnn / PyTorch (median of per-repeat ratios of back-to-back passes; > 1 means portacnn is faster). "
              "Target = the issue's goal for that ratio at batch 128. Shards = the threads portacnn split each "
@@ -297,6 +298,9 @@ def main(argv=None):
                         "cpu_smoke" if args.smoke else "cpu_quick" if args.quick else "cpu_latest")
     t0 = time.time()
     result = C.header("throughput", args)
+    import portacnn.kernels
+
+    result["kernels"] = portacnn.kernels.status()
     runs = []
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
     for t in [int(s) for s in args.threads.split(",")]:

@@ -71,3 +71,11 @@ def test_tutorial_baseline_smoke(tmp_path):
     d = run("tutorial_baseline.py", tmp_path=tmp_path)
     assert d["loop_images_per_s"] > 0
     assert d["portacnn_numpy_seed_cnn_train_images_per_s"]["median"] > 0
+
+
+def test_bench_kernels_smoke(tmp_path):
+    d = run("bench_kernels.py", tmp_path=tmp_path)
+    assert {c["kernel"] for c in d["cases"]} >= {"conv 32->32 3x3 @28", "batchnorm 32 @28", "maxpool 2 on 32 @28"}
+    for c in d["cases"]:
+        assert c["compiled_ms"] > 0 and c["portable_ms"] > 0
+    assert set(d["compile"]) == {"first_process_s", "second_process_s", "portable_s"}

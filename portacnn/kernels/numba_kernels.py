@@ -341,10 +341,10 @@ def col2im_nhwc(cols, kh, kw, sh, sw, dh, dw, ho, wo, out):
 
 
 @njit(**_OPTS)
-def im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, cols):
-    """cols (C*kh*kw, Ho*Wo*N) from batch-last xc (C, Hp, Wp, N): row c*kh*kw + i*kw + j."""
+def im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, t0, t1, cols):
+    """Rows t0..t1 of cols (C*kh*kw, Ho*Wo*N) from batch-last xc (C, Hp, Wp, N): row c*kh*kw + i*kw + j."""
     c, _, _, n = xc.shape
-    for t in range(c * kh * kw):
+    for t in range(t0, t1):
         ch, i, j = t // (kh * kw), (t // kw) % kh, t % kw
         for r in range(ho):
             for s in range(wo):
@@ -356,10 +356,11 @@ def im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, cols):
 
 
 @njit(**_OPTS)
-def col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, out):
-    """Adjoint of :func:`im2col_chwn` as a gather into out (C, Hp, Wp, N), offsets in (i, j) order."""
+def col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, t0, t1, out):
+    """Adjoint of :func:`im2col_chwn` as a gather into rows t0..t1 of out (C, Hp, Wp, N) seen as (C*Hp, Wp, N),
+    offsets in (i, j) order (the portable slice-add order)."""
     c, hp, wp, n = out.shape
-    for t in range(c * hp):
+    for t in range(t0, t1):
         ch, hh = t // hp, t % hp
         for ww in range(wp):
             for b in range(n):

@@ -252,6 +252,39 @@ def maxpool2d_backward(saved, dy):
     return _pool_back(dx, back, x_shape)
 
 
+# -- batch-last windows (the generic kernel's narrow convolutions) -----------------------------------------
+def _spans(count, per):
+    return [(a, min(count, a + per)) for a in range(0, count, per)]
+
+
+@register("numpy", "im2col_chwn", when=compiled.usable)
+def im2col_chwn(xcpad, kernel, stride, out_hw, dilation=(1, 1)):
+    """One pass over each row of columns, rows split across the kernel threads."""
+    from ..backend.cpu import run_tasks
+
+    (kh, kw), (sh, sw), (ho, wo), (dh, dw) = kernel, stride, out_hw, dilation
+    c, n = xcpad.shape[0], xcpad.shape[3]
+    xc = np.ascontiguousarray(xcpad)
+    cols = np.empty((c * kh * kw, ho * wo * n), dtype=xc.dtype)
+    spans = _spans(c * kh * kw, max(1, CHUNK_ELEMENTS // max(1, ho * wo * n)))
+    run_tasks(lambda t: _k().im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, *spans[t], cols), len(spans))
+    return cols
+
+
+@register("numpy", "col2im_chwn", when=compiled.usable)
+def col2im_chwn(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
+    """The adjoint as a gather (no zero fill, no write conflicts), rows of the output split across threads."""
+    from ..backend.cpu import run_tasks
+
+    (kh, kw), (sh, sw), (ho, wo), (dh, dw) = kernel, stride, out_hw, dilation
+    c, hp, wp, n = padded_shape
+    cols = np.ascontiguousarray(cols)
+    out = np.empty(padded_shape, dtype=cols.dtype)
+    spans = _spans(c * hp, max(1, CHUNK_ELEMENTS // max(1, wp * n)))
+    run_tasks(lambda t: _k().col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, *spans[t], out), len(spans))
+    return out
+
+
 # -- convolution, channels-last, in cache-sized blocks of images on every core ---------------------------------
 #: bytes of columns one task makes and multiplies while they sit in its core's cache
 CONV_BLOCK_BYTES = 1 << 20
