@@ -379,3 +379,31 @@ def col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, t0, t1, out):
                     for b in range(n):
                         out[ch, hh, ww, b] += cols[row, base + b]
     return out
+
+
+# -- optimizer -------------------------------------------------------------------------------------------
+@njit(**_OPTS)
+def adam_update(w, g, m, v, b1, omb1, b2, omb2, c2, eps, step, wd, mode):
+    """One Adam/AdamW step over flat arrays, in one pass, with the operations of the portable update in its
+    order and in the arrays' dtype (the scalars arrive cast to it): mode 1 adds ``wd * w`` to the gradient
+    (Adam's L2), mode 2 first scales ``w`` by ``wd`` (AdamW's decoupled factor 1 - lr * weight_decay)."""
+    for i in range(w.shape[0]):
+        gi = g[i]
+        if mode == 1:
+            gi = gi + wd * w[i]
+        elif mode == 2:
+            w[i] = w[i] * wd
+        mi = m[i] * b1
+        mi = mi + omb1 * gi
+        g2 = gi * gi
+        g2 = g2 * omb2
+        vi = v[i] * b2
+        vi = vi + g2
+        m[i] = mi
+        v[i] = vi
+        d = np.sqrt(vi)
+        d = d / c2
+        d = d + eps
+        u = mi / d
+        u = u * step
+        w[i] = w[i] - u

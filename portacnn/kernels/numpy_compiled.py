@@ -18,6 +18,8 @@ Primitives (the contracts the layers rely on; the torch backend registers the sa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import compiled
@@ -250,6 +252,21 @@ def maxpool2d_backward(saved, dy):
         dx = np.zeros(shape, dtype=dy.dtype)
         _map(_k().maxpool_backward_nhwc, _chunks(dyv), (dyv, arg, kh, kw, sh, sw, ph, pw, dx), {0, 1, 8})
     return _pool_back(dx, back, x_shape)
+
+
+# -- optimizer -----------------------------------------------------------------------------------------------
+@register("numpy", "adam_update", when=compiled.usable)
+def adam_update(w, g, m, v, t, lr, b1, b2, eps, weight_decay, decoupled):
+    """Adam/AdamW's update of ``w``, ``m`` and ``v`` in place, one pass (the portable update makes ten); the same
+    float operations in the same order, so the same bits."""
+    if not (w.flags.c_contiguous and g.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
+        return False
+    dt = w.dtype.type
+    mode = 0 if not weight_decay else 2 if decoupled else 1
+    wd = dt(1.0 - lr * weight_decay) if mode == 2 else dt(weight_decay)
+    _k().adam_update(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), dt(b1), dt(1.0 - b1), dt(b2),
+                     dt(1.0 - b2), dt(math.sqrt(1.0 - b2**t)), dt(eps), dt(lr / (1.0 - b1**t)), wd, mode)
+    return True
 
 
 # -- batch-last windows (the generic kernel's narrow convolutions) -----------------------------------------

@@ -22,6 +22,7 @@ import math
 
 from array_api_compat import array_namespace
 
+from ..kernels import fast_path
 from . import lr_scheduler
 
 
@@ -250,14 +251,18 @@ class Adam(Optimizer):
         xp = array_namespace(p.data)
         lr, (b1, b2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         g = p.grad
+        if "m" not in state:
+            state["m"] = xp.zeros_like(p.data)
+            state["v"] = xp.zeros_like(p.data)
+        fast = fast_path(p.data, "adam_update")  # a backend's one-pass version (kernels/): the same operations
+        if fast is not None and fast(p.data, g, state["m"], state["v"], t, lr, b1, b2, eps, weight_decay,
+                                     self._decoupled):
+            return
         if weight_decay:
             if self._decoupled:
                 p.data *= 1.0 - lr * weight_decay
             else:
                 g = g + weight_decay * p.data
-        if "m" not in state:
-            state["m"] = xp.zeros_like(p.data)
-            state["v"] = xp.zeros_like(p.data)
         m, v = state["m"], state["v"]
         m *= b1
         m += (1.0 - b1) * g

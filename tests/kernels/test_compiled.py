@@ -256,3 +256,27 @@ def test_batch_last_windows_equal_the_portable_loops(geometry, monkeypatch):
     monkeypatch.setenv("PORTACNN_PORTABLE", "1")
     np.testing.assert_array_equal(cols_fast, windows.im2col_chwn(xc, kernel, stride, out_hw, dilation))
     np.testing.assert_array_equal(back_fast, windows.col2im_chwn(dcols, xc.shape, kernel, stride, out_hw, dilation))
+
+
+@pytest.mark.parametrize("cls, weight_decay", [("Adam", 0.0), ("Adam", 0.05), ("AdamW", 0.05)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_adam_update_in_one_pass_gives_the_same_bits(cls, weight_decay, dtype, monkeypatch):
+    """The fused update makes the portable update's float operations in its order, in the array's dtype."""
+    from portacnn.layers import Parameter
+
+    rng = np.random.default_rng(5)
+    results = []
+    for portable in ("0", "1"):
+        monkeypatch.setenv("PORTACNN_PORTABLE", portable)
+        rng = np.random.default_rng(5)  # the same numbers for both runs
+        params = [Parameter("w", rng.standard_normal((7, 5)).astype(dtype)), Parameter("b", rng.standard_normal(9).astype(dtype))]
+        opt = getattr(pc.optim, cls)(params, lr=3e-3, weight_decay=weight_decay)
+        for step in range(4):
+            for p in params:
+                p.grad = rng.standard_normal(p.data.shape).astype(dtype) * (step + 1)
+            opt.step()
+        results.append([p.data.copy() for p in params] + [s for st in opt.state.values() for s in st.values()]
+                       if hasattr(opt, "state") else [p.data.copy() for p in params])
+    for a, b in zip(results[0], results[1]):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(a, b)
