@@ -407,3 +407,90 @@ def adam_update(w, g, m, v, b1, omb1, b2, omb2, c2, eps, step, wd, mode):
         u = mi / d
         u = u * step
         w[i] = w[i] - u
+
+
+# -- narrow convolutions on batch-last arrays, vectorised over the batch ---------------------------------------
+@njit(**_OPTS)
+def conv_chwn(x, w, b, sh, sw, dh, dw, pt, pl, t0, t1, y):
+    """Rows t0..t1 (o*Ho + r) of y (O, Ho, Wo, N) = b + sum over (c, i, j) of w[o, c, i, j] times the batch-last
+    input x (C, H, W, N) at the tap, padding read as 0; the innermost loop runs over the N images."""
+    c_in, h, wd, n = x.shape
+    _, _, kh, kw = w.shape
+    _, ho, wo, _ = y.shape
+    for t in range(t0, t1):
+        o, r = t // ho, t % ho
+        for s in range(wo):
+            for q in range(n):
+                y[o, r, s, q] = b[o]
+            for c in range(c_in):
+                for i in range(kh):
+                    hh = r * sh + i * dh - pt
+                    if hh < 0 or hh >= h:
+                        continue
+                    for j in range(kw):
+                        ww = s * sw + j * dw - pl
+                        if ww < 0 or ww >= wd:
+                            continue
+                        wv = w[o, c, i, j]
+                        for q in range(n):
+                            y[o, r, s, q] += wv * x[c, hh, ww, q]
+    return y
+
+
+@njit(**_OPTS)
+def conv_chwn_dw(x, dy, kh, kw, sh, sw, dh, dw, pt, pl, t0, t1, out):
+    """out[o, c, i, j] for the pairs t = o*C + c in t0..t1: the sum over output pixels and images of dy times the
+    input at the tap (per image a float32 partial over the pixels, the N partials then added in float64)."""
+    c_in, h, wd, n = x.shape
+    _, ho, wo, _ = dy.shape
+    acc = np.empty(n, dtype=x.dtype)
+    for t in range(t0, t1):
+        o, c = t // c_in, t % c_in
+        for i in range(kh):
+            for j in range(kw):
+                for q in range(n):
+                    acc[q] = 0
+                for r in range(ho):
+                    hh = r * sh + i * dh - pt
+                    if hh < 0 or hh >= h:
+                        continue
+                    for s in range(wo):
+                        ww = s * sw + j * dw - pl
+                        if ww < 0 or ww >= wd:
+                            continue
+                        for q in range(n):
+                            acc[q] += dy[o, r, s, q] * x[c, hh, ww, q]
+                total = 0.0
+                for q in range(n):
+                    total += np.float64(acc[q])
+                out[o, c, i, j] = total
+    return out
+
+
+@njit(**_OPTS)
+def conv_chwn_dx(dy, w, sh, sw, dh, dw, pt, pl, t0, t1, dx):
+    """Rows t0..t1 (c*H + h) of dx (C, H, W, N): for each input cell the sum over (o, i, j) of w[o, c, i, j] times
+    dy at the output pixel whose tap (i, j) read it; the innermost loop runs over the N images."""
+    o_n, ho, wo, n = dy.shape
+    _, _, kh, kw = w.shape
+    _, h, wd, _ = dx.shape
+    for t in range(t0, t1):
+        c, hh = t // h, t % h
+        for ww in range(wd):
+            for q in range(n):
+                dx[c, hh, ww, q] = 0
+            for o in range(o_n):
+                for i in range(kh):
+                    rr = hh + pt - i * dh
+                    if rr < 0 or rr % sh != 0 or rr // sh >= ho:
+                        continue
+                    r = rr // sh
+                    for j in range(kw):
+                        ss = ww + pl - j * dw
+                        if ss < 0 or ss % sw != 0 or ss // sw >= wo:
+                            continue
+                        wv = w[o, c, i, j]
+                        s = ss // sw
+                        for q in range(n):
+                            dx[c, hh, ww, q] += wv * dy[o, r, s, q]
+    return dx

@@ -305,8 +305,10 @@ def col2im_chwn(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
 # -- convolution, channels-last, in cache-sized blocks of images on every core ---------------------------------
 #: bytes of columns one task makes and multiplies while they sit in its core's cache
 CONV_BLOCK_BYTES = 1 << 20
-#: convolutions with fewer outputs than this run the generic kernel (:mod:`.conv`, batch-last layout)
-NARROW_BELOW = 32
+#: convolutions with at most this many multiply-adds per output pixel (taps x input channels x outputs) run as
+#: direct loops vectorised over the batch (the tutorial net's 1 -> 2 and LeNet-5's 1 -> 6 5x5 convs): too
+#: little work per pixel for a GEMM to pay for its columns; the others as blocks of columns and GEMMs
+DIRECT_MAX_WORK = 256
 
 
 def _channels_last(x):
@@ -349,11 +351,18 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), 
     geo = _geometry(x.shape, w.shape, stride, padding, out_hw, dilation)
     kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
     kk = kh * kw * c
-    if o < NARROW_BELOW:  # narrow convs: the generic kernel's batch-last layout (one short, wide GEMM)
-        from .conv import _generic_forward
+    if kk * o <= DIRECT_MAX_WORK:  # tiny convs: direct loops on batch-last arrays, vectorised over the images
+        from ..backend.cpu import run_tasks as run
 
-        y, saved = _generic_forward(x, w, b, stride, padding, out_hw, training, dilation)
-        return (relu_forward(y) if relu else y), ("generic", saved)
+        xc = _batch_last(x)
+        y = np.empty((o, ho, wo, n), dtype=x.dtype)
+        bias = np.zeros(o, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
+        spans = _spans(o * ho, max(1, CHUNK_ELEMENTS // max(1, wo * n * kk)))
+        wc = np.ascontiguousarray(w)
+        run(lambda t: k.conv_chwn(xc, wc, bias, *geo[2:8], *spans[t], y), len(spans))
+        y = y.transpose(3, 0, 1, 2)
+        saved = (x, xc, stride, padding, out_hw, dilation, geo, b is not None)  # what _narrow_backward needs
+        return (relu_forward(y) if relu else y), ("narrow", saved)
     xl = _channels_last(x)
     wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kk, o))  # (K, O), K in (i, j, c) order
     y = np.empty((n, ho, wo, o), dtype=x.dtype)
@@ -387,10 +396,8 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
 
     kind, saved = saved
     k = _k()
-    if kind == "generic":
-        from .conv import _generic_backward
-
-        return _generic_backward(saved, w, grad_out, need_input_grad)
+    if kind == "narrow":
+        return _narrow_backward(saved, w, grad_out, need_input_grad)
     xl, x_shape, geo, blocks, biased = saved
     kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
     n, c, h, wd = x_shape
@@ -420,6 +427,33 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     dw = np.ascontiguousarray(dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     db = None if not biased else bias_parts[0] if len(blocks) == 1 else _ordered_sum(bias_parts)
     return (None if dxl is None else dxl.transpose(0, 3, 1, 2)), dw, db
+
+
+def _batch_last(x):
+    """x (N, C, H, W) as a contiguous (C, H, W, N) array (a view for batch-last activations)."""
+    xc = x.transpose(1, 2, 3, 0)
+    return xc if xc.flags.c_contiguous else np.ascontiguousarray(xc)
+
+
+def _narrow_backward(saved, w, grad_out, need_input_grad):
+    from ..backend.cpu import run_tasks
+
+    x, xc, stride, padding, out_hw, dilation, geo, biased = saved
+    o, c, kh, kw = w.shape
+    k = _k()
+    dyc = _batch_last(grad_out)  # (O, Ho, Wo, N)
+    dw64 = np.empty(w.shape, dtype=np.float64)
+    run_tasks(lambda t: k.conv_chwn_dw(xc, dyc, kh, kw, *geo[2:8], t, t + 1, dw64), o * c)
+    dw = dw64.astype(w.dtype)
+    db = dyc.reshape(o, -1).sum(axis=1) if biased else None
+    if not need_input_grad:
+        return None, dw, db
+    n, _, h, wd = x.shape
+    dx = np.empty((c, h, wd, n), dtype=grad_out.dtype)
+    spans = _spans(c * h, max(1, CHUNK_ELEMENTS // max(1, wd * n * o * kh * kw)))
+    wc = np.ascontiguousarray(w)
+    run_tasks(lambda t: k.conv_chwn_dx(dyc, wc, *geo[2:8], *spans[t], dx), len(spans))
+    return dx.transpose(3, 0, 1, 2), dw, db
 
 
 def _ordered_sum(parts):
