@@ -22,41 +22,17 @@ from numba import njit
 _OPTS = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 
+@njit(**_OPTS)
+def tap_source(pos, offset, stride, count):
+    """The output index whose window tap at ``offset`` reads padded position ``pos`` along one axis
+    (``index * stride + offset == pos``), or -1 when none of the ``count`` outputs does."""
+    d = pos - offset
+    if d < 0 or d % stride != 0 or d // stride >= count:
+        return -1
+    return d // stride
+
+
 # -- BatchNorm -------------------------------------------------------------------------------------------
-@njit(**_OPTS)
-def sums_rows(a, b):
-    """Per channel of rows (R, C): ``(sum a, sum a*b)`` in float64 (``b`` may be ``a``: then sum of squares),
-    rows in order (the inner loop runs over the contiguous channels)."""
-    r, c = a.shape
-    s1 = np.zeros(c, dtype=np.float64)
-    s2 = np.zeros(c, dtype=np.float64)
-    for i in range(r):
-        for j in range(c):
-            v = np.float64(a[i, j])
-            s1[j] += v
-            s2[j] += v * np.float64(b[i, j])
-    return s1, s2
-
-
-@njit(**_OPTS)
-def sums_planes(a, b):
-    """Per channel of planes (A, C, B): ``(sum a, sum a*b)`` in float64, channel by channel."""
-    na, c, nb = a.shape
-    s1 = np.zeros(c, dtype=np.float64)
-    s2 = np.zeros(c, dtype=np.float64)
-    for j in range(c):
-        t1 = 0.0
-        t2 = 0.0
-        for i in range(na):
-            for k in range(nb):
-                v = np.float64(a[i, j, k])
-                t1 += v
-                t2 += v * np.float64(b[i, j, k])
-        s1[j] = t1
-        s2[j] = t2
-    return s1, s2
-
-
 @njit(**_OPTS)
 def affine_rows(x, scale, shift, relu, out):
     """``out = x * scale + shift`` per channel of rows (R, C); then ``max(., 0)`` when ``relu``."""
@@ -81,10 +57,10 @@ def affine_planes(x, scale, shift, relu, out):
 
 
 @njit(**_OPTS)
-def bn_backward_sums_rows(dy, x, relu, scale, shift):
-    """Per channel of rows: ``(sum g, sum g*x)`` in float64, g = dy, or when ``relu`` (a ReLU fused after the
-    BatchNorm) ``dy * [not y <= 0]`` with its output y = x * scale + shift recomputed exactly as the forward
-    pass computed it (cheaper than reading y back)."""
+def sums_rows(dy, x, relu, scale, shift):
+    """Per channel of rows (R, C): ``(sum g, sum g*x)`` in float64, rows in order. g = dy, or when ``relu`` (a ReLU
+    fused after the BatchNorm) ``dy * [not y <= 0]`` with its output y = x * scale + shift recomputed exactly as
+    the forward pass computed it (cheaper than reading y back). The forward statistics are ``sums(x, x)``."""
     r, c = x.shape
     s1 = np.zeros(c, dtype=np.float64)
     s2 = np.zeros(c, dtype=np.float64)
@@ -100,7 +76,8 @@ def bn_backward_sums_rows(dy, x, relu, scale, shift):
 
 
 @njit(**_OPTS)
-def bn_backward_sums_planes(dy, x, relu, scale, shift):
+def sums_planes(dy, x, relu, scale, shift):
+    """The same per channel of planes (A, C, B), channel by channel."""
     na, c, nb = x.shape
     s1 = np.zeros(c, dtype=np.float64)
     s2 = np.zeros(c, dtype=np.float64)
@@ -124,7 +101,7 @@ def bn_backward_sums_planes(dy, x, relu, scale, shift):
 @njit(**_OPTS)
 def bn_dx_rows(dy, x, relu, scale, shift, a, mdb, mean, k, out):
     """BatchNorm's training input gradient per channel of rows: ``a * (g - mdb - (x - mean) * k)``, g as in
-    :func:`bn_backward_sums_rows`."""
+    :func:`sums_rows`."""
     r, c = x.shape
     for i in range(r):
         for j in range(c):
@@ -180,7 +157,7 @@ def maxpool_nhwc(x, kh, kw, sh, sw, ph, pw, y, arg):
             for ch in range(c):
                 y[b, r, s, ch] = -np.inf
                 arg[b, r, s, ch] = -1
-            for i in range(kh):  # the maximum, channels innermost (contiguous)
+            for i in range(kh):  # one scan, channels innermost (contiguous)
                 hh = r * sh + i - ph
                 if hh < 0 or hh >= h:
                     continue
@@ -191,22 +168,13 @@ def maxpool_nhwc(x, kh, kw, sh, sw, ph, pw, y, arg):
                     for ch in range(c):
                         v = x[b, hh, ww, ch]
                         m = y[b, r, s, ch]
-                        if v > m or (v != v and m == m) or arg[b, r, s, ch] == -1:
+                        # a strictly larger value, the first real cell, or the first NaN takes the window
+                        if v > m or arg[b, r, s, ch] == -1 or (v != v and m == m):
                             y[b, r, s, ch] = v
-                            arg[b, r, s, ch] = 0  # seen a real cell
-            for ch in range(c):
-                arg[b, r, s, ch] = -1
-            for i in range(kh):  # the first cell equal to it
-                hh = r * sh + i - ph
-                if hh < 0 or hh >= h:
-                    continue
-                for j in range(kw):
-                    ww = s * sw + j - pw
-                    if ww < 0 or ww >= w:
-                        continue
-                    for ch in range(c):
-                        if arg[b, r, s, ch] == -1 and x[b, hh, ww, ch] == y[b, r, s, ch]:
                             arg[b, r, s, ch] = i * kw + j
+            for ch in range(c):  # a NaN maximum equals no cell: its gradient reaches none (the portable rule)
+                if y[b, r, s, ch] != y[b, r, s, ch]:
+                    arg[b, r, s, ch] = -1
     return y
 
 
@@ -281,15 +249,14 @@ def col2im_block(cols, n0, n1, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, dx):
                 for ch in range(c):
                     dx[b, hh, ww, ch] = 0
                 for i in range(kh):
-                    rr = hh + pt - i * dh
-                    if rr < 0 or rr % sh != 0 or rr // sh >= ho:
+                    r = tap_source(hh + pt, i * dh, sh, ho)
+                    if r < 0:
                         continue
-                    r = rr // sh
                     for j in range(kw):
-                        ss = ww + pl - j * dw
-                        if ss < 0 or ss % sw != 0 or ss // sw >= wo:
+                        s = tap_source(ww + pl, j * dw, sw, wo)
+                        if s < 0:
                             continue
-                        row = ((b - n0) * ho + r) * wo + ss // sw
+                        row = ((b - n0) * ho + r) * wo + s
                         base = (i * kw + j) * c
                         for ch in range(c):
                             dx[b, hh, ww, ch] += cols[row, base + ch]
@@ -297,49 +264,6 @@ def col2im_block(cols, n0, n1, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, dx):
 
 
 # -- im2col / col2im -------------------------------------------------------------------------------------
-@njit(**_OPTS)
-def im2col_nhwc(xh, kh, kw, sh, sw, dh, dw, ho, wo, cols):
-    """cols (N*Ho*Wo, kh*kw*C): row (n, r, s) holds the window of output pixel (n, r, s), column (i*kw+j)*C+c."""
-    n, _, _, c = xh.shape
-    for t in range(n * ho):
-        b, r = t // ho, t % ho
-        for s in range(wo):
-            row = t * wo + s
-            for i in range(kh):
-                for j in range(kw):
-                    base = (i * kw + j) * c
-                    hh, ww = r * sh + i * dh, s * sw + j * dw
-                    for ch in range(c):
-                        cols[row, base + ch] = xh[b, hh, ww, ch]
-    return cols
-
-
-@njit(**_OPTS)
-def col2im_nhwc(cols, kh, kw, sh, sw, dh, dw, ho, wo, out):
-    """Adjoint of :func:`im2col_nhwc` as a gather: out (N, Hp, Wp, C) cell (n, h, w) sums the columns of every
-    (output pixel, offset) that read it, offsets in (i, j) order (the portable slice-add order)."""
-    n, hp, wp, c = out.shape
-    for t in range(n * hp):
-        b, hh = t // hp, t % hp
-        for ww in range(wp):
-            for ch in range(c):
-                out[b, hh, ww, ch] = 0
-            for i in range(kh):
-                rr = hh - i * dh
-                if rr < 0 or rr % sh != 0 or rr // sh >= ho:
-                    continue
-                r = rr // sh
-                for j in range(kw):
-                    ss = ww - j * dw
-                    if ss < 0 or ss % sw != 0 or ss // sw >= wo:
-                        continue
-                    row = (b * ho + r) * wo + ss // sw
-                    base = (i * kw + j) * c
-                    for ch in range(c):
-                        out[b, hh, ww, ch] += cols[row, base + ch]
-    return out
-
-
 @njit(**_OPTS)
 def im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, t0, t1, cols):
     """Rows t0..t1 of cols (C*kh*kw, Ho*Wo*N) from batch-last xc (C, Hp, Wp, N): row c*kh*kw + i*kw + j."""
@@ -366,16 +290,15 @@ def col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, t0, t1, out):
             for b in range(n):
                 out[ch, hh, ww, b] = 0
             for i in range(kh):
-                rr = hh - i * dh
-                if rr < 0 or rr % sh != 0 or rr // sh >= ho:
+                r = tap_source(hh, i * dh, sh, ho)
+                if r < 0:
                     continue
-                r = rr // sh
                 for j in range(kw):
-                    ss = ww - j * dw
-                    if ss < 0 or ss % sw != 0 or ss // sw >= wo:
+                    s = tap_source(ww, j * dw, sw, wo)
+                    if s < 0:
                         continue
                     row = (ch * kh + i) * kw + j
-                    base = (r * wo + ss // sw) * n
+                    base = (r * wo + s) * n
                     for b in range(n):
                         out[ch, hh, ww, b] += cols[row, base + b]
     return out
@@ -481,16 +404,14 @@ def conv_chwn_dx(dy, w, sh, sw, dh, dw, pt, pl, t0, t1, dx):
                 dx[c, hh, ww, q] = 0
             for o in range(o_n):
                 for i in range(kh):
-                    rr = hh + pt - i * dh
-                    if rr < 0 or rr % sh != 0 or rr // sh >= ho:
+                    r = tap_source(hh + pt, i * dh, sh, ho)
+                    if r < 0:
                         continue
-                    r = rr // sh
                     for j in range(kw):
-                        ss = ww + pl - j * dw
-                        if ss < 0 or ss % sw != 0 or ss // sw >= wo:
+                        s = tap_source(ww + pl, j * dw, sw, wo)
+                        if s < 0:
                             continue
                         wv = w[o, c, i, j]
-                        s = ss // sw
                         for q in range(n):
                             dx[c, hh, ww, q] += wv * dy[o, r, s, q]
     return dx

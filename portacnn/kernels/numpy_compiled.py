@@ -13,7 +13,9 @@ Primitives (the contracts the layers rely on; the torch backend registers the sa
 - ``relu_forward(x) -> y`` and ``relu_backward(y, dy) -> dx``;
 - ``maxpool2d_forward(x, kernel, stride, padding, out_hw) -> (y, saved)`` and
   ``maxpool2d_backward(saved, dy) -> dx``;
-- ``im2col_nhwc`` and the two col2im layouts as one pass each (gathers: no write conflicts between threads).
+- ``conv2d_forward`` / ``conv2d_backward``: blocks of images made into columns and multiplied in cache on every
+  core; tiny convs as direct loops vectorised over the batch;
+- ``adam_update``: Adam/AdamW in one pass; ``im2col_chwn`` / ``col2im_chwn`` for the generic kernel's layout.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def batchnorm_forward_train(x, w, b, eps, relu=False):
     rows = kind == "rows"
     m = xv.size // xv.shape[1]
     chunks = _chunks(xv)
-    s1, s2 = _reduce(k.sums_rows if rows else k.sums_planes, chunks, (xv, xv), {0, 1})
+    none = np.zeros(xv.shape[1], dtype=x.dtype)  # no ReLU mask: (sum x, sum x*x)
+    s1, s2 = _reduce(k.sums_rows if rows else k.sums_planes, chunks, (xv, xv, False, none, none), {0, 1})
     mean64 = s1 / m
     var64 = np.maximum(s2 / m - mean64 * mean64, 0.0)
     invstd64 = 1.0 / np.sqrt(var64 + eps)
@@ -153,7 +156,7 @@ def batchnorm_backward_train(saved, w, dy, need_input_grad):
     rows = kind == "rows"
     dyv = _same_view(kind, xv, dy)
     # a fused ReLU's mask is applied to dy inside both passes, recomputed from x (no read of its output)
-    sdy, sdyx = _reduce(k.bn_backward_sums_rows if rows else k.bn_backward_sums_planes, chunks,
+    sdy, sdyx = _reduce(k.sums_rows if rows else k.sums_planes, chunks,
                         (dyv, xv, relu, scale, shift), {0, 1})
     db64 = sdy
     dw64 = (sdyx - mean64 * sdy) * invstd64
