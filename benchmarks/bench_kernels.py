@@ -2,7 +2,8 @@
 
 For every layer kind the step uses, one forward (training) and one backward pass of a single layer are timed
 with the compiled kernels on and with ``PORTACNN_COMPILED=0`` (the layers' portable math, or for convolutions
-the generic layout kernel that NumPy ran before), alternating, median of ``--repeats``; activations come in
+the generic layout kernel that NumPy ran before), alternating with a pause before each pass (OpenBLAS's threads
+spin for ~0.1 s after a call), median of ``--repeats``; activations come in
 the channels-last memory order the network produces. Also reported: the one-time compile cost (numba, first
 call of every kernel in a fresh process, with an empty cache) and the time to load them from the disk cache
 in a second process.
@@ -70,6 +71,7 @@ def time_cases(repeats, smoke) -> list[dict]:
         for rep in range(repeats + 1):
             for mode in ("compiled", "portable") if rep % 2 == 0 else ("portable", "compiled"):
                 os.environ["PORTACNN_COMPILED"] = "1" if mode == "compiled" else "0"
+                C.settle()  # the other mode's BLAS threads stop spinning first
                 t0 = C.now()
                 model.forward(x, training=True)
                 model.backward(dy, input_grad=True)

@@ -104,7 +104,7 @@ def main(argv=None):
     rows = []
     if path.exists():
         tp = json.loads(path.read_text())
-        result["throughput_source"] = str(path)
+        result["throughput_source"] = path.name  # the file name only: no machine paths in results
         for cell in tp.get("cells", []):
             if cell.get("note") or cell["batch"] != 128 or cell["threads"] not in limits:
                 continue

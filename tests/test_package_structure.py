@@ -8,7 +8,10 @@ from pathlib import Path
 import portacnn
 
 PACKAGE = Path(portacnn.__file__).resolve().parent
-OPTIONAL = {"cupy", "torch", "dask", "distributed", "matplotlib", "array_api_strict", "onnx", "onnxruntime", "mpi4py"}
+OPTIONAL = {"cupy", "torch", "dask", "distributed", "matplotlib", "array_api_strict", "onnx", "onnxruntime", "mpi4py",
+            "numba"}
+#: modules that are themselves imported only when first used, and so may import their library at the top
+LAZY_MODULES = {"portacnn.kernels.numba_kernels"}  # through kernels.compiled.kernels(), never at import
 
 
 def _modules():
@@ -78,10 +81,21 @@ def test_no_import_cycle_among_portacnn_modules():
 
 def test_optional_libraries_are_imported_only_when_used():
     for name, path, _ in _modules():
+        if name in LAZY_MODULES:
+            continue
         for node in _module_level_imports(path):
             roots = [a.name.split(".")[0] for a in node.names] if isinstance(node, ast.Import) else \
                 [(node.module or "").split(".")[0]] if node.level == 0 else []
             assert not OPTIONAL & set(roots), f"{name} imports {roots} at module level"
+
+
+def test_importing_portacnn_loads_no_compiler_and_no_optional_library():
+    import subprocess
+    import sys
+
+    code = "import sys, portacnn; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % sorted(OPTIONAL)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_layer_files_hold_no_measured_figures_or_speed_constants():

@@ -75,12 +75,19 @@ def compute_threads() -> int:
     return blas_threads()
 
 
-def run_tasks(task, count: int) -> None:
+#: work below which a kernel's tasks run on the calling thread (handing tasks to another thread and back costs
+#: tens of microseconds), counted in values an element-wise pass reads and writes (about a third of a
+#: nanosecond each on one core); callers count a GEMM's multiply-adds as 1/16 of that, a direct loop's as 1/4
+PARALLEL_MIN_WORK = 1 << 20
+
+
+def run_tasks(task, count: int, work: int | None = None, blas: bool = True) -> None:
     """``task(k)`` for k in 0..count-1, on :func:`compute_threads` threads with BLAS on one thread each (in
-    order on this thread when that is one). Each task must write only its own part of the results."""
+    order on this thread when that is one, or when ``work`` is under :data:`PARALLEL_MIN_WORK`). Each task must
+    write only its own part of the results. ``blas=False``: the tasks call no BLAS (its threads are left alone)."""
     global _POOL
     threads = min(compute_threads(), count)
-    if threads <= 1:
+    if threads <= 1 or (work is not None and work < PARALLEL_MIN_WORK):
         for k in range(count):
             task(k)
         return
@@ -88,7 +95,7 @@ def run_tasks(task, count: int) -> None:
         if _POOL is None or _POOL._max_workers < threads - 1:
             _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="portacnn-kernel")
         pool = _POOL
-    with one_blas_thread():
+    with one_blas_thread() if blas else contextlib.nullcontext():
         futures = [pool.submit(_run_share, task, k, count, threads) for k in range(1, threads)]
         try:
             _run_share(task, 0, count, threads)  # this thread takes the first share

@@ -27,6 +27,8 @@ def tap_source(pos, offset, stride, count):
     """The output index whose window tap at ``offset`` reads padded position ``pos`` along one axis
     (``index * stride + offset == pos``), or -1 when none of the ``count`` outputs does."""
     d = pos - offset
+    if stride == 1:  # no integer division (the common case, and the costly part of the general one)
+        return d if 0 <= d < count else -1
     if d < 0 or d % stride != 0 or d // stride >= count:
         return -1
     return d // stride

@@ -108,7 +108,7 @@ def _map(fn, chunks, args, sliced):
         a, b = chunks[t]
         results[t] = fn(*[v[a:b] if i in sliced else v for i, v in enumerate(args)])
 
-    run_tasks(task, len(chunks))
+    run_tasks(task, len(chunks), work=sum(args[i].size for i in sliced), blas=False)
     return results
 
 
@@ -287,7 +287,8 @@ def im2col_chwn(xcpad, kernel, stride, out_hw, dilation=(1, 1)):
     xc = np.ascontiguousarray(xcpad)
     cols = np.empty((c * kh * kw, ho * wo * n), dtype=xc.dtype)
     spans = _spans(c * kh * kw, max(1, CHUNK_ELEMENTS // max(1, ho * wo * n)))
-    run_tasks(lambda t: _k().im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, *spans[t], cols), len(spans))
+    run_tasks(lambda t: _k().im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, *spans[t], cols), len(spans),
+              work=2 * cols.size, blas=False)
     return cols
 
 
@@ -301,7 +302,8 @@ def col2im_chwn(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
     cols = np.ascontiguousarray(cols)
     out = np.empty(padded_shape, dtype=cols.dtype)
     spans = _spans(c * hp, max(1, CHUNK_ELEMENTS // max(1, wp * n)))
-    run_tasks(lambda t: _k().col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, *spans[t], out), len(spans))
+    run_tasks(lambda t: _k().col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, *spans[t], out), len(spans),
+              work=cols.size + out.size, blas=False)
     return out
 
 
@@ -362,7 +364,8 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), 
         bias = np.zeros(o, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
         spans = _spans(o * ho, max(1, CHUNK_ELEMENTS // max(1, wo * n * kk)))
         wc = np.ascontiguousarray(w)
-        run(lambda t: k.conv_chwn(xc, wc, bias, *geo[2:8], *spans[t], y), len(spans))
+        run(lambda t: k.conv_chwn(xc, wc, bias, *geo[2:8], *spans[t], y), len(spans), work=n * ho * wo * kk * o // 4,
+            blas=False)
         y = y.transpose(3, 0, 1, 2)
         saved = (x, xc, stride, padding, out_hw, dilation, geo, b is not None)  # what _narrow_backward needs
         return (relu_forward(y) if relu else y), ("narrow", saved)
@@ -389,7 +392,7 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), 
         if relu:
             np.maximum(out, 0, out=out)
 
-    run_tasks(task, len(blocks))
+    run_tasks(task, len(blocks), work=n * ho * wo * kk * o // 16)
     return y.transpose(0, 3, 1, 2), ("blocks", (xl, x.shape, geo, blocks, b is not None))
 
 
@@ -425,7 +428,7 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
             np.matmul(dy, wm, out=cols)  # the column gradient, in the same buffer
             k.col2im_block(cols, a, e, *geo, dxl)
 
-    run_tasks(task, len(blocks))
+    run_tasks(task, len(blocks), work=n * ho * wo * kk * o * (3 if need_input_grad else 2) // 16)
     dwm = parts[0] if len(blocks) == 1 else _ordered_sum(parts)
     dw = np.ascontiguousarray(dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     db = None if not biased else bias_parts[0] if len(blocks) == 1 else _ordered_sum(bias_parts)
@@ -446,7 +449,8 @@ def _narrow_backward(saved, w, grad_out, need_input_grad):
     k = _k()
     dyc = _batch_last(grad_out)  # (O, Ho, Wo, N)
     dw64 = np.empty(w.shape, dtype=np.float64)
-    run_tasks(lambda t: k.conv_chwn_dw(xc, dyc, kh, kw, *geo[2:8], t, t + 1, dw64), o * c)
+    work = dyc.size * c * kh * kw // 4
+    run_tasks(lambda t: k.conv_chwn_dw(xc, dyc, kh, kw, *geo[2:8], t, t + 1, dw64), o * c, work=work, blas=False)
     dw = dw64.astype(w.dtype)
     db = dyc.reshape(o, -1).sum(axis=1) if biased else None
     if not need_input_grad:
@@ -455,7 +459,7 @@ def _narrow_backward(saved, w, grad_out, need_input_grad):
     dx = np.empty((c, h, wd, n), dtype=grad_out.dtype)
     spans = _spans(c * h, max(1, CHUNK_ELEMENTS // max(1, wd * n * o * kh * kw)))
     wc = np.ascontiguousarray(w)
-    run_tasks(lambda t: k.conv_chwn_dx(dyc, wc, *geo[2:8], *spans[t], dx), len(spans))
+    run_tasks(lambda t: k.conv_chwn_dx(dyc, wc, *geo[2:8], *spans[t], dx), len(spans), work=work, blas=False)
     return dx.transpose(3, 0, 1, 2), dw, db
 
 

@@ -94,5 +94,6 @@ def _blocked(a, b, axis, step):
         else:
             np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
 
-    run_tasks(task, len(spans))
+    macs = a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.shape[0] if a.ndim == 3 else 1)
+    run_tasks(task, len(spans), work=macs // 16)
     return out

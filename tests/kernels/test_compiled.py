@@ -232,7 +232,9 @@ def test_a_second_process_loads_the_kernels_from_the_disk_cache(tmp_path):
     misses1, hits1 = map(int, first.stdout.split())
     misses2, hits2 = map(int, second.stdout.split())
     assert misses1 > 0 and hits1 == 0, first.stdout
-    assert misses2 == 0 and hits2 == misses1, second.stdout
+    # nothing compiled again; every kernel it called came from the cache (a helper inlined into its callers
+    # is compiled with them in the first process but never called on its own in the second)
+    assert misses2 == 0 and 0 < hits2 <= misses1, second.stdout
 
 
 @pytest.mark.parametrize("geometry", [
