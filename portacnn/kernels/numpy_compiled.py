@@ -415,16 +415,25 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     dxl = np.empty((n, h, wd, c), dtype=grad_out.dtype) if need_input_grad else None
     wm = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kk))  # (O, K)
 
+    pointwise = kh == kw == 1 and geo[2:4] == (1, 1) and geo[6:8] == (0, 0)  # 1x1, stride 1: x is the columns
+    x2 = xl.reshape(-1, c) if pointwise else None
+    dx2 = dxl.reshape(-1, c) if pointwise and need_input_grad else None
+
     def task(t):
         a, e = blocks[t]
         rows = slice(a * ho * wo, e * ho * wo)
-        cols = np.empty(((e - a) * ho * wo, kk), dtype=grad_out.dtype)
-        k.im2col_block(xl, a, e, *geo, cols)
+        if pointwise:
+            cols = x2[rows]
+        else:
+            cols = np.empty(((e - a) * ho * wo, kk), dtype=grad_out.dtype)
+            k.im2col_block(xl, a, e, *geo, cols)
         dy = dyl[rows]
         np.matmul(dy.T, cols, out=parts[t])
         if biased:  # the bias gradient only for a biased conv (None otherwise: the layer has no bias to fill)
             np.sum(dy, axis=0, out=bias_parts[t])
-        if need_input_grad:
+        if pointwise and need_input_grad:
+            np.matmul(dy, wm, out=dx2[rows])  # the column gradient is the input gradient
+        elif need_input_grad:
             np.matmul(dy, wm, out=cols)  # the column gradient, in the same buffer
             k.col2im_block(cols, a, e, *geo, dxl)
 

@@ -142,6 +142,9 @@ CONVS = [  # (in, out, kernel, stride, padding, dilation, bias, input (N, H, W))
     (3, 40, (3, 2), (2, 1), (1, 2), (2, 1), True, (3, 11, 9)),
     (5, 33, 4, 1, "same", 1, False, (2, 9, 10)),
     (6, 32, 1, 2, 0, 1, True, (3, 8, 7)),
+    (7, 33, 1, 1, 0, 1, True, (3, 8, 7)),  # 1x1, stride 1: the input is the columns, their gradient dx
+    (1, 32, 3, 1, 1, 1, False, (5, 9, 8)),  # one input channel (a first layer)
+    (2, 3, 5, 1, 2, 1, True, (3, 11, 10)),  # tiny: direct loops over the batch
     (4, 3, 3, 1, 1, 1, True, (4, 7, 9)),  # narrow: the generic batch-last kernel
 ]
 
