@@ -266,46 +266,6 @@ def col2im_block(cols, n0, n1, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, dx):
 
 
 # -- im2col / col2im -------------------------------------------------------------------------------------
-@njit(**_OPTS)
-def im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, t0, t1, cols):
-    """Rows t0..t1 of cols (C*kh*kw, Ho*Wo*N) from batch-last xc (C, Hp, Wp, N): row c*kh*kw + i*kw + j."""
-    c, _, _, n = xc.shape
-    for t in range(t0, t1):
-        ch, i, j = t // (kh * kw), (t // kw) % kh, t % kw
-        for r in range(ho):
-            for s in range(wo):
-                base = (r * wo + s) * n
-                hh, ww = r * sh + i * dh, s * sw + j * dw
-                for b in range(n):
-                    cols[t, base + b] = xc[ch, hh, ww, b]
-    return cols
-
-
-@njit(**_OPTS)
-def col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, t0, t1, out):
-    """Adjoint of :func:`im2col_chwn` as a gather into rows t0..t1 of out (C, Hp, Wp, N) seen as (C*Hp, Wp, N),
-    offsets in (i, j) order (the portable slice-add order)."""
-    c, hp, wp, n = out.shape
-    for t in range(t0, t1):
-        ch, hh = t // hp, t % hp
-        for ww in range(wp):
-            for b in range(n):
-                out[ch, hh, ww, b] = 0
-            for i in range(kh):
-                r = tap_source(hh, i * dh, sh, ho)
-                if r < 0:
-                    continue
-                for j in range(kw):
-                    s = tap_source(ww, j * dw, sw, wo)
-                    if s < 0:
-                        continue
-                    row = (ch * kh + i) * kw + j
-                    base = (r * wo + s) * n
-                    for b in range(n):
-                        out[ch, hh, ww, b] += cols[row, base + b]
-    return out
-
-
 # -- optimizer -------------------------------------------------------------------------------------------
 @njit(**_OPTS)
 def adam_update(w, g, m, v, b1, omb1, b2, omb2, c2, eps, step, wd, mode):

@@ -15,7 +15,7 @@ Primitives (the contracts the layers rely on; the torch backend registers the sa
   ``maxpool2d_backward(saved, dy) -> dx``;
 - ``conv2d_forward`` / ``conv2d_backward``: blocks of images made into columns and multiplied in cache on every
   core; tiny convs as direct loops vectorised over the batch;
-- ``adam_update``: Adam/AdamW in one pass; ``im2col_chwn`` / ``col2im_chwn`` for the generic kernel's layout.
+- ``adam_update``: Adam/AdamW in one pass.
 """
 
 from __future__ import annotations
@@ -95,6 +95,11 @@ def _chunks(view):
     n = view.shape[0]
     per = max(1, CHUNK_ELEMENTS // max(1, view.size // max(1, n)))
     return [(a, min(n, a + per)) for a in range(0, n, per)]
+
+
+def _spans(count, per):
+    """[(start, stop), ...] covering 0..count in pieces of ``per``."""
+    return [(a, min(count, a + per)) for a in range(0, count, per)]
 
 
 def _map(fn, chunks, args, sliced):
@@ -272,48 +277,16 @@ def adam_update(w, g, m, v, t, lr, b1, b2, eps, weight_decay, decoupled):
     return True
 
 
-# -- batch-last windows (the generic kernel's narrow convolutions) -----------------------------------------
-def _spans(count, per):
-    return [(a, min(count, a + per)) for a in range(0, count, per)]
-
-
-@register("numpy", "im2col_chwn", when=compiled.usable)
-def im2col_chwn(xcpad, kernel, stride, out_hw, dilation=(1, 1)):
-    """One pass over each row of columns, rows split across the kernel threads."""
-    from ..backend.cpu import run_tasks
-
-    (kh, kw), (sh, sw), (ho, wo), (dh, dw) = kernel, stride, out_hw, dilation
-    c, n = xcpad.shape[0], xcpad.shape[3]
-    xc = np.ascontiguousarray(xcpad)
-    cols = np.empty((c * kh * kw, ho * wo * n), dtype=xc.dtype)
-    spans = _spans(c * kh * kw, max(1, CHUNK_ELEMENTS // max(1, ho * wo * n)))
-    run_tasks(lambda t: _k().im2col_chwn(xc, kh, kw, sh, sw, dh, dw, ho, wo, *spans[t], cols), len(spans),
-              work=2 * cols.size, blas=False)
-    return cols
-
-
-@register("numpy", "col2im_chwn", when=compiled.usable)
-def col2im_chwn(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
-    """The adjoint as a gather (no zero fill, no write conflicts), rows of the output split across threads."""
-    from ..backend.cpu import run_tasks
-
-    (kh, kw), (sh, sw), (ho, wo), (dh, dw) = kernel, stride, out_hw, dilation
-    c, hp, wp, n = padded_shape
-    cols = np.ascontiguousarray(cols)
-    out = np.empty(padded_shape, dtype=cols.dtype)
-    spans = _spans(c * hp, max(1, CHUNK_ELEMENTS // max(1, wp * n)))
-    run_tasks(lambda t: _k().col2im_chwn(cols, kh, kw, sh, sw, dh, dw, ho, wo, *spans[t], out), len(spans),
-              work=cols.size + out.size, blas=False)
-    return out
-
-
 # -- convolution, channels-last, in cache-sized blocks of images on every core ---------------------------------
 #: bytes of columns one task makes and multiplies while they sit in its core's cache
 CONV_BLOCK_BYTES = 1 << 20
 #: convolutions with at most this many multiply-adds per output pixel (taps x input channels x outputs) run as
 #: direct loops vectorised over the batch (the tutorial net's 1 -> 2 and LeNet-5's 1 -> 6 5x5 convs): too
 #: little work per pixel for a GEMM to pay for its columns; the others as blocks of columns and GEMMs
-DIRECT_MAX_WORK = 256
+DIRECT_MAX_WORK = 64
+#: narrow convolutions (fewer outputs than this) above DIRECT_MAX_WORK run the generic kernel (:mod:`.conv`):
+#: one batch-last GEMM over the whole batch beats blocks of a few images when each image is this small
+NARROW_BELOW = 32
 
 
 def _channels_last(x):
@@ -356,6 +329,11 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), 
     geo = _geometry(x.shape, w.shape, stride, padding, out_hw, dilation)
     kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
     kk = kh * kw * c
+    if o < NARROW_BELOW and kk * o > DIRECT_MAX_WORK:  # narrow convs: the generic kernel's batch-last GEMMs
+        from .conv import _generic_forward
+
+        y, saved = _generic_forward(x, w, b, stride, padding, out_hw, training, dilation)
+        return (relu_forward(y) if relu else y), ("generic", saved)
     if kk * o <= DIRECT_MAX_WORK:  # tiny convs: direct loops on batch-last arrays, vectorised over the images
         from ..backend.cpu import run_tasks as run
 
@@ -404,6 +382,10 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     k = _k()
     if kind == "narrow":
         return _narrow_backward(saved, w, grad_out, need_input_grad)
+    if kind == "generic":
+        from .conv import _generic_backward
+
+        return _generic_backward(saved, w, grad_out, need_input_grad)
     xl, x_shape, geo, blocks, biased = saved
     kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
     n, c, h, wd = x_shape

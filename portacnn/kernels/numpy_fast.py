@@ -4,7 +4,8 @@
   dilated window) instead of kh*kw slice copies;
 - ``short_wide_matmul``: a (few rows) x (many columns) product cut into column blocks that stay in cache
   (OpenBLAS runs the one long product at memory speed);
-- ``matmul``: a large product cut into fixed blocks run on the kernel threads, BLAS on one thread each.
+- ``matmul``: a large 2-D product cut into fixed blocks of rows run on the kernel threads, BLAS on one
+  thread each (a dense layer's products).
 
 Measured figures for both are in benchmarks/README.md; tests/kernels compares each with its portable twin.
 """
@@ -41,59 +42,52 @@ SHORT_WIDE_BLOCK_BYTES = 256 << 10
 
 @register("numpy", "short_wide_matmul")
 def _numpy_short_wide_matmul(a, b):
-    """NumPy: ``a @ b`` one block of columns at a time, each written straight into the result, the blocks on
-    the kernel threads (:func:`portacnn.backend.cpu.run_tasks`).
+    """NumPy: ``a @ b`` one block of columns at a time, each written straight into the result.
 
     Each output is the same dot product, though OpenBLAS may pick another kernel for a block's edge tile,
     so the result equals the single product to rounding (often bit for bit). With more rows than
-    ``SHORT_WIDE_MAX_ROWS``, or few columns, it is :func:`_numpy_matmul`.
+    ``SHORT_WIDE_MAX_ROWS``, or few columns, it is one product. (The blocks run one after the other with
+    OpenBLAS's own threads: on the kernel threads, one BLAS thread each, they ran slower.)
     """
     (m, k), p = a.shape, b.shape[1]
     step = max(256, SHORT_WIDE_BLOCK_BYTES // (k * b.itemsize))
     if m > SHORT_WIDE_MAX_ROWS or p < 2 * step:
-        return _numpy_matmul(a, b)
-    return _blocked(a, b, 1, step)
+        return np.matmul(a, b)
+    out = np.empty((m, p), dtype=np.result_type(a, b))
+    for start in range(0, p, step):
+        np.matmul(a, b[:, start : start + step], out=out[:, start : start + step])
+    return out
 
 
 #: products of fewer multiply-adds than this run as one call (OpenBLAS keeps such small ones on one thread)
 MATMUL_SPLIT_FROM = 1 << 22
-#: rows (or columns) per block of a split product: fixed, so every number comes from the same call shape
+#: rows of ``a`` per block of a split product: fixed, so every number comes from the same call shape
 MATMUL_BLOCK = 64
 
 
 @register("numpy", "matmul")
 def _numpy_matmul(a, b):
-    """NumPy: ``a @ b``, a large product cut into blocks of :data:`MATMUL_BLOCK` rows of ``a`` (or columns of
-    ``b`` when ``a`` has few rows; matrices of a stack) run on the kernel threads with BLAS on one thread each.
-    Every output element is one single-threaded dot product of the same length whatever the thread count."""
-    if a.ndim != b.ndim or a.ndim not in (2, 3) or a.shape[-1] * a.shape[-2] * b.shape[-1] * (a.shape[0] if a.ndim == 3 else 1) < MATMUL_SPLIT_FROM:
+    """NumPy: ``a @ b``; a large 2-D product with at least two blocks of :data:`MATMUL_BLOCK` rows in ``a`` (and as
+    many columns) is cut
+    into such blocks, run on the kernel threads with BLAS on one thread each (a dense layer's products; every
+    output element is then one single-threaded dot product whatever the thread count). Anything else is one
+    call (a narrow conv's stacked or short products ran slower cut up)."""
+    if (a.ndim != 2 or b.ndim != 2 or a.shape[0] < 2 * MATMUL_BLOCK or a.shape[1] < MATMUL_BLOCK
+            or a.shape[0] * a.shape[1] * b.shape[1] < MATMUL_SPLIT_FROM):
         return np.matmul(a, b)
-    if a.ndim == 3:
-        return _blocked(a, b, 0, 1)
-    axis = 0 if a.shape[0] >= 2 * MATMUL_BLOCK else 1
-    if (a.shape[0] if axis == 0 else b.shape[1]) < 2 * MATMUL_BLOCK:
-        return np.matmul(a, b)
-    return _blocked(a, b, axis, MATMUL_BLOCK)
+    return _blocked(a, b, MATMUL_BLOCK)
 
 
-def _blocked(a, b, axis, step):
-    """``a @ b`` in blocks of ``step`` along ``axis`` (0: rows of a, or matrices of a stack; 1: columns of b)."""
+def _blocked(a, b, step):
+    """``a @ b`` (2-D) in blocks of ``step`` rows of ``a`` on the kernel threads."""
     from ..backend.cpu import run_tasks
 
-    if a.ndim == 3:
-        out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=np.result_type(a, b))
-    else:
-        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    length = a.shape[0] if axis == 0 else b.shape[1]
-    spans = [(s, min(length, s + step)) for s in range(0, length, step)]
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    spans = [(s, min(a.shape[0], s + step)) for s in range(0, a.shape[0], step)]
 
     def task(t):
         lo, hi = spans[t]
-        if axis == 0:
-            np.matmul(a[lo:hi], b[lo:hi] if a.ndim == 3 else b, out=out[lo:hi])
-        else:
-            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
 
-    macs = a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.shape[0] if a.ndim == 3 else 1)
-    run_tasks(task, len(spans), work=macs // 16)
+    run_tasks(task, len(spans), work=a.shape[0] * a.shape[1] * b.shape[1] // 16)
     return out

@@ -132,9 +132,6 @@ def im2col_chwn(xcpad, kernel, stride, out_hw, dilation=(1, 1)):
     result is the batch-last activation. Each of the kh*kw slice copies moves runs of Wo*N values (for
     stride 1), however few the channels, which is what makes this layout fast for narrow convs.
     """
-    fast = fast_path(xcpad, "im2col_chwn")
-    if fast is not None:
-        return fast(xcpad, kernel, stride, out_hw, dilation)
     xp = array_namespace(xcpad)
     (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
     c, n = xcpad.shape[0], xcpad.shape[3]
@@ -147,9 +144,6 @@ def im2col_chwn(xcpad, kernel, stride, out_hw, dilation=(1, 1)):
 
 def col2im_chwn(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
     """Adjoint of :func:`im2col_chwn`: (C*kh*kw, Ho*Wo*N) columns added back into a (C, Hp, Wp, N) buffer."""
-    fast = fast_path(cols, "col2im_chwn")
-    if fast is not None:
-        return fast(cols, padded_shape, kernel, stride, out_hw, dilation)
     xp = array_namespace(cols)
     (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
     c, n = padded_shape[0], padded_shape[3]

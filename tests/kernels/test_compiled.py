@@ -240,29 +240,6 @@ def test_a_second_process_loads_the_kernels_from_the_disk_cache(tmp_path):
     assert misses2 == 0 and 0 < hits2 <= misses1, second.stdout
 
 
-@pytest.mark.parametrize("geometry", [
-    (3, 1, 28, 28, (5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1)),
-    (2, 6, 14, 14, (5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1)),
-    (2, 4, 13, 10, (3, 2), (2, 1), ((1, 2), (0, 1)), (2, 3)),
-    (2, 5, 9, 9, (2, 3), (1, 1), ((1, 2), (2, 2)), (3, 2)),
-], ids=lambda g: "x".join(map(str, g[:4])) + f"-k{g[4]}-s{g[5]}-d{g[7]}")
-def test_batch_last_windows_equal_the_portable_loops(geometry, monkeypatch):
-    """The generic kernel's narrow-conv windows: im2col (a copy, exact) and col2im (a gather adding the same
-    offsets in the same order as the portable slice adds: exact too)."""
-    from portacnn.kernels import windows
-
-    n, c, h, w, kernel, stride, padding, dilation = geometry
-    rng = np.random.default_rng(0)
-    xc = windows.pad_hw(rng.standard_normal((c, h, w, n)).astype(np.float32), *padding)
-    out_hw = tuple(windows.out_size(*a) for a in zip((h, w), kernel, stride, padding, dilation))
-    cols_fast = windows.im2col_chwn(xc, kernel, stride, out_hw, dilation)
-    dcols = rng.standard_normal(cols_fast.shape).astype(np.float32)
-    back_fast = windows.col2im_chwn(dcols, xc.shape, kernel, stride, out_hw, dilation)
-    monkeypatch.setenv("PORTACNN_PORTABLE", "1")
-    np.testing.assert_array_equal(cols_fast, windows.im2col_chwn(xc, kernel, stride, out_hw, dilation))
-    np.testing.assert_array_equal(back_fast, windows.col2im_chwn(dcols, xc.shape, kernel, stride, out_hw, dilation))
-
-
 @pytest.mark.parametrize("cls, weight_decay", [("Adam", 0.0), ("Adam", 0.05), ("AdamW", 0.05)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_adam_update_in_one_pass_gives_the_same_bits(cls, weight_decay, dtype, monkeypatch):
