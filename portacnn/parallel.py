@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .backend import blas_threads, one_blas_thread
+from .backend.cpu import thread_pool
 from .layers.base import Parameter, run_backward, run_forward
 
 #: fewest images per shard for ``workers="auto"``
@@ -67,26 +67,9 @@ def shard_spans(n: int, shards: int) -> list[tuple[int, int]]:
     return spans
 
 
-# -- the thread pool -----------------------------------------------------------------------------------
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(size: int) -> ThreadPoolExecutor:
-    """A process-wide pool with at least ``size`` threads (idle threads cost nothing)."""
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE < size:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL, _POOL_SIZE = ThreadPoolExecutor(max_workers=size, thread_name_prefix="portacnn-shard"), size
-        return _POOL
-
-
 def _run_all(calls: list):
     """Run ``calls[0]`` here and the rest on the pool; wait for all, then re-raise the first error."""
-    futures = [_pool(len(calls) - 1).submit(c) for c in calls[1:]]
+    futures = [thread_pool("shard", len(calls) - 1).submit(c) for c in calls[1:]]
     results, errors = [], []
     try:
         results.append(calls[0]())

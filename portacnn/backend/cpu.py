@@ -63,8 +63,21 @@ def one_blas_thread():
 # GEMM). So the NumPy backend's compiled kernels never call a multi-threaded BLAS: they cut a product into
 # blocks of rows and run the blocks on this pool, each with BLAS on one thread (blocks of a fixed size, so
 # every number is computed by the same single-threaded call whatever the thread count).
-_POOL: ThreadPoolExecutor | None = None
+_POOLS: dict[str, tuple[ThreadPoolExecutor, int, int]] = {}  # name -> (pool, size, pid of the process that made it)
 _POOL_LOCK = threading.Lock()
+
+
+def thread_pool(name: str, size: int) -> ThreadPoolExecutor:
+    """A process-wide pool called ``name`` with at least ``size`` threads (idle threads cost nothing). A forked
+    child gets a pool of its own: it has none of its parent's threads, and would wait on them for ever."""
+    with _POOL_LOCK:
+        pool, have, pid = _POOLS.get(name, (None, 0, 0))
+        if pool is None or have < size or pid != os.getpid():
+            if pool is not None and pid == os.getpid():
+                pool.shutdown(wait=False)
+            pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"portacnn-{name}")
+            _POOLS[name] = (pool, size, os.getpid())
+        return pool
 
 
 def compute_threads() -> int:
@@ -85,16 +98,12 @@ def run_tasks(task, count: int, work: int | None = None, blas: bool = True) -> N
     """``task(k)`` for k in 0..count-1, on :func:`compute_threads` threads with BLAS on one thread each (in
     order on this thread when that is one, or when ``work`` is under :data:`PARALLEL_MIN_WORK`). Each task must
     write only its own part of the results. ``blas=False``: the tasks call no BLAS (its threads are left alone)."""
-    global _POOL
     threads = min(compute_threads(), count)
     if threads <= 1 or (work is not None and work < PARALLEL_MIN_WORK):
         for k in range(count):
             task(k)
         return
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < threads - 1:
-            _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="portacnn-kernel")
-        pool = _POOL
+    pool = thread_pool("kernel", threads - 1)
     with one_blas_thread() if blas else contextlib.nullcontext():
         futures = [pool.submit(_run_share, task, k, count, threads) for k in range(1, threads)]
         try:

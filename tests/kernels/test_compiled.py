@@ -262,3 +262,27 @@ def test_adam_update_in_one_pass_gives_the_same_bits(cls, weight_decay, dtype, m
     for a, b in zip(results[0], results[1]):
         assert a.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_forked_child_computes_with_its_own_kernel_threads():
+    """A process forked after the kernels ran (multiprocessing's fork, a Dask process pool) has none of the
+    parent's pool threads: it must make its own instead of waiting on threads that do not exist."""
+    code = ("import multiprocessing as mp, numpy as np, portacnn as pc\n"
+            "m = pc.models.kannada_bn(seed=0)\n"
+            "x = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)\n"
+            "want = m.predict_proba(x)\n"
+            "def child(q):\n"
+            "    q.put(m.predict_proba(x))\n"
+            "if __name__ == '__main__':\n"
+            "    ctx = mp.get_context('fork')\n"
+            "    q = ctx.Queue()\n"
+            "    p = ctx.Process(target=child, args=(q,))\n"
+            "    p.start()\n"
+            "    got = q.get(timeout=60)\n"
+            "    p.join(10)\n"
+            "    print(p.exitcode, float(abs(got - want).max()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    code_, diff = out.stdout.split()
+    assert code_ == "0" and float(diff) == 0.0
