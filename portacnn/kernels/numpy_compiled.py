@@ -93,8 +93,7 @@ CHUNK_ELEMENTS = 1 << 18
 def _chunks(view):
     """[(start, stop), ...] along axis 0 of ``view`` in pieces of about :data:`CHUNK_ELEMENTS`."""
     n = view.shape[0]
-    per = max(1, CHUNK_ELEMENTS // max(1, view.size // max(1, n)))
-    return [(a, min(n, a + per)) for a in range(0, n, per)]
+    return _spans(n, max(1, CHUNK_ELEMENTS // max(1, view.size // max(1, n))))
 
 
 def _spans(count, per):
@@ -302,8 +301,7 @@ def _image_blocks(n, per_image_bytes):
 
     budget = block_bytes_override()
     budget = CONV_BLOCK_BYTES if budget is None else budget or (1 << 62)  # 0: the whole batch in one block
-    per = max(1, budget // max(1, per_image_bytes))
-    return [(a, min(n, a + per)) for a in range(0, n, per)]
+    return _spans(n, max(1, budget // max(1, per_image_bytes)))
 
 
 def _geometry(x_shape, w_shape, stride, padding, out_hw, dilation):

@@ -59,7 +59,7 @@ def _numpy_short_wide_matmul(a, b):
     return out
 
 
-#: products of fewer multiply-adds than this run as one call (OpenBLAS keeps such small ones on one thread)
+#: products of fewer multiply-adds than this run as one call (cutting them up costs more than it gains)
 MATMUL_SPLIT_FROM = 1 << 22
 #: rows of ``a`` per block of a split product: fixed, so every number comes from the same call shape
 MATMUL_BLOCK = 64

@@ -78,3 +78,36 @@ def test_fused_relu_bodies_keep_the_portable_edge_cases():
     dy = np.full_like(x, 2.0)
     np.testing.assert_array_equal(cupy_fused.relu_backward(y, dy), [2, 0, 2, 0, 0, 0, 2])
     assert y.dtype == np.float32
+
+
+def test_a_cupy_namespace_gets_each_body_fused_once(monkeypatch):
+    """The dispatch that only a GPU would otherwise reach: for a namespace named cupy, ``_on`` compiles the body
+    bound to the ``cupy`` module through ``cupy.fuse`` (once, then cached) and calls the fused function. A stand-in
+    ``cupy`` module (NumPy's functions plus a recording ``fuse``) takes CuPy's place."""
+    import types
+
+    fused = []
+    fake = types.ModuleType("cupy")
+    for name in ("where", "zeros_like", "logical_not"):
+        setattr(fake, name, getattr(np, name))
+
+    def fuse(fn):
+        fused.append(fn)
+        return lambda *args: ("fused", fn(*args))
+
+    fake.fuse = fuse
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    cupy_fused._fused.cache_clear()
+    try:
+        x = np.array([-1.0, 0.0, 2.0, np.nan], dtype=np.float32)
+        f = cupy_fused._on(fake, cupy_fused.relu_body)
+        tag, y = f(x)
+        assert tag == "fused" and y.dtype == np.float32
+        np.testing.assert_array_equal(y, [0, 0, 2.0, np.nan])
+        assert cupy_fused._on(fake, cupy_fused.relu_body) is f and len(fused) == 1  # compiled once
+        assert fused[0].func is cupy_fused.relu_body and fused[0].args == (fake,)  # bound to the cupy module
+        import array_api_compat.numpy as xp
+
+        assert cupy_fused._on(xp, cupy_fused.relu_body)(x)[0] == 0  # any other namespace: the plain body
+    finally:
+        cupy_fused._fused.cache_clear()
