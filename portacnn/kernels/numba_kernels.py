@@ -265,7 +265,21 @@ def col2im_block(cols, n0, n1, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, dx):
     return dx
 
 
-# -- im2col / col2im -------------------------------------------------------------------------------------
+@njit(**_OPTS)
+def bias_relu_rows(out, b, relu):
+    """The conv epilogue on rows (R, O) in place: ``out += b`` (b of length 0: no bias), then ``max(., 0)`` when
+    ``relu``."""
+    r, o = out.shape
+    biased = b.shape[0] == o
+    for i in range(r):
+        for j in range(o):
+            v = out[i, j]
+            if biased:
+                v = v + b[j]
+            out[i, j] = v if not (relu and v <= 0) else 0
+    return out
+
+
 # -- optimizer -------------------------------------------------------------------------------------------
 @njit(**_OPTS)
 def adam_update(w, g, m, v, b1, omb1, b2, omb2, c2, eps, step, wd, mode):

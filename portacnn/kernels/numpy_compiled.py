@@ -21,6 +21,7 @@ Primitives (the contracts the layers rely on; the torch backend registers the sa
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -280,12 +281,26 @@ def adam_update(w, g, m, v, t, lr, b1, b2, eps, weight_decay, decoupled):
 #: bytes of columns one task makes and multiplies while they sit in its core's cache
 CONV_BLOCK_BYTES = 1 << 20
 #: convolutions with at most this many multiply-adds per output pixel (taps x input channels x outputs) run as
-#: direct loops vectorised over the batch (the tutorial net's 1 -> 2 and LeNet-5's 1 -> 6 5x5 convs): too
-#: little work per pixel for a GEMM to pay for its columns; the others as blocks of columns and GEMMs
+#: direct loops vectorised over the batch (the tutorial net's 1 -> 2 5x5 conv: 50): too little work per pixel
+#: for a GEMM to pay for its columns (LeNet-5's 1 -> 6 5x5, 150, measured faster as a GEMM); the others as blocks
+#: of columns and GEMMs
 DIRECT_MAX_WORK = 64
 #: narrow convolutions (fewer outputs than this) above DIRECT_MAX_WORK run the generic kernel (:mod:`.conv`):
 #: one batch-last GEMM over the whole batch beats blocks of a few images when each image is this small
 NARROW_BELOW = 32
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape, dtype):
+    """A per-thread buffer of ``shape`` (reused from call to call, so a block's columns land in memory that is
+    already mapped and often still in cache); its contents are undefined."""
+    size = math.prod(shape)
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = _SCRATCH.buf = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
 
 
 def _channels_last(x):
@@ -302,6 +317,11 @@ def _image_blocks(n, per_image_bytes):
     budget = block_bytes_override()
     budget = CONV_BLOCK_BYTES if budget is None else budget or (1 << 62)  # 0: the whole batch in one block
     return _spans(n, max(1, budget // max(1, per_image_bytes)))
+
+
+def _pointwise(geo):
+    """A 1x1 stride-1 unpadded conv: its input, channels-last, is its columns."""
+    return geo[0] == geo[1] == 1 and geo[2:4] == (1, 1) and geo[6:8] == (0, 0)
 
 
 def _geometry(x_shape, w_shape, stride, padding, out_hw, dilation):
@@ -351,22 +371,21 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), 
     y2 = y.reshape(-1, o)
     blocks = _image_blocks(n, ho * wo * kk * x.itemsize)
 
-    pointwise = kh == kw == 1 and geo[2:4] == (1, 1) and geo[6:8] == (0, 0)  # 1x1, stride 1: x is the columns
+    pointwise = _pointwise(geo)  # 1x1, stride 1: x is the columns
     x2 = xl.reshape(-1, c) if pointwise else None
+    bias = np.zeros(0, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
 
     def task(t):
         a, e = blocks[t]
         if pointwise:
             cols = x2[a * ho * wo : e * ho * wo]
         else:
-            cols = np.empty(((e - a) * ho * wo, kk), dtype=x.dtype)
+            cols = _scratch(((e - a) * ho * wo, kk), x.dtype)
             k.im2col_block(xl, a, e, *geo, cols)
         out = y2[a * ho * wo : e * ho * wo]
         np.matmul(cols, wt, out=out)
-        if b is not None:
-            out += b
-        if relu:
-            np.maximum(out, 0, out=out)
+        if b is not None or relu:
+            k.bias_relu_rows(out, bias, relu)
 
     run_tasks(task, len(blocks), work=n * ho * wo * kk * o // 16)
     return y.transpose(0, 3, 1, 2), ("blocks", (xl, x.shape, geo, blocks, b is not None))
@@ -395,7 +414,7 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     dxl = np.empty((n, h, wd, c), dtype=grad_out.dtype) if need_input_grad else None
     wm = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, kk))  # (O, K)
 
-    pointwise = kh == kw == 1 and geo[2:4] == (1, 1) and geo[6:8] == (0, 0)  # 1x1, stride 1: x is the columns
+    pointwise = _pointwise(geo)  # 1x1, stride 1: x is the columns
     x2 = xl.reshape(-1, c) if pointwise else None
     dx2 = dxl.reshape(-1, c) if pointwise and need_input_grad else None
 
@@ -405,7 +424,7 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
         if pointwise:
             cols = x2[rows]
         else:
-            cols = np.empty(((e - a) * ho * wo, kk), dtype=grad_out.dtype)
+            cols = _scratch(((e - a) * ho * wo, kk), grad_out.dtype)
             k.im2col_block(xl, a, e, *geo, cols)
         dy = dyl[rows]
         np.matmul(dy.T, cols, out=parts[t])

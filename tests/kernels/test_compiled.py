@@ -158,6 +158,26 @@ def test_conv2d(layout, dtype, spec, monkeypatch):
              monkeypatch)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("spec", CONVS, ids=lambda s: f"{s[0]}-{s[1]}-k{s[2]}-s{s[3]}-p{s[4]}-d{s[5]}")
+def test_conv_with_relu_epilogue(spec, bias, monkeypatch):
+    """Inference's conv + bias + ReLU (the folded BatchNorm's path) against the portable conv and max(., 0)."""
+    c, o, k, s, p, d, _, (n, h, w) = spec
+    rng = np.random.default_rng(3)
+    layer = pc.Sequential([Conv2D(c, o, k, stride=s, padding=p, dilation=d, bias=bias)], seed=0).layers[0]
+    x = _in_layout(rng.standard_normal((n, c, h, w)).astype(np.float32), "nhwc")
+    wt = rng.standard_normal(layer.weight.data.shape).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32) if bias else None
+    monkeypatch.delenv("PORTACNN_PORTABLE", raising=False)
+    got, fused = layer.apply(x, wt, b, relu=True)
+    got = np.asarray(got) if fused else np.maximum(got, 0)
+    monkeypatch.setenv("PORTACNN_PORTABLE", "1")
+    want = np.maximum(layer.apply(x, wt, b), 0)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+    assert (got >= 0).all() and ((got == 0) == (want == 0)).mean() > 0.99
+
+
 def test_conv_in_many_blocks_equals_one_block(monkeypatch):
     """Blocks of images are multiplied apart and their weight gradients added in block order."""
     from portacnn.kernels import numpy_compiled
