@@ -84,6 +84,7 @@ from ._version import __version__
 from .backend import DTYPES, float_dtype_name
 from .layers.base import pair
 from .optim import OPTIMIZERS
+from .optim.lr_scheduler import check_saved_state
 from .train_state import TrainState
 
 FORMAT = "portacnn-checkpoint"
@@ -129,6 +130,14 @@ class CheckpointError(ValueError):
 
 class _Bad(Exception):
     """One problem found by a validator; the caller puts the file name and the section in front."""
+
+
+def _in_checked(check, *args) -> None:
+    """``check(*args)`` with its ValueError turned into a refusal of the file (:class:`_Bad`)."""
+    try:
+        check(*args)
+    except ValueError as e:
+        raise _Bad(str(e)) from None
 
 
 def _short(value, limit: int = 60) -> str:
@@ -781,28 +790,6 @@ def _early_stopping_state(state, what, epoch) -> None:
     _optional_epoch(state["stopped_epoch"], f"{what} stopped_epoch", epoch)
 
 
-def _scheduler_state(state, what) -> None:
-    """A portacnn.optim.lr_scheduler state: the progress fields typed (rates non-negative, one per group at most
-    MAX_PARAM_GROUPS); SequentialLR's schedulers each in turn. (fit checks the rest against the scheduler it has.)"""
-    if not isinstance(state, dict):
-        raise _Bad(f"{what} must be an object; got {_short(state)}")
-    for key in ("_last_lr", "base_lrs"):
-        rates = state.get(key, [])
-        if not isinstance(rates, list) or len(rates) > MAX_PARAM_GROUPS:
-            raise _Bad(f"{what} {key} must be a list of at most {MAX_PARAM_GROUPS} rates; got {_short(rates)}")
-        for rate in rates:
-            _number(rate, f"each of {what} {key}", 0.0)
-    if "last_epoch" in state:
-        _int(state["last_epoch"], f"{what} last_epoch", -1)
-    if "_step_count" in state:
-        _int(state["_step_count"], f"{what} _step_count")
-    inner = state.get("_schedulers", [])
-    if not isinstance(inner, list):
-        raise _Bad(f"{what} _schedulers must be a list; got {_short(inner)}")
-    for i, sub in enumerate(inner):
-        _scheduler_state(sub, f"{what} _schedulers[{i}]")
-
-
 def _lr_scheduler_state(state, what, epoch) -> None:
     _object(state, what, ("per", "offset", "scheduler"))
     if state["per"] not in ("epoch", "step"):
@@ -812,7 +799,7 @@ def _lr_scheduler_state(state, what, epoch) -> None:
     scheduler = _object(state["scheduler"], f"{what} scheduler", ("type", "state"))
     if not isinstance(scheduler["type"], str) or not _CLASS_NAME.fullmatch(scheduler["type"]):
         raise _Bad(f"{what} scheduler type must be a class name; got {_short(scheduler['type'])}")
-    _scheduler_state(scheduler["state"], f"{what} scheduler")
+    _in_checked(check_saved_state, scheduler["state"], f"{what} scheduler")
 
 
 #: the callbacks of portacnn.training whose states are checked field by field (others: bounded JSON only)

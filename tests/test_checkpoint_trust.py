@@ -495,7 +495,7 @@ SCHEMA_CASES = {
                               "scheduler type must be a class name"),
     "scheduler state a list": (cbs(lrs(scheduler={"type": "StepLR", "state": [1]})), "training state",
                                "scheduler must be an object"),
-    "scheduler rate negative": (cbs(sched(_last_lr=[-0.1])), "training state", "_last_lr must lie in"),
+    "scheduler rate negative": (cbs(sched(_last_lr=[-0.1])), "training state", "_last_lr must be a finite number >= 0"),
     "scheduler base rate a string": (cbs(sched(base_lrs=["0.1"])), "training state", "base_lrs must be a finite"),
     "scheduler rates not a list": (cbs(sched(_last_lr=0.1)), "training state", "_last_lr must be a list"),
     "scheduler last_epoch below -1": (cbs(sched(last_epoch=-2)), "training state", "last_epoch must be"),

@@ -25,6 +25,8 @@ import copy
 import math
 from bisect import bisect_right
 
+from ..validation import Integer, Real, _short, check
+
 __all__ = ["CosineAnnealingLR", "LRScheduler", "LinearLR", "OneCycleLR", "SequentialLR", "StepLR"]
 
 
@@ -51,6 +53,34 @@ def _per_group(name, optimizer, value):
     if len(values) != n:
         raise ValueError(f"{name} has {len(values)} values for {n} parameter groups; give one per group or a number")
     return values
+
+
+#: parameter groups a saved schedule may rate (portacnn.optim's limit on an optimizer's groups)
+MAX_SAVED_GROUPS = 1024
+
+
+def check_saved_state(state, what: str = "scheduler") -> None:
+    """A saved scheduler state read from an untrusted file, before any scheduler exists: its progress fields
+    typed (rates non-negative, at most :data:`MAX_SAVED_GROUPS` of them; ``last_epoch`` >= -1, ``_step_count``
+    >= 0), SequentialLR's schedulers each in turn. A ValueError naming ``what`` and the field otherwise; the
+    scheduler that loads it checks the rest (:meth:`LRScheduler.load_state_dict`)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} must be an object; got {_short(state)}")
+    for key in ("_last_lr", "base_lrs"):
+        rates = state.get(key, [])
+        if not isinstance(rates, list) or len(rates) > MAX_SAVED_GROUPS:
+            raise ValueError(f"{what} {key} must be a list of at most {MAX_SAVED_GROUPS} rates; got {_short(rates)}")
+        for rate in rates:
+            check(rate, Real(0), f"each of {what} {key}")
+    if "last_epoch" in state:
+        check(state["last_epoch"], Integer(-1), f"{what} last_epoch")
+    if "_step_count" in state:
+        check(state["_step_count"], Integer(0), f"{what} _step_count")
+    inner = state.get("_schedulers", [])
+    if not isinstance(inner, list):
+        raise ValueError(f"{what} _schedulers must be a list; got {_short(inner)}")
+    for i, sub in enumerate(inner):
+        check_saved_state(sub, f"{what} _schedulers[{i}]")
 
 
 class LRScheduler:
