@@ -499,7 +499,7 @@ SCHEMA_CASES = {
     "scheduler base rate a string": (cbs(sched(base_lrs=["0.1"])), "training state", "base_lrs must be a finite"),
     "scheduler rates not a list": (cbs(sched(_last_lr=0.1)), "training state", "_last_lr must be a list"),
     "scheduler last_epoch below -1": (cbs(sched(last_epoch=-2)), "training state", "last_epoch must be"),
-    "scheduler step count a float": (cbs(sched(_step_count=2.0)), "training state", "_step_count must be an integer"),
+    "scheduler step count a float": (cbs(sched(_step_count=2.0)), "training state", "_step_count must be a non-negative int"),
     "sequential schedulers not a list": (cbs(sched(_schedulers={"a": 1})), "training state", "_schedulers must be a list"),
     "sequential inner rate NaN": (cbs(sched(_schedulers=[{**STEPLR, "_last_lr": [float("nan")]}])), "training state",
                                   "['_schedulers'][0]['_last_lr'][0] must be a finite number"),
