@@ -145,7 +145,7 @@ def _emit(g, layers, x, shape, prefix):
 
 def _conv(g, layer, x, shape, key):
     g.image(key, layer, shape, layer.in_channels)
-    (pt, pb), (pl, pr) = layer._sides()
+    (pt, pb), (pl, pr) = layer.padding_sides()
     out = g.windowed(key, layer, shape, layer.out_channels, layer.kernel_size, layer.stride, ((pt, pb), (pl, pr)),
                      layer.dilation)
     inputs = [x, g.weight(f"{key}.weight")] + ([g.weight(f"{key}.bias")] if layer.use_bias else [])

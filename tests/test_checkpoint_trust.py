@@ -109,9 +109,8 @@ POOL_3000 = [conv(1, 2, 5), RELU, pool(3000, padding=1500), FLAT, dense(2, 10)]
 
 # -- hostile architectures (valid SHA-256) -------------------------------------------------------------------------
 ARCH_CASES = {
-    "conv padding 100000": (PAD_100000, None, "padding 100000x100000 must be below its kernel size"),
+    "conv padding 100000": (PAD_100000, None, "padding 100000x100000 exceeds MAX_INPUT_SIDE"),
     "pool window 3000": (POOL_3000, None, "kernel_size 3000x3000 exceeds MAX_INPUT_SIDE"),
-    "conv padding equal to the kernel": ([conv(1, 2, 3, padding=3), FLAT], None, "below its kernel size"),
     "pool padding over half the window": ([pool(4, padding=3), FLAT], None, "at most half"),
     "stride beyond the largest image": ([conv(1, 2, 3, stride=5000), FLAT], None, "stride 5000x5000 exceeds"),
     "window of 40000 cells": ([conv(1, 1, 200, padding=100), FLAT], [1, 256, 256], "MAX_WINDOW"),
@@ -129,13 +128,12 @@ ARCH_CASES = {
     "too many layers": ([RELU] * (checkpoint.MAX_LAYERS + 1), None, "MAX_LAYERS"),
     "unknown field": ([conv(1, 2, 3, groups=2), FLAT], None, "unknown fields ['groups']"),
     "same with a stride": ([conv(1, 2, 3, padding="same", stride=2), FLAT], None, "'same' needs stride 1"),
-    "unknown padding word": ([conv(1, 2, 3, padding="full"), FLAT], None, "padding must be 'same', 'valid'"),
+    "unknown padding word": ([conv(1, 2, 3, padding="full"), FLAT], None, "padding must be one of 'same', 'valid'"),
     "dilated kernel too large": ([conv(1, 2, 3, dilation=600), FLAT], None, "dilated kernel 1201x1201 exceeds"),
-    "padding beyond the dilated kernel": ([conv(1, 2, 3, dilation=2, padding=5), FLAT], None, "below its dilated kernel size 5x5"),
     "bias not a bool": ([conv(1, 2, 3, bias="no"), FLAT], None, "bias must be true or false"),
     "kernel of 3 sides": ([conv(1, 2, [3, 3, 3]), FLAT], None, "kernel_size must be"),
     "float kernel": ([conv(1, 2, 3.0), FLAT], None, "kernel_size must be"),
-    "dropout p of 1": ([FLAT, {"type": "Dropout", "p": 1.0}], None, "p must lie in"),
+    "dropout p of 1": ([FLAT, {"type": "Dropout", "p": 1.0}], None, "p must be a finite number >= 0 and < 1"),
     "unknown layer": ([{"type": "Lambda", "code": "os.system('x')"}], None, "not a known layer"),
     "empty architecture": ([], None, "non-empty list"),
     "input_shape of 2 values": ([conv(1, 2, 3), FLAT], [1, 28], "input_shape"),

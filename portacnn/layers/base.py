@@ -46,6 +46,10 @@ class Layer:
     input_channels = None
     #: the features of each output row, when the layer fixes them (None: they follow the input)
     out_features = None
+    #: the rank of one input image the layer takes: 3 for images (C, H, W), 1 for flat features, None for any
+    input_rank = None
+    #: the features a flat input must have (None: any)
+    input_features = None
 
     def initialize(self, rng: np.random.Generator, backend, dtype) -> None:
         """Create this layer's parameters (layers without parameters have nothing to do)."""
@@ -73,8 +77,48 @@ class Layer:
         return []
 
     def output_shape(self, shape: tuple) -> tuple:
-        """The per-image output shape for a per-image input ``shape`` ((C, H, W) or (F,)); unchanged by default."""
+        """The per-image output shape for a per-image input ``shape`` ((C, H, W) or (F,)); unchanged by default.
+        A ValueError (a phrase that follows the layer's name: "expects 3 input channels but gets 2") when the
+        layer cannot take that input."""
+        self.expect_rank(shape)
         return tuple(shape)
+
+    def expect_rank(self, shape: tuple) -> None:
+        """A ValueError when ``shape`` is not of :attr:`input_rank` (images (C, H, W) or flat features (F,))."""
+        rank = self.input_rank
+        if rank is None or len(shape) == rank:
+            return
+        if rank == 3:
+            raise ValueError(f"would get flat input {tuple(shape)}: it takes images (C, H, W), so it cannot come "
+                             "after a Flatten, Dense or GlobalAvgPool2D layer")
+        raise ValueError(f"would get images of shape {tuple(shape)}: it takes flat features, so a Flatten must come "
+                         "before it")
+
+    # -- what a checkpoint reader asks of a layer before any array exists --------------------------------------
+    def parameter_shapes(self) -> dict:
+        """Local name -> shape of each parameter, in :meth:`parameters` order, from the configuration alone
+        (nothing is allocated); none by default."""
+        return {}
+
+    def buffer_shapes(self) -> dict:
+        """Local name -> shape of each buffer (:meth:`buffers`), from the configuration alone; none by default."""
+        return {}
+
+    def check_buffer(self, name: str, value) -> None:
+        """A ValueError when a saved value (a host array) cannot be buffer ``name`` of this layer (a count that is
+        not a whole number); anything goes by default."""
+
+    def window_sizes(self) -> dict:
+        """Name -> (h, w) of every spatial size the configuration names (kernel_size, stride, padding...), which
+        a reader caps before it runs any shape; none by default."""
+        return {}
+
+    def cost(self, shape: tuple) -> dict:
+        """What one image of input ``shape`` costs in this layer: ``operations`` (multiply-adds and comparisons),
+        ``temporaries`` (values held besides the output, such as a padded copy) and ``columns`` (the largest
+        im2col matrix, in values). Nothing by default (an element-wise layer's output is counted by the
+        caller)."""
+        return {"operations": 0, "temporaries": 0, "columns": 0}
 
     def replica(self) -> "Layer":
         """A copy for one data-parallel shard: the same configuration, its own :class:`Parameter` objects (each

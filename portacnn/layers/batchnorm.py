@@ -38,7 +38,11 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..kernels import fast_path
-from .base import Layer, Parameter, check_input, positive
+from ..validation import Boolean, Integer, Real, check_all
+from .base import Layer, Parameter, check_input
+
+#: the largest num_batches_tracked a saved buffer may hold: counts are stored as float64, exact up to 2**53
+MAX_TRACKED = 1 << 53
 
 
 class _BatchNorm(Layer):
@@ -49,18 +53,14 @@ class _BatchNorm(Layer):
     _rank = 0
     _axes: tuple = ()
 
+    RULES = {"num_features": Integer(1), "eps": Real(0.0, low_open=True), "momentum": Real(0.0, 1.0),
+             "affine": Boolean()}
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
-        name = type(self).__name__
-        self.num_features = positive(num_features, f"{name} num_features")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)) \
-                or not math.isfinite(eps) or eps <= 0:
-            raise ValueError(f"{name} eps must be a finite number > 0; got {eps!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating, np.integer)) \
-                or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"{name} momentum must be a number in [0, 1]; got {momentum!r}")
-        if not isinstance(affine, (bool, np.bool_)):
-            raise ValueError(f"{name} affine must be True or False; got {affine!r}")
-        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        args = check_all(type(self).__name__, dict(num_features=num_features, eps=eps, momentum=momentum,
+                                                   affine=affine), self.RULES)
+        self.num_features, self.eps = args["num_features"], args["eps"]
+        self.momentum, self.affine = args["momentum"], args["affine"]
         self.weight = self.bias = None
         self.running_mean = self.running_var = self.num_batches_tracked = None
         self.sync = None
@@ -80,6 +80,30 @@ class _BatchNorm(Layer):
     def buffers(self):
         return {"running_mean": self.running_mean, "running_var": self.running_var,
                 "num_batches_tracked": self.num_batches_tracked}
+
+    def parameter_shapes(self):
+        c = self.num_features
+        return {"weight": (c,), "bias": (c,)} if self.affine else {}
+
+    def buffer_shapes(self):
+        c = self.num_features
+        return {"running_mean": (c,), "running_var": (c,), "num_batches_tracked": ()}
+
+    def check_buffer(self, name, value):
+        if name == "num_batches_tracked":
+            count = float(np.asarray(value))
+            if not (0 <= count <= MAX_TRACKED and count == math.floor(count)):
+                raise ValueError(f"must hold a whole number of batches in 0..2**53; got {count!r}")
+
+    def output_shape(self, shape):
+        self.expect_rank(shape)
+        if shape[0] != self.num_features:
+            unit = "channels" if self.input_rank == 3 else "features"
+            raise ValueError(f"expects {self.num_features} {unit} but gets {shape[0]}")
+        return tuple(shape)
+
+    def cost(self, shape):
+        return {"operations": math.prod(shape), "temporaries": 0, "columns": 0}
 
     def _layout(self) -> str:
         raise NotImplementedError
@@ -175,6 +199,7 @@ class BatchNorm2D(_BatchNorm):
 
     _rank = 4
     _axes = (0, 2, 3)
+    input_rank = 3
 
     @property
     def input_channels(self):
@@ -190,9 +215,14 @@ class BatchNorm1D(_BatchNorm):
 
     _rank = 2
     _axes = (0,)
+    input_rank = 1
 
     @property
     def out_features(self):
+        return self.num_features
+
+    @property
+    def input_features(self):
         return self.num_features
 
     def _layout(self):

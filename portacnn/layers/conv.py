@@ -30,7 +30,13 @@ from array_api_compat import array_namespace
 
 from ..kernels import fast_path
 from ..kernels.windows import col2im_chwn, im2col_chwn, out_size, pad_hw
-from .base import Layer, Parameter, check_input, pair, positive, uniform
+from ..validation import Boolean, Integer, Options, Pair, check_all
+from .base import Layer, Parameter, check_input, uniform
+
+
+def _pads(sides) -> str:
+    """Padding ((top, bottom), (left, right)) as "1x2", or "0+1x0+1" when a side differs."""
+    return "x".join(str(a) if a == b else f"{a}+{b}" for a, b in sides)
 
 
 class Conv2D(Layer):
@@ -41,31 +47,26 @@ class Conv2D(Layer):
     default).
     """
 
+    RULES = {"in_channels": Integer(1), "out_channels": Integer(1), "kernel_size": Pair(Integer(1)),
+             "stride": Pair(Integer(1)), "padding": Options("same", "valid") | Pair(Integer(0)),
+             "dilation": Pair(Integer(1)), "bias": Boolean()}
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True):
-        self.in_channels = positive(in_channels, "Conv2D in_channels")
-        self.out_channels = positive(out_channels, "Conv2D out_channels")
-        self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
-        self.stride = pair(stride, "Conv2D stride")
-        self.dilation = pair(dilation, "Conv2D dilation")
-        for what, given, value in (("kernel_size", kernel_size, self.kernel_size), ("stride", stride, self.stride),
-                                   ("dilation", dilation, self.dilation)):
-            if min(value) < 1:
-                raise ValueError(f"Conv2D {what} must be >= 1 in both axes; got {what}={given!r}")
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"Conv2D padding must be 'same', 'valid', an int or an (h, w) pair; got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"Conv2D padding='same' is not supported for strided convolutions (stride={stride!r}): "
-                                 "use stride=1, or give the padding as an int or pair")
-            self.padding = padding
-        else:
-            self.padding = pair(padding, "Conv2D padding")
-            if min(self.padding) < 0:
-                raise ValueError(f"Conv2D padding must be >= 0 (or 'same' or 'valid'); got padding={padding!r}")
-        self.use_bias = bool(bias)
+        args = check_all("Conv2D", dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+                                        stride=stride, padding=padding, dilation=dilation, bias=bias), self.RULES)
+        self.in_channels, self.out_channels = args["in_channels"], args["out_channels"]
+        self.kernel_size, self.stride, self.dilation = args["kernel_size"], args["stride"], args["dilation"]
+        self.padding, self.use_bias = args["padding"], args["bias"]
+        if self.padding == "same" and self.stride != (1, 1):
+            raise ValueError(f"Conv2D padding 'same' needs stride 1 (as in torch); got stride={stride!r}: use stride=1, "
+                             "or give the padding as an int or pair")
         self.weight = self.bias = None
 
-    def _sides(self):
+    def _extent(self):
+        """The dilated kernel's size (dilation * (k - 1) + 1 per axis)."""
+        return tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size))
+
+    def padding_sides(self):
         """The padding per side, ((top, bottom), (left, right))."""
         if self.padding == "same":  # dilation*(k - 1) in all, the odd one at the bottom/right (as torch)
             return tuple((t // 2, t - t // 2) for t in (d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)))
@@ -87,15 +88,43 @@ class Conv2D(Layer):
     def input_channels(self) -> int:
         return self.in_channels
 
+    input_rank = 3
+
     def output_shape(self, shape):
+        self.expect_rank(shape)
+        c, h, w = shape
+        if c != self.in_channels:
+            raise ValueError(f"expects {self.in_channels} input channels but gets {c}")
+        (pt, pb), (pl, pr) = self.padding_sides()
+        eh, ew = self._extent()
+        if h + pt + pb < eh or w + pl + pr < ew:
+            raise ValueError(f"its {eh}x{ew} window (padding {_pads(self.padding_sides())}) does not fit the {h}x{w} input "
+                             "(the padded input must be at least the dilated kernel size)")
         return (self.out_channels, *(out_size(n, k, s, p, d) for n, k, s, p, d in
-                                     zip(shape[1:], self.kernel_size, self.stride, self._sides(), self.dilation)))
+                                     zip(shape[1:], self.kernel_size, self.stride, self.padding_sides(), self.dilation)))
+
+    def parameter_shapes(self):
+        shapes = {"weight": (self.out_channels, self.in_channels, *self.kernel_size)}
+        return {**shapes, "bias": (self.out_channels,)} if self.use_bias else shapes
+
+    def window_sizes(self):
+        return {"kernel_size": self.kernel_size, "dilated kernel": self._extent(), "stride": self.stride,
+                "padding": tuple(max(side) for side in self.padding_sides())}
+
+    def cost(self, shape):
+        c, h, w = shape
+        _, ho, wo = self.output_shape(shape)
+        (pt, pb), (pl, pr) = self.padding_sides()
+        k = c * self.kernel_size[0] * self.kernel_size[1]
+        return {"operations": self.out_channels * ho * wo * k, "columns": k * ho * wo,
+                "temporaries": c * (h + pt + pb) * (w + pl + pr) if pt + pb + pl + pr else 0}
 
     def _geometry(self, x):
         check_input(self, x, 4, f"(N, {self.in_channels}, H, W)", self.in_channels)
-        ho, wo = self.output_shape(tuple(x.shape[1:]))[1:]
+        ho, wo = (out_size(n, k, s, p, d) for n, k, s, p, d in
+                  zip(x.shape[2:], self.kernel_size, self.stride, self.padding_sides(), self.dilation))
         if ho <= 0 or wo <= 0:
-            (pt, pb), (pl, pr) = self._sides()
+            (pt, pb), (pl, pr) = self.padding_sides()
             eh, ew = (d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size))
             raise ValueError(f"{self!r}: input {x.shape[2]}x{x.shape[3]} padded to {x.shape[2] + pt + pb}x"
                              f"{x.shape[3] + pl + pr} is smaller than the {eh}x{ew} (dilated) kernel; use a larger "
@@ -114,7 +143,7 @@ class Conv2D(Layer):
         if relu:
             fast = fast_path(x, "conv2d_forward_relu")
             if fast is not None:
-                return fast(x, weight, bias, self.stride, self._sides(), self._geometry(x), False, self.dilation)[0], True
+                return fast(x, weight, bias, self.stride, self.padding_sides(), self._geometry(x), False, self.dilation)[0], True
             return self._convolve(x, weight, bias, False)[0], False
         return self._convolve(x, weight, bias, False)[0]
 
@@ -123,11 +152,11 @@ class Conv2D(Layer):
         out_hw = self._geometry(x)
         fast = fast_path(x, "conv2d_forward")
         if fast is not None:
-            y, saved = fast(x, w, b, self.stride, self._sides(), out_hw, training, self.dilation)
+            y, saved = fast(x, w, b, self.stride, self.padding_sides(), out_hw, training, self.dilation)
             return y, (fast_path(x, "conv2d_backward"), saved)
         xp = array_namespace(x)
         (ho, wo), n, o = out_hw, x.shape[0], self.out_channels
-        xc = pad_hw(xp.permute_dims(x, (1, 2, 3, 0)), *self._sides(), copy=True)  # (C, Hp, Wp, N)
+        xc = pad_hw(xp.permute_dims(x, (1, 2, 3, 0)), *self.padding_sides(), copy=True)  # (C, Hp, Wp, N)
         cols = im2col_chwn(xc, self.kernel_size, self.stride, out_hw, self.dilation)  # X: (K, Ho*Wo*N)
         y = xp.matmul(xp.reshape(w, (o, -1)), cols)  # Wm @ X: (O, Ho*Wo*N)
         if b is not None:
@@ -142,7 +171,7 @@ class Conv2D(Layer):
             return dx
         xp = array_namespace(grad_out)
         x, cols, out_hw = saved
-        ((pt, pb), (pl, pr)), o, (c, h, w), n = self._sides(), self.out_channels, x.shape[1:], x.shape[0]
+        ((pt, pb), (pl, pr)), o, (c, h, w), n = self.padding_sides(), self.out_channels, x.shape[1:], x.shape[0]
         dy = xp.reshape(xp.permute_dims(grad_out, (1, 2, 3, 0)), (o, -1))  # dY: (O, Ho*Wo*N)
         self._set_grads(xp.reshape(xp.matmul(dy, xp.matrix_transpose(cols)), self.weight.data.shape),
                         xp.sum(dy, axis=1))

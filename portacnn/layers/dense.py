@@ -13,20 +13,37 @@ import math
 from array_api_compat import array_namespace
 
 from ..kernels.gemm import matmul
-from .base import Layer, Parameter, check_input, positive, uniform
+from ..validation import Boolean, Integer, check_all
+from .base import Layer, Parameter, check_input, uniform
 
 
 class Dense(Layer):
     """Dense(in_features, out_features, bias=True), like torch.nn.Linear (same default initialisation)."""
 
+    RULES = {"in_features": Integer(1), "out_features": Integer(1), "bias": Boolean()}
+    input_rank = 1
+
     def __init__(self, in_features, out_features, bias=True):
-        self.in_features = positive(in_features, "Dense in_features")
-        self.out_features = positive(out_features, "Dense out_features")
-        self.use_bias = bool(bias)
+        args = check_all("Dense", dict(in_features=in_features, out_features=out_features, bias=bias), self.RULES)
+        self.in_features, self.out_features, self.use_bias = args["in_features"], args["out_features"], args["bias"]
         self.weight = self.bias = None
 
+    @property
+    def input_features(self):
+        return self.in_features
+
     def output_shape(self, shape):
+        self.expect_rank(shape)
+        if shape[0] != self.in_features:
+            raise ValueError(f"expects {self.in_features} features but gets {shape[0]}")
         return (self.out_features,)
+
+    def parameter_shapes(self):
+        shapes = {"weight": (self.out_features, self.in_features)}
+        return {**shapes, "bias": (self.out_features,)} if self.use_bias else shapes
+
+    def cost(self, shape):
+        return {"operations": self.in_features * self.out_features, "temporaries": 0, "columns": 0}
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias)

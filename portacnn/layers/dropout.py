@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import asarray_like, numpy_dtype
+from ..validation import Real, check_all
 from .base import Layer
 
 
@@ -17,10 +18,10 @@ class Dropout(Layer):
 
     draws_random = True
 
+    RULES = {"p": Real(0.0, 1.0, high_open=True)}
+
     def __init__(self, p=0.5):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout p must be a probability in [0, 1); got {p!r}")
-        self.p = float(p)
+        self.p = check_all("Dropout", dict(p=p), self.RULES)["p"]
         self.rng = None
 
     def config(self):

@@ -11,22 +11,19 @@ tell on which side of 0 the input was.
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 from array_api_compat import array_namespace
 
+from ..validation import Real, check_all
 from .base import Layer
 
 
 class LeakyReLU(Layer):
     """LeakyReLU(negative_slope=0.01): element-wise, any shape."""
 
+    RULES = {"negative_slope": Real()}  # any finite slope, as torch (negative and > 1 included)
+
     def __init__(self, negative_slope=0.01):
-        ok = isinstance(negative_slope, (int, float, np.floating, np.integer)) and not isinstance(negative_slope, bool)
-        if not ok or not math.isfinite(negative_slope):
-            raise ValueError(f"LeakyReLU negative_slope must be a finite number; got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_all("LeakyReLU", dict(negative_slope=negative_slope), self.RULES)["negative_slope"]
 
     def config(self):
         return dict(negative_slope=self.negative_slope)

@@ -8,29 +8,49 @@ torch, so every window holds at least one real input.
 from __future__ import annotations
 
 from ..kernels.windows import out_size, taps
-from .base import Layer, check_input, pair
+from ..validation import Integer, NoneValue, Pair, check_all
+from .base import Layer, check_input
+
+
+def _fmt(pair) -> str:
+    return f"{pair[0]}x{pair[1]}"
 
 
 class Pool2D(Layer):
     """Base of MaxPool2D and AvgPool2D: ``kernel_size``, ``stride`` (default: the kernel) and ``padding``."""
 
+    RULES = {"kernel_size": Pair(Integer(1)), "stride": Pair(Integer(1)) | NoneValue(), "padding": Pair(Integer(0))}
+    input_rank = 3
+
     def __init__(self, kernel_size, stride=None, padding=0):
         name = type(self).__name__
-        self.kernel_size = pair(kernel_size, f"{name} kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, f"{name} stride")
-        self.padding = pair(padding, f"{name} padding")
-        if min(self.kernel_size + self.stride) <= 0 or min(self.padding) < 0:
-            raise ValueError(f"{name} needs kernel_size and stride > 0 and padding >= 0; got kernel_size="
-                             f"{kernel_size!r}, stride={stride!r}, padding={padding!r}")
+        args = check_all(name, dict(kernel_size=kernel_size, stride=stride, padding=padding), self.RULES)
+        self.kernel_size, self.padding = args["kernel_size"], args["padding"]
+        self.stride = self.kernel_size if args["stride"] is None else args["stride"]
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"{name} padding {self.padding} must be at most half the kernel size {self.kernel_size}")
+            raise ValueError(f"{name} padding {_fmt(self.padding)} must be at most half its kernel size "
+                             f"{_fmt(self.kernel_size)} (as in torch)")
 
     def config(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
 
     def output_shape(self, shape):
+        self.expect_rank(shape)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if shape[1] < kh - ph or shape[2] < kw - pw:
+            raise ValueError(f"its {kh}x{kw} window (padding {ph}x{pw}) does not fit the {shape[1]}x{shape[2]} input "
+                             "(kernel_size - padding must be at most the input size)")
         return (shape[0], out_size(shape[1], kh, sh, ph), out_size(shape[2], kw, sw, pw))
+
+    def window_sizes(self):
+        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+
+    def cost(self, shape):
+        c, h, w = shape
+        _, ho, wo = self.output_shape(shape)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        return {"operations": c * ho * wo * kh * kw, "columns": 0,
+                "temporaries": c * (h + 2 * ph) * (w + 2 * pw) if ph or pw else 0}
 
     def _offsets(self):
         kh, kw = self.kernel_size

@@ -11,8 +11,11 @@ buffers are named like a torch module with ``body`` and ``shortcut`` sub-``Seque
 
 from __future__ import annotations
 
+import math
+
 from .base import Layer, check_distinct, run_backward, run_forward
 from .fold import run_infer
+from .plan import walk
 from .spec import layer_from_spec, layer_spec
 
 
@@ -102,17 +105,40 @@ class Residual(Layer):
     def out_features(self):
         return next((layer.out_features for layer in reversed(self.body) if layer.out_features is not None), None)
 
+    @property
+    def input_rank(self):
+        return next((layer.input_rank for layer in self.body if layer.input_rank is not None), None)
+
+    def _branches(self, shape):
+        """(output shape, tally) of the body and of the shortcut (the input itself when None), as :func:`.walk`
+        gives them; a ValueError when a branch cannot take ``shape`` or the two disagree."""
+        main = walk(self.body, shape, "body.")
+        side = (tuple(shape), {"elements": 0, "operations": 0, "columns": 0}) if self.shortcut is None else \
+            walk(self.shortcut, shape, "shortcut.")
+        if main[0] != side[0]:
+            raise ValueError(f"Residual: its layers give shape {main[0]} but its shortcut gives {side[0]} for input "
+                             f"{tuple(shape)}; give it a shortcut (e.g. a 1x1 Conv2D with the body's stride) that matches")
+        return main, side
+
     def output_shape(self, shape):
-        main = tuple(shape)
-        for layer in self.body:
-            main = layer.output_shape(main)
-        side = tuple(shape)
-        for layer in self.shortcut or []:
-            side = layer.output_shape(side)
-        if main != side:
-            raise ValueError(f"Residual: its layers give shape {main} but its shortcut gives {side} for input {tuple(shape)}; "
-                             "give it a shortcut (e.g. a 1x1 Conv2D with the body's stride) that matches")
-        return main
+        return self._branches(tuple(shape))[0][0]
+
+    def cost(self, shape):
+        (out, main), (_, side) = self._branches(tuple(shape))
+        return {"operations": main["operations"] + side["operations"] + math.prod(out),
+                "temporaries": main["elements"] + side["elements"],  # every output inside both branches
+                "columns": max(main["columns"], side["columns"])}
+
+    def parameter_shapes(self):
+        return {f"{prefix}.{name}": s for prefix, layer in self.sublayers()
+                for name, s in layer.parameter_shapes().items()}
+
+    def buffer_shapes(self):
+        return {f"{prefix}.{name}": s for prefix, layer in self.sublayers() for name, s in layer.buffer_shapes().items()}
+
+    def check_buffer(self, name, value):
+        branch, j, rest = name.split(".", 2)
+        (self.body if branch == "body" else self.shortcut)[int(j)].check_buffer(rest, value)
 
     def replica(self):
         twin = Residual.__new__(Residual)

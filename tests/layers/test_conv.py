@@ -191,15 +191,18 @@ def test_same_padding_splits_like_torch(rng, kernel, dilation, want):
 
 @pytest.mark.parametrize("make, message", [
     (lambda: Conv2D(1, 2, 3, stride=2, padding="same"),
-     r"^Conv2D padding='same' is not supported for strided convolutions \(stride=2\): use stride=1"),
-    (lambda: Conv2D(1, 2, 3, stride=(1, 2), padding="same"), r"^Conv2D padding='same' .*stride=\(1, 2\)"),
-    (lambda: Conv2D(1, 2, 3, padding="foo"), r"^Conv2D padding must be 'same', 'valid', an int or an \(h, w\) pair; got 'foo'"),
-    (lambda: Conv2D(1, 2, 3, padding="SAME"), r"^Conv2D padding must be 'same', 'valid'"),
-    (lambda: Conv2D(1, 2, 3, padding=(1, -1)), r"^Conv2D padding must be >= 0 .*got padding=\(1, -1\)"),
-    (lambda: Conv2D(1, 2, 3, dilation=0), r"^Conv2D dilation must be >= 1 in both axes; got dilation=0"),
-    (lambda: Conv2D(1, 2, 3, dilation=(1, -2)), r"^Conv2D dilation must be >= 1 .*\(1, -2\)"),
-    (lambda: Conv2D(1, 2, 3, dilation=1.5), r"^Conv2D dilation must be an int or a pair"),
-    (lambda: Conv2D(1, 2, 3, dilation=(1, 2, 3)), r"^Conv2D dilation must be an int or a pair"),
+     r"^Conv2D padding 'same' needs stride 1 \(as in torch\); got stride=2: use stride=1"),
+    (lambda: Conv2D(1, 2, 3, stride=(1, 2), padding="same"), r"^Conv2D padding 'same' .*stride=\(1, 2\)"),
+    (lambda: Conv2D(1, 2, 3, padding="foo"),
+     r"^Conv2D padding must be one of 'same', 'valid' or a non-negative int or a pair \(h, w\) of them; got 'foo'"),
+    (lambda: Conv2D(1, 2, 3, padding="SAME"), r"^Conv2D padding must be one of 'same', 'valid'"),
+    (lambda: Conv2D(1, 2, 3, padding=(1, -1)), r"^Conv2D padding must be .*got \(1, -1\)"),
+    (lambda: Conv2D(1, 2, 3, dilation=0), r"^Conv2D dilation must be a positive int or a pair \(h, w\) of them; got 0"),
+    (lambda: Conv2D(1, 2, 3, dilation=(1, -2)), r"^Conv2D dilation must be .*\(1, -2\)"),
+    (lambda: Conv2D(1, 2, 3, dilation=1.5), r"^Conv2D dilation must be a positive int or a pair"),
+    (lambda: Conv2D(1, 2, 3, dilation=(1, 2, 3)), r"^Conv2D dilation must be a positive int or a pair"),
+    (lambda: Conv2D(1, 2, 3, bias="no"), r"^Conv2D bias must be True or False; got 'no'"),
+    (lambda: Conv2D(True, 2, 3), r"^Conv2D in_channels must be a positive int; got True"),
 ])
 def test_conv_bad_padding_or_dilation_is_a_one_line_error(make, message):
     with pytest.raises(ValueError, match=message) as info:

@@ -255,10 +255,10 @@ def _arch_with(block):
 
 @pytest.mark.parametrize("block, message", [
     ({"type": "Residual"}, "lacks fields"),
-    ({"type": "Residual", "layers": []}, "layer 1.body must be a non-empty list"),
+    ({"type": "Residual", "layers": []}, "layer 1 \\(Residual\\) layers must be a layer or a non-empty list"),
     ({"type": "Residual", "layers": [{"type": "Conv2D", "in_channels": 2, "out_channels": 3, "kernel_size": 1}]},
      "layers give shape"),
-    ({"type": "Residual", "layers": [{"type": "ReLU"}], "shortcut": [{"type": "Bad"}]}, "item 1.shortcut.0 is not"),
+    ({"type": "Residual", "layers": [{"type": "ReLU"}], "shortcut": [{"type": "Bad"}]}, "shortcut item 0 is not a known layer"),
     ({"type": "Residual", "layers": [{"type": "Conv2D", "in_channels": 3, "out_channels": 2, "kernel_size": 1}]},
      r"layer 1.body.0 \(Conv2D\) expects 3 input channels"),
 ])

@@ -1,0 +1,377 @@
+"""TEMPORARY: the metadata schemas the checkpoint reader kept for other modules (optimizer, training state, run
+information), until each of those checks its own saved form."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from ..optim import OPTIMIZERS
+from ..optim.lr_scheduler import check_saved_state
+from ..train_state import TrainState
+from ..validation import _short
+from .limits import Bad as _Bad
+
+_MAX_COUNT = (1 << 63) - 1
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1 << 24
+_MAX_NAME, _MAX_TEXT = 64, 4096
+PROTOCOLS = ("full", "tutorial")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+AUGMENTATIONS = ("none", "affine", "affine+erase")
+
+
+def _in_checked(check, *args) -> None:
+    try:
+        check(*args)
+    except ValueError as e:
+        raise _Bad(str(e)) from None
+
+
+def _int(value, what, low=0, high=_MAX_COUNT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{what} must be an integer; got {_short(value)}")
+    if value < low or (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"in {low}..{high}"
+        raise _Bad(f"{what} must be {bound}; got {_short(value)}")
+    return value
+
+
+def _number(value, what, low=None, high=None, low_open=False, high_open=False) -> float:
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        finite = False
+    if not finite:
+        raise _Bad(f"{what} must be a finite number; got {_short(value)}")
+    if (low is not None and (value < low or (low_open and value == low))) or (
+            high is not None and (value > high or (high_open and value == high))):
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low}, "
+        hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+        raise _Bad(f"{what} must lie in {lo or '(-inf, '}{hi or 'inf)'}; got {_short(value)}")
+    return float(value)
+
+
+def _name(value, what, limit=_MAX_NAME) -> str:
+    """A short printable string (it may be shown on a terminal: no control characters)."""
+    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
+        raise _Bad(f"{what} must be a printable string of 1 to {limit} characters; got {_short(value)}")
+    return value
+
+
+# -- optimizer, training state, run information -------------------------------------------------------------
+_OPTIMIZER_FIELDS = {"adam": {"lr", "betas", "eps", "weight_decay"}, "adamw": {"lr", "betas", "eps", "weight_decay"},
+                     "sgd": {"lr", "momentum", "weight_decay", "nesterov"},
+                     "rmsprop": {"lr", "alpha", "eps", "weight_decay", "momentum", "centered"}}
+_OPTIMIZER_BUFFERS = {"adam": {"m", "v"}, "adamw": {"m", "v"}, "sgd": {"momentum"},
+                      "rmsprop": {"squareavg", "momentum", "gradavg"}}
+#: what a parameter group may hold besides "params" and its hyper-parameters: a name, and the keys schedulers
+#: write (initial_lr; OneCycleLR's max_lr, min_lr, max_momentum, base_momentum): portacnn.optim.Optimizer's list
+_GROUP_EXTRA = frozenset(OPTIMIZERS["sgd"]._GROUP_EXTRA)
+#: parameter groups of an optimizer (split_decay makes 2; one per parameter is the most that is useful)
+MAX_PARAM_GROUPS = 1024
+
+
+def _check_hyperparameters(kind: str, spec: dict, where: str = "") -> None:
+    """The hyper-parameters of an optimizer of type ``kind`` in ``spec`` (the description, or one group)."""
+    _number(spec["lr"], f"{where}lr", 0.0)  # a schedule may bring it to exactly 0 (cosine annealing's last step)
+    _number(spec["weight_decay"], f"{where}weight_decay", 0.0)
+    if kind == "rmsprop":
+        _number(spec["alpha"], f"{where}alpha", 0.0)
+        _number(spec["eps"], f"{where}eps", 0.0)
+        _number(spec["momentum"], f"{where}momentum", 0.0)
+        if not isinstance(spec["centered"], bool):
+            raise _Bad(f"{where}centered must be true or false; got {_short(spec['centered'])}")
+    elif kind in ("adam", "adamw"):
+        betas = spec["betas"]
+        if not isinstance(betas, list) or len(betas) != 2:
+            raise _Bad(f"{where}betas must be a pair [beta1, beta2]; got {_short(betas)}")
+        for b in betas:
+            _number(b, f"each of {where}betas", 0.0, 1.0, high_open=True)
+        _number(spec["eps"], f"{where}eps", 0.0)
+    else:
+        momentum = _number(spec["momentum"], f"{where}momentum", 0.0)
+        if not isinstance(spec["nesterov"], bool):
+            raise _Bad(f"{where}nesterov must be true or false; got {_short(spec['nesterov'])}")
+        if spec["nesterov"] and momentum == 0:
+            raise _Bad(f"{where}nesterov needs momentum > 0")
+
+
+def _check_param_groups(kind: str, groups, n: int) -> None:
+    """``param_groups``: each group's hyper-parameters, scheduler keys and parameters (indices into the
+    architecture's parameters), the groups together holding every parameter exactly once."""
+    if not isinstance(groups, list) or not 1 <= len(groups) <= MAX_PARAM_GROUPS:
+        raise _Bad(f"'param_groups' must be a list of 1 to {MAX_PARAM_GROUPS} groups; got {_short(groups)}")
+    required = _OPTIMIZER_FIELDS[kind] | {"params"}
+    seen, total = set(), 0
+    for g, group in enumerate(groups):
+        where = f"param_groups[{g}] "
+        if not isinstance(group, dict):
+            raise _Bad(f"{where}is not an object: {_short(group)}")
+        unknown, missing = sorted(set(group) - required - _GROUP_EXTRA), sorted(required - set(group))
+        if unknown or missing:
+            raise _Bad(f"{where}has unknown fields {unknown} or lacks fields {missing}")
+        params = group["params"]
+        if not isinstance(params, list):
+            raise _Bad(f"{where}params must be a list of parameter indices; got {_short(params)}")
+        total += len(params)
+        if total > n:
+            raise _Bad(f"'param_groups' list more than the architecture's {n} parameters")
+        for i in params:
+            _int(i, f"each of {where}params", 0, n - 1)
+            if i in seen:
+                raise _Bad(f"parameter {i} is in more than one of 'param_groups'")
+            seen.add(i)
+        _check_hyperparameters(kind, group, where)
+        for key in sorted(_GROUP_EXTRA & set(group)):
+            if key == "name":
+                _name(group[key], f"{where}name")
+            else:
+                _number(group[key], f"{where}{key}", 0.0)
+    if total != n:
+        raise _Bad(f"'param_groups' hold {total} of the architecture's {n} parameters; each must be in one group")
+
+
+def _check_optimizer(spec, shapes: dict, buffers: dict) -> None:
+    """The optimizer description (type, steps, hyper-parameters, parameter groups) and its buffers
+    ("<i>.<name>" -> array). Indices are those of the architecture's parameters, in the model's order."""
+    if not isinstance(spec, dict):
+        raise _Bad(f"it is not an object: {_short(spec)}")
+    kind = spec.get("type")
+    if not isinstance(kind, str) or kind not in _OPTIMIZER_FIELDS:
+        raise _Bad(f"unknown optimizer type {_short(kind)} (known: {', '.join(_OPTIMIZER_FIELDS)})")
+    expected = _OPTIMIZER_FIELDS[kind] | {"type", "steps"}
+    unknown, missing = sorted(set(spec) - expected - {"param_groups"}), sorted(expected - set(spec))
+    if unknown or missing:
+        raise _Bad(f"{kind} has unknown fields {unknown} or lacks fields {missing}")
+    n = len(shapes)
+    steps = spec["steps"]
+    if isinstance(steps, list):
+        if len(steps) != n:
+            raise _Bad(f"'steps' counts updates of {len(steps)} parameters; the architecture has {n}")
+        for t in steps:
+            _int(t, "each of 'steps'")
+    else:
+        _int(steps, "'steps'")
+    _check_hyperparameters(kind, spec)  # the first group's (files before 'param_groups': the only group's)
+    if "param_groups" in spec:
+        _check_param_groups(kind, spec["param_groups"], n)
+    order = list(shapes.values())
+    for key, value in buffers.items():
+        m = re.fullmatch(r"(0|[1-9][0-9]{0,5})\.([a-z]+)", key)
+        if m is None or int(m.group(1)) >= n or m.group(2) not in _OPTIMIZER_BUFFERS[kind]:
+            raise _Bad(f"tensor 'optim.{key}' is not a {kind} buffer of one of the {n} parameters")
+        if tuple(value.shape) != order[int(m.group(1))]:
+            raise _Bad(f"tensor 'optim.{key}' has shape {tuple(value.shape)}; its parameter has "
+                       f"{order[int(m.group(1))]}")
+
+
+_TRAIN_STATE_FIELDS = TrainState.REQUIRED  # the schema's fields are the dataclass's
+_TRAIN_STATE_OPTIONAL = TrainState.OPTIONAL
+_HISTORY_KEYS = {"loss": None, "accuracy": (0.0, 1.0), "val_loss": None, "val_accuracy": (0.0, 1.0), "lr": (0.0, None)}
+#: callbacks with state in a training state (fit's callbacks=[...]), and the bounds of their (untrusted) states:
+#: nesting, values in all (numbers, strings, lists, objects), characters of a key
+MAX_CALLBACKS = 64
+_MAX_STATE_DEPTH = 16
+_MAX_STATE_VALUES = 100_000
+_INT64 = 1 << 63
+_CLASS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _float_list(value, what, length_max, exact, bounds=None, non_finite=False) -> None:
+    """A list of at most (``exact``: exactly) ``length_max`` numbers within ``bounds``; ``non_finite`` also
+    lets NaN and infinities through (a validation loss can blow up while the weights stay finite)."""
+    if not isinstance(value, list):
+        raise _Bad(f"{what} must be a list of numbers; got {_short(value)}")
+    if len(value) > length_max or (exact and len(value) != length_max):
+        need = f"{length_max}" if exact else f"at most {length_max}"
+        raise _Bad(f"{what} has {len(value)} values; the saved epoch count needs {need}")
+    low, high = bounds or (None, None)
+    for v in value:
+        if non_finite and isinstance(v, float) and not math.isfinite(v):
+            continue
+        _number(v, f"each value of {what}", low, high)
+
+
+def _check_train_state(state) -> None:
+    """What ``fit(resume=...)`` reads (see portacnn.training.fit's snapshot)."""
+    if not isinstance(state, dict):
+        raise _Bad("it is not an object")
+    unknown = sorted(set(state) - _TRAIN_STATE_FIELDS - _TRAIN_STATE_OPTIONAL)
+    missing = sorted(_TRAIN_STATE_FIELDS - set(state))
+    if unknown or missing:
+        raise _Bad(f"unknown fields {unknown} or missing fields {missing}")
+    epoch = _int(state["epoch"], "field 'epoch'", 0, MAX_EPOCHS)
+    step = _int(state["step"], "field 'step'")
+    seen = _int(state["seen"], "field 'seen'")
+    correct = _int(state["correct"], "field 'correct'")
+    batch_size = _int(state["batch_size"], "field 'batch_size'", 1, MAX_BATCH_SIZE)
+    _int(state["seed"], "field 'seed'", 0, (1 << 128) - 1)
+    loss_sum = _number(state["loss_sum"], "field 'loss_sum'")
+    if not step <= seen <= step * batch_size:
+        raise _Bad(f"field 'seen' ({seen}) must lie between 'step' ({step}) and step * batch_size "
+                   f"({step * batch_size}): every step reads 1 to batch_size images")
+    if correct > seen:
+        raise _Bad(f"field 'correct' ({correct}) exceeds the {seen} images seen")
+    if seen == 0 and loss_sum != 0:
+        raise _Bad(f"field 'loss_sum' is {loss_sum} before any image was seen")
+    rng = state["rng"]
+    try:
+        np.random.default_rng().bit_generator.state = rng
+    except Exception:  # numpy raises TypeError, ValueError, KeyError, OverflowError... for bad states
+        raise _Bad(f"field 'rng' is not a state numpy's default generator (PCG64) accepts: {_short(rng)}") from None
+    history = state["history"]
+    if not isinstance(history, dict):
+        raise _Bad(f"field 'history' must be an object of lists; got {_short(history)}")
+    unknown = sorted(set(history) - set(_HISTORY_KEYS))
+    if unknown or not {"loss", "accuracy"} <= set(history) or (("val_loss" in history) != ("val_accuracy" in history)):
+        raise _Bad(f"field 'history' must hold 'loss' and 'accuracy' (and 'val_loss' with 'val_accuracy'); "
+                   f"got keys {sorted(history)}")
+    for key, values in history.items():
+        # training metrics: one per finished epoch; validation ones: at most that (a resumed run may drop them)
+        _float_list(values, f"history[{key!r}]", epoch, key in ("loss", "accuracy"), _HISTORY_KEYS[key],
+                    non_finite=key == "val_loss")
+    if "val_loss" in history and len(history["val_loss"]) != len(history["val_accuracy"]):
+        raise _Bad("history['val_loss'] and history['val_accuracy'] differ in length")
+    if "epoch_times" in state:
+        _float_list(state["epoch_times"], "field 'epoch_times'", epoch, False, (0.0, None))
+    if state.get("callbacks") is not None:
+        _check_callbacks(state["callbacks"], epoch)
+
+
+def _plain_json(value, what: str, budget: list, depth: int = 0) -> None:
+    """JSON of bounded size (``budget[0]`` values left in all) and nesting, with finite numbers, 64-bit integers,
+    strings of at most _MAX_TEXT characters and keys of at most _MAX_NAME."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Bad(f"the callbacks' states hold more than {_MAX_STATE_VALUES} values")
+    if depth > _MAX_STATE_DEPTH:
+        raise _Bad(f"{what} is nested more than {_MAX_STATE_DEPTH} levels deep")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise _Bad(f"{what} must be a 64-bit integer; got {_short(value)}")
+    elif isinstance(value, float):
+        _number(value, what)
+    elif isinstance(value, str):
+        if len(value) > _MAX_TEXT:
+            raise _Bad(f"{what} is a string of more than {_MAX_TEXT} characters")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain_json(item, f"{what}[{i}]", budget, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if len(key) > _MAX_NAME or not key.isprintable():
+                raise _Bad(f"{what} has a key that is not a printable name of at most {_MAX_NAME} characters: {_short(key)}")
+            _plain_json(item, f"{what}[{key!r}]", budget, depth + 1)
+    else:
+        raise _Bad(f"{what} is not JSON: {_short(value)}")
+
+
+def _object(value, what: str, keys) -> dict:
+    if not isinstance(value, dict) or set(value) != set(keys):
+        raise _Bad(f"{what} must be an object with the keys {sorted(keys)}; got {_short(value)}")
+    return value
+
+
+def _optional_epoch(value, what: str, epoch: int) -> None:
+    """None, or an epoch the run has finished (0-based, below ``epoch``)."""
+    if value is not None:
+        if epoch == 0:
+            raise _Bad(f"{what} must be null before any epoch has finished; got {_short(value)}")
+        _int(value, what, 0, epoch - 1)
+
+
+def _monitor_state(state, what, epoch, extra=()) -> None:
+    _object(state, what, ("monitor", "mode", "best", "best_epoch") + extra)
+    _name(state["monitor"], f"{what} monitor")
+    if state["mode"] not in ("min", "max"):
+        raise _Bad(f"{what} mode must be 'min' or 'max'; got {_short(state['mode'])}")
+    if state["best"] is not None:
+        _number(state["best"], f"{what} best")
+    _optional_epoch(state["best_epoch"], f"{what} best_epoch", epoch)
+
+
+def _early_stopping_state(state, what, epoch) -> None:
+    _monitor_state(state, what, epoch, ("wait", "stopped_epoch"))
+    _int(state["wait"], f"{what} wait", 0, epoch)
+    _optional_epoch(state["stopped_epoch"], f"{what} stopped_epoch", epoch)
+
+
+def _lr_scheduler_state(state, what, epoch) -> None:
+    _object(state, what, ("per", "offset", "scheduler"))
+    if state["per"] not in ("epoch", "step"):
+        raise _Bad(f"{what} per must be 'epoch' or 'step'; got {_short(state['per'])}")
+    if state["offset"] is not None:
+        _int(state["offset"], f"{what} offset", -_MAX_COUNT)
+    scheduler = _object(state["scheduler"], f"{what} scheduler", ("type", "state"))
+    if not isinstance(scheduler["type"], str) or not _CLASS_NAME.fullmatch(scheduler["type"]):
+        raise _Bad(f"{what} scheduler type must be a class name; got {_short(scheduler['type'])}")
+    _in_checked(check_saved_state, scheduler["state"], f"{what} scheduler")
+
+
+#: the callbacks of portacnn.training whose states are checked field by field (others: bounded JSON only)
+_CALLBACK_STATES = {
+    "EarlyStopping": _early_stopping_state,
+    "ModelCheckpoint": _monitor_state,
+    "LearningRateScheduler": _lr_scheduler_state,
+}
+
+
+def _check_callbacks(callbacks, epoch: int) -> None:
+    """``[{"type": class name, "state": object}]``: at most MAX_CALLBACKS, every state bounded JSON, the states of
+    portacnn's own callbacks field by field."""
+    if not isinstance(callbacks, list) or len(callbacks) > MAX_CALLBACKS:
+        raise _Bad(f"field 'callbacks' must be a list of at most {MAX_CALLBACKS} callback states; got {_short(callbacks)}")
+    budget = [_MAX_STATE_VALUES]
+    for i, entry in enumerate(callbacks):
+        what = f"callbacks[{i}]"
+        entry = _object(entry, what, ("type", "state"))
+        kind = entry["type"]
+        if not isinstance(kind, str) or not _CLASS_NAME.fullmatch(kind):
+            raise _Bad(f"{what} type must be a class name; got {_short(kind)}")
+        what = f"callbacks[{i}] ({kind}) state"
+        if not isinstance(entry["state"], dict):
+            raise _Bad(f"{what} must be an object; got {_short(entry['state'])}")
+        _plain_json(entry["state"], what, budget, 1)
+        if kind in _CALLBACK_STATES:
+            _CALLBACK_STATES[kind](entry["state"], what, epoch)
+
+
+def _check_extra(extra) -> None:
+    """Free-form JSON, but the keys the CLI writes are typed and bounded (and none is ever opened as a path)."""
+    if not isinstance(extra, dict):
+        raise _Bad(f"it is not an object: {_short(extra)}")
+    if "model" in extra:
+        _name(extra["model"], "'model'")
+    if "protocol" in extra and extra["protocol"] is not None and extra["protocol"] not in PROTOCOLS:
+        raise _Bad(f"'protocol' must be one of {', '.join(PROTOCOLS)} or null; got {_short(extra['protocol'])}")
+    if "epochs" in extra:
+        _int(extra["epochs"], "'epochs'", 1, MAX_EPOCHS)
+    if "limit" in extra and extra["limit"] is not None:
+        _int(extra["limit"], "'limit'")
+    if "data" in extra and extra["data"] is not None:  # a record of where the data came from, never opened
+        data = extra["data"]
+        if not isinstance(data, str) or len(data) > _MAX_TEXT or "\x00" in data:
+            raise _Bad(f"'data' must be a string of at most {_MAX_TEXT} characters or null; got {_short(data)}")
+    # the command line's training recipe (a resumed run takes it from here)
+    if "optimizer" in extra and extra["optimizer"] not in OPTIMIZERS:
+        raise _Bad(f"'optimizer' must be one of {', '.join(OPTIMIZERS)}; got {_short(extra['optimizer'])}")
+    if "augment" in extra and extra["augment"] not in AUGMENTATIONS:
+        raise _Bad(f"'augment' must be one of {', '.join(AUGMENTATIONS)}; got {_short(extra['augment'])}")
+    if "schedule" in extra and extra["schedule"] not in SCHEDULES:
+        raise _Bad(f"'schedule' must be one of {', '.join(SCHEDULES)}; got {_short(extra['schedule'])}")
+    if "lr" in extra:
+        _number(extra["lr"], "'lr'", 0.0, low_open=True)
+    if extra.get("weight_decay") is not None:
+        _number(extra["weight_decay"], "'weight_decay'", 0.0)
+    for key in ("label_smoothing", "val_split"):
+        if key in extra:
+            _number(extra[key], f"'{key}'", 0.0, 1.0, high_open=True)
+    if extra.get("early_stopping") is not None:
+        _int(extra["early_stopping"], "'early_stopping'", 1, MAX_EPOCHS)
+
+
