@@ -171,7 +171,7 @@ def _global_avgpool(g, layer, x, shape, key):
 
 def _batchnorm(g, layer, x, shape, key):
     c = layer.num_features
-    if isinstance(layer, BatchNorm2D):
+    if layer.input_rank == 3:
         g.image(key, layer, shape, c)
     elif len(shape) != 1 or shape[0] not in (None, c):
         g.fail(key, layer, f"(N, {c})", shape)
@@ -226,18 +226,14 @@ _EMITTERS = {
 
 
 def _first_input(layers):
-    """(rank, channels or features) of the input the first layers fix: 4 and C for images, 2 and F for flat
-    vectors, (4, None) when nothing says (element-wise layers, a Flatten)."""
+    """(rank, channels or features) of the input the first layers fix, from what they declare: 4 and C for
+    images, 2 and F for flat vectors, (4, None) when nothing says (element-wise layers) or a layer flattens images."""
     for layer in layers:
-        if isinstance(layer, Residual):
-            found = _first_input(layer.body)
-            if found != (4, None):
-                return found
-        elif isinstance(layer, (Conv2D, BatchNorm2D)):
+        if layer.input_rank == 3:
             return 4, layer.input_channels
-        elif isinstance(layer, (Dense, BatchNorm1D)):
-            return 2, layer.in_features if isinstance(layer, Dense) else layer.num_features
-        elif isinstance(layer, (MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten)):
+        if layer.input_rank == 1:
+            return 2, layer.input_features
+        if len(layer.output_shape((1, 2, 2))) != 3:  # a Flatten: it reads images
             return 4, None
     return 4, None
 

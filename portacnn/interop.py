@@ -78,34 +78,44 @@ def __getattr__(name):  # ``portacnn.interop.TorchResidual`` imports torch only 
 
 
 # -- portacnn -> torch -----------------------------------------------------------------------------------
+def _to_pool(cls_name):
+    return lambda layer, nn, meta: getattr(nn, cls_name)(layer.kernel_size, stride=layer.stride, padding=layer.padding)
+
+
+def _to_batchnorm(cls_name):
+    return lambda layer, nn, meta: getattr(nn, cls_name)(layer.num_features, eps=layer.eps, momentum=layer.momentum,
+                                                         affine=layer.affine, **meta)
+
+
+def _to_plain(cls_name):
+    return lambda layer, nn, meta: getattr(nn, cls_name)()
+
+
+#: portacnn layer -> the torch module computing it (parameters uninitialised on the meta device, loaded later);
+#: one entry per type of portacnn.layers.LAYER_TYPES (tests/layers/test_layer_table.py checks it)
+_TO_TORCH = {
+    Conv2D: lambda layer, nn, meta: nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                              stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                                              bias=layer.use_bias, **meta),
+    Dense: lambda layer, nn, meta: nn.Linear(layer.in_features, layer.out_features, bias=layer.use_bias, **meta),
+    BatchNorm2D: _to_batchnorm("BatchNorm2d"), BatchNorm1D: _to_batchnorm("BatchNorm1d"),
+    MaxPool2D: _to_pool("MaxPool2d"), AvgPool2D: _to_pool("AvgPool2d"),
+    GlobalAvgPool2D: lambda layer, nn, meta: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    LeakyReLU: lambda layer, nn, meta: nn.LeakyReLU(layer.negative_slope),
+    Dropout: lambda layer, nn, meta: nn.Dropout(layer.p),
+    ReLU: _to_plain("ReLU"), Sigmoid: _to_plain("Sigmoid"), Tanh: _to_plain("Tanh"), Flatten: _to_plain("Flatten"),
+    Residual: lambda layer, nn, meta: _residual_class()(
+        _torch_sequential(layer.body, nn, meta["dtype"]),
+        None if layer.shortcut is None else _torch_sequential(layer.shortcut, nn, meta["dtype"])),
+}
+
+
 def _torch_module(layer, nn, dt):
-    """The torch module computing ``layer`` (parameters uninitialised on the meta device; loaded later)."""
-    meta = {"device": "meta", "dtype": dt}
-    kind = type(layer)
-    if kind is Residual:
-        return _residual_class()(_torch_sequential(layer.body, nn, dt),
-                                 None if layer.shortcut is None else _torch_sequential(layer.shortcut, nn, dt))
-    if kind is Conv2D:
-        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                         padding=layer.padding, dilation=layer.dilation, bias=layer.use_bias, **meta)
-    if kind is Dense:
-        return nn.Linear(layer.in_features, layer.out_features, bias=layer.use_bias, **meta)
-    if kind in (BatchNorm2D, BatchNorm1D):
-        cls = nn.BatchNorm2d if kind is BatchNorm2D else nn.BatchNorm1d
-        return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine, **meta)
-    if kind is MaxPool2D:
-        return nn.MaxPool2d(layer.kernel_size, stride=layer.stride, padding=layer.padding)
-    if kind is AvgPool2D:
-        return nn.AvgPool2d(layer.kernel_size, stride=layer.stride, padding=layer.padding)
-    if kind is GlobalAvgPool2D:
-        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    if kind is LeakyReLU:
-        return nn.LeakyReLU(layer.negative_slope)
-    if kind is Dropout:
-        return nn.Dropout(layer.p)
-    if kind in (ReLU, Sigmoid, Tanh, Flatten):
-        return getattr(nn, kind.__name__)()
-    raise ValueError(f"to_torch: no torch module for {layer!r} (portacnn's own layers only)")
+    """The torch module computing ``layer``."""
+    make = _TO_TORCH.get(type(layer))
+    if make is None:
+        raise ValueError(f"to_torch: no torch module for {layer!r} (portacnn's own layers only)")
+    return make(layer, nn, {"device": "meta", "dtype": dt})
 
 
 def _torch_sequential(layers, nn, dt):
@@ -149,6 +159,66 @@ def _refuse(path, module, problem):
     raise ValueError(f"from_torch: module {path!r} ({module!r}) {problem}")
 
 
+def _from_conv(path, module, nn):
+    if module.groups != 1:
+        _refuse(path, module, f"has groups={module.groups}; portacnn's Conv2D has none (use groups=1)")
+    if module.padding_mode != "zeros":
+        _refuse(path, module, f"has padding_mode={module.padding_mode!r}; portacnn pads with zeros only")
+    padding = module.padding if isinstance(module.padding, str) else _ints(module.padding)
+    return Conv2D(module.in_channels, module.out_channels, _ints(module.kernel_size), stride=_ints(module.stride),
+                  padding=padding, dilation=_ints(module.dilation), bias=module.bias is not None)
+
+
+def _from_maxpool(path, module, nn):
+    for option, value, plain in (("ceil_mode", module.ceil_mode, False), ("dilation", _ints(module.dilation), 1),
+                                 ("return_indices", module.return_indices, False)):
+        if value not in (plain, (plain, plain)):
+            _refuse(path, module, f"has {option}={value!r}; portacnn's MaxPool2D takes {option}={plain!r} only")
+    return MaxPool2D(_ints(module.kernel_size), stride=_ints(module.stride), padding=_ints(module.padding))
+
+
+def _from_avgpool(path, module, nn):
+    for option, value, plain in (("ceil_mode", module.ceil_mode, False),
+                                 ("count_include_pad", module.count_include_pad, True),
+                                 ("divisor_override", module.divisor_override, None)):
+        if value != plain:
+            _refuse(path, module, f"has {option}={value!r}; portacnn's AvgPool2D takes {option}={plain!r} only")
+    return AvgPool2D(_ints(module.kernel_size), stride=_ints(module.stride), padding=_ints(module.padding))
+
+
+def _from_batchnorm(cls):
+    def make(path, module, nn):
+        if not module.track_running_stats:
+            _refuse(path, module, "has track_running_stats=False; portacnn's BatchNorm keeps running statistics")
+        if module.momentum is None:
+            _refuse(path, module, "has momentum=None (a cumulative average); give it a float momentum such as 0.1")
+        return cls(module.num_features, eps=module.eps, momentum=module.momentum, affine=module.affine)
+    return make
+
+
+def _from_flatten(path, module, nn):
+    if (module.start_dim, module.end_dim) != (1, -1):
+        _refuse(path, module, "flattens other axes; portacnn's Flatten is Flatten(start_dim=1, end_dim=-1)")
+    return Flatten()
+
+
+def _from_adaptive(path, module, nn):
+    _refuse(path, module, "maps to portacnn's GlobalAvgPool2D only as AdaptiveAvgPool2d(1) followed by Flatten()")
+
+
+#: torch module class name -> the portacnn layer it becomes (GlobalAvgPool2D comes from the pair
+#: AdaptiveAvgPool2d(1) + Flatten, read in :func:`_layers`; Residual from :class:`TorchResidual`)
+_FROM_TORCH = {
+    "Conv2d": _from_conv, "MaxPool2d": _from_maxpool, "AvgPool2d": _from_avgpool,
+    "BatchNorm2d": _from_batchnorm(BatchNorm2D), "BatchNorm1d": _from_batchnorm(BatchNorm1D),
+    "Linear": lambda path, module, nn: Dense(module.in_features, module.out_features, bias=module.bias is not None),
+    "Flatten": _from_flatten, "LeakyReLU": lambda path, module, nn: LeakyReLU(module.negative_slope),
+    "Dropout": lambda path, module, nn: Dropout(module.p), "ReLU": lambda path, module, nn: ReLU(),
+    "Sigmoid": lambda path, module, nn: Sigmoid(), "Tanh": lambda path, module, nn: Tanh(),
+    "AdaptiveAvgPool2d": _from_adaptive,
+}
+
+
 def _layer(path, module, nn):
     """(portacnn layer, {local state name: tensor}) for one torch module (not a Sequential)."""
     kind = type(module)
@@ -161,51 +231,12 @@ def _layer(path, module, nn):
         return layer, tensors
     own = {k: t for k, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
            if t is not None}
-    if kind is nn.Conv2d:
-        if module.groups != 1:
-            _refuse(path, module, f"has groups={module.groups}; portacnn's Conv2D has none (use groups=1)")
-        if module.padding_mode != "zeros":
-            _refuse(path, module, f"has padding_mode={module.padding_mode!r}; portacnn pads with zeros only")
-        padding = module.padding if isinstance(module.padding, str) else _ints(module.padding)
-        return Conv2D(module.in_channels, module.out_channels, _ints(module.kernel_size), stride=_ints(module.stride),
-                      padding=padding, dilation=_ints(module.dilation), bias=module.bias is not None), own
-    if kind is nn.MaxPool2d:
-        for option, value, plain in (("ceil_mode", module.ceil_mode, False), ("dilation", _ints(module.dilation), 1),
-                                     ("return_indices", module.return_indices, False)):
-            if value not in (plain, (plain, plain)):
-                _refuse(path, module, f"has {option}={value!r}; portacnn's MaxPool2D takes {option}={plain!r} only")
-        return MaxPool2D(_ints(module.kernel_size), stride=_ints(module.stride), padding=_ints(module.padding)), own
-    if kind is nn.AvgPool2d:
-        for option, value, plain in (("ceil_mode", module.ceil_mode, False),
-                                     ("count_include_pad", module.count_include_pad, True),
-                                     ("divisor_override", module.divisor_override, None)):
-            if value != plain:
-                _refuse(path, module, f"has {option}={value!r}; portacnn's AvgPool2D takes {option}={plain!r} only")
-        return AvgPool2D(_ints(module.kernel_size), stride=_ints(module.stride), padding=_ints(module.padding)), own
-    if kind in (nn.BatchNorm2d, nn.BatchNorm1d):
-        if not module.track_running_stats:
-            _refuse(path, module, "has track_running_stats=False; portacnn's BatchNorm keeps running statistics")
-        if module.momentum is None:
-            _refuse(path, module, "has momentum=None (a cumulative average); give it a float momentum such as 0.1")
-        cls = BatchNorm2D if kind is nn.BatchNorm2d else BatchNorm1D
-        return cls(module.num_features, eps=module.eps, momentum=module.momentum, affine=module.affine), own
-    if kind is nn.Linear:
-        return Dense(module.in_features, module.out_features, bias=module.bias is not None), own
-    if kind is nn.Flatten:
-        if (module.start_dim, module.end_dim) != (1, -1):
-            _refuse(path, module, "flattens other axes; portacnn's Flatten is Flatten(start_dim=1, end_dim=-1)")
-        return Flatten(), own
-    if kind is nn.LeakyReLU:
-        return LeakyReLU(module.negative_slope), own
-    if kind is nn.Dropout:
-        return Dropout(module.p), own
-    if kind in (nn.ReLU, nn.Sigmoid, nn.Tanh):
-        return {nn.ReLU: ReLU, nn.Sigmoid: Sigmoid, nn.Tanh: Tanh}[kind](), own
-    if kind is nn.AdaptiveAvgPool2d:
-        _refuse(path, module, "maps to portacnn's GlobalAvgPool2D only as AdaptiveAvgPool2d(1) followed by Flatten()")
-    _refuse(path, module, "has no portacnn layer (supported: Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1) + "
-                          "Flatten, BatchNorm2d/1d, ReLU, LeakyReLU, Sigmoid, Tanh, Flatten, Linear, Dropout, "
-                          "Sequential, portacnn.interop.TorchResidual)")
+    make = _FROM_TORCH.get(kind.__name__)
+    if make is None or getattr(nn, kind.__name__, None) is not kind:
+        _refuse(path, module, "has no portacnn layer (supported: Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1) + "
+                              "Flatten, BatchNorm2d/1d, ReLU, LeakyReLU, Sigmoid, Tanh, Flatten, Linear, Dropout, "
+                              "Sequential, portacnn.interop.TorchResidual)")
+    return make(path, module, nn), own
 
 
 def _layers(seq, path, nn):
