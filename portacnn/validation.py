@@ -100,7 +100,10 @@ class Real(Rule):
     def check(self, value, what):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
             self._fail(value, what)
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float
+            self._fail(value, what)
         if math.isnan(number) or (self.finite and not math.isfinite(number)):
             self._fail(value, what)
         low, high = self.low, self.high
@@ -154,6 +157,21 @@ class Text(Rule):
         return value
 
 
+class Name(Rule):
+    """A printable string of 1..``max_length`` characters (shown on a terminal: no control characters)."""
+
+    def __init__(self, max_length: int = 64):
+        self.max_length = max_length
+
+    def describe(self):
+        return f"a printable string of 1 to {self.max_length} characters"
+
+    def check(self, value, what):
+        if not isinstance(value, str) or not value or len(value) > self.max_length or not value.isprintable():
+            self._fail(value, what)
+        return value
+
+
 class NoneValue(Rule):
     """Exactly None (combine: ``Integer(0) | NoneValue()``)."""
 
@@ -173,9 +191,7 @@ class Tuple(Rule):
         self.rules = rules
 
     def describe(self):
-        return f"a pair of {self.rules[0].describe()}s" if len(self.rules) == 2 and \
-            self.rules[0].describe() == self.rules[1].describe() else \
-            "(" + ", ".join(r.describe() for r in self.rules) + ")"
+        return "a list (" + ", ".join(r.describe() for r in self.rules) + ")"
 
     def check(self, value, what):
         if not isinstance(value, (tuple, list)) or len(value) != len(self.rules):

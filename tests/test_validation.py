@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from portacnn.validation import (AnyOf, Boolean, Integer, NoneValue, Options, Pair, Real, Text, Tuple, check,
+from portacnn.validation import (AnyOf, Boolean, Integer, Name, NoneValue, Options, Pair, Real, Text, Tuple, check,
                                  check_all)
 
 
@@ -17,7 +17,7 @@ from portacnn.validation import (AnyOf, Boolean, Integer, NoneValue, Options, Pa
     (Real(finite=False), math.inf, math.inf), (Boolean(), True, True), (Boolean(), np.bool_(False), False),
     (Options("a", "b"), "b", "b"), (Text(4), "abcd", "abcd"), (NoneValue(), None, None),
     (Tuple(Real(0, 1), Real(0, 1)), [0.9, 0.999], (0.9, 0.999)), (Pair(Integer(1)), 3, (3, 3)),
-    (Pair(Integer(0)), [2, 0], (2, 0)), (Integer(0) | NoneValue(), None, None), (Integer(0) | NoneValue(), 4, 4),
+    (Pair(Integer(0)), [2, 0], (2, 0)), (Name(4), "ab c", "ab c"), (Integer(0) | NoneValue(), None, None), (Integer(0) | NoneValue(), 4, 4),
     (Options("same") | Pair(Integer(0)), "same", "same"), (Options("same") | Pair(Integer(0)), 1, (1, 1)),
 ])
 def test_accepts_and_normalises(rule, value, want):
@@ -34,7 +34,8 @@ def test_accepts_and_normalises(rule, value, want):
     (Options("a"), 1), (Text(3), "abcd"), (Text(3), ""), (Text(3), 5), (NoneValue(), 0),
     (Tuple(Real(0, 1), Real(0, 1)), [0.9]), (Tuple(Real(0, 1), Real(0, 1)), (0.9, 2)), (Tuple(Real()), 1.0),
     (Pair(Integer(1)), (1, 2, 3)), (Pair(Integer(1)), (1, 0)), (Pair(Integer(1)), True),
-    (Integer(0) | NoneValue(), -1), (Options("same") | Pair(Integer(0)), "full"),
+    (Integer(0) | NoneValue(), -1), (Options("same") | Pair(Integer(0)), "full"), (Real(), 10**400),
+    (Name(4), ""), (Name(4), "abcde"), (Name(4), "a\nb"), (Name(4), 3),
 ])
 def test_refuses_with_one_line_naming_the_argument(rule, value):
     assert not rule.accepts(value)
