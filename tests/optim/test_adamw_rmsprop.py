@@ -183,10 +183,10 @@ def test_old_state_dict_format_still_loads():
 
 
 BAD = [
-    ("AdamW", dict(lr=0.0), "lr"), ("AdamW", dict(lr=-1.0), "lr"), ("AdamW", dict(eps=-1e-8), "eps"),
+    ("AdamW", dict(lr=True), "lr"), ("AdamW", dict(lr=-1.0), "lr"), ("AdamW", dict(betas=(0.9, True)), "betas"), ("AdamW", dict(eps=-1e-8), "eps"),
     ("AdamW", dict(weight_decay=-0.1), "weight_decay"), ("AdamW", dict(betas=(0.9, 1.0)), "betas"),
     ("AdamW", dict(betas=(0.9,)), "betas"), ("AdamW", dict(lr=float("nan")), "lr"),
-    ("RMSprop", dict(lr=0.0), "lr"), ("RMSprop", dict(alpha=-0.1), "alpha"), ("RMSprop", dict(alpha=1.5), "alpha"),
+    ("RMSprop", dict(centered=1), "centered"), ("RMSprop", dict(alpha=-0.1), "alpha"), ("RMSprop", dict(alpha=1.5), "alpha"),
     ("RMSprop", dict(eps=-1.0), "eps"), ("RMSprop", dict(weight_decay=-1.0), "weight_decay"),
     ("RMSprop", dict(momentum=-0.5), "momentum"), ("RMSprop", dict(lr="0.1"), "lr"),
 ]

@@ -292,7 +292,7 @@ def test_fit_rejects_bad_arguments(small, kwargs, match):
         tiny_model().fit(x[:8], y[:8], progress=False, **{"epochs": 1, **kwargs})
 
 
-@pytest.mark.parametrize("lr", [0.0, -1e-3, float("nan"), float("inf")])
+@pytest.mark.parametrize("lr", [True, -1e-3, float("nan"), float("inf")])  # lr 0 is allowed, as in torch
 def test_optimizers_reject_bad_learning_rates(lr):
     m = tiny_model()
     for opt in (pc.optim.Adam, pc.optim.SGD):
