@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from ..optim import OPTIMIZERS
+from ..optim import OPTIMIZERS, MAX_PARAM_GROUPS
 from ..optim.lr_scheduler import check_saved_state
 from ..train_state import TrainState
 from ..validation import _short
@@ -59,113 +59,6 @@ def _name(value, what, limit=_MAX_NAME) -> str:
     if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
         raise _Bad(f"{what} must be a printable string of 1 to {limit} characters; got {_short(value)}")
     return value
-
-
-# -- optimizer, training state, run information -------------------------------------------------------------
-_OPTIMIZER_FIELDS = {"adam": {"lr", "betas", "eps", "weight_decay"}, "adamw": {"lr", "betas", "eps", "weight_decay"},
-                     "sgd": {"lr", "momentum", "weight_decay", "nesterov"},
-                     "rmsprop": {"lr", "alpha", "eps", "weight_decay", "momentum", "centered"}}
-_OPTIMIZER_BUFFERS = {"adam": {"m", "v"}, "adamw": {"m", "v"}, "sgd": {"momentum"},
-                      "rmsprop": {"squareavg", "momentum", "gradavg"}}
-#: what a parameter group may hold besides "params" and its hyper-parameters: a name, and the keys schedulers
-#: write (initial_lr; OneCycleLR's max_lr, min_lr, max_momentum, base_momentum): portacnn.optim.Optimizer's list
-_GROUP_EXTRA = frozenset(OPTIMIZERS["sgd"]._GROUP_EXTRA)
-#: parameter groups of an optimizer (split_decay makes 2; one per parameter is the most that is useful)
-MAX_PARAM_GROUPS = 1024
-
-
-def _check_hyperparameters(kind: str, spec: dict, where: str = "") -> None:
-    """The hyper-parameters of an optimizer of type ``kind`` in ``spec`` (the description, or one group)."""
-    _number(spec["lr"], f"{where}lr", 0.0)  # a schedule may bring it to exactly 0 (cosine annealing's last step)
-    _number(spec["weight_decay"], f"{where}weight_decay", 0.0)
-    if kind == "rmsprop":
-        _number(spec["alpha"], f"{where}alpha", 0.0)
-        _number(spec["eps"], f"{where}eps", 0.0)
-        _number(spec["momentum"], f"{where}momentum", 0.0)
-        if not isinstance(spec["centered"], bool):
-            raise _Bad(f"{where}centered must be true or false; got {_short(spec['centered'])}")
-    elif kind in ("adam", "adamw"):
-        betas = spec["betas"]
-        if not isinstance(betas, list) or len(betas) != 2:
-            raise _Bad(f"{where}betas must be a pair [beta1, beta2]; got {_short(betas)}")
-        for b in betas:
-            _number(b, f"each of {where}betas", 0.0, 1.0, high_open=True)
-        _number(spec["eps"], f"{where}eps", 0.0)
-    else:
-        momentum = _number(spec["momentum"], f"{where}momentum", 0.0)
-        if not isinstance(spec["nesterov"], bool):
-            raise _Bad(f"{where}nesterov must be true or false; got {_short(spec['nesterov'])}")
-        if spec["nesterov"] and momentum == 0:
-            raise _Bad(f"{where}nesterov needs momentum > 0")
-
-
-def _check_param_groups(kind: str, groups, n: int) -> None:
-    """``param_groups``: each group's hyper-parameters, scheduler keys and parameters (indices into the
-    architecture's parameters), the groups together holding every parameter exactly once."""
-    if not isinstance(groups, list) or not 1 <= len(groups) <= MAX_PARAM_GROUPS:
-        raise _Bad(f"'param_groups' must be a list of 1 to {MAX_PARAM_GROUPS} groups; got {_short(groups)}")
-    required = _OPTIMIZER_FIELDS[kind] | {"params"}
-    seen, total = set(), 0
-    for g, group in enumerate(groups):
-        where = f"param_groups[{g}] "
-        if not isinstance(group, dict):
-            raise _Bad(f"{where}is not an object: {_short(group)}")
-        unknown, missing = sorted(set(group) - required - _GROUP_EXTRA), sorted(required - set(group))
-        if unknown or missing:
-            raise _Bad(f"{where}has unknown fields {unknown} or lacks fields {missing}")
-        params = group["params"]
-        if not isinstance(params, list):
-            raise _Bad(f"{where}params must be a list of parameter indices; got {_short(params)}")
-        total += len(params)
-        if total > n:
-            raise _Bad(f"'param_groups' list more than the architecture's {n} parameters")
-        for i in params:
-            _int(i, f"each of {where}params", 0, n - 1)
-            if i in seen:
-                raise _Bad(f"parameter {i} is in more than one of 'param_groups'")
-            seen.add(i)
-        _check_hyperparameters(kind, group, where)
-        for key in sorted(_GROUP_EXTRA & set(group)):
-            if key == "name":
-                _name(group[key], f"{where}name")
-            else:
-                _number(group[key], f"{where}{key}", 0.0)
-    if total != n:
-        raise _Bad(f"'param_groups' hold {total} of the architecture's {n} parameters; each must be in one group")
-
-
-def _check_optimizer(spec, shapes: dict, buffers: dict) -> None:
-    """The optimizer description (type, steps, hyper-parameters, parameter groups) and its buffers
-    ("<i>.<name>" -> array). Indices are those of the architecture's parameters, in the model's order."""
-    if not isinstance(spec, dict):
-        raise _Bad(f"it is not an object: {_short(spec)}")
-    kind = spec.get("type")
-    if not isinstance(kind, str) or kind not in _OPTIMIZER_FIELDS:
-        raise _Bad(f"unknown optimizer type {_short(kind)} (known: {', '.join(_OPTIMIZER_FIELDS)})")
-    expected = _OPTIMIZER_FIELDS[kind] | {"type", "steps"}
-    unknown, missing = sorted(set(spec) - expected - {"param_groups"}), sorted(expected - set(spec))
-    if unknown or missing:
-        raise _Bad(f"{kind} has unknown fields {unknown} or lacks fields {missing}")
-    n = len(shapes)
-    steps = spec["steps"]
-    if isinstance(steps, list):
-        if len(steps) != n:
-            raise _Bad(f"'steps' counts updates of {len(steps)} parameters; the architecture has {n}")
-        for t in steps:
-            _int(t, "each of 'steps'")
-    else:
-        _int(steps, "'steps'")
-    _check_hyperparameters(kind, spec)  # the first group's (files before 'param_groups': the only group's)
-    if "param_groups" in spec:
-        _check_param_groups(kind, spec["param_groups"], n)
-    order = list(shapes.values())
-    for key, value in buffers.items():
-        m = re.fullmatch(r"(0|[1-9][0-9]{0,5})\.([a-z]+)", key)
-        if m is None or int(m.group(1)) >= n or m.group(2) not in _OPTIMIZER_BUFFERS[kind]:
-            raise _Bad(f"tensor 'optim.{key}' is not a {kind} buffer of one of the {n} parameters")
-        if tuple(value.shape) != order[int(m.group(1))]:
-            raise _Bad(f"tensor 'optim.{key}' has shape {tuple(value.shape)}; its parameter has "
-                       f"{order[int(m.group(1))]}")
 
 
 _TRAIN_STATE_FIELDS = TrainState.REQUIRED  # the schema's fields are the dataclass's

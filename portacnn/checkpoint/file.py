@@ -21,6 +21,7 @@ from ..validation import _short
 from . import architecture, limits
 from . import _legacy_schemas as schemas
 from .limits import FORMAT, FORMAT_VERSION, Bad, CheckpointError, checked
+from ..optim import check_saved
 from .optimizer import describe_optimizer
 
 
@@ -76,7 +77,8 @@ def _validate(tensors: dict, meta: dict, dtype: str | None) -> dict:
     optimizer = _json(meta, "optimizer")
     buffers = {k[len("optim."):]: v for k, v in tensors.items() if k.startswith("optim.")}
     if optimizer is not None:
-        checked("unusable optimizer description in the checkpoint metadata", schemas._check_optimizer, optimizer, shapes, buffers)
+        checked("unusable optimizer description in the checkpoint metadata", check_saved, optimizer,
+                list(shapes.values()), {k: tuple(v.shape) for k, v in buffers.items()})
     elif buffers:
         raise Bad(f"the file holds optimizer buffers ({_short(sorted(buffers))}) but no optimizer description")
     train_state = _json(meta, "train_state")

@@ -33,14 +33,9 @@ def describe_optimizer(model, optimizer, path) -> tuple[dict, dict]:
     return spec, buffers
 
 
-
 def _constructor_arguments(saved: dict) -> dict:
-    """A saved group's (or description's) values as an optimizer takes them: betas a tuple, and a rate a
-    schedule brought to exactly 0 (which no constructor accepts) as 1 for now; the caller puts the 0 back."""
-    out = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k != "params"}
-    if out.get("lr") == 0:
-        out["lr"] = 1.0
-    return out
+    """A saved group's (or description's) values as an optimizer takes them (betas a tuple)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k != "params"}
 
 
 def optimizer_from_checkpoint(model, info: dict | None = None):
@@ -68,9 +63,6 @@ def optimizer_from_checkpoint(model, info: dict | None = None):
     try:
         opt = OPTIMIZERS[kind]([{"params": [params[j] for j in g["params"]], **_constructor_arguments(g)}
                                 for g in groups], **_constructor_arguments(spec))
-        for group, saved in zip(opt.param_groups, groups, strict=True):
-            group["lr"] = float(saved["lr"])
-        opt.defaults["lr"] = float(spec["lr"])
         state = {}
         for key, value in (info.get("optimizer_state") or {}).items():
             j, name = key.split(".", 1)
