@@ -320,10 +320,5 @@ class Recipe:
         return found
 
 
-def check_stored(extra) -> None:
-    """:meth:`Recipe.check_stored`, for the checkpoint's loader."""
-    Recipe.check_stored(extra)
-
-
 __all__ = ["AUGMENTATIONS", "DEFAULT_EPOCHS", "DEFAULT_LR", "MODEL_RECIPES", "PROTOCOLS", "RECIPE_DEFAULTS", "RULES",
-           "SCHEDULES", "STORED", "TRAIN_DEFAULTS", "Recipe", "RecipeError", "check_stored", "rule"]
+           "SCHEDULES", "STORED", "TRAIN_DEFAULTS", "Recipe", "RecipeError", "rule"]
