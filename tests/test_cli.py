@@ -14,6 +14,7 @@ from clihelp import (assert_one_line_error, assert_same_state, assert_usage_erro
 
 import portacnn as pc
 from portacnn import cli
+from portacnn.recipe import Recipe
 
 pytestmark = pytest.mark.slow  # the command line in subprocesses, with real training runs: run by .ci/run, not by a plain pytest
 
@@ -215,10 +216,10 @@ def test_a_run_stopped_mid_schedule_resumes_bit_for_bit(data_dir, tmp_path, monk
             if logs["epoch"] == 1 and batch == 2:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    make = cli._callbacks
-    monkeypatch.setattr(cli, "_callbacks", lambda *a: make(*a) + [Terminate()])
+    make = Recipe.callbacks
+    monkeypatch.setattr(Recipe, "callbacks", lambda *a: make(*a) + [Terminate()])
     assert cli.main([*common, "--out", str(tmp_path / "part")]) == 143
-    monkeypatch.setattr(cli, "_callbacks", make)
+    monkeypatch.setattr(Recipe, "callbacks", make)
     saved = pc.load(tmp_path / "part" / "model.safetensors").checkpoint["train_state"]
     assert (saved["epoch"], saved["step"]) == (1, 3)
     assert cli.main(["train", "--resume", str(tmp_path / "part" / "model.safetensors"), "--data", str(data_dir),

@@ -1,0 +1,52 @@
+"""What the ``portacnn`` commands share: the usage error, the exit codes and printing helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from .. import data
+from ..checkpoint import check_architecture
+
+EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed as one line, exit code 2."""
+
+
+def _say(args, *lines):
+    if not getattr(args, "json", False) and getattr(args, "rank", 0) == 0:
+        for line in lines:
+            print(line, flush=True)
+
+
+def _emit_json(obj):
+    print(json.dumps(obj, sort_keys=True), flush=True)
+
+
+def _check_fits(model, images, source, model_path):
+    """The images' shape against the model's architecture first (no array is made: a 20000x20000 image is
+    refused by its activation memory, not by running it), then one image through the model, so a size or
+    channel mismatch is one clear line, not a traceback."""
+
+    shape = tuple(int(d) for d in images.shape[1:])
+    shape = (1,) + shape if len(shape) == 2 else shape
+    text = "x".join(str(d) for d in images.shape[1:])
+    try:
+        check_architecture(model.architecture(), shape, model.dtype)
+        model.forward(data.preprocess(np.asarray(images[:1])))
+    except (ValueError, RuntimeError, TypeError, IndexError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{source}: its {text} images do not fit the model in {model_path} ({first})") from None
+
+
+def _chunks(images, batch_size, target_bytes=64 << 20):
+    """Spans of whole batches holding about ``target_bytes`` of float32 pixels each: the unit the CLI scales to
+    float32 at a time, so memory follows the image size and the batch, not the number of images."""
+    n = int(images.shape[0])
+    per_image = 4 * math.prod(int(d) for d in images.shape[1:])
+    step = max(batch_size, (target_bytes // max(per_image, 1) // batch_size) * batch_size)
+    return [(lo, min(lo + step, n)) for lo in range(0, n, step)]

@@ -1,0 +1,152 @@
+"""The ``portacnn`` argument parser. ``train``'s recipe flags parse through the rules of
+:mod:`portacnn.recipe`, so a flag accepts exactly what a checkpoint may store."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..backend import KNOWN_BACKENDS
+from ..models import ALIASES, MODELS, canonical_name
+from ..recipe import DEFAULT_MOMENTUM, RULES
+from ..validation import Integer, Rule
+from .common import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _wanted(rule) -> str:
+    """A number rule's range in the words of the flags' messages ("a positive int", "at least 0 and below 1")."""
+    kind = "int" if isinstance(rule, Integer) else "float"
+    positive = rule.low == 1 if kind == "int" else (rule.low == 0 and rule.low_open)
+    text = f"a positive {kind}" if positive else f"{'above' if getattr(rule, 'low_open', False) else 'at least'} {rule.low}"
+    return text + (f" and below {rule.high}" if getattr(rule, "high_open", False) else "")
+
+
+def flag_type(rule: Rule):
+    """An argparse ``type=`` that reads an int (for an Integer rule) or a float and checks it by ``rule``: the
+    flag accepts exactly what the rule does, and says what it wants in one line."""
+    kind = int if isinstance(rule, Integer) else float
+    want = _wanted(rule)
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not rule.accepts(value):
+            too_big = rule.high is not None and not getattr(rule, "high_open", False) and value > rule.high
+            raise argparse.ArgumentTypeError(f"must be {f'at most {rule.high}' if too_big else want}, got {text!r}")
+        return rule.check(value, "value")
+
+    parse.__name__ = want
+    return parse
+
+
+_positive_int = flag_type(Integer(1))
+
+
+def _workers(text):
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
+
+
+def _common(sp):
+    sp.add_argument("--backend", choices=KNOWN_BACKENDS, default=None,
+                    help="array backend (default: $PORTACNN_BACKEND or numpy)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    sp.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
+                    help="CPU threads a batch is split across (default auto: NumPy backend, large enough batches)")
+
+
+def _train_flags(t):
+    t.add_argument("--model", choices=sorted(MODELS) + sorted(ALIASES), default=None, type=canonical_name,
+                   help="network (default: seed_cnn; seed and kannada are aliases)")
+    t.add_argument("--data", help="folder of IDX files, a CSV or an .npz (default: the embedded Kannada-MNIST)")
+    t.add_argument("--protocol", choices=RULES["protocol"].choices, default=None,
+                   help="full: all training images; tutorial: 600/100 per class drawn from the training set")
+    t.add_argument("--epochs", type=flag_type(RULES["epochs"]),
+                   help="epochs (default: 10 seed_cnn, 15 lenet5, 12 kannada_cnn, 7 kannada_bn and kannada_nobn)")
+    t.add_argument("--batch-size", type=flag_type(RULES["batch_size"]), default=None, help="default 128")
+    t.add_argument("--lr", type=flag_type(RULES["lr"]),
+                   help="learning rate, the peak one with --schedule onecycle (default: 1e-3; 0.05 sgd)")
+    t.add_argument("--optimizer", choices=RULES["optimizer"].choices, default=None, help="default adam")
+    t.add_argument("--momentum", type=float, default=DEFAULT_MOMENTUM, help="SGD momentum (default 0.9)")
+    t.add_argument("--weight-decay", type=flag_type(RULES["weight_decay"]), default=None, metavar="F",
+                   help="weight decay of the kernels, never of biases or BatchNorm (default: 0.01 adamw, else 0)")
+    t.add_argument("--schedule", choices=RULES["schedule"].choices, default=None,
+                   help="learning rate: constant (default); step (x0.1 every third of the epochs); cosine (annealed "
+                        "to 0 over the run, per step); onecycle (warm-up to --lr then down, per step, momentum cycled)")
+    t.add_argument("--label-smoothing", type=flag_type(RULES["label_smoothing"]), default=None, metavar="F",
+                   help="spread F of each target over all classes (default 0)")
+    t.add_argument("--val-split", type=flag_type(RULES["val_split"]), default=None, metavar="F",
+                   help="hold out F of the training images to validate on after each epoch (default 0: none; the "
+                        "test set is scored once, at the end)")
+    t.add_argument("--augment", choices=RULES["augment"].choices, default=None,
+                   help="change every training batch: affine (random rotation up to 10 degrees, shift up to 10 %%, "
+                        "scale 0.9-1.1, shear up to 5 degrees), affine+erase (also erase a random rectangle in half of "
+                        "the images); default none")
+    t.add_argument("--early-stopping", type=flag_type(RULES["early_stopping"]), default=None, metavar="PATIENCE",
+                   help="stop when the validation loss has not improved for PATIENCE epochs and keep the best "
+                        "weights (needs --val-split)")
+    t.add_argument("--seed", type=flag_type(RULES["seed"]), default=None, help="default 0")
+    t.add_argument("--dtype", choices=RULES["dtype"].choices, default=None, help="default float32")
+    t.add_argument("--out", help="output folder (default: runs/<timestamp>); one that holds another run is "
+                                 "refused unless --overwrite")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    t.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
+                   help="write a resumable checkpoint every N epochs (default 1)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT (--model, --batch-size, "
+                        "--seed, --dtype, --protocol, --limit, --epochs and --out default to that run's, and must agree "
+                        "with it when given, but --epochs may extend it; --lr overrides its learning rate; a run on "
+                        "--data files needs --data again)")
+    t.add_argument("--limit", type=flag_type(RULES["limit"]), help="use only the first N training images (quick runs)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--no-plots", action="store_true", help="do not draw the PNG figures")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="portacnn", description="Train and run small CNNs on NumPy (CPU) or CuPy (GPU).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("train", help="train a model (default: seed_cnn on the embedded Kannada-MNIST)")
+    _train_flags(t)
+    _common(t)
+
+    e = sub.add_parser("evaluate", help="accuracy and loss of a saved model (or of an ensemble of several)")
+    e.add_argument("model", nargs="+", help=".safetensors checkpoints written by portacnn (several: an ensemble "
+                                          "averaging their probabilities)")
+    e.add_argument("--data", help="folder of IDX files (one *images* and one *labels* file), a CSV or an .npz")
+    e.add_argument("--split", choices=["train", "test"], default="test")
+    e.add_argument("--batch-size", type=_positive_int, default=1000)
+    e.add_argument("--allow-unsigned", action="store_true",
+                   help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
+    _common(e)
+
+    pr = sub.add_parser("predict", help="classify PNG/JPEG images or the images of an IDX/CSV/.npz file")
+    pr.add_argument("model", help="a .safetensors checkpoint written by portacnn (more .safetensors files after it "
+                                   "make an ensemble averaging their probabilities)")
+    pr.add_argument("inputs", nargs="+", help="image files (greyscale, white digit on black) or IDX/CSV/.npz files")
+    pr.add_argument("--invert", action="store_true", help="images are dark digits on a light background")
+    pr.add_argument("--batch-size", type=_positive_int, default=1000)
+    pr.add_argument("--allow-unsigned", action="store_true",
+                    help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
+    _common(pr)
+
+    x = sub.add_parser("export", help="write a checkpoint as an ONNX model (pip install 'portacnn[onnx]')")
+    x.add_argument("model", help="a .safetensors checkpoint written by portacnn")
+    x.add_argument("output", help="the .onnx file to write")
+    x.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
+    x.add_argument("--softmax", action="store_true", help="output probabilities instead of logits")
+    x.add_argument("--allow-unsigned", action="store_true",
+                   help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
+    x.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+    i = sub.add_parser("info", help="version, backends usable here and why others are not")
+    i.add_argument("--json", action="store_true")
+    return p
