@@ -188,14 +188,6 @@ def test_early_stopping_needs_a_validation_split():
     assert Recipe.from_flags({"model": "kannada_bn", "early_stopping": 3}).early_stopping == 3
 
 
-def test_constants_agree_with_the_checkpoint_limits():
-    assert (recipe.MAX_EPOCHS, recipe.MAX_BATCH_SIZE) == (checkpoint.MAX_EPOCHS, checkpoint.MAX_BATCH_SIZE)
-    assert (recipe.MAX_NAME, recipe.MAX_TEXT) == (checkpoint._MAX_NAME, checkpoint._MAX_TEXT)
-    assert recipe.MAX_COUNT == checkpoint._MAX_COUNT
-    for name in ("PROTOCOLS", "SCHEDULES", "AUGMENTATIONS"):
-        assert getattr(recipe, name) == getattr(checkpoint, name, getattr(recipe, name))
-
-
 # -- the stored recipe -------------------------------------------------------------------------------------------
 CLI_EXTRA = {"model": "seed", "epochs": 3, "protocol": "full", "limit": 64, "data": None}
 #: tests/test_checkpoint_trust.py's hostile "extra" edits, with what the refusal names

@@ -18,9 +18,6 @@ _MAX_COUNT = (1 << 63) - 1
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1 << 24
 _MAX_NAME, _MAX_TEXT = 64, 4096
-PROTOCOLS = ("full", "tutorial")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
-AUGMENTATIONS = ("none", "affine", "affine+erase")
 
 
 def _in_checked(check, *args) -> None:
@@ -232,39 +229,3 @@ def _check_callbacks(callbacks, epoch: int) -> None:
         _plain_json(entry["state"], what, budget, 1)
         if kind in _CALLBACK_STATES:
             _CALLBACK_STATES[kind](entry["state"], what, epoch)
-
-
-def _check_extra(extra) -> None:
-    """Free-form JSON, but the keys the CLI writes are typed and bounded (and none is ever opened as a path)."""
-    if not isinstance(extra, dict):
-        raise _Bad(f"it is not an object: {_short(extra)}")
-    if "model" in extra:
-        _name(extra["model"], "'model'")
-    if "protocol" in extra and extra["protocol"] is not None and extra["protocol"] not in PROTOCOLS:
-        raise _Bad(f"'protocol' must be one of {', '.join(PROTOCOLS)} or null; got {_short(extra['protocol'])}")
-    if "epochs" in extra:
-        _int(extra["epochs"], "'epochs'", 1, MAX_EPOCHS)
-    if "limit" in extra and extra["limit"] is not None:
-        _int(extra["limit"], "'limit'")
-    if "data" in extra and extra["data"] is not None:  # a record of where the data came from, never opened
-        data = extra["data"]
-        if not isinstance(data, str) or len(data) > _MAX_TEXT or "\x00" in data:
-            raise _Bad(f"'data' must be a string of at most {_MAX_TEXT} characters or null; got {_short(data)}")
-    # the command line's training recipe (a resumed run takes it from here)
-    if "optimizer" in extra and extra["optimizer"] not in OPTIMIZERS:
-        raise _Bad(f"'optimizer' must be one of {', '.join(OPTIMIZERS)}; got {_short(extra['optimizer'])}")
-    if "augment" in extra and extra["augment"] not in AUGMENTATIONS:
-        raise _Bad(f"'augment' must be one of {', '.join(AUGMENTATIONS)}; got {_short(extra['augment'])}")
-    if "schedule" in extra and extra["schedule"] not in SCHEDULES:
-        raise _Bad(f"'schedule' must be one of {', '.join(SCHEDULES)}; got {_short(extra['schedule'])}")
-    if "lr" in extra:
-        _number(extra["lr"], "'lr'", 0.0, low_open=True)
-    if extra.get("weight_decay") is not None:
-        _number(extra["weight_decay"], "'weight_decay'", 0.0)
-    for key in ("label_smoothing", "val_split"):
-        if key in extra:
-            _number(extra[key], f"'{key}'", 0.0, 1.0, high_open=True)
-    if extra.get("early_stopping") is not None:
-        _int(extra["early_stopping"], "'early_stopping'", 1, MAX_EPOCHS)
-
-

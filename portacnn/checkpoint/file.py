@@ -22,6 +22,7 @@ from . import architecture, limits
 from . import _legacy_schemas as schemas
 from .limits import FORMAT, FORMAT_VERSION, Bad, CheckpointError, checked
 from ..optim import check_saved
+from ..recipe import Recipe
 from .optimizer import describe_optimizer
 
 
@@ -86,7 +87,7 @@ def _validate(tensors: dict, meta: dict, dtype: str | None) -> dict:
         checked("corrupted training state in the checkpoint metadata", schemas._check_train_state, train_state)
     extra = _json(meta, "extra")
     if extra is not None:
-        checked("bad run information ('extra') in the checkpoint metadata", schemas._check_extra, extra)
+        checked("bad run information ('extra') in the checkpoint metadata", Recipe.check_stored, extra)
     return {"architecture": _json(meta, "architecture"), "dtype": saved_dtype, "seed": seed, "weights": weights,
             "optimizer": optimizer, "optimizer_state": buffers, "train_state": train_state, "extra": extra,
             "input_shape": input_shape, "plan": plan}
