@@ -27,7 +27,7 @@ from pathlib import Path
 from . import augment
 from .optim import OPTIMIZERS, split_decay
 from .optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, StepLR
-from .validation import Integer, NoneValue, Options, Real, Rule, Text, _short, check
+from .validation import Integer, Name, NoneValue, Options, Real, Rule, Text, _short, check
 
 # -- bounds (the checkpoint's own limits on the same values: tests keep them equal) -----------------------------
 #: epochs of a run (and the patience of early stopping)
@@ -76,21 +76,6 @@ class RecipeError(ValueError):
     """A recipe that cannot run, or a flag that disagrees with the run it resumes; one line."""
 
 
-class Name(Text):
-    """A short printable string: it may be shown on a terminal, so no control characters."""
-
-    def __init__(self, max_length: int = MAX_NAME):
-        super().__init__(max_length)
-
-    def describe(self):
-        return f"a printable string of 1 to {self.max_length} characters"
-
-    def check(self, value, what):
-        if not isinstance(value, str) or not value.isprintable():
-            self._fail(value, what)
-        return super().check(value, what)
-
-
 class PathRecord(Text):
     """Where a run's data came from, as text (possibly empty, no NUL); a record, never opened."""
 
@@ -108,7 +93,7 @@ class PathRecord(Text):
 
 #: what each field may be when it is set (None aside): the flags, a Recipe and a stored recipe all obey these
 RULES: dict[str, Rule] = {
-    "model": Name(),
+    "model": Name(MAX_NAME),
     "epochs": Integer(1, MAX_EPOCHS),
     "batch_size": Integer(1, MAX_BATCH_SIZE),
     "seed": Integer(0, MAX_SEED),
