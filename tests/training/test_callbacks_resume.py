@@ -320,7 +320,7 @@ def test_a_scheduler_of_another_optimizer_is_refused_and_arguments_are_checked(d
     sched = ls.StepLR(pc.optim.SGD(model.parameters(), lr=0.1), step_size=1)
     with pytest.raises(ValueError, match="another optimizer"):
         model.fit(x, y, epochs=1, progress=False, callbacks=[LearningRateScheduler(sched)])
-    with pytest.raises(ValueError, match="per must be 'epoch' or 'step'"):
+    with pytest.raises(ValueError, match="per must be one of 'epoch', 'step'"):
         LearningRateScheduler(sched, per="batch")
     with pytest.raises(ValueError, match="portacnn.optim.lr_scheduler"):
         LearningRateScheduler(lambda epoch: 0.1)
