@@ -348,14 +348,14 @@ def main(out):
 
     # (2) training and evaluation; (3) with a checkpoint and a ModelCheckpoint, counting who writes
     writes = {"checkpoint": 0, "model": 0}
-    loop_save, model_save = training.loop.save, pc.Sequential.save
+    loop_save, model_save = training.checkpointing.save, pc.Sequential.save
     def counted_save(*a, **k):
         writes["checkpoint"] += 1
         return loop_save(*a, **k)
     def counted_model_save(self, *a, **k):
         writes["model"] += 1
         return model_save(self, *a, **k)
-    training.loop.save, pc.Sequential.save = counted_save, counted_model_save
+    training.checkpointing.save, pc.Sequential.save = counted_save, counted_model_save
     for case in CASES:
         kw = {}
         if case == "adam64":
@@ -364,7 +364,7 @@ def main(out):
         model, res[case] = train(case, comm, **kw)
         if r == 0:
             np.savez(f"{out}/{case}.npz", **model.state_dict())
-    training.loop.save, pc.Sequential.save = loop_save, model_save
+    training.checkpointing.save, pc.Sequential.save = loop_save, model_save
     res["writes"] = writes
 
     # (2b) adam32 again through the NCCL transport (a stand-in NCCL summing host memory over MPI): the same sums

@@ -21,6 +21,11 @@ one (it must be given callbacks of the same types, in the same order). The callb
 - :class:`ModelCheckpoint`: save the model whenever a metric improves (the best model of the run);
 - :class:`LearningRateScheduler`: step a schedule of :mod:`portacnn.optim.lr_scheduler` after every epoch or
   after every optimizer step.
+
+Their public home is :mod:`portacnn.callbacks`. Each of them checks its arguments with the rules of
+:mod:`portacnn.validation`, and a saved state with the same rules: :meth:`~EarlyStopping.check_state` checks
+one read from an untrusted file before any callback exists (:data:`STATE_CHECKS`, which
+:func:`portacnn.train_state.check_saved_train_state` calls), and ``load_state_dict`` refuses what it refuses.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import json
 import math
 import warnings
 
-from ..optim.lr_scheduler import LRScheduler
+from ..optim.lr_scheduler import LRScheduler, check_saved_state
+from ..train_state import INT64, MAX_EPOCHS, ClassName, Number
+from ..validation import Boolean, Integer, NoneValue, Options, Real, Rule, Text, check, check_all
 
 
 class Callback:
@@ -91,25 +98,63 @@ def as_callbacks(callbacks, on_epoch_end=None) -> list[Callback]:
     return found + ([LambdaCallback(on_epoch_end)] if on_epoch_end is not None else [])
 
 
-def _check_keys(name, state, keys):
-    if not isinstance(state, dict) or set(state) != set(keys):
-        got = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{name} state must have the keys {sorted(keys)}; got {got}")
+class _Name(Text):
+    """A printable string of 1 to ``max_length`` characters: a name shown on a terminal (no escapes)."""
+
+    def describe(self):
+        return f"a printable string of 1 to {self.max_length} characters"
+
+    def check(self, value, what):
+        if not isinstance(value, str) or not value.isprintable():
+            self._fail(value, what)
+        return super().check(value, what)
+
+
+class _Fields(Rule):
+    """An object with exactly the keys of ``rules``, each value checked by its rule (a saved state)."""
+
+    def __init__(self, rules: dict):
+        self.rules = rules
+
+    def describe(self):
+        return f"an object with the keys {sorted(self.rules)}"
+
+    def check(self, value, what):
+        if not isinstance(value, dict):
+            self._fail(value, what)
+        return check_all(what, value, self.rules, required=self.rules)
+
+
+class _SavedSchedule(Rule):
+    """A scheduler's saved state, as :func:`portacnn.optim.lr_scheduler.check_saved_state` checks it."""
+
+    def describe(self):
+        return "a saved scheduler state"
+
+    def check(self, value, what):
+        check_saved_state(value, what)
+        return value
+
+
+def _finished_epoch(epoch: int) -> Rule:
+    """None, or an epoch a run at ``epoch`` finished epochs has finished (0-based, below ``epoch``)."""
+    return NoneValue() if epoch == 0 else Integer(0, epoch - 1) | NoneValue()
+
+
+MONITOR = _Name(64)
+MODES = Options("auto", "min", "max")
+MIN_DELTA = Real(0)
 
 
 class _Monitor(Callback):
     """Tracks the best value of one metric (``min`` for losses, ``max`` for accuracies unless told)."""
 
-    _STATE = ("monitor", "mode", "best", "best_epoch")
-
     def __init__(self, monitor: str, mode: str, min_delta: float):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max'; got {mode!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or min_delta < 0:
-            raise ValueError(f"min_delta must be a number >= 0; got {min_delta!r}")
-        self.monitor = monitor
+        name = type(self).__name__
+        self.monitor = check(monitor, MONITOR, f"{name} monitor")
+        mode = check(mode, MODES, f"{name} mode")
         self.sign = -1.0 if mode == "max" or (mode == "auto" and "acc" in monitor) else 1.0
-        self.min_delta = float(min_delta)
+        self.min_delta = check(min_delta, MIN_DELTA, f"{name} min_delta")
         self.best = math.inf
         self.best_epoch = None
         self._restored = False
@@ -138,9 +183,22 @@ class _Monitor(Callback):
         return {"monitor": self.monitor, "mode": "max" if self.sign < 0 else "min",
                 "best": None if math.isinf(self.best) else self.best, "best_epoch": self.best_epoch}
 
+    @classmethod
+    def _state_rules(cls, epoch: int) -> dict:
+        """The rules of a saved state at ``epoch`` finished epochs (the mode is resolved: 'min' or 'max')."""
+        return {"monitor": MONITOR, "mode": Options("min", "max"), "best": Number() | NoneValue(),
+                "best_epoch": _finished_epoch(epoch)}
+
+    @classmethod
+    def check_state(cls, state: dict, epoch: int, what: str | None = None) -> None:
+        """A saved state (from an untrusted file, of a run at ``epoch`` finished epochs), checked without
+        building the callback: exactly its keys, each by the constructor's rule (the monitor's name, the
+        mode) or its own (a finite best value, epochs the run has finished); a one-line ValueError otherwise."""
+        _Fields(cls._state_rules(epoch)).check(state, what or f"{cls.__name__} state")
+
     def load_state_dict(self, state: dict) -> None:
         name = type(self).__name__
-        _check_keys(name, state, self._STATE)
+        self.check_state(state, MAX_EPOCHS)
         mode = "max" if self.sign < 0 else "min"
         if (state["monitor"], state["mode"]) != (self.monitor, mode):
             raise ValueError(f"{name} was saved monitoring {state['monitor']!r} ({state['mode']}); this one monitors "
@@ -161,13 +219,10 @@ class EarlyStopping(_Monitor):
     its last weights when it stops, with a warning.
     """
 
-    _STATE = _Monitor._STATE + ("wait", "stopped_epoch")
-
     def __init__(self, monitor="val_loss", patience=3, min_delta=0.0, mode="auto", restore_best_weights=False):
         super().__init__(monitor, mode, min_delta)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be an int >= 0; got {patience!r}")
-        self.patience, self.restore_best_weights = patience, bool(restore_best_weights)
+        self.patience = check(patience, Integer(0), "EarlyStopping patience")
+        self.restore_best_weights = check(restore_best_weights, Boolean(), "EarlyStopping restore_best_weights")
         self.wait, self.best_weights, self.stopped_epoch = 0, None, None
 
     def reset(self) -> None:
@@ -189,6 +244,11 @@ class EarlyStopping(_Monitor):
                 warnings.warn(f"EarlyStopping: the best weights (epoch {self.best_epoch + 1}) predate the checkpoint "
                               "this run resumed from, which does not hold them; the last weights are kept", stacklevel=2)
 
+    @classmethod
+    def _state_rules(cls, epoch: int) -> dict:
+        """The monitor's, and the epochs waited (at most the finished ones) and the epoch it stopped at."""
+        return {**super()._state_rules(epoch), "wait": Integer(0, epoch), "stopped_epoch": _finished_epoch(epoch)}
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "wait": self.wait, "stopped_epoch": self.stopped_epoch}
 
@@ -206,7 +266,8 @@ class ModelCheckpoint(_Monitor):
 
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto", min_delta=0.0):
         super().__init__(monitor, mode, min_delta)
-        self.path, self.save_best_only = path, bool(save_best_only)
+        self.path = path
+        self.save_best_only = check(save_best_only, Boolean(), "ModelCheckpoint save_best_only")
 
     def on_epoch_end(self, epoch, logs):
         if self.improved(logs) or not self.save_best_only:
@@ -263,6 +324,9 @@ def _bind(scheduler, optimizer) -> None:
         _bind(inner, optimizer)
 
 
+PER = Options("epoch", "step")
+
+
 class LearningRateScheduler(Callback):
     """Step ``scheduler`` (one of :mod:`portacnn.optim.lr_scheduler`) during ``fit``: ``per="epoch"`` after every
     epoch (the rate of epoch e is the schedule's value after e steps, torch's usual loop), ``per="step"`` after
@@ -279,9 +343,7 @@ class LearningRateScheduler(Callback):
         if not isinstance(scheduler, LRScheduler):
             raise ValueError(f"LearningRateScheduler needs a scheduler from portacnn.optim.lr_scheduler (StepLR, "
                              f"OneCycleLR, ...); got {scheduler!r}")
-        if per not in ("epoch", "step"):
-            raise ValueError(f"LearningRateScheduler per must be 'epoch' or 'step'; got {per!r}")
-        self.scheduler, self.per = scheduler, per
+        self.scheduler, self.per = scheduler, check(per, PER, "LearningRateScheduler per")
         self._offset = None  # per="epoch": the scheduler's last_epoch minus the run's epoch when the run started
         self._restored = False
 
@@ -325,21 +387,32 @@ class LearningRateScheduler(Callback):
         return {"per": self.per, "offset": self._offset,
                 "scheduler": {"type": type(self.scheduler).__name__, "state": self.scheduler.state_dict()}}
 
+    @classmethod
+    def check_state(cls, state: dict, epoch: int, what: str | None = None) -> None:
+        """A saved state (from an untrusted file), checked without building the callback: exactly its keys,
+        ``per`` by the constructor's rule, the offset a 64-bit int or None, the scheduler a class name and a
+        state :func:`portacnn.optim.lr_scheduler.check_saved_state` accepts (``epoch``, the run's finished
+        epochs, bounds nothing here); a one-line ValueError otherwise."""
+        scheduler = _Fields({"type": ClassName(), "state": _SavedSchedule()})
+        _Fields({"per": PER, "offset": INT64 | NoneValue(), "scheduler": scheduler}).check(
+            state, what or f"{cls.__name__} state")
+
     def load_state_dict(self, state: dict) -> None:
-        _check_keys("LearningRateScheduler", state, ("per", "offset", "scheduler"))
+        self.check_state(state, MAX_EPOCHS)
         if state["per"] != self.per:
             raise ValueError(f"LearningRateScheduler was saved with per={state['per']!r}; this one has per={self.per!r}: "
                              "use the saved run's")
         saved = state["scheduler"]
-        _check_keys("LearningRateScheduler scheduler", saved, ("type", "state"))
         kind = type(self.scheduler).__name__
         if saved["type"] != kind:
             raise ValueError(f"LearningRateScheduler was saved with a {saved['type']}; this one has a {kind}: build the "
                              "saved run's scheduler")
-        offset = state["offset"]
-        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)):
-            raise ValueError(f"LearningRateScheduler offset must be an integer or null; got {offset!r}")
         live = json.loads(json.dumps(self.scheduler.state_dict()))
         _match_scheduler_state(saved["state"], live, kind)
         self.scheduler.load_state_dict(saved["state"])
-        self._offset, self._restored = offset, True
+        self._offset, self._restored = state["offset"], True
+
+
+#: the check of a saved state of each of portacnn's callbacks with state, by class name (what a training state
+#: names it by): ``STATE_CHECKS[name](state, epoch, what=...)``
+STATE_CHECKS = {cls.__name__: cls.check_state for cls in (EarlyStopping, ModelCheckpoint, LearningRateScheduler)}

@@ -1,4 +1,4 @@
-"""The training, evaluation and prediction loops for :class:`~portacnn.Sequential`.
+"""The training loop of :class:`~portacnn.Sequential` (``fit``); evaluation and prediction are :mod:`.evaluation`'s.
 
 Determinism: epoch ``e`` visits the samples in ``numpy.random.default_rng([seed, e]).permutation(N)``,
 drawn on the host, and dropout draws from the model's own generator. The trainer's position (epoch,
@@ -7,217 +7,165 @@ run resumed from any checkpoint finishes with exactly the weights of an uninterr
 
 Host syncs: the loss and the number of correct predictions accumulate on the device; they are read back
 (one transfer of two numbers) only every ``log_every`` steps and at the end of an epoch.
+
+``fit`` is split as Keras splits it: here the loop over epochs and steps; what a run records, shows, stops on
+and saves are callbacks it builds from its own arguments (:mod:`.history`, :mod:`.progress`,
+:mod:`.divergence`, :mod:`.checkpointing`) and calls beside the caller's (:mod:`.callbacks`); a step is
+:mod:`.steps`' in one process and :mod:`.mpi_step`'s under MPI.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import os
 import signal
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import distributed
 from ..backend import to_host
-from ..checkpoint import check_architecture, optimizer_from_checkpoint, save
+from ..checkpoint import check_architecture, optimizer_from_checkpoint
 from ..inputs import Images, images
-from ..losses import softmax_cross_entropy
 from ..optim import Adam
 from ..train_state import TrainState
+from ..validation import Integer, NoneValue, Real, check, check_all
+from . import mpi_step
 from .callbacks import Callback, LearningRateScheduler, ModelCheckpoint, as_callbacks
+from .checkpointing import TrainingCheckpoint, restore_callbacks, resume_state
+from .divergence import StopOnNonFinite, TrainingDiverged
+from .evaluation import check_labels, evaluate
+from .history import History, RecordHistory
+from .progress import ProgressDisplay
 from .signals import Interrupt
+from .steps import AUGMENT_STREAM, local_step
 
+__all__ = ["AUGMENT_STREAM", "History", "TrainingDiverged", "fit", "held_out_count"]
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the weights in memory are no longer usable."""
-
-
-@dataclass
-class History:
-    """Per-epoch metrics, like Keras' ``History``: ``history["loss"][e]`` is epoch e's mean training loss."""
-
-    history: dict = field(default_factory=lambda: {"loss": [], "accuracy": []})
-    epoch_times: list = field(default_factory=list)
-    interrupted: bool = False
-    signal: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the run
-
-    def to_dict(self) -> dict:
-        return {"history": self.history, "epoch_times": self.epoch_times, "interrupted": self.interrupted,
-                "signal": self.signal}
+#: the rules of fit's numeric arguments (portacnn.validation's)
+FIT_RULES = {"epochs": Integer(1), "batch_size": Integer(1), "log_every": Integer(1),
+             "checkpoint_every": Integer(1) | NoneValue(), "label_smoothing": Real(0, 1, high_open=True),
+             "verbose": Integer(0, 2) | NoneValue()}
+VALIDATION_SPLIT = Real(0, 1, high_open=True) | NoneValue()
 
 
 # -- argument checks ----------------------------------------------------------------------------------
-def check_labels(model, y, n, what="y") -> np.ndarray:
-    """Labels (any array library, or a list) as a host int64 array of length ``n``, each a valid class id."""
-    y = to_host(y, what)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"{what} must have shape ({n},) to match the images; got {tuple(y.shape)}")
-    if y.dtype.kind not in "iu":
-        raise ValueError(f"{what} must hold integer class ids; got dtype {y.dtype}")
-    classes = model.num_classes()
-    if n and (y.min() < 0 or (classes is not None and y.max() >= classes)):
-        raise ValueError(f"{what} must lie in 0..{(classes or 0) - 1}; got values from {y.min()} to {y.max()}")
-    return y.astype(np.int64, copy=False)
+def held_out_count(n: int, validation_split) -> int:
+    """How many of ``n`` training images ``fit(validation_split=...)`` holds out (at least 1; 0 for a split of 0
+    or None)."""
+    split = check(validation_split, VALIDATION_SPLIT, "validation_split")
+    if not split:
+        return 0
+    count = max(1, int(round(n * split)))
+    if count >= n:
+        raise ValueError(f"validation_split={validation_split} leaves no training images out of {n}")
+    return count
 
 
-def _positive_int(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer; got {value!r}")
-    return int(value)
+held_out = held_out_count  # its first name, which portacnn.cli still imports
 
 
-# -- the loops ----------------------------------------------------------------------------------------
+@dataclass
+class _Settings:
+    """The arguments of fit that steer the run, checked."""
+
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    seed: int
+    log_every: int
+    label_smoothing: float
+    augment: object
+    verbose: int
+    validation_split: float
+    checkpoint_path: object
+    checkpoint_every: int | None
+    checkpoint_extra: dict | None
+
+
+@dataclass
+class _Data:
+    """What a run trains on: the images (``source``), their host labels, the training rows (None: all of them;
+    else those a validation split leaves) and the validation images and labels (or None)."""
+
+    source: Images
+    labels: np.ndarray
+    rows: np.ndarray | None
+    validation: tuple | None
+
+    @property
+    def n_train(self) -> int:
+        return self.source.shape[0] if self.rows is None else self.rows.size
+
+    def order(self, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+        """The rows epoch ``epoch`` visits, in its order (a permutation drawn from [seed, epoch])."""
+        n = self.n_train
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        return order if self.rows is None else self.rows[order]
+
+
+def _read_data(model, x, y, validation_data, validation_split, seed, checkpoint_path) -> _Data:
+    source = images(x, model, "x", materialize_dask=True)
+    n = source.shape[0]
+    if checkpoint_path is not None:  # refuse before the first epoch what save would refuse after it
+        check_architecture(model.architecture(), source.shape[1:], model.dtype)
+    labels = check_labels(model, y, n)
+    rows = None
+    if validation_split:
+        if validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        count = held_out_count(n, validation_split)
+        drawn = np.random.default_rng([seed, 2**32 - 1]).permutation(n)  # apart from every epoch's order
+        held, rows = np.sort(drawn[:count]), np.sort(drawn[count:])
+        validation_data = (source.rows(held), labels[held])
+    if validation_data is not None:
+        x_val, y_val = validation_data
+        x_val = images(x_val, model, "validation images")
+        validation_data = (x_val, check_labels(model, y_val, x_val.shape[0], "validation labels"))
+    return _Data(source, labels, rows, validation_data)
+
+
 def _batches(n, batch_size):
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def _same_file(a, b) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+class _DeviceSums:
+    """One process: the epoch's loss sum and correct count, added up on the device from the host values
+    (non-zero after a resume) and read back only when logged."""
+
+    def __init__(self, model, state: TrainState):
+        backend, self.xp = model.backend, model.backend.xp
+        self.loss = self.xp.asarray(state.loss_sum, dtype=backend.dtype(model.dtype), device=backend.device)
+        self.correct = self.xp.asarray(state.correct, dtype=self.xp.int64, device=backend.device)
+
+    def add(self, loss, n, logits, labels) -> None:
+        xp = self.xp
+        self.loss = self.loss + loss * n
+        self.correct = self.correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, xp.int64))
+
+    def read(self) -> tuple[float, int]:
+        xp = self.xp
+        sums = to_host(xp.stack([xp.astype(self.loss, xp.float64), xp.astype(self.correct, xp.float64)]))
+        return float(sums[0]), int(sums[1])
 
 
-def _metric(key, value) -> str:
-    return f"{value:.4g}" if key == "lr" else f"{value:.4f}"
+class _HostSums:
+    """Under MPI: the sums of every step's allreduce, on the host."""
+
+    def __init__(self, state: TrainState):
+        self.loss, self.correct = state.loss_sum, state.correct
+
+    def add(self, loss_sum, correct) -> None:
+        self.loss, self.correct = self.loss + loss_sum, self.correct + correct
+
+    def read(self) -> tuple[float, int]:
+        return self.loss, self.correct
 
 
-def _callback_states(callbacks) -> list[dict]:
-    """What checkpoints keep of the callbacks: ``{"type": class name, "state": ...}`` of each with state, in order."""
-    return [{"type": type(c).__name__, "state": s} for c in callbacks if (s := c.state_dict()) is not None]
-
-
-def _restore_callbacks(callbacks, saved) -> None:
-    """Give the callbacks with state what the checkpoint kept of them (nothing from a checkpoint without the record)."""
-    if saved is None:
-        return
-    live = [c for c in callbacks if c.state_dict() is not None]
-    want, have = [e["type"] for e in saved], [type(c).__name__ for c in live]
-    if want != have:
-        raise ValueError(f"resume: the checkpoint's run had the callbacks with state {want or '(none)'} and this fit has "
-                         f"{have or '(none)'}; pass the same callbacks, in the same order, to continue that run")
-    for callback, entry in zip(live, saved):
-        try:
-            callback.load_state_dict(entry["state"])
-        except ValueError as e:
-            raise ValueError(f"resume: {e}") from None
-
-
-def _in_notebook() -> bool:
-    """True inside a Jupyter kernel (where tqdm.auto draws a widget bar); IPython is never imported here."""
-    ipython = sys.modules.get("IPython")
-    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
-    return type(shell).__name__ == "ZMQInteractiveShell"
-
-
-def _progress_bar(total, epoch, epochs, enabled):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="img", leave=True, dynamic_ncols=True)
-
-
-#: the last word of the seed of each step's augmentation generator ([seed, epoch, step, AUGMENT_STREAM]), apart
-#: from the epoch orders ([seed, epoch]) and the validation split ([seed, 2**32 - 1])
-AUGMENT_STREAM = 0x61756720
-
-
-def _epoch_end(callbacks, epoch, logs) -> None:
-    for callback in callbacks:
-        callback.on_epoch_end(epoch, logs)
-
-
-class _Agreed:
-    """The signals every MPI rank has seen through the steps' allreduces (what the ranks stop on together)."""
-
-    hit, signum = False, None
-
-
-def _rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing, interrupt, agreed, transport=None,
-               sums=None):
-    """One data-parallel step under MPI: this rank's rows of the global batch ``idx`` forward and backward (with
-    BatchNorm, ``sums`` adds its statistics over the ranks: a failure check before the passes and small
-    allreduces in them), then ONE allreduce of every gradient (each rank's of its rows' terms of the batch's mean
-    loss, so that the sum is the gradient of the batch's mean loss) and of the step's loss sum, correct count,
-    signals and failures. Returns the batch's (loss sum, correct count); ``agreed`` learns the signals; an error on
-    any rank is raised on every rank."""
-    backend, xp = model.backend, model.backend.xp
-    n = idx.size
-    lo, hi = distributed.row_span(n, comm)
-    mine = hi - lo
-    synced = sums is not None
-    loss_sum, correct, error = 0.0, 0, None
-    # a rank without rows (a last batch smaller than the ranks) still draws the batch's dropout masks, and joins
-    # BatchNorm's allreduces, through passes of one stand-in row, so that every rank stays in lockstep
-    lo_, hi_ = (lo, hi) if mine else (0, 1)
-    runs = bool(mine) or synced or any(layer.draws_random for layer in model.layers)
-    try:
-        if runs:
-            if augment is None:
-                xb = source.rows(idx[lo_:hi_])
-            else:  # the whole batch, as in one process (its draws depend on it), then this rank's rows
-                seed, epoch, step = where
-                xb = augment(source.rows(idx), np.random.default_rng([seed, epoch, step, AUGMENT_STREAM]))[lo_:hi_, ...]
-    except Exception as e:  # noqa: BLE001 - the other ranks must learn of it (below, or in this step's allreduce)
-        error = e
-    if synced and distributed.allreduce_sum(comm, np.array([float(error is not None)]))[0]:
-        distributed.gather_failures(comm, error)  # before any rank waits in a BatchNorm allreduce
-    passes = False
-    try:
-        if runs and error is None:
-            passes = True
-            with distributed.rank_draws(model, n, lo_, hi_), distributed.synced_batchnorm(model, sums, n, lo, hi):
-                logits = model.forward(xb, training=True)
-                if mine:
-                    yb = backend.asarray(y_host[idx[lo:hi]])
-                    # divided by the batch's n, not by this rank's rows: each gradient row is bit for bit that
-                    # row of one process's, so two ranks add up to one process's two row shards exactly
-                    loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False,
-                                                          batch_rows=n)
-                    model.backward(dlogits, input_grad=False)
-                elif synced:  # BatchNorm's backward sums too: join in with a zero gradient
-                    model.backward(xp.zeros_like(logits), input_grad=False)
-            passes = False
-            if synced:
-                sums.completed()
-            if mine:
-                sums = to_host(xp.stack([xp.astype(loss, xp.float64) * n,
-                                         xp.astype(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)),
-                                                   xp.float64)]))
-                loss_sum, correct = float(sums[0]), float(sums[1])
-    except Exception as e:  # noqa: BLE001 - the other ranks must learn of it in this step's allreduce
-        error = e
-        if passes and synced:  # the other ranks may be waiting in a BatchNorm sum: make the rest of them
-            sums.finish(e)
-    if not mine or error is not None:
-        for p in model.parameters():
-            p.grad = None  # zeros in the buffer
-    signum = interrupt.signum if interrupt.hit else None
-    extras = [loss_sum, correct, signum == signal.SIGINT, signum == signal.SIGTERM, error is not None]
-    total = distributed.allreduce_gradients(comm, model.parameters(), backend, extras=extras, transport=transport)
-    if total[4]:
-        distributed.gather_failures(comm, error)
-    if total[2] or total[3]:
-        agreed.hit, agreed.signum = True, signal.SIGTERM if total[3] else signal.SIGINT
-    return float(total[0]), round(float(total[1]))
-
-
-def held_out(n: int, validation_split) -> int:
-    """How many of ``n`` training images ``fit(validation_split=...)`` holds out (at least 1; 0 for a split of 0)."""
-    if not validation_split:
-        return 0
-    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
-            or not 0 < validation_split < 1:
-        raise ValueError(f"validation_split must be a fraction between 0 and 1; got {validation_split!r}")
-    count = max(1, int(round(n * validation_split)))
-    if count >= n:
-        raise ValueError(f"validation_split={validation_split} leaves no training images out of {n}")
-    return count
+def _callbacks(model, callbacks, on_epoch_end, comm) -> list[Callback]:
+    found = as_callbacks(callbacks, on_epoch_end)
+    for callback in found:  # only rank 0 saves ModelCheckpoint files
+        quiet = comm is not None and distributed.rank(comm) != 0 and isinstance(callback, ModelCheckpoint)
+        callback.set_model(distributed.NoSave(model) if quiet else model)
+    return found
 
 
 def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
@@ -255,332 +203,167 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     in this process alone (the command line uses :func:`portacnn.distributed.auto_comm`).
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
-    epochs = _positive_int(epochs, "epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
-    log_every = _positive_int(log_every, "log_every")
-    if checkpoint_every is not None:
-        checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
-            or not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be a number in [0, 1); got {label_smoothing!r}")
-    if verbose is None:
-        verbose = 1 if progress else 0
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-        raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar on a terminal, else a line per epoch) or 2 "
-                         f"(a line per epoch); got {verbose!r}")
+    checked = check_all("fit", {"epochs": epochs, "batch_size": batch_size, "log_every": log_every,
+                                "checkpoint_every": checkpoint_every, "label_smoothing": label_smoothing,
+                                "verbose": verbose}, FIT_RULES)
     if augment is not None and not callable(augment):
         raise ValueError(f"augment must be a portacnn.augment transform (or a function f(batch, rng)); got {augment!r}")
+    if checked["verbose"] is None:
+        checked["verbose"] = 1 if progress else 0
     if comm is not None and distributed.size(comm) == 1:
         comm = None  # one process: the ordinary loop
     if comm is not None:
         distributed.check_trainable(model)
         if distributed.rank(comm) != 0:
-            verbose = 0  # only rank 0 shows progress
-    source = images(x, model, "x", materialize_dask=True)
-    n = source.shape[0]
-    if checkpoint_path is not None:  # refuse before the first epoch what save would refuse after it
-        check_architecture(model.architecture(), source.shape[1:], model.dtype)
-    y_host = check_labels(model, y, n)
-    rows = None  # the training rows when part of x is held out
-    if validation_split:
-        if validation_data is not None:
-            raise ValueError("give validation_data or validation_split, not both")
-        count = held_out(n, validation_split)
-        drawn = np.random.default_rng([seed, 2**32 - 1]).permutation(n)  # apart from every epoch's order
-        held, rows = np.sort(drawn[:count]), np.sort(drawn[count:])
-        validation_data = (source.rows(held), y_host[held])
-    if validation_data is not None:
-        x_val, y_val = validation_data
-        x_val = images(x_val, model, "validation images")
-        y_val = check_labels(model, y_val, x_val.shape[0], "validation labels")
+            checked["verbose"] = 0  # only rank 0 shows progress
+    settings = _Settings(shuffle=shuffle, seed=seed, augment=augment, validation_split=validation_split,
+                         checkpoint_path=checkpoint_path, checkpoint_extra=checkpoint_extra, **checked)
+    data = _read_data(model, x, y, validation_data, validation_split, seed, checkpoint_path)
+    callbacks = _callbacks(model, callbacks, on_epoch_end, comm)
+    return _Run(model, settings, data, callbacks, optimizer, resume, comm).train()
 
-    backend, xp, dtype = model.backend, model.backend.xp, model.dtype
-    callbacks = as_callbacks(callbacks, on_epoch_end)
-    for callback in callbacks:  # only rank 0 saves ModelCheckpoint files
-        quiet = comm is not None and distributed.rank(comm) != 0 and isinstance(callback, ModelCheckpoint)
-        callback.set_model(distributed.NoSave(model) if quiet else model)
-    # the per-step hook is called only on the callbacks that define it: no cost per step otherwise
-    batch_callbacks = [c for c in callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
-    track_lr = any(isinstance(c, LearningRateScheduler) for c in callbacks)
-    state = TrainState(seed=seed, batch_size=batch_size)
-    history = History()
-    if validation_data is not None:
-        history.history.update(val_loss=[], val_accuracy=[])
-    if track_lr:
-        history.history["lr"] = []
-    if resume is not None:
-        info = resume if isinstance(resume, dict) else getattr(resume, "checkpoint", None)
-        saved = (info or {}).get("train_state")
-        if not saved:
-            raise ValueError("resume: the checkpoint holds no training state (it was saved without a trainer)")
-        if resume is not model and not isinstance(resume, dict):
-            model.load_state_dict(resume.state_dict())
-        if saved["batch_size"] != batch_size or saved["seed"] != seed:
-            raise ValueError(f"resume: the checkpoint was trained with batch_size={saved['batch_size']}, seed={saved['seed']}; "
-                             "use the same values to continue the run")
-        state = TrainState.from_json(saved)
-        history.history = state.history
-        if validation_data is not None:  # resumed with validation data the first run did not have
-            history.history.setdefault("val_loss", [])
-            history.history.setdefault("val_accuracy", [])
-        if track_lr:
-            history.history.setdefault("lr", [])
-        history.epoch_times = state.epoch_times
-        model.rng.bit_generator.state = state.rng
-        _restore_callbacks(callbacks, state.callbacks)
-        if optimizer is None:
-            optimizer = optimizer_from_checkpoint(model, info)
-    if optimizer is None:
-        optimizer = Adam(model.parameters(), lr=1e-3)
-    model.optimizer = optimizer  # what the callbacks see (self.model.optimizer)
-    if comm is not None:  # the same start on every rank, or one clear error on each
-        distributed.check_same(comm, distributed.fingerprint(
-            weights=model.state_dict(), generator=model.rng.bit_generator.state, labels=y_host,
-            images=[list(source.shape), str(model.dtype)], optimizer=optimizer.state_dict(model.backend.to_numpy),
-            settings=[epochs, batch_size, seed, shuffle, log_every, label_smoothing, validation_split,
-                      rows, state.to_json()]),
-            "start every rank with the same data, seed, arguments and checkpoint")
-        distributed.agree(comm, distributed.transport_choice)  # a bad $PORTACNN_MPI_TRANSPORT stops every rank
-        transport = distributed.gradient_transport(comm, model.backend)  # NCCL on CuPy, else None (host)
-        batch_sums = distributed.batch_sums(comm, model, transport)  # BatchNorm's statistics over the ranks
-    for callback in callbacks:
-        callback.on_train_begin()
-    # a run a callback stopped (early stopping) is over: resuming it trains nothing more
-    stopped = resume is not None and any(callback.stop_training for callback in callbacks)
 
-    state.history, state.epoch_times = history.history, history.epoch_times  # one record, shared
+class _Run:
+    """One call of :func:`fit`: its position (a TrainState), optimizer, callbacks (the caller's and fit's own)
+    and the loops over epochs and steps."""
 
-    def snapshot():
-        state.rng = model.rng.bit_generator.state
-        state.callbacks = _callback_states(callbacks)
-        return state.to_json()
+    def __init__(self, model, settings: _Settings, data: _Data, callbacks, optimizer, resume, comm):
+        self.model, self.settings, self.data, self.callbacks, self.comm = model, settings, data, callbacks, comm
+        self.resumed = resume is not None
+        self.state, info = TrainState(seed=settings.seed, batch_size=settings.batch_size), None
+        if self.resumed:
+            self.state, info = resume_state(resume, model, settings.batch_size, settings.seed)
+            restore_callbacks(callbacks, self.state.callbacks)
+            if optimizer is None:
+                optimizer = optimizer_from_checkpoint(model, info)
+        self.optimizer = Adam(model.parameters(), lr=1e-3) if optimizer is None else optimizer
+        model.optimizer = self.optimizer  # what the callbacks see (self.model.optimizer)
+        # the per-step hook is called only on the callbacks that define it: no cost per step otherwise
+        self.batch_callbacks = [c for c in callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
+        self._own_callbacks(info)
+        if comm is not None:  # the same start on every rank, or one clear error on each
+            self.transport, self.batch_sums = mpi_step.start(
+                comm, model, data.source, data.labels, self.optimizer,
+                [settings.epochs, settings.batch_size, settings.seed, settings.shuffle, settings.log_every,
+                 settings.label_smoothing, settings.validation_split, data.rows, self.state.to_json()])
 
-    # the checkpoint a divergence message may name: only one this run wrote, or the one it resumed from
-    last_good = {"path": None}
-    resumed_from = (info or {}).get("path") if resume is not None else None
-    if checkpoint_path is not None and resumed_from and _same_file(resumed_from, checkpoint_path):
-        last_good["path"] = checkpoint_path
+    def _own_callbacks(self, info) -> None:
+        """fit's own callbacks, from its arguments: the history (one record with the TrainState's), the progress
+        display, the stop on a non-finite loss and the checkpoint."""
+        s, state = self.settings, self.state
+        self.history = History(history=state.history, epoch_times=state.epoch_times)
+        track_lr = any(isinstance(c, LearningRateScheduler) for c in self.callbacks)
+        self.record = RecordHistory(self.history, self.data.validation is not None, track_lr)
+        self.progress = ProgressDisplay(s.verbose, s.epochs, self.data.n_train, state, self.history)
+        self.checkpoint = None
+        if s.checkpoint_path is not None:
+            resumed_from = (info or {}).get("path") if self.resumed else None
+            self.checkpoint = TrainingCheckpoint(s.checkpoint_path, s.checkpoint_every, s.epochs, state, self.callbacks,
+                                                 self.optimizer, s.checkpoint_extra, self.data.source.shape[1:],
+                                                 self.comm, resumed_from)
+        note = self.checkpoint.good_note if self.checkpoint is not None else (lambda: "")
+        # in this order: a loss found non-finite is never shown, an epoch is recorded before it is shown or saved
+        self.own = [self.record, StopOnNonFinite(note), self.progress]
+        if self.checkpoint is not None:
+            self.own.append(self.checkpoint)
+        for callback in self.own:
+            callback.set_model(self.model)
 
-    def good_checkpoint_note():
-        return f"; the last good checkpoint is {last_good['path']}" if last_good["path"] else ""
+    def train(self) -> History:
+        for callback in self.callbacks:
+            callback.on_train_begin()
+        # a run a callback stopped (early stopping) is over: resuming it trains nothing more
+        over = self.resumed and any(callback.stop_training for callback in self.callbacks)
+        with Interrupt() as self.interrupt:
+            # under MPI the ranks stop on the signals they agreed on in a step's allreduce, never on their own
+            self.stop = self.interrupt if self.comm is None else mpi_step.Agreed()
+            try:
+                while self.state.epoch < self.settings.epochs and not over:
+                    over = self._epoch()
+            finally:
+                self.progress.close()
+        if not self.history.interrupted:
+            for callback in self.own:
+                callback.on_train_end()
+        if self.interrupt.hit and self.history.signal is None:  # it came after the last step: the run is complete,
+            self.history.signal = signal.Signals(self.interrupt.signum).name  # but the caller must learn of it
+        self.model.optimizer = self.optimizer
+        return self.history
 
-    def write_checkpoint():
-        if checkpoint_path is None:
-            return
-        # the last update can overflow the weights even when the loss it followed was finite: never let
-        # such weights replace the last good checkpoint (one host sync per checkpoint)
-        bad = to_host(sum(xp.sum(xp.astype(~xp.isfinite(p.data), xp.int64)) for p in model.parameters()))
-        if int(bad):
-            raise TrainingDiverged(
-                f"training diverged: {int(bad)} weights became NaN or infinite; "
-                "lower the learning rate" + good_checkpoint_note())
-        train_state = snapshot()  # on every rank: state.callbacks decides later writes
-
-        def write():
-            save(model, checkpoint_path, optimizer=optimizer, train_state=train_state, extra=checkpoint_extra,
-                 input_shape=source.shape[1:])
-
-        if comm is None:
-            write()
-        else:  # rank 0 writes; a failure there stops every rank
-            distributed.on_rank0(comm, write)
-        last_good["path"] = checkpoint_path
-
-    show = verbose == 1 and (sys.stderr.isatty() or _in_notebook())
-    with Interrupt() as interrupt:
-        # under MPI the ranks stop on the signals they agreed on in a step's allreduce, never on their own
-        stop = interrupt if comm is None else _Agreed()
-        while state.epoch < epochs and not stopped:
-            epoch = state.epoch
-            n_train = n if rows is None else rows.size
-            order = np.random.default_rng([seed, epoch]).permutation(n_train) if shuffle else np.arange(n_train)
-            if rows is not None:
-                order = rows[order]
-            spans = _batches(n_train, batch_size)
-            for callback in callbacks:
-                callback.on_epoch_begin(epoch)
-            bar = _progress_bar(n_train, epoch, epochs, show)
-            if bar is not None:
-                bar.update(state.seen)
-            start_time = time.perf_counter()
-            # device-side running sums, seeded from the host values (non-zero after a resume)
-            loss_sum = xp.asarray(state.loss_sum, dtype=backend.dtype(dtype), device=backend.device)
-            correct = xp.asarray(state.correct, dtype=xp.int64, device=backend.device)
-            sums_mpi = [state.loss_sum, state.correct]  # under MPI: the reduced sums, on the host
-            last_logged = state.step
-            while state.step < len(spans):
-                lo, hi = spans[state.step]
-                idx = order[lo:hi]
-                if comm is not None:  # this rank's rows; the gradients and sums of all ranks in one allreduce
-                    step_sums = _rank_step(comm, model, source, y_host, idx, augment, (seed, epoch, state.step),
-                                           label_smoothing, interrupt, stop, transport, batch_sums)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                    sums_mpi[0] += step_sums[0]
-                    sums_mpi[1] += step_sums[1]
-                else:
-                    xb = source.rows(idx)
-                    if augment is not None:  # its own stream per step: resumes and shards see the same draws
-                        xb = augment(xb, np.random.default_rng([seed, epoch, state.step, AUGMENT_STREAM]))
-                    yb = backend.asarray(y_host[idx])
-                    logits = model.forward(xb, training=True)
-                    loss, dlogits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing, check=False)
-                    model.backward(dlogits, input_grad=False)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                    loss_sum = loss_sum + loss * (hi - lo)
-                    correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
-                state.step += 1
-                state.seen += hi - lo
-                for callback in batch_callbacks:  # host values only: no wait for the device
-                    callback.on_train_batch_end(state.step - 1, {"epoch": epoch, "size": hi - lo})
-                end_of_epoch = state.step == len(spans)
-                if end_of_epoch or state.step - last_logged >= log_every or stop.hit:
-                    if comm is None:
-                        sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
-                        state.loss_sum, state.correct = float(sums[0]), int(sums[1])
-                    else:
-                        state.loss_sum, state.correct = sums_mpi
-                    if not math.isfinite(state.loss_sum):
-                        if bar is not None:
-                            bar.close()
-                        raise TrainingDiverged(
-                            f"training diverged: the loss became {state.loss_sum} in epoch {epoch + 1} "
-                            f"(step {state.step}); lower the learning rate"
-                            + good_checkpoint_note()
-                        )
-                    if bar is not None:
-                        bar.update(state.seen - bar.n)
-                        bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
-                                        acc=f"{state.correct / state.seen:.4f}", refresh=False)
-                    last_logged = state.step
-                if stop.hit:
-                    break
-            if stop.hit and state.step < len(spans):
-                if bar is not None:
-                    bar.close()
-                history.interrupted = True
-                history.signal = signal.Signals(stop.signum).name
-                write_checkpoint()
-                return history
-            history.history["loss"].append(state.loss_sum / state.seen)
-            history.history["accuracy"].append(state.correct / state.seen)
-            if validation_data is not None:
-                val = evaluate(model, x_val, y_val, batch_size=max(batch_size, 1000), comm=comm)
-                history.history["val_loss"].append(val["loss"])
-                history.history["val_accuracy"].append(val["accuracy"])
-            if track_lr:
-                history.history["lr"].append(float(optimizer.param_groups[0]["lr"]))
-            history.epoch_times.append(time.perf_counter() - start_time)
-            if bar is not None:
-                bar.set_postfix({k: _metric(k, v[-1]) for k, v in history.history.items() if v}, refresh=True)
-                bar.close()
-            if verbose and not show:  # one line per epoch (no terminal, or verbose=2): a long fit is never silent
-                print(f"epoch {epoch + 1}/{epochs}: " + "  ".join(f"{k} {_metric(k, v[-1])}" for k, v in history.history.items()
-                                                                  if v)
-                      + f"  ({history.epoch_times[-1]:.1f} s)", file=sys.stderr, flush=True)
-            state.next_epoch()
-            saved_now = checkpoint_every is not None and (state.epoch % checkpoint_every == 0 or state.epoch == epochs)
-            if saved_now:
-                write_checkpoint()
-            logs = {k: v[-1] for k, v in history.history.items()}
-            if comm is None:
-                _epoch_end(callbacks, epoch, logs)
-            else:  # a callback failing on one rank (a ModelCheckpoint file on rank 0) stops every rank
-                distributed.agree(comm, functools.partial(_epoch_end, callbacks, epoch, logs))
-                distributed.check_same(comm, distributed.fingerprint(weights=model.state_dict()),
-                                       "their allreduce results differed (report this, with the MPI library used)")
-            finished = any(callback.stop_training for callback in callbacks)
-            if finished and not saved_now:
-                write_checkpoint()  # the run ends here: its checkpoint must hold this epoch
-            elif saved_now and checkpoint_path is not None and _callback_states(callbacks) != state.callbacks:
-                write_checkpoint()  # the callbacks' states after this epoch, so that a resumed run has them
-            if finished:
-                break
+    def _epoch(self) -> bool:
+        """Train one epoch (the rest of it, after a resume mid-epoch); True when the run ends with it."""
+        state, stop = self.state, self.stop
+        epoch = state.epoch
+        order = self.data.order(self.settings.seed, epoch, self.settings.shuffle)
+        spans = _batches(order.size, self.settings.batch_size)
+        for callback in self.callbacks + self.own:
+            callback.on_epoch_begin(epoch)
+        sums = _DeviceSums(self.model, state) if self.comm is None else _HostSums(state)
+        last_logged = state.step
+        while state.step < len(spans):
+            lo, hi = spans[state.step]
+            self._step(order[lo:hi], sums)
+            state.step += 1
+            state.seen += hi - lo
+            for callback in self.batch_callbacks:  # host values only: no wait for the device
+                callback.on_train_batch_end(state.step - 1, {"epoch": epoch, "size": hi - lo})
+            if state.step == len(spans) or state.step - last_logged >= self.settings.log_every or stop.hit:
+                state.loss_sum, state.correct = sums.read()
+                for callback in self.own:
+                    callback.on_log(state)
+                last_logged = state.step
             if stop.hit:
-                history.interrupted = state.epoch < epochs
-                if history.interrupted:
-                    history.signal = signal.Signals(stop.signum).name
-                    write_checkpoint()
                 break
-    if checkpoint_path is not None and last_good["path"] is None and not history.interrupted:
-        write_checkpoint()  # e.g. a finished run resumed into a new folder: checkpoint_path must hold it
-    if interrupt.hit and history.signal is None:  # it came after the last step: the run is complete, but the
-        history.signal = signal.Signals(interrupt.signum).name  # caller must still learn it was asked to stop
-    model.optimizer = optimizer
-    return history
+        if stop.hit and state.step < len(spans):
+            self._stopped()
+            return True
+        return self._end_epoch(epoch)
 
+    def _step(self, idx, sums) -> None:
+        """One optimizer step on the rows ``idx`` of the epoch's order; its loss and correct count go to ``sums``."""
+        s, model = self.settings, self.model
+        where = (s.seed, self.state.epoch, self.state.step)
+        if self.comm is not None:  # this rank's rows; the gradients and sums of all ranks in one allreduce
+            sums.add(*mpi_step.rank_step(self.comm, model, self.data.source, self.data.labels, idx, s.augment, where,
+                                         s.label_smoothing, self.interrupt, self.stop, self.transport,
+                                         self.batch_sums))
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            return
+        loss, logits, labels = local_step(model, self.data.source, self.data.labels, idx, s.augment, where,
+                                          s.label_smoothing)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        sums.add(loss, idx.size, logits, labels)
 
-def _forward_batches(model, x, batch_size):
-    """Yield (start, stop, logits) over ``x`` in chunks, so memory depends on the batch, not on N."""
-    batch_size = _positive_int(batch_size, "batch_size")
-    source = x if isinstance(x, Images) else images(x, model)
-    for lo, hi, xb in source.batches(batch_size):
-        yield lo, hi, model.infer(xb)
+    def _end_epoch(self, epoch: int) -> bool:
+        """The epoch's metrics to fit's callbacks (recorded, shown, checkpointed), then to the caller's; True when
+        the run ends here (a callback stopped it, or a signal came)."""
+        state = self.state
+        logs = {"loss": state.loss_sum / state.seen, "accuracy": state.correct / state.seen}
+        if self.data.validation is not None:
+            val = evaluate(self.model, *self.data.validation, batch_size=max(self.settings.batch_size, 1000),
+                           comm=self.comm)
+            logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        state.next_epoch()
+        for callback in self.own:
+            callback.on_epoch_end(epoch, logs)
+        logs = self.record.latest()
+        if self.comm is None:
+            for callback in self.callbacks:
+                callback.on_epoch_end(epoch, logs)
+        else:  # a callback failing on one rank (a ModelCheckpoint file on rank 0) stops every rank
+            mpi_step.end_epoch(self.comm, self.model, self.callbacks, epoch, logs)
+        finished = any(callback.stop_training for callback in self.callbacks)
+        for callback in self.own:
+            callback.on_callbacks_end(finished)
+        if not finished and self.stop.hit and state.epoch < self.settings.epochs:
+            self._stopped()
+        return finished or self.stop.hit
 
-
-def evaluate(model, x, y, batch_size=1000, comm=None) -> dict:
-    """Mean loss and accuracy over ``x``, ``y`` (one host sync at the end); ``x`` and ``y`` may come from any
-    array library (see :mod:`portacnn.inputs`). With ``comm`` (an mpi4py communicator), every rank passes the
-    same ``x`` and ``y``, scores its contiguous share of the rows, and the sums are added in one allreduce: every
-    rank returns the result for all of ``x``."""
-    xp, backend = model.backend.xp, model.backend
-    _positive_int(batch_size, "batch_size")
-    x = images(x, model)
-    y_host = check_labels(model, y, x.shape[0])
-    n = x.shape[0]
-    if comm is not None and distributed.size(comm) > 1:
-        first, last = distributed.row_span(n, comm)
-        parts = ((lo, min(lo + batch_size, last), x.rows(slice(lo, min(lo + batch_size, last))))
-                 for lo in range(first, last, batch_size))
-    else:
-        comm, parts = None, x.batches(batch_size)
-    loss_sum = xp.asarray(0.0, dtype=xp.float64 if model.dtype == "float64" else xp.float32, device=backend.device)
-    correct = xp.asarray(0, dtype=xp.int64, device=backend.device)
-    error = None
-    try:
-        for lo, hi, xb in parts:
-            logits = model.infer(xb)
-            yb = backend.asarray(y_host[lo:hi])
-            loss, _ = softmax_cross_entropy(logits, yb, check=False)
-            loss_sum = loss_sum + loss * (hi - lo)
-            correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
-        sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
-    except Exception as e:  # under MPI the other ranks must learn of it
-        if comm is None:
-            raise
-        error, sums = e, np.zeros(2)
-    if comm is not None:  # the ranks' sums, and whether any rank failed, in one allreduce
-        sums = distributed.allreduce_sum(comm, np.array([sums[0], sums[1], error is not None], dtype=np.float64))
-        if sums[2]:
-            distributed.gather_failures(comm, error)
-    return {"loss": float(sums[0]) / n, "accuracy": float(sums[1]) / n, "n": n}
-
-
-def predict_proba(model, x, batch_size=1000):
-    """Class probabilities (N, classes) as a host NumPy array of the model's dtype."""
-    xp = model.backend.xp
-    out = []
-    for _, _, logits in _forward_batches(model, x, batch_size):
-        shifted = logits - xp.max(logits, axis=1, keepdims=True)
-        e = xp.exp(shifted)
-        out.append(model.backend.to_numpy(e / xp.sum(e, axis=1, keepdims=True)))
-    return np.concatenate(out, axis=0)
-
-
-def predict_log_proba(model, x, batch_size=1000):
-    """Log-probabilities (N, classes), log-softmax of the logits, as a host NumPy array of the model's dtype
-    (finite where probabilities would underflow to 0)."""
-    xp = model.backend.xp
-    out = []
-    for _, _, logits in _forward_batches(model, x, batch_size):
-        shifted = logits - xp.max(logits, axis=1, keepdims=True)
-        out.append(model.backend.to_numpy(shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))))
-    return np.concatenate(out, axis=0)
-
-
-def predict(model, x, batch_size=1000):
-    """Predicted class ids (N,) as a host int64 NumPy array."""
-    xp = model.backend.xp
-    out = [model.backend.to_numpy(xp.argmax(logits, axis=1)) for _, _, logits in _forward_batches(model, x, batch_size)]
-    return np.concatenate(out).astype(np.int64, copy=False)
+    def _stopped(self) -> None:
+        """A signal stopped the run before its last epoch: the history says so, fit's callbacks close and save."""
+        self.history.interrupted = True
+        self.history.signal = signal.Signals(self.stop.signum).name
+        for callback in self.own:
+            callback.on_stop()

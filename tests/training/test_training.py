@@ -228,7 +228,7 @@ def test_progress_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(small, caps
     tiny_model().fit(x[:64], y[:64], epochs=2, batch_size=BATCH, progress=True)
     lines = capsys.readouterr().err.strip().splitlines()  # not a terminal (a notebook, a log): no bar, no silence
     assert len(lines) == 2 and lines[0].startswith("epoch 1/2: loss ") and lines[1].startswith("epoch 2/2: ")
-    monkeypatch.setattr(training.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     tiny_model().fit(x[:64], y[:64], epochs=2, batch_size=BATCH, progress=True)
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err and "loss=" in err and "acc" in err
@@ -240,7 +240,7 @@ def test_progress_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(small, caps
     tiny_model().fit(x[:64], y[:64], epochs=2, batch_size=BATCH, verbose=2)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith("epoch 2/2: loss ")
-    monkeypatch.setattr(training.sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
 
     class ZMQInteractiveShell:  # what get_ipython() returns inside a notebook kernel
         pass
@@ -250,7 +250,7 @@ def test_progress_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(small, caps
     monkeypatch.setitem(sys.modules, "IPython", fake)
     tiny_model().fit(x[:64], y[:64], epochs=1, batch_size=BATCH, verbose=1)
     assert "loss=" in capsys.readouterr().err  # the tqdm bar's postfix, not a plain line
-    with pytest.raises(ValueError, match="verbose must be 0"):
+    with pytest.raises(ValueError, match="fit verbose must be an int >= 0 and <= 2 or None; got 3"):
         tiny_model().fit(x[:64], y[:64], epochs=1, verbose=3)
 
 
@@ -275,6 +275,7 @@ def test_one_host_sync_per_logged_step_and_one_forward_per_batch(small, monkeypa
         return real_forward(*args, **kw)
 
     monkeypatch.setattr(training, "to_host", counting_to_host)
+    monkeypatch.setattr(pc.training.evaluation, "to_host", counting_to_host)  # check_labels
     monkeypatch.setattr(model, "forward", counting_forward)
     model.fit(x, y, epochs=1, batch_size=BATCH, log_every=3, progress=False)  # 8 steps: logs at 3, 6, 8
     assert calls["forward"] == N // BATCH
