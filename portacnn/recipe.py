@@ -29,17 +29,13 @@ from .optim import OPTIMIZERS, split_decay
 from .optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, StepLR
 from .validation import Integer, Name, NoneValue, Options, Real, Rule, Text, _short, check
 
-# -- bounds (the checkpoint's own limits on the same values: tests keep them equal) -----------------------------
-#: epochs of a run (and the patience of early stopping)
-MAX_EPOCHS = 100_000
-#: images per batch
-MAX_BATCH_SIZE = 1 << 24
+# -- bounds: a run's (epochs, batch size, counters) are the training state's, one home for both -----------------
+from .train_state import MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TEXT  # noqa: E402
+
 #: a seed (the checkpoint's metadata holds one below 2**128)
 MAX_SEED = (1 << 128) - 1
-#: counters, such as the number of training images kept, fit the int64 the trainer keeps them in
-MAX_COUNT = (1 << 63) - 1
-#: characters of the short names (``model``) and of the recorded data path
-MAX_NAME, MAX_TEXT = 64, 4096
+#: characters of the short names (``model``)
+MAX_NAME = 64
 
 # -- vocabularies ----------------------------------------------------------------------------------------------
 #: training protocols (``extra["protocol"]``)

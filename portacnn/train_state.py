@@ -74,15 +74,7 @@ class TrainState:
 
 
 # -- rules of the saved fields (portacnn.validation's, with the few a file needs besides) ------------------------
-class Number(Real):
-    """:class:`~portacnn.validation.Real` that also refuses, as out of range, an int too large for a float (JSON
-    integers are unbounded)."""
-
-    def check(self, value, what):
-        try:
-            return super().check(value, what)
-        except OverflowError:
-            self._fail(value, what)
+Number = Real  # (JSON integers are unbounded: Real refuses one too large for a float)
 
 
 class WideInteger(Integer):

@@ -260,8 +260,8 @@ def check_all(owner: str, values: dict, rules: dict, required=None) -> dict:
         raise ValueError(f"{owner} settings must be a dict of {sorted(rules)}; got {_short(values)}")
     unknown = sorted(str(k) for k in values if k not in rules)
     if unknown:
-        raise ValueError(f"{owner} got unknown argument(s) {unknown}; known: {sorted(rules)}")
+        raise ValueError(f"{owner} got unknown field(s) {unknown}; known: {sorted(rules)}")
     missing = sorted(k for k in (required or ()) if k not in values)
     if missing:
-        raise ValueError(f"{owner} is missing argument(s) {missing}")
+        raise ValueError(f"{owner} is missing field(s) {missing}")
     return {k: rules[k].check(v, f"{owner} {k}") for k, v in values.items()}

@@ -63,9 +63,9 @@ def test_messages_say_what_is_wanted():
 def test_check_all_checks_every_key_and_knows_them():
     rules = {"lr": Real(0, low_open=True), "nesterov": Boolean()}
     assert check_all("SGD", {"lr": 1, "nesterov": False}, rules) == {"lr": 1.0, "nesterov": False}
-    with pytest.raises(ValueError, match=r"SGD got unknown argument\(s\) \['momentun'\]; known: \['lr', 'nesterov'\]"):
+    with pytest.raises(ValueError, match=r"SGD got unknown field\(s\) \['momentun'\]; known: \['lr', 'nesterov'\]"):
         check_all("SGD", {"lr": 1, "momentun": 0.9}, rules)
-    with pytest.raises(ValueError, match=r"SGD is missing argument\(s\) \['nesterov'\]"):
+    with pytest.raises(ValueError, match=r"SGD is missing field\(s\) \['nesterov'\]"):
         check_all("SGD", {"lr": 1}, rules, required=rules)
     with pytest.raises(ValueError, match=r"^SGD lr must be a finite number > 0; got 0$"):
         check_all("SGD", {"lr": 0}, rules)

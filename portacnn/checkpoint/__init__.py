@@ -68,7 +68,7 @@ import types
 from . import limits
 from ..optim import MAX_PARAM_GROUPS
 from ..recipe import AUGMENTATIONS, PROTOCOLS, SCHEDULES
-from ._legacy_schemas import MAX_BATCH_SIZE, MAX_CALLBACKS, MAX_EPOCHS
+from ..train_state import MAX_BATCH_SIZE, MAX_CALLBACKS, MAX_EPOCHS
 from .architecture import check_architecture
 from .file import _digest, read, save
 from .limits import (_MAX_HEADER, DEFAULT_INPUT_SIDE, FORMAT, FORMAT_VERSION, MAX_ACTIVATION_BYTES, MAX_DEPTH,

@@ -19,10 +19,10 @@ from .._version import __version__
 from ..backend import DTYPES, float_dtype_name
 from ..validation import _short
 from . import architecture, limits
-from . import _legacy_schemas as schemas
 from .limits import FORMAT, FORMAT_VERSION, Bad, CheckpointError, checked
 from ..optim import check_saved
 from ..recipe import Recipe
+from ..train_state import check_saved_train_state
 from .optimizer import describe_optimizer
 
 
@@ -84,7 +84,7 @@ def _validate(tensors: dict, meta: dict, dtype: str | None) -> dict:
         raise Bad(f"the file holds optimizer buffers ({_short(sorted(buffers))}) but no optimizer description")
     train_state = _json(meta, "train_state")
     if train_state is not None:
-        checked("corrupted training state in the checkpoint metadata", schemas._check_train_state, train_state)
+        checked("corrupted training state in the checkpoint metadata", check_saved_train_state, train_state)
     extra = _json(meta, "extra")
     if extra is not None:
         checked("bad run information ('extra') in the checkpoint metadata", Recipe.check_stored, extra)
