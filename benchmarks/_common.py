@@ -88,7 +88,7 @@ def load_images(n: int, seed: int = 0, source: str = "auto", uint8: bool = False
         del xs
         if not uint8:
             x = x.astype(np.float32) / np.float32(255.0)
-        return np.ascontiguousarray(x), ys[idx], "kannada_mnist (the training set shipped in portacnn/datasets)"
+        return np.ascontiguousarray(x), ys[idx], "kannada_mnist (the training set shipped in portacnn/data)"
     x = rng.random((n, 1, 28, 28), dtype=np.float32)
     if uint8:
         x = (x * 255).astype(np.uint8)

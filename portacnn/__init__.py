@@ -12,7 +12,7 @@ from .ensemble import Ensemble
 from .export import to_onnx
 from .interop import from_torch, to_torch
 from .layers import Parameter
-from .model import Sequential, load
+from .sequential import Sequential, load
 
 __all__ = [
     "Backend", "BackendUnavailableError", "CheckpointError", "Ensemble", "load", "Parameter", "Sequential", "available_backends", "get_backend",

@@ -244,7 +244,7 @@ def onnx_model(model, opset=17, softmax=False, dynamic_batch=True, input_shape=N
     ``input_shape`` (C, H, W) (or (F,)) overrides the model's own; ``dtype`` ("float32" or "float64")
     casts the weights and the graph's input and output (default: the model's dtype).
     """
-    from .model import Sequential  # imported here, as export_checkpoint's load: the module stays light to import
+    from .sequential import Sequential  # imported here, as export_checkpoint's load: the module stays light to import
 
     if not isinstance(model, Sequential):
         raise ValueError(f"to_onnx takes a portacnn Sequential model; got {type(model).__name__}")
@@ -313,7 +313,7 @@ def export_checkpoint(path_in, path_out, opset=17, softmax=False, allow_unsigned
     The graph's C, H and W are the checkpoint's stored ``input_shape`` (dynamic H and W when it stored
     none); the batch is dynamic. Returns the path written. What ``portacnn export`` runs.
     """
-    from .model import load
+    from .sequential import load
 
     _check_opset(opset)  # before the (possibly long) load
     if Path(path_out).resolve() == Path(path_in).resolve():

@@ -129,7 +129,7 @@ def to_torch(model):
     Like every new torch module it is returned in training mode (dropout active, BatchNorm on batch
     statistics): call ``.eval()`` before inference. Its state-dict keys are the model's (module docstring).
     """
-    from .model import Sequential
+    from .sequential import Sequential
 
     if not isinstance(model, Sequential):
         raise ValueError(f"to_torch takes a portacnn Sequential model; got {type(model).__name__}")
@@ -271,7 +271,7 @@ def from_torch(module, input_shape=None, backend=None):
     module's own for a network :func:`to_torch` built). Unknown modules and options portacnn does not compute
     are ValueErrors naming the module's path in ``module``.
     """
-    from .model import Sequential
+    from .sequential import Sequential
 
     torch = _torch()
     nn = torch.nn

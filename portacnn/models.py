@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Residual
-from .model import Sequential
+from .sequential import Sequential
 
 INPUT_SHAPE = (1, 28, 28)
 

@@ -286,10 +286,11 @@ class Recipe:
 
     def callbacks(self, optimizer, n_train: int) -> list:
         """The learning-rate schedule and early stopping, as ``fit()`` callbacks, for ``n_train`` images."""
-        from .training import EarlyStopping, LearningRateScheduler, held_out  # training imports the checkpoint
+        from .callbacks import EarlyStopping, LearningRateScheduler  # imported here: training imports the checkpoint
+        from .training import held_out_count
 
         found, epochs = [], self.epochs
-        steps = epochs * math.ceil((n_train - held_out(n_train, self.val_split)) / self.batch_size)
+        steps = epochs * math.ceil((n_train - held_out_count(n_train, self.val_split)) / self.batch_size)
         if self.schedule == "step":
             found.append(LearningRateScheduler(StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1), per="epoch"))
         elif self.schedule == "cosine":

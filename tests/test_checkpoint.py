@@ -256,7 +256,7 @@ def test_parameter_groups_and_scheduler_keys_round_trip(tmp_path):
     opt = pc.optim.AdamW(groups, lr=1e-3)
     sched = lr_scheduler.OneCycleLR(opt, max_lr=[0.01, 0.02], total_steps=10)
     model.fit(x, y, epochs=1, batch_size=16, progress=False, optimizer=opt,
-              callbacks=[pc.training.LearningRateScheduler(sched, per="step")])
+              callbacks=[pc.callbacks.LearningRateScheduler(sched, per="step")])
     path = model.save(tmp_path / "m.safetensors", optimizer=opt)
     loaded = pc.load(path)
     saved = loaded.checkpoint["optimizer"]

@@ -360,7 +360,7 @@ def main(out):
         kw = {}
         if case == "adam64":
             kw = dict(checkpoint_path=f"{out}/ckpt.safetensors", verbose=2,
-                      callbacks=[training.ModelCheckpoint(f"{out}/best.safetensors", save_best_only=False)])
+                      callbacks=[pc.callbacks.ModelCheckpoint(f"{out}/best.safetensors", save_best_only=False)])
         model, res[case] = train(case, comm, **kw)
         if r == 0:
             np.savez(f"{out}/{case}.npz", **model.state_dict())

@@ -5,7 +5,7 @@ Three properties: (1) finite inputs (zeros of both signs, ties, large values in 
 every parameter gradient and the input gradient match; (2) inputs holding infinities and NaN: the forward
 pass matches value for value (NaN where torch has NaN); (3) stacks of max-pools and ReLUs, which compute no
 sums, fed infinities, the dtype's extremes, signed zeros and ties: output and input gradient equal torch's
-bit for bit. Gradients at NaN are a documented difference of max-pool (portacnn/layers/pool.py), so they
+bit for bit. Gradients at NaN are a documented difference of max-pool (portacnn/layers/maxpool.py), so they
 are not compared here. Runs are derandomized, so CI sees the same cases every time.
 """
 

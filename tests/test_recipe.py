@@ -15,7 +15,7 @@ from portacnn import augment, checkpoint, optim, recipe
 from portacnn.cli import UsageError, build_parser
 from portacnn.recipe import (DEFAULT_EPOCHS, DEFAULT_LR, MODEL_RECIPES, NULLABLE, RECIPE_DEFAULTS, RESUMED, RULES, STORED,
                              TRAIN_DEFAULTS, Recipe, RecipeError)
-from portacnn.training import EarlyStopping, LearningRateScheduler
+from portacnn.callbacks import EarlyStopping, LearningRateScheduler
 from portacnn.validation import Integer, Real
 
 

@@ -14,7 +14,7 @@ from .. import data, kernels
 from .._version import __version__
 from ..backend import KNOWN_BACKENDS, get_backend, unusable_reason
 from ..ensemble import Ensemble
-from ..model import load
+from ..sequential import load
 from .common import UsageError, _check_fits, _chunks, _emit_json, _say
 
 

@@ -18,11 +18,11 @@ from .._version import __version__
 from ..backend import ENV_VAR
 from ..checkpoint import optimizer_from_checkpoint
 from ..layers import Conv2D
-from ..model import load
+from ..sequential import load
 from ..models import MODELS
 from ..recipe import Recipe
 from ..run_folder import RunFolder
-from ..training import TrainingDiverged, evaluate, held_out
+from ..training import TrainingDiverged, evaluate, held_out_count
 from .common import EXIT_DIVERGED, EXIT_INTERRUPTED, UsageError, _check_fits, _emit_json, _say
 
 
@@ -114,7 +114,7 @@ def _train_into(args, recipe, out, model, optimizer, train, test_set, extra, not
     rank0 = distributed.rank(comm) == 0
     (xtr, ytr), (xte, yte) = train, test_set
     ckpt, epochs = out / "model.safetensors", recipe.epochs
-    n_val = held_out(len(ytr), recipe.val_split)
+    n_val = held_out_count(len(ytr), recipe.val_split)
     held = f"; {n_val} of them held out for validation" if n_val else ""
     ranks = f" in {distributed.size(comm)} MPI processes" if comm is not None else ""
     _say(args, f"portacnn {__version__}: training {recipe.model} ({model.num_parameters()} parameters) on "

@@ -2,7 +2,7 @@
 :data:`EMBEDDED_DATA_DIR`, :func:`embedded_data_dir`, :func:`load_kannada_mnist`, :func:`tutorial_split`.
 
 A copy of Kannada-MNIST (60,000 training and 10,000 test images of the handwritten Kannada digits 0-9,
-28 x 28, in IDX format) ships inside the package in ``portacnn/datasets/kannada_mnist/``;
+28 x 28, in IDX format) ships inside the package in ``portacnn/data/kannada_mnist/``;
 :func:`load_kannada_mnist` reads it when no ``root`` is given. See the README.md in that folder for
 provenance (the training images were regenerated from the author's published scans) and checksums.
 Cite the dataset as:
@@ -22,7 +22,7 @@ from .folders import find_idx_pair
 from .idx import load_idx
 from .sniff import _sniff, load_any
 
-EMBEDDED_DATA_DIR = Path(__file__).resolve().parent.parent / "datasets" / "kannada_mnist"
+EMBEDDED_DATA_DIR = Path(__file__).resolve().parent / "kannada_mnist"
 """Folder of the Kannada-MNIST copy shipped inside the package."""
 
 

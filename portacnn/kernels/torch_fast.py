@@ -17,7 +17,7 @@ their dtype:
 * ``maxpool2d_forward`` / ``maxpool2d_backward``: ``aten.max_pool2d_with_indices`` and its backward
   (ties go to the first maximum in the window, row by row, as the portable code; an output that is NaN sends
   its gradient to the last NaN of its window, where the portable code sends it nowhere: see
-  :mod:`portacnn.layers.pool`).
+  :mod:`portacnn.layers.maxpool`).
 
 Each returns what the portable primitive returns, to float rounding (the sums run in another order);
 tests/kernels/test_torch_fast.py checks them against float64 references. torch is imported on the first call,

@@ -9,7 +9,7 @@ from .dropout import Dropout
 from .flatten import Flatten
 from .global_avgpool import GlobalAvgPool2D
 from .leaky_relu import LeakyReLU
-from .pool import MaxPool2D
+from .maxpool import MaxPool2D
 from .relu import ReLU
 from .residual import Residual
 from .sigmoid import Sigmoid

@@ -15,10 +15,5 @@ from .history import History
 from .loop import fit, held_out_count
 from .signals import Stopped
 
-# earlier names, importable but no longer listed: the callbacks (documented as portacnn.callbacks.*; portacnn.cli
-# still imports two from here) and held_out (now held_out_count: it returns a count; portacnn.cli imports it)
-from .callbacks import EarlyStopping, LambdaCallback, LearningRateScheduler, ModelCheckpoint  # noqa: E402, F401
-from .loop import held_out  # noqa: E402, F401
-
 __all__ = ["Callback", "History", "Stopped", "TrainingDiverged", "check_labels", "evaluate", "fit", "held_out_count",
            "predict", "predict_log_proba", "predict_proba"]

@@ -60,7 +60,6 @@ def held_out_count(n: int, validation_split) -> int:
     return count
 
 
-held_out = held_out_count  # its first name, which portacnn.cli still imports
 
 
 @dataclass

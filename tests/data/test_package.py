@@ -66,5 +66,5 @@ def test_public_names_are_re_exported():
     assert issubclass(data.DataError, ValueError)
     assert issubclass(data.DataFileNotFoundError, data.DataError)
     assert issubclass(data.DataFileNotFoundError, FileNotFoundError)
-    assert data.EMBEDDED_DATA_DIR == data.embedded_data_dir() == PORTACNN_DIR.resolve() / "datasets" / "kannada_mnist"
+    assert data.EMBEDDED_DATA_DIR == data.embedded_data_dir() == PORTACNN_DIR.resolve() / "data" / "kannada_mnist"
     assert data.EMBEDDED_DATA_DIR.is_dir()

@@ -264,7 +264,6 @@ def test_held_out_count_is_a_count():
     for bad in (-0.1, 1.0, True, "0.1", float("nan")):
         with pytest.raises(ValueError, match="validation_split must be"):
             held_out_count(100, bad)
-    assert pc.training.held_out is held_out_count  # the earlier name
 
 
 def test_resume_refuses_a_training_state_changed_by_hand(tmp_path):

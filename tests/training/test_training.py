@@ -393,8 +393,8 @@ def test_validation_split_holds_out_the_same_seeded_images(small):
 def test_early_stopping_restores_the_best_weights_and_model_checkpoint_keeps_the_best(small, tmp_path):
     (x, y), (xt, yt) = small
     model = tiny_model()
-    stopper = pc.training.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
-    best = pc.training.ModelCheckpoint(tmp_path / "best.safetensors", monitor="val_loss")
+    stopper = pc.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    best = pc.callbacks.ModelCheckpoint(tmp_path / "best.safetensors", monitor="val_loss")
     # an absurd learning rate after the first epochs makes the validation loss worse: training stops early
     history = model.fit(x, y, epochs=30, batch_size=BATCH, progress=False, validation_data=(xt, yt),
                         optimizer=pc.optim.SGD(model.parameters(), lr=0.5, momentum=0.9), callbacks=[stopper, best])
@@ -405,7 +405,7 @@ def test_early_stopping_restores_the_best_weights_and_model_checkpoint_keeps_the
     assert restored == pytest.approx(min(val), rel=1e-6)
     assert pc.load(tmp_path / "best.safetensors").evaluate(xt, yt)["loss"] == pytest.approx(min(val), rel=1e-6)
     with pytest.raises(ValueError, match="monitors 'val_loss', which fit does not report"):
-        tiny_model().fit(x[:64], y[:64], epochs=1, progress=False, callbacks=[pc.training.EarlyStopping()])
+        tiny_model().fit(x[:64], y[:64], epochs=1, progress=False, callbacks=[pc.callbacks.EarlyStopping()])
 
 
 def test_models_pickle_and_deep_copy_without_their_caches(small):

@@ -18,7 +18,7 @@ the rate, as torch's does by default (``cycle_momentum=True``, between ``base_mo
 ``max_momentum=0.95``); the parameter groups then carry ``max_momentum`` and ``base_momentum``, as in torch.
 
 To step a schedule from :func:`portacnn.training.fit` (per epoch or per optimizer step, saved in its checkpoints
-so that a resumed run continues it exactly), use :class:`portacnn.training.LearningRateScheduler`.
+so that a resumed run continues it exactly), use :class:`portacnn.callbacks.LearningRateScheduler`.
 
 Not offered: ``step(epoch)``, torch's deprecated explicit-epoch form.
 
