@@ -130,3 +130,50 @@ def test_summary_names_the_layer(name):
     model, shape = _model(name)
     text = model.summary()
     assert name in text and str(model.layers[0].output_shape(shape)) in text
+
+
+#: type name -> constructor arguments it must refuse (one bad value each); types without arguments refuse any
+BAD = {
+    "Conv2D": [dict(in_channels=0, out_channels=2, kernel_size=3), dict(in_channels=1, out_channels=2, kernel_size=3,
+                                                                          bias="no"),
+               dict(in_channels=1, out_channels=2, kernel_size=3, padding="full"),
+               dict(in_channels=1, out_channels=2, kernel_size=3, stride=2, padding="same")],
+    "MaxPool2D": [dict(kernel_size=0), dict(kernel_size=2, padding=2), dict(kernel_size=2, stride=True)],
+    "AvgPool2D": [dict(kernel_size=(2, 2, 2)), dict(kernel_size=3, padding=-1)],
+    "BatchNorm2D": [dict(num_features=2, eps=0), dict(num_features=2, momentum=1.5), dict(num_features=2, affine=1)],
+    "BatchNorm1D": [dict(num_features=True), dict(num_features=3, eps=float("nan"))],
+    "Dense": [dict(in_features=4, out_features=0), dict(in_features=4, out_features=2, bias="no")],
+    "Dropout": [dict(p=1.0), dict(p=-0.1), dict(p="0.5")],
+    "LeakyReLU": [dict(negative_slope=float("inf")), dict(negative_slope=True)],
+    "Residual": [dict(layers=[]), dict(layers=[{"type": "ReLU"}], shortcut=[{"type": "Lambda"}])],
+}
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_the_reader_refuses_what_the_constructor_refuses(name):
+    """A layer read from a file passes exactly the constructor's checks: every bad value the constructor refuses
+    (and any unknown field) is refused by the checkpoint reader too, before anything is built."""
+    cases = BAD.get(name, []) + [{"not_a_field": 1, **(BAD.get(name) or [{}])[0]}]
+    for kwargs in cases:
+        with pytest.raises((ValueError, TypeError)):
+            LAYER_TYPES[name](**kwargs)
+        arch = [{"type": name, **kwargs}]
+        with pytest.raises(ValueError, match=f"layer 0 \\({name}\\)"):
+            pc.checkpoint.check_architecture(arch)
+
+
+def test_the_checkpoint_package_names_no_layer_type():
+    """Its code (not its prose) holds no layer type's name: the layers declare what it needs."""
+    import ast
+    import pathlib
+
+    names = set(LAYER_TYPES)
+    for path in pathlib.Path(pc.checkpoint.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(
+            n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr)}
+        for node in ast.walk(tree):
+            text = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else
+                    node.value if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in docstrings else "")
+            assert not any(n in text for n in names), f"{path.name}:{getattr(node, 'lineno', '?')} names {text!r}"
