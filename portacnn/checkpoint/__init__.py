@@ -41,21 +41,19 @@ before the model, its activations or any other large array exists:
 * **Weights** (parameters and layer buffers) must be float, finite, and exactly the keys and shapes the
   architecture implies (compared before anything is built; a num_batches_tracked count a non-negative whole
   number); optimizer buffers must belong to a parameter and have its shape.
-* **Metadata fields** follow an explicit schema: ``optimizer`` (type sgd, adam, adamw or rmsprop, exactly
-  its hyper-parameters, each of the right type and range, per-parameter step counts, and its parameter
-  groups: each group's hyper-parameters and schedule keys, their parameter indices a partition of the
-  model's parameters; files without groups load as one group), ``train_state`` (the fields ``fit`` writes,
-  non-negative and consistent: ``step <= seen <= step * batch_size``, ``correct <= seen``, history lists of
-  finite floats, one per finished epoch, a random generator state numpy accepts, and the callbacks' states:
-  bounded JSON, the known callbacks' fields checked one by one) and ``extra`` (free-form JSON, but the keys
-  the CLI writes are typed and bounded: ``model`` and ``protocol`` short names, ``epochs`` in
-  1..``MAX_EPOCHS``, ``limit`` a non-negative int or null, ``data`` a string or null, and the training
-  recipe: ``optimizer``, ``schedule``, ``lr``, ``weight_decay``, ``label_smoothing``, ``val_split``,
-  ``early_stopping``, ``augment``). Nothing read from a checkpoint is ever used as a path to open:
-  ``extra["data"]`` only records where a run's data came from.
+* **Metadata fields** are checked by the objects they describe, with the rules their constructors use
+  (:mod:`portacnn.validation`), so a file can hold nothing the same object built in Python would refuse:
+  ``optimizer`` by :func:`portacnn.optim.check_saved` (type, exactly its hyper-parameters, per-parameter step
+  counts, parameter groups partitioning the model's parameters, buffers of its own names and shapes);
+  ``train_state`` by :func:`portacnn.train_state.check_saved_train_state` (the fields ``fit`` writes, consistent,
+  bounded; each callback's state by its class's ``check_state``, a scheduler's by
+  :func:`portacnn.optim.lr_scheduler.check_saved_state`); ``extra`` by :meth:`portacnn.recipe.Recipe.check_stored`
+  (free-form JSON, but the CLI's recipe keys typed and bounded). Nothing read from a checkpoint is ever used as a
+  path to open: ``extra["data"]`` only records where a run's data came from.
 
-Every limit is a module constant: a model beyond one is refused with a message naming it; raise it
-(``portacnn.checkpoint.MAX_ACTIVATION_BYTES = ...``) only for a file you trust. :func:`save` runs the same
+Every limit of the file format is a constant of :mod:`.limits`: a model beyond one is refused with a message naming
+it; raise it (``portacnn.checkpoint.MAX_ACTIVATION_BYTES = ...``) only for a file you trust. The bounds of what
+other modules store (``MAX_EPOCHS``, ``MAX_PARAM_GROUPS``...) are theirs, re-exported here to read. :func:`save` runs the same
 checks on what it is about to write and refuses (writing nothing) rather than produce a file that
 :func:`load` would refuse, so every checkpoint portacnn writes loads.
 """
@@ -77,7 +75,11 @@ from .optimizer import optimizer_from_checkpoint
 
 __all__ = ["CheckpointError", "check_architecture", "optimizer_from_checkpoint", "read", "save", "FORMAT",
            "FORMAT_VERSION", "MAX_ACTIVATION_BYTES", "MAX_DEPTH", "MAX_INPUT_SIDE", "MAX_LAYERS", "MAX_OPERATIONS",
-           "MAX_TENSORS", "MAX_WINDOW", "DEFAULT_INPUT_SIDE"]
+           "MAX_TENSORS", "MAX_WINDOW", "DEFAULT_INPUT_SIDE",
+           # the limits of what a file holds for other modules, re-exported from their homes (read them here;
+           # they are those modules' rules)
+           "MAX_EPOCHS", "MAX_BATCH_SIZE", "MAX_CALLBACKS", "MAX_PARAM_GROUPS", "PROTOCOLS", "SCHEDULES",
+           "AUGMENTATIONS"]
 
 
 class _Package(types.ModuleType):
