@@ -44,6 +44,7 @@ from ._atomic import atomic_write
 from ._version import __version__
 from .backend import float_dtype_name
 from .kernels.windows import out_size
+from .layers.plan import check_input_shape
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
                      LeakyReLU, MaxPool2D, ReLU, Residual, Sigmoid, Tanh)
 
@@ -73,16 +74,6 @@ def _check_opset(opset) -> int:
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is not supported: portacnn exports opset {MIN_OPSET} or later (default 17)")
     return int(opset)
-
-
-def _check_input_shape(shape) -> tuple | None:
-    if shape is None:
-        return None
-    ok = isinstance(shape, (tuple, list)) and len(shape) in (1, 3) and all(
-        not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v > 0 for v in shape)
-    if not ok:
-        raise ValueError(f"input_shape must be (C, H, W) (or (F,) for flat input) of positive ints; got {shape!r}")
-    return tuple(int(v) for v in shape)
 
 
 def _show(shape) -> str:
@@ -252,7 +243,8 @@ def onnx_model(model, opset=17, softmax=False, dynamic_batch=True, input_shape=N
     for name, flag in (("softmax", softmax), ("dynamic_batch", dynamic_batch)):
         if not isinstance(flag, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False; got {flag!r}")
-    shape = _check_input_shape(input_shape if input_shape is not None else model.input_shape)
+    given = input_shape if input_shape is not None else model.input_shape
+    shape = None if given is None else check_input_shape(given)
     dtype_name = model.dtype if dtype is None else float_dtype_name(dtype)
     onnx = _onnx()
     helper = onnx.helper

@@ -22,6 +22,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from .backend import to_host
+from .validation import Integer, check
 
 __all__ = [
     "PlotUnavailable", "plots_available", "sample_grid", "training_curves", "confusion_matrix",
@@ -148,9 +149,7 @@ def _same_length(**arrays):
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
+    return check(value, Integer(1), name)
 
 
 def _image_range(arr: np.ndarray) -> tuple[float, float]:

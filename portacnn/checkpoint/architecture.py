@@ -21,9 +21,9 @@ import math
 import numpy as np
 
 from ..backend import float_dtype_name
+from ..layers.plan import check_input_shape as plan_input_shape
 from ..layers.plan import describe, walk
 from ..layers.spec import layer_from_spec
-from ..validation import _short
 from . import limits
 from .limits import Bad
 
@@ -117,11 +117,11 @@ def check_buffer(layers, key: str, value) -> None:
 
 
 def check_input_shape(value, what: str = "input_shape") -> tuple[int, ...]:
-    """(C, H, W) of images, or (F,) of flat vectors."""
-    if not isinstance(value, (list, tuple)) or len(value) not in (1, 3) or any(
-            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value):
-        raise Bad(f"{what} must be [C, H, W] (or [F] for flat input) of positive ints; got {_short(value)}")
-    shape = tuple(int(v) for v in value)
+    """(C, H, W) of images, or (F,) of flat vectors (the layers' rule), each side at most MAX_INPUT_SIDE."""
+    try:
+        shape = plan_input_shape(value, what)
+    except ValueError as e:
+        raise Bad(str(e)) from None
     if len(shape) == 3 and max(shape[1:]) > limits.MAX_INPUT_SIDE:
         raise Bad(f"{what} {shape} has a side beyond MAX_INPUT_SIDE = {limits.MAX_INPUT_SIDE}")
     return shape

@@ -218,26 +218,6 @@ def check_distinct(layers, what: str) -> None:
     visit(layers)
 
 
-def pair(value, what: str) -> tuple[int, int]:
-    """``3`` or ``(3, 5)`` as an (h, w) pair of ints; anything else is a ValueError naming ``what``."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{what} must be an int or a pair (h, w); got {value!r}")
-        h, w = value
-    else:
-        h = w = value
-    for v in (h, w):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"{what} must be an int or a pair of ints; got {value!r}")
-    return int(h), int(w)
-
-
-def positive(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive int; got {value!r}")
-    return int(value)
-
-
 def check_input(layer: Layer, x, ndim: int, layout: str, channels: int | None = None) -> None:
     """Raise a ValueError naming the layer when ``x`` is not of rank ``ndim`` (and ``channels`` wide)."""
     shape = tuple(x.shape)

@@ -10,6 +10,21 @@ from __future__ import annotations
 
 import math
 
+from ..validation import Integer, Tuple, _short
+
+
+#: the per-image input shape of a stack of layers: (C, H, W) of images or (F,) of flat vectors
+INPUT_SHAPE = Tuple(Integer(1), Integer(1), Integer(1)) | Tuple(Integer(1))
+
+
+def check_input_shape(value, what: str = "input_shape") -> tuple[int, ...]:
+    """``value`` as a per-image input shape (:data:`INPUT_SHAPE`), or a one-line ValueError naming ``what``."""
+    try:
+        return INPUT_SHAPE.check(value, what)
+    except ValueError:
+        raise ValueError(f"{what} must be (C, H, W) (or (F,) for flat input) of positive ints; got {_short(value)}") \
+            from None
+
 
 def describe(key: str, layer) -> str:
     """How messages name a layer: "layer 3 (Conv2D)"."""
