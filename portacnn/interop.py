@@ -26,12 +26,21 @@ So ``to_torch(model).state_dict()`` has exactly the keys of ``model.state_dict()
 state into a network :func:`to_torch` built. :func:`from_torch` flattens nested ``nn.Sequential``s (its
 model's keys then follow the flattened order) and refuses, with a ValueError naming the module's path and
 the option, every module and option portacnn cannot compute the same way.
+
+A conversion reproduces a module's class, never what was added to one instance, so :func:`from_torch` also
+refuses (on any module of the tree, the Sequential itself included) subclasses of the supported classes, hooks
+of every kind (forward, forward pre-, backward, state-dict, load-state-dict; and global module hooks), instance
+attributes that shadow the class's (a ``forward`` set on the instance, ``module.compile()``), weights shared by
+two modules, submodules a leaf module never runs, ``None`` entries, and tensors without values (the meta
+device). Whether parameters require gradients, and training or eval mode, do not matter. A given
+``input_shape`` must be one the converted layers take (checked by walking them on it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .layers.plan import check_input_shape, walk
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
                      LeakyReLU, MaxPool2D, ReLU, Residual, Sigmoid, Tanh)
 
@@ -142,21 +151,84 @@ def to_torch(model):
 
 
 # -- torch -> portacnn -----------------------------------------------------------------------------------
-def _flat(module, path):
-    """(path, module) of the leaves of nested ``nn.Sequential``s, in order."""
-    from torch import nn
+def _show(module) -> str:
+    """How messages show a module: its repr when that is one short line, else its class name."""
+    text = repr(module)
+    return text if "\n" not in text and len(text) <= 100 else type(module).__name__
 
-    if type(module) is nn.Sequential:
-        return [item for name, sub in module.named_children() for item in _flat(sub, f"{path}.{name}" if path else name)]
-    return [(path, module)]
+
+def _where(path) -> str:
+    return f"module {path!r}" if path else "the Sequential itself"
+
+
+def _refuse(path, module, problem):
+    raise ValueError(f"from_torch: {_where(path)} ({_show(module)}) {problem}")
+
+
+#: per-module hook tables (torch's attribute names) and what messages call them: every one changes what the
+#: module computes, its gradients or its saved state, and none is part of a portacnn layer
+_HOOKS = {"_forward_hooks": "forward hook", "_forward_pre_hooks": "forward pre-hook",
+          "_backward_hooks": "backward hook", "_backward_pre_hooks": "backward pre-hook",
+          "_state_dict_hooks": "state-dict hook", "_state_dict_pre_hooks": "state-dict pre-hook",
+          "_load_state_dict_pre_hooks": "load-state-dict pre-hook",
+          "_load_state_dict_post_hooks": "load-state-dict post-hook"}
+#: the hooks torch runs around every module (``torch.nn.modules.module.register_module_forward_hook`` ...)
+_GLOBAL_HOOKS = {"_global_forward_hooks": "register_module_forward_hook",
+                 "_global_forward_pre_hooks": "register_module_forward_pre_hook",
+                 "_global_backward_hooks": "register_module_full_backward_hook",
+                 "_global_backward_pre_hooks": "register_module_full_backward_pre_hook"}
+
+
+def _check_global_hooks(torch):
+    table = torch.nn.modules.module
+    for name, register in _GLOBAL_HOOKS.items():
+        if getattr(table, name, None):
+            raise ValueError(f"from_torch: a global hook is registered (torch.nn.modules.module.{register}); it runs "
+                             "around every torch module but not in portacnn's model: remove its handle first")
+
+
+def _check_plain(path, module):
+    """Refuse what makes ``module`` compute (or train, or save) other than its class does: hooks of any kind, and
+    instance attributes shadowing the class's (a ``forward`` set on the instance, ``module.compile()``'s
+    compiled call). Subclasses are refused where the class is looked up (exact classes only)."""
+    for name, kind in _HOOKS.items():
+        if getattr(module, name, None):
+            _refuse(path, module, f"has a {kind}, which portacnn's model would not run; remove its handle "
+                                  "(handle.remove()) before converting")
+    cls = type(module)
+    shadowing = sorted(name for name in vars(module) if hasattr(cls, name))
+    if shadowing:
+        _refuse(path, module, f"has {shadowing[0]!r} set on the instance, replacing {cls.__name__}.{shadowing[0]}; "
+                              f"portacnn converts {cls.__name__}'s own behaviour only: delete the attribute "
+                              f"(del module.{shadowing[0]}) or convert an unmodified module")
+
+
+def _flat(module, path, nn, seen):
+    """(path, module) of the leaves of nested ``nn.Sequential``s, in the order ``forward`` runs them (a module
+    listed twice is visited twice), each checked by :func:`_check_plain`. ``seen`` maps id(module) to its first
+    path: a module with tensors met again shares its weights, which portacnn's layers cannot."""
+    _check_plain(path, module)
+    own = {k for k, _ in module.named_parameters(recurse=False)} | {k for k, _ in module.named_buffers(recurse=False)}
+    if id(module) in seen and own:
+        _refuse(path, module, f"is the module {seen[id(module)]!r} again (shared weights); portacnn's layers each "
+                              "own their weights: use a copy (copy.deepcopy(module))")
+    seen.setdefault(id(module), path)
+    if type(module) is not nn.Sequential:
+        return [(path, module)]
+    if own:
+        _refuse(path, module, f"holds tensors {sorted(own)} of its own, which no layer uses; move them into a layer")
+    items = []
+    for name, sub in module._modules.items():  # not named_children(): it skips repeats and None, forward does not
+        where = f"{path}.{name}" if path else name
+        if sub is None:
+            raise ValueError(f"from_torch: module {where!r} is None, which torch's Sequential cannot run; "
+                             "remove it (del net[i])")
+        items += _flat(sub, where, nn, seen)
+    return items
 
 
 def _ints(value):
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else int(value)
-
-
-def _refuse(path, module, problem):
-    raise ValueError(f"from_torch: module {path!r} ({module!r}) {problem}")
 
 
 def _from_conv(path, module, nn):
@@ -219,12 +291,16 @@ _FROM_TORCH = {
 }
 
 
-def _layer(path, module, nn):
+def _layer(path, module, nn, seen):
     """(portacnn layer, {local state name: tensor}) for one torch module (not a Sequential)."""
     kind = type(module)
     if kind is _residual_class():
-        body = _layers(module.body, f"{path}.body", nn)
-        shortcut = None if module.shortcut is None else _layers(module.shortcut, f"{path}.shortcut", nn)
+        extra = sorted(set(module._modules) - {"body", "shortcut"})
+        if extra or module.body is None:
+            _refuse(path, module, f"has submodules {extra} besides body and shortcut; portacnn's Residual computes "
+                                  "body(x) + shortcut(x) only" if extra else "has no body")
+        body = _layers(module.body, f"{path}.body", nn, seen)
+        shortcut = None if module.shortcut is None else _layers(module.shortcut, f"{path}.shortcut", nn, seen)
         layer = Residual([lay for lay, _ in body], None if shortcut is None else [lay for lay, _ in shortcut])
         tensors = {f"body.{j}.{k}": t for j, (_, ts) in enumerate(body) for k, t in ts.items()}
         tensors.update({f"shortcut.{j}.{k}": t for j, (_, ts) in enumerate(shortcut or []) for k, t in ts.items()})
@@ -236,12 +312,15 @@ def _layer(path, module, nn):
         _refuse(path, module, "has no portacnn layer (supported: Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1) + "
                               "Flatten, BatchNorm2d/1d, ReLU, LeakyReLU, Sigmoid, Tanh, Flatten, Linear, Dropout, "
                               "Sequential, portacnn.interop.TorchResidual)")
+    if module._modules:
+        _refuse(path, module, f"has submodules {sorted(module._modules)}, which torch's {kind.__name__} never runs "
+                              "and portacnn's layer would drop; remove them")
     return make(path, module, nn), own
 
 
-def _layers(seq, path, nn):
+def _layers(seq, path, nn, seen):
     """[(layer, tensors)] for the modules of ``seq`` (a ``nn.Sequential``), nested Sequentials flattened."""
-    items, out, i = _flat(seq, path), [], 0
+    items, out, i = _flat(seq, path, nn, seen), [], 0
     while i < len(items):
         where, module = items[i]
         nxt = items[i + 1][1] if i + 1 < len(items) else None
@@ -251,11 +330,11 @@ def _layers(seq, path, nn):
             i += 2
             continue
         try:
-            out.append(_layer(where, module, nn))
+            out.append(_layer(where, module, nn, seen))
         except ValueError as e:
             if str(e).startswith("from_torch:"):
                 raise
-            raise ValueError(f"from_torch: module {where!r} ({module!r}): {e}") from None
+            raise ValueError(f"from_torch: {_where(where)} ({_show(module)}): {e}") from None
         i += 1
     if not out:
         raise ValueError(f"from_torch: {'the Sequential' if not path else repr(path)} holds no module")
@@ -278,13 +357,47 @@ def from_torch(module, input_shape=None, backend=None):
     if type(module) is not nn.Sequential:
         raise ValueError(f"from_torch takes a torch.nn.Sequential; got {type(module).__name__} "
                          "(wrap a single module: nn.Sequential(module))")
-    items = _layers(module, "", nn)
+    shape = None if input_shape is None else check_input_shape(input_shape, "from_torch input_shape")
+    _check_global_hooks(torch)
+    items = _layers(module, "", nn, {})
     tensors = {f"{i}.{k}": t for i, (_, ts) in enumerate(items) for k, t in ts.items()}
+    host = _host_tensors(tensors, torch)
     floats = {t.dtype for t in tensors.values() if t.is_floating_point()}
     if len(floats) > 1 or not floats <= {torch.float32, torch.float64}:
         raise ValueError(f"from_torch: the module's parameters are {sorted(map(str, floats))}; portacnn takes one of "
                          "float32 or float64 (call module.float() or module.double() first)")
     dtype = "float64" if floats == {torch.float64} else "float32"
-    model = Sequential([layer for layer, _ in items], backend=backend, dtype=dtype, input_shape=input_shape)
-    model.load_state_dict({k: np.array(t.detach().cpu().numpy(), copy=True) for k, t in tensors.items()})
+    layers = [layer for layer, _ in items]
+    if shape is not None:
+        try:
+            walk(layers, shape)
+        except ValueError as e:
+            raise ValueError(f"from_torch: input_shape {shape} does not fit the module: {e}; pass the (C, H, W) "
+                             "it reads") from None
+    model = Sequential(layers, backend=backend, dtype=dtype, input_shape=shape)
+    try:
+        model.load_state_dict(host)
+    except ValueError as e:  # a NaN weight, a weight whose shape its module's settings contradict
+        raise ValueError(f"from_torch: {e}") from None
     return model
+
+
+def _host_tensors(tensors, torch) -> dict:
+    """NumPy copies of ``tensors`` (state key -> torch tensor), refusing tensors without values (the meta
+    device), sparse or quantized ones, and one tensor's memory held under two keys (tied weights)."""
+    host, owners = {}, {}
+    for key, t in tensors.items():
+        if t.device.type == "meta":
+            raise ValueError(f"from_torch: tensor {key!r} is on the meta device and holds no values; load the weights "
+                             "first (module.to_empty(device='cpu') then load_state_dict)")
+        if t.layout != torch.strided or t.is_quantized:
+            raise ValueError(f"from_torch: tensor {key!r} is {'quantized' if t.is_quantized else t.layout}; portacnn "
+                             "takes dense float tensors (convert the module back to a plain float one)")
+        if t.numel():
+            where = (t.device, t.untyped_storage().data_ptr())
+            if where in owners:
+                raise ValueError(f"from_torch: tensors {owners[where]!r} and {key!r} share memory (tied weights); "
+                                 "portacnn's layers each own their weights: give each its own copy")
+            owners[where] = key
+        host[key] = np.array(t.detach().cpu().numpy(), copy=True)
+    return host

@@ -177,3 +177,224 @@ def test_missing_torch_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match="torch is not installed; pip install torch") as e:
         to_torch(pc.models.seed_cnn())
     assert "\n" not in str(e.value)
+
+
+# -- what a conversion cannot reproduce: refused on every module of the tree ------------------------------
+def _tree():
+    """A network with a module at every kind of place: the root, a plain leaf, a nested Sequential and its leaves,
+    a TorchResidual, its body and shortcut Sequentials and their leaves, the GlobalAvgPool2D pair, the head."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.Sequential(nn.BatchNorm2d(2), nn.ReLU()),
+        TorchResidual(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Tanh()), nn.Sequential(nn.Conv2d(2, 2, 1))),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+
+
+TREE_PATHS = ["", "0", "1", "1.0", "1.1", "2", "2.body", "2.body.0", "2.body.1", "2.shortcut", "2.shortcut.0", "3",
+              "4", "5"]
+
+
+def _at(net, path):
+    return net if not path else net.get_submodule(path)
+
+
+def _named(path):
+    return "the Sequential itself" if not path else f"module '{path}'"
+
+
+HOOKS = {  # kind -> (register(module) -> handle, what the message calls it)
+    "forward": (lambda m: m.register_forward_hook(lambda mod, i, o: o), "forward hook"),
+    "forward_with_kwargs": (lambda m: m.register_forward_hook(lambda mod, a, k, o: o, with_kwargs=True),
+                            "forward hook"),
+    "forward_always_called": (lambda m: m.register_forward_hook(lambda mod, i, o: None, always_call=True),
+                              "forward hook"),
+    "forward_pre": (lambda m: m.register_forward_pre_hook(lambda mod, i: None), "forward pre-hook"),
+    "forward_pre_with_kwargs": (lambda m: m.register_forward_pre_hook(lambda mod, a, k: None, with_kwargs=True),
+                                "forward pre-hook"),
+    "full_backward": (lambda m: m.register_full_backward_hook(lambda mod, gi, go: None), "backward hook"),
+    "backward": (lambda m: m.register_backward_hook(lambda mod, gi, go: None), "backward hook"),
+    "full_backward_pre": (lambda m: m.register_full_backward_pre_hook(lambda mod, go: None), "backward pre-hook"),
+    "state_dict_post": (lambda m: m.register_state_dict_post_hook(lambda mod, sd, prefix, local: None),
+                        "state-dict hook"),
+    "state_dict_pre": (lambda m: m.register_state_dict_pre_hook(lambda mod, prefix, keep: None),
+                       "state-dict pre-hook"),
+    "load_state_dict_pre": (lambda m: m.register_load_state_dict_pre_hook(lambda *a: None),
+                            "load-state-dict pre-hook"),
+    "load_state_dict_post": (lambda m: m.register_load_state_dict_post_hook(lambda mod, keys: None),
+                             "load-state-dict post-hook"),
+}
+
+
+@pytest.mark.parametrize("path", TREE_PATHS)
+@pytest.mark.parametrize("kind", sorted(HOOKS))
+def test_a_hook_of_any_kind_on_any_module_is_refused_by_path(kind, path):
+    net = _tree()
+    assert from_torch(net, input_shape=(1, 5, 5)).architecture()  # converts without the hook
+    register, called = HOOKS[kind]
+    handle = register(_at(net, path))
+    with pytest.raises(ValueError, match=f"from_torch: {_named(path)} .*has a {called}, which portacnn's model "
+                                         r"would not run; remove its handle") as e:
+        from_torch(net, input_shape=(1, 5, 5))
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300
+    handle.remove()
+    assert from_torch(net, input_shape=(1, 5, 5)).architecture()
+
+
+@pytest.mark.parametrize("register", [torch.nn.modules.module.register_module_forward_hook,
+                                      torch.nn.modules.module.register_module_forward_pre_hook,
+                                      torch.nn.modules.module.register_module_full_backward_hook,
+                                      torch.nn.modules.module.register_module_full_backward_pre_hook],
+                         ids=lambda f: f.__name__)
+def test_a_global_module_hook_is_refused(register):
+    handle = register(lambda *args: None)
+    try:
+        with pytest.raises(ValueError, match=f"a global hook is registered .*{register.__name__}"):
+            from_torch(_tree())
+    finally:
+        handle.remove()
+    assert from_torch(_tree()).architecture()
+
+
+def _replace_forward(m):
+    m.forward = lambda *args: args[0]
+
+
+SHADOWS = {  # how an instance gets behaviour its class does not have -> the attribute named
+    "forward": (_replace_forward, "forward"),
+    "compile": (lambda m: m.compile(), "_compiled_call_impl"),
+    "call_impl": (lambda m: setattr(m, "_call_impl", lambda *a, **k: a[0]), "_call_impl"),
+}
+
+
+@pytest.mark.parametrize("path", TREE_PATHS)
+@pytest.mark.parametrize("kind", sorted(SHADOWS))
+def test_behaviour_set_on_an_instance_is_refused_by_path(kind, path):
+    net = _tree()
+    change, attribute = SHADOWS[kind]
+    change(_at(net, path))
+    with pytest.raises(ValueError, match=f"from_torch: {_named(path)} .*has '{attribute}' set on the instance, "
+                                         f"replacing .*; portacnn converts .* own behaviour only") as e:
+        from_torch(net)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Conv2d(1, 1, 1), lambda: nn.Linear(1, 1), lambda: nn.BatchNorm2d(1), lambda: nn.BatchNorm1d(1),
+    lambda: nn.MaxPool2d(1), lambda: nn.AvgPool2d(1), lambda: nn.ReLU(), lambda: nn.LeakyReLU(), lambda: nn.Sigmoid(),
+    lambda: nn.Tanh(), lambda: nn.Flatten(), lambda: nn.Dropout(), lambda: nn.AdaptiveAvgPool2d(1),
+    lambda: nn.Sequential(nn.ReLU()), lambda: TorchResidual(nn.Sequential(nn.ReLU())),
+], ids=lambda make: type(make()).__name__)
+@pytest.mark.parametrize("override", [True, False], ids=["overrides-forward", "plain-subclass"])
+def test_subclasses_of_supported_classes_are_refused(make, override):
+    base = type(make())
+    namespace = {"forward": lambda self, *a: base.forward(self, *a) * 2} if override else {}
+    sub = type(f"My{base.__name__}", (base,), namespace)
+    module = make()
+    module.__class__ = sub  # the same settings and tensors, another class
+    tail = [nn.Flatten()] if base is nn.AdaptiveAvgPool2d else []  # the pair GlobalAvgPool2D is made of
+    with pytest.raises(ValueError, match=rf"from_torch: module '1' \(My{base.__name__}.*has no portacnn layer") as e:
+        from_torch(nn.Sequential(nn.ReLU(), module, *tail))
+    assert "\n" not in str(e.value)  # a container's repr spans lines: messages show its class name only
+
+
+def test_subclass_of_sequential_as_the_root_is_refused():
+    class MySequential(nn.Sequential):
+        def forward(self, x):
+            return super().forward(x) + 1
+
+    with pytest.raises(ValueError, match="from_torch takes a torch.nn.Sequential; got MySequential"):
+        from_torch(MySequential(nn.ReLU()))
+
+
+def test_requires_grad_and_training_mode_do_not_matter():
+    net = _tree()
+    expected = from_torch(net).state_dict()
+    for change in (lambda n: n.requires_grad_(False), lambda n: n.eval(), lambda n: n.train()):
+        change(net)
+        assert_same_state(from_torch(net).state_dict(), expected)
+
+
+def test_a_repeated_module_runs_as_often_as_torch_runs_it():
+    relu = nn.ReLU()
+    net = nn.Sequential(nn.Linear(3, 3), relu, nn.Linear(3, 3), relu, nn.Linear(3, 2))
+    model = from_torch(net)  # named_children() lists relu once; forward runs it twice
+    assert [type(layer).__name__ for layer in model] == ["Dense", "ReLU", "Dense", "ReLU", "Dense"]
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    assert_close(np.asarray(model.forward(x)), torch_out(net.eval(), x), "float32")
+
+
+def _tied():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    b.weight = a.weight
+    return nn.Sequential(a, nn.ReLU(), b)
+
+
+def _shared_in_residual():
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    return nn.Sequential(conv, TorchResidual(nn.Sequential(conv)))
+
+
+def _with_child():
+    lin = nn.Linear(2, 2)
+    lin.add_module("extra", nn.Linear(2, 2))
+    return nn.Sequential(lin)
+
+
+def _sequential_parameter():
+    net = nn.Sequential(nn.Linear(2, 2))
+    net.register_parameter("scale", nn.Parameter(torch.ones(1)))
+    return net
+
+
+def _residual_extra():
+    block = TorchResidual(nn.Sequential(nn.ReLU()))
+    block.add_module("gate", nn.Sigmoid())
+    return nn.Sequential(block)
+
+
+def _nan_weight():
+    net = nn.Sequential(nn.Linear(2, 2))
+    with torch.no_grad():
+        net[0].bias[1] = float("inf")
+    return net
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: nn.Sequential(*[nn.Linear(2, 2)] * 2), r"module '1' .* is the module '0' again \(shared weights\)"),
+    (_shared_in_residual, r"module '1.body.0' .* is the module '0' again \(shared weights\)"),
+    (_tied, r"tensors '0.weight' and '2.weight' share memory \(tied weights\)"),
+    (lambda: nn.Sequential(nn.ReLU(), None), "module '1' is None, which torch's Sequential cannot run"),
+    (lambda: nn.Sequential(nn.Linear(2, 2, device="meta")), "tensor '0.weight' is on the meta device"),
+    (_with_child, r"module '0' \(Linear\) has submodules \['extra'\], which torch's Linear never runs"),
+    (_sequential_parameter, r"the Sequential itself \(Sequential\) holds tensors \['scale'\] of its own"),
+    (_residual_extra, r"module '0' \(TorchResidual\) has submodules \['gate'\] besides body and shortcut"),
+    (_nan_weight, r"from_torch: state dict entry '0.bias' holds 1 NaN or infinite values"),
+])
+def test_what_the_converted_model_could_not_hold_is_refused(make, match):
+    with pytest.raises(ValueError, match=match) as e:
+        from_torch(make())
+    assert str(e.value).startswith("from_torch") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((0, 5, 5), "must be"), ((1, -5, 5), "must be"), ((1, 5.5, 5), "must be"), ((True, 5, 5), "must be"),
+    ("abc", "must be"), ((1, 5), "must be"), ((1, 5, 5, 1), "must be"), (5, "must be"), ((1, 5, None), "must be"),
+    ((3, 5, 5), r"layer 0 \(Conv2D\) expects 1 input channels but gets 3"),
+    ((1, 2, 2), r"layer 2.body.0 \(Conv2D\) its 3x3 window .* does not fit the 2x2 input"),
+    ((25,), r"layer 0 \(Conv2D\)"),
+])
+def test_an_input_shape_the_layers_cannot_take_is_refused(shape, match):
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(),
+                        TorchResidual(nn.Sequential(nn.Conv2d(2, 2, 3))), nn.Flatten(), nn.Linear(2 * 3 * 3, 4))
+    with pytest.raises(ValueError, match=match) as e:
+        from_torch(net, input_shape=shape)
+    assert str(e.value).startswith("from_torch") and "\n" not in str(e.value)
+
+
+def test_an_input_shape_that_fits_is_stored_as_ints():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 3 * 3, 4))
+    model = from_torch(net, input_shape=[np.int64(1), 5, 5])
+    assert model.input_shape == (1, 5, 5) and all(type(d) is int for d in model.input_shape)
+    with pytest.raises(ValueError, match=r"layer 2 \(Dense\) expects 18 features but gets 32"):
+        from_torch(net, input_shape=(1, 6, 6))
