@@ -29,13 +29,16 @@ exact for float32 models; for float64 ones a relative change of at most 3e-8 in 
 The model's IR version is the lowest that the opset needs (8 for opset 17), which every current runtime
 reads; opsets from :data:`MIN_OPSET` to the installed onnx's newest are accepted. The file is checked with
 ``onnx.checker.check_model`` (shape inference included) and written atomically: readers see the previous
-file or the complete new one, and a failed export leaves no file. Graphs over 2 GB (protobuf's limit) are
-not supported.
+file or the complete new one, and a failed export leaves no file (nor a temporary one). The output path is
+checked before any work (its folder must exist and be writable: :class:`ExportPathError`, naming the path and
+the folder), and so are the weights: a NaN or infinite one (which ``save`` refuses too), or one too large for
+the export dtype, is a ValueError naming the tensor. Graphs over 2 GB (protobuf's limit) are not supported.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +51,7 @@ from .layers.plan import check_input_shape
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
                      LeakyReLU, MaxPool2D, ReLU, Residual, Sigmoid, Tanh)
 
-__all__ = ["MIN_OPSET", "OnnxUnavailable", "export_checkpoint", "onnx_model", "to_onnx"]
+__all__ = ["MIN_OPSET", "ExportPathError", "OnnxUnavailable", "export_checkpoint", "onnx_model", "to_onnx"]
 
 #: the oldest opset the export writes (Softmax with an axis over one dimension, Gemm without C: opset 13)
 MIN_OPSET = 13
@@ -58,6 +61,62 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 class OnnxUnavailable(ImportError):
     """Raised when an export is asked for but the ``onnx`` package cannot be imported."""
+
+
+class ExportPathError(ValueError, OSError):
+    """The output path cannot be written: its folder is missing, not a folder, or not writable (catchable as
+    ValueError and as OSError). Raised before any work, naming the user's path and the folder."""
+
+
+def _output_path(path, what: str) -> Path:
+    """``path`` as a Path, once it is known a file can be written there: a str or os.PathLike whose folder exists,
+    is a folder and is writable, and which is not itself a folder. Checked before any work, so no export runs
+    for nothing and no message names a temporary file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"{what} path must be a file name (str or pathlib.Path); got {type(path).__name__}")
+    path = Path(path)
+    if path.is_dir():  # what atomic_write says, said before the export rather than after it
+        raise IsADirectoryError(21, "is a folder; give a file name inside it", str(path))
+    folder = path.parent
+    if not folder.exists():
+        raise ExportPathError(f"{path}: folder {folder} does not exist; create it first (mkdir -p {folder})")
+    if not folder.is_dir():
+        raise ExportPathError(f"{path}: {folder} is not a folder; give a path inside a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportPathError(f"{path}: folder {folder} is not writable; choose a folder you can write to")
+    return path
+
+
+def _write(path: Path, data: bytes) -> None:
+    """``atomic_write``, its errors naming ``path`` (never the hidden temporary file beside it); a failed write
+    leaves neither the file nor the temporary one."""
+    try:
+        atomic_write(path, data)
+    except OSError as e:
+        if e.filename is None or Path(e.filename) == path:
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from None
+
+
+def _export_state(model, dtype_name: str) -> dict:
+    """The model's state dict with every float entry in the export dtype, refusing a NaN or infinite value (a
+    diverged model; ``save`` refuses it too) and a finite one the export dtype cannot hold (1e300 in float32)."""
+    state = {}
+    for key, value in model.state_dict().items():
+        if value.dtype.kind == "f":
+            with np.errstate(over="ignore"):
+                cast = np.asarray(value, dtype=_DTYPES[dtype_name])
+            bad = int(cast.size - np.count_nonzero(np.isfinite(cast)))
+            if bad:
+                source = int(value.size - np.count_nonzero(np.isfinite(value)))
+                if source:
+                    raise ValueError(f"to_onnx: weight {key!r} holds {source} NaN or infinite values; export a model "
+                                     "with finite weights (load a good checkpoint, or retrain)")
+                raise ValueError(f"to_onnx: weight {key!r} holds {bad} values too large for {dtype_name}; export "
+                                 f"in the model's own dtype ({model.dtype})")
+            value = cast
+        state[key] = value
+    return state
 
 
 def _onnx():
@@ -246,6 +305,7 @@ def onnx_model(model, opset=17, softmax=False, dynamic_batch=True, input_shape=N
     given = input_shape if input_shape is not None else model.input_shape
     shape = None if given is None else check_input_shape(given)
     dtype_name = model.dtype if dtype is None else float_dtype_name(dtype)
+    state = _export_state(model, dtype_name)
     onnx = _onnx()
     helper = onnx.helper
     newest = onnx.defs.onnx_opset_version()
@@ -257,7 +317,7 @@ def onnx_model(model, opset=17, softmax=False, dynamic_batch=True, input_shape=N
     if shape is None:
         rank, width = _first_input(model.layers)
         shape = (width,) if rank == 2 else (width, "H", "W")
-    graph = _Graph(onnx, model.state_dict(), _DTYPES[dtype_name])
+    graph = _Graph(onnx, state, _DTYPES[dtype_name])
     per_image = tuple(d if isinstance(d, int) else None for d in shape)
     out, out_shape = _emit(graph, model.layers, "images", per_image, "")
     name = "probabilities" if softmax else "logits"
@@ -292,10 +352,10 @@ def to_onnx(model, path, opset=17, softmax=False, dynamic_batch=True, input_shap
     float64 model as float32 (what ONNX Runtime's CPU provider runs). Run the file with
     ``onnxruntime.InferenceSession(path).run(None, {"images": x})``. See the module docstring.
     """
+    path = _output_path(path, "to_onnx")  # before any work
     proto = onnx_model(model, opset=opset, softmax=softmax, dynamic_batch=dynamic_batch, input_shape=input_shape,
                        dtype=dtype)
-    path = Path(path)
-    atomic_write(path, proto.SerializeToString())
+    _write(path, proto.SerializeToString())
     return path
 
 
@@ -308,7 +368,8 @@ def export_checkpoint(path_in, path_out, opset=17, softmax=False, allow_unsigned
     from .sequential import load
 
     _check_opset(opset)  # before the (possibly long) load
-    if Path(path_out).resolve() == Path(path_in).resolve():
+    path_out = _output_path(path_out, "export_checkpoint")
+    if path_out.resolve() == Path(path_in).resolve():
         raise ValueError(f"{path_out}: the ONNX file would overwrite the checkpoint it is made from; give another name")
     model = load(path_in, backend="numpy", dtype=dtype, allow_unsigned=allow_unsigned)
     return to_onnx(model, path_out, opset=opset, softmax=softmax)

@@ -10,6 +10,8 @@ ONNX Runtime) with ONNX Runtime.
 from __future__ import annotations
 
 import ast
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -26,7 +28,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (p
 
 from onnx.reference import ReferenceEvaluator
 
-from portacnn.export import MIN_OPSET, OnnxUnavailable, export_checkpoint, onnx_model, to_onnx
+from portacnn.export import MIN_OPSET, ExportPathError, OnnxUnavailable, export_checkpoint, onnx_model, to_onnx
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -376,6 +378,121 @@ def test_export_checkpoint(tmp_path):
     assert ckpt.read_bytes() == before
     with pytest.raises(ValueError, match="opset 12 is not supported"):  # checked before anything is read
         export_checkpoint(tmp_path / "missing.safetensors", tmp_path / "x.onnx", opset=12)
+
+
+# -- hostile weights and paths ----------------------------------------------------------------------------
+def poison(model, key, value):
+    """Put ``value`` into one element of the parameter or buffer ``key`` (past load_state_dict's checks, as a
+    diverged training run would), at a place that depends on the key."""
+    params = {p.name: p for p in model.parameters()}
+    current = params[key].data if key in params else model._buffer_slots()[key][2]
+    held = np.array(current)
+    held.flat[sum(map(ord, key)) % held.size] = value
+    if key in params:
+        params[key].data = model.backend.asarray(held)
+    else:
+        layer, name, _ = model._buffer_slots()[key]
+        layer.set_buffer(name, model.backend.asarray(held))
+    return model
+
+
+FLOAT_KEYS = [pytest.param(stack, key, id=f"{stack}-{key}") for stack in sorted(STACKS)
+              for key, value in build(stack).state_dict().items() if value.dtype.kind == "f"]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("stack, key", FLOAT_KEYS)
+def test_a_non_finite_weight_anywhere_is_refused_by_name_and_writes_nothing(stack, key, value, tmp_path):
+    model = poison(build(stack), key, value)
+    with pytest.raises(ValueError, match=rf"to_onnx: weight '{re.escape(key)}' holds 1 NaN or infinite values; "
+                                         "export a model with finite weights") as e:
+        to_onnx(model, tmp_path / "m.onnx")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=re.escape(key)):
+        onnx_model(model, dtype="float64")
+    with pytest.raises(ValueError, match=re.escape(key)):  # the file save() would refuse, as it always did
+        model.save(tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_weight_too_large_for_the_export_dtype_is_refused(tmp_path):
+    model = poison(build("flat", dtype="float64"), "1.weight", 1e300)
+    with pytest.raises(ValueError, match=r"weight '1.weight' holds 1 values too large for float32; export in the "
+                                         r"model's own dtype \(float64\)"):
+        to_onnx(model, tmp_path / "m.onnx", dtype="float32")
+    assert list(tmp_path.iterdir()) == []
+    onnx.checker.check_model(onnx.load(str(to_onnx(model, tmp_path / "m.onnx"))))  # float64 holds it
+
+
+@pytest.fixture
+def no_export_work(monkeypatch):
+    """Fails the test if an export starts building a graph or loading a checkpoint."""
+    import portacnn.export as export
+    import portacnn.sequential as sequential
+
+    def never(*args, **kwargs):
+        raise AssertionError("the export did work before refusing the output path")
+
+    monkeypatch.setattr(export, "onnx_model", never)
+    monkeypatch.setattr(sequential, "load", never)
+
+
+@pytest.mark.parametrize("where, match", [
+    ("nope/out.onnx", r"nope/out.onnx: folder .*nope does not exist; create it first"),
+    ("a/b/c/out.onnx", r"a/b/c/out.onnx: folder .*a/b/c does not exist"),
+    ("file.txt/out.onnx", r"file.txt/out.onnx: .*file.txt is not a folder"),
+])
+@pytest.mark.parametrize("export", ["to_onnx", "export_checkpoint"])
+def test_an_unwritable_output_path_is_refused_first_naming_the_users_path(export, where, match, tmp_path,
+                                                                          no_export_work, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("file.txt").write_text("not a folder")
+    with pytest.raises(ExportPathError, match=match) as e:
+        if export == "to_onnx":
+            to_onnx(pc.models.seed_cnn(), where)
+        else:
+            export_checkpoint("missing.safetensors", where)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, OSError)
+    assert "\n" not in str(e.value) and ".tmp" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+@pytest.mark.parametrize("path, match", [(3, "to_onnx path must be a file name"), (None, "got NoneType")])
+def test_a_path_that_is_not_a_path_is_refused(path, match, no_export_work):
+    with pytest.raises(ValueError, match=match):
+        to_onnx(pc.models.seed_cnn(), path)
+
+
+def test_a_folder_as_the_output_is_refused_before_any_work(tmp_path, no_export_work):
+    for export in (lambda: to_onnx(pc.models.seed_cnn(), tmp_path), lambda: export_checkpoint("m.st", tmp_path)):
+        with pytest.raises(IsADirectoryError, match="is a folder; give a file name inside it") as e:
+            export()
+        assert e.value.filename == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
+def test_a_read_only_folder_is_refused_before_any_work(tmp_path, no_export_work):
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(ExportPathError, match="is not writable"):
+            to_onnx(pc.models.seed_cnn(), tmp_path / "m.onnx")
+    finally:
+        tmp_path.chmod(0o755)
+
+
+@pytest.mark.parametrize("errno", [28, 5, 13])
+def test_a_failed_write_names_the_users_path_and_leaves_no_temporary_file(errno, monkeypatch, tmp_path):
+    import portacnn._atomic as atomic
+
+    def broken(src, dst):
+        raise OSError(errno, os.strerror(errno), src, None, dst)  # what os.replace raises: it names the temporary
+
+    monkeypatch.setattr(atomic.os, "replace", broken)
+    with pytest.raises(OSError) as e:
+        to_onnx(pc.models.seed_cnn(), tmp_path / "m.onnx")
+    assert e.value.errno == errno and e.value.filename == str(tmp_path / "m.onnx") and ".tmp" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_modules_import_no_optional_library_at_module_level():
