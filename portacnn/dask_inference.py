@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend import numpy_dtype
 from .inputs import Images
 
 
@@ -67,8 +68,36 @@ def _model_for(payload: ModelPayload):
     return model
 
 
-def _predict_chunk(chunk, payload: ModelPayload, batch_size: int, probabilities: bool):
-    """One Dask task: class ids or probabilities for one chunk of images (host NumPy in and out)."""
+def _check_block(chunk, declared_dtype: str, block_info) -> None:
+    """The computed ``chunk`` has the shape and dtype its Dask array declared for it (``block_info[0]``: where the
+    block lies in ``x``). A function building ``x`` that returns fewer (or more) rows than its chunks say would
+    otherwise give a shorter (or longer) result, row i no longer image i."""
+    if block_info is None:  # called outside map_blocks (Dask passes it to a function that names it)
+        return
+    info = block_info[0]
+    block = info["chunk-location"][0]
+    rows = "rows {}:{}".format(*info["array-location"][0])
+    declared = tuple(int(stop - start) for start, stop in info["array-location"])
+    shape = tuple(int(d) for d in getattr(chunk, "shape", ()))
+    if shape != declared:
+        raise ValueError(f"x's Dask block {block} ({rows}) computed to shape {shape}, not the "
+                         f"{declared} its chunks declare; fix the code that builds x (its chunks= or the function "
+                         "that makes each block)")
+    try:
+        dtype = numpy_dtype(chunk.dtype)
+    except (AttributeError, ValueError):
+        dtype = None
+    if dtype != np.dtype(declared_dtype):
+        raise ValueError(f"x's Dask block {block} ({rows}) computed to dtype "
+                         f"{getattr(chunk, 'dtype', type(chunk).__name__)}, not the {declared_dtype} x declares; fix "
+                         "the code that builds x (its dtype= or the function that makes each block)")
+
+
+def _predict_chunk(chunk, payload: ModelPayload, batch_size: int, probabilities: bool, declared_dtype: str,
+                   block_info=None):
+    """One Dask task: class ids or probabilities for one chunk of images (host NumPy in and out), after checking
+    the chunk is the block its array declared (:func:`_check_block`)."""
+    _check_block(chunk, declared_dtype, block_info)
     model = _model_for(payload)
     if chunk.shape[0] == 0:
         shape = (0, _num_classes(model)) if probabilities else (0,)
@@ -91,7 +120,8 @@ def _num_classes(model) -> int:
 def predict_dask(model, x, batch_size: int, probabilities: bool):
     """``model``'s class ids (N,) or probabilities (N, classes) for the Dask array ``x`` (N, C, H, W), as a
     lazy Dask array chunked like ``x``'s rows. Shape, channels and dtype are checked now (from metadata);
-    NaN and infinite values when each chunk is computed."""
+    when each chunk is computed, that it is the shape and dtype ``x`` declared for it, and holds no NaN or
+    infinite value."""
     import dask  # optional: imported only when a Dask array arrives
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -100,9 +130,10 @@ def predict_dask(model, x, batch_size: int, probabilities: bool):
     classes = _num_classes(model)
     x = x.rechunk({1: -1, 2: -1, 3: -1})  # one task = whole images
     payload = dask.delayed(ModelPayload.of(model), pure=True)
+    declared = str(numpy_dtype(x.dtype))
     if probabilities:
         dtype = np.dtype(model.dtype)
-        return x.map_blocks(_predict_chunk, payload, int(batch_size), True, drop_axis=[2, 3],
+        return x.map_blocks(_predict_chunk, payload, int(batch_size), True, declared, drop_axis=[2, 3],
                             chunks=(x.chunks[0], (classes,)), dtype=dtype, meta=np.empty((0, 0), dtype))
-    return x.map_blocks(_predict_chunk, payload, int(batch_size), False, drop_axis=[1, 2, 3],
+    return x.map_blocks(_predict_chunk, payload, int(batch_size), False, declared, drop_axis=[1, 2, 3],
                         chunks=(x.chunks[0],), dtype=np.int64, meta=np.empty((0,), np.int64))

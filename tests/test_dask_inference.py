@@ -30,9 +30,9 @@ def chunk_log(monkeypatch):
     shapes = []
     real = dask_inference._predict_chunk
 
-    def logging_chunk(chunk, *args):
+    def logging_chunk(chunk, *args, block_info=None):  # block_info: Dask passes it to a function that names it
         shapes.append(tuple(chunk.shape))
-        return real(chunk, *args)
+        return real(chunk, *args, block_info=block_info)
 
     monkeypatch.setattr(dask_inference, "_predict_chunk", logging_chunk)
     return shapes
@@ -108,6 +108,57 @@ def test_non_finite_values_fail_when_their_chunk_is_computed(model):
     lazy = model.predict(da.from_array(x, chunks=4))
     with pytest.raises(ValueError, match="x holds 1 NaN or infinite values"):
         lazy.compute(scheduler="sync")
+
+
+def _lying(x, chunks, computed_rows=None, dtype=None, pixels=None):
+    """A Dask array declaring ``chunks`` rows per block of ``x`` whose blocks compute ``computed_rows[i]`` rows
+    (and ``dtype``, and ``pixels`` rows of pixels) instead: what a buggy loader or a wrong chunks= gives."""
+    declared = da.from_array(x, chunks=(chunks, 1, 28, 28))
+
+    def block(b, block_info=None):
+        (i, *_), ((start, stop), *_) = block_info[0]["chunk-location"], block_info[0]["array-location"]
+        rows = stop - start if computed_rows is None else computed_rows[i]
+        out = np.take(x, np.arange(start, start + rows), axis=0, mode="wrap")  # x's own rows, as declared or not
+        out = out if pixels is None else out[:, :, :pixels]
+        return out if dtype is None else out.astype(dtype)
+
+    return declared.map_blocks(block, dtype=x.dtype, meta=x[:0])
+
+
+LIES = {  # declared chunk sizes -> the rows each block computes
+    "one short": ([4, 4, 4], [4, 4, 3]), "one long": ([4, 4, 4], [4, 5, 4]), "first empty": ([4, 4, 4], [0, 4, 4]),
+    "all short": ([5, 5, 2], [4, 4, 1]), "shuffled sizes": ([3, 5, 4], [5, 3, 4]), "one image": ([1] * 12, [1] * 11 + [2]),
+    "declared empty": ([0, 6, 6], [1, 6, 6]),
+}
+
+
+@pytest.mark.parametrize("probabilities", [False, True], ids=["predict", "predict_proba"])
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_a_block_computing_other_rows_than_declared_is_refused_by_name(model, lie, probabilities):
+    declared, computed = LIES[lie]
+    x = _images(sum(declared))
+    lazy = _lying(x, tuple(declared), computed)
+    assert lazy.chunks[0] == tuple(declared)
+    run = model.predict_proba if probabilities else model.predict
+    bad = [i for i, (d, c) in enumerate(zip(declared, computed)) if d != c]
+    with pytest.raises(ValueError, match=r"x's Dask block (\d+) \(rows \d+:\d+\) computed to shape \(\d+, 1, 28, "
+                                         r"28\), not the \(\d+, 1, 28, 28\) its chunks declare; fix the code") as e:
+        run(lazy).compute(scheduler="sync")
+    assert int(str(e.value).split("block ")[1].split(" ")[0]) in bad and "\n" not in str(e.value)
+    honest = _lying(x, tuple(declared))  # the same blocks computing what they declare: no error, the same result
+    np.testing.assert_allclose(run(honest).compute(scheduler="sync"), run(x), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype, pixels, match", [
+    (np.float64, None, "computed to dtype float64, not the float32 x declares"),
+    (np.float16, None, "computed to dtype float16, not the float32 x declares"),
+    (np.uint8, None, "computed to dtype uint8, not the float32 x declares"),
+    (None, 27, r"computed to shape \(4, 1, 27, 28\), not the \(4, 1, 28, 28\)"),
+])
+def test_a_block_computing_another_dtype_or_image_size_is_refused(model, dtype, pixels, match):
+    lazy = _lying(_images(8), 4, dtype=dtype, pixels=pixels)
+    with pytest.raises(ValueError, match=r"x's Dask block \d \(rows \d:\d\) " + match):
+        model.predict(lazy).compute(scheduler="sync")
 
 
 def test_bad_batch_size(model):
