@@ -10,9 +10,14 @@ very unlikely keeps a finite loss (as each member's own loss is) instead of unde
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
+
 import numpy as np
 
+from .layers.plan import walk
 from .training import check_labels, predict_log_proba
+from .validation import _short
 
 
 def average_log_proba(member_logs) -> np.ndarray:
@@ -24,19 +29,83 @@ def average_log_proba(member_logs) -> np.ndarray:
     return top + np.log(np.mean(np.exp(logs - top), axis=0))
 
 
+class EnsembleError(ValueError):
+    """Models that cannot form an ensemble. ``member`` is the index of the one refused (None when the problem is
+    the collection itself), so a caller holding the members' names (``portacnn evaluate A B ...``) can name it."""
+
+    def __init__(self, message: str, member: int | None = None):
+        super().__init__(message)
+        self.member = member
+
+
+def _usual(values):
+    """(index, value) of the most common of ``values`` (index, value) pairs, the earliest on a tie: what the odd
+    member out is compared with, so a bad member 0 is named, not every other member."""
+    top = Counter(v for _, v in values).most_common(1)[0][0]
+    return next((k, v) for k, v in values if v == top)
+
+
+def _check_members(models) -> list:
+    """``models`` as a list of members that can vote together, or an :class:`EnsembleError` naming the first that
+    cannot, in one short line (never a list of all members): each is a portacnn Sequential; each gives the same
+    number of classes; and each takes the same images: the ``input_shape`` most members store (every member that
+    stores one stores it, every member's layers take it and give one score per class), else the same channel
+    count. Where members disagree, the odd one is compared with the most common value. Backends and dtypes may
+    differ: each member runs on its own."""
+    from .sequential import Sequential
+
+    if isinstance(models, Sequential):
+        raise EnsembleError("Ensemble takes a list of models; got one Sequential (wrap it: Ensemble([model]))")
+    if isinstance(models, (str, bytes, dict)) or not isinstance(models, Iterable):
+        raise EnsembleError(f"Ensemble takes a list of models; got {type(models).__name__} {_short(models, 40)}")
+    models = list(models)
+    if not models:
+        raise EnsembleError("Ensemble needs at least one model; got none")
+    for k, m in enumerate(models):
+        if not isinstance(m, Sequential):
+            raise EnsembleError(f"Ensemble member {k} is a {type(m).__name__} ({_short(m, 40)}), not a portacnn model; "
+                                "pass trained portacnn.Sequential models", k)
+    classes = list(enumerate(m.num_classes() for m in models))
+    for k, c in classes:
+        if c is None:
+            raise EnsembleError(f"Ensemble member {k} has no layer fixing its class count (it does not end in a Dense "
+                                "layer); every member must be a classifier", k)
+    usual, count = _usual(classes)
+    for k, c in classes:
+        if c != count:
+            raise EnsembleError(f"Ensemble member {k} predicts {c} classes but member {usual} predicts {count}; every "
+                                "member must predict the same classes", k)
+    shapes = [(k, tuple(m.input_shape)) for k, m in enumerate(models) if m.input_shape is not None]
+    if not shapes:  # no member knows its image size: the channels must still agree
+        reads = [(k, m.input_channels()) for k, m in enumerate(models) if m.input_channels() is not None]
+        usual, channels = _usual(reads) if reads else (None, None)
+        for k, c in reads:
+            if c != channels:
+                raise EnsembleError(f"Ensemble member {k} reads {c}-channel images but member {usual} reads "
+                                    f"{channels}-channel ones; every member must read the same images", k)
+        return models
+    usual, shape = _usual(shapes)
+    for k, m in enumerate(models):
+        if m.input_shape is not None and tuple(m.input_shape) != shape:
+            raise EnsembleError(f"Ensemble member {k} reads images of shape {tuple(m.input_shape)} but member {usual} "
+                                f"reads {shape}; every member must read the same images", k)
+        try:
+            out, _ = walk(m.layers, shape)
+        except ValueError as e:
+            raise EnsembleError(f"Ensemble member {k} cannot read the {shape} images member {usual} reads: {e}",
+                                k) from None
+        if out != (count,):
+            raise EnsembleError(f"Ensemble member {k} gives {out} per image, not {count} class scores", k)
+    return models
+
+
 class Ensemble:
-    """Ensemble(models): ``predict_proba`` is the mean of the members' probabilities."""
+    """Ensemble(models): ``predict_proba`` is the mean of the members' probabilities. The members are checked
+    when it is made (:func:`_check_members`): an :class:`EnsembleError` (a ValueError) names the first member
+    that cannot join the others, and why."""
 
     def __init__(self, models):
-        self.models = list(models)
-        if not self.models:
-            raise ValueError("Ensemble needs at least one model; got none")
-        classes = {m.num_classes() for m in self.models}
-        shapes = {m.input_shape for m in self.models if m.input_shape is not None}
-        if len(classes) > 1:
-            raise ValueError(f"Ensemble members must predict the same classes; their class counts are {sorted(classes, key=str)}")
-        if len(shapes) > 1:
-            raise ValueError(f"Ensemble members must read the same images; their input shapes are {sorted(shapes)}")
+        self.models = _check_members(models)
 
     def __len__(self):
         return len(self.models)

@@ -9,6 +9,8 @@ from clihelp import float_subset, idx_folder, trained_checkpoint
 
 import portacnn as pc
 from portacnn import cli
+from portacnn import layers as L
+from portacnn.ensemble import EnsembleError
 from portacnn.layers import Dense, Flatten
 
 
@@ -102,3 +104,74 @@ def test_cli_refuses_models_that_cannot_form_an_ensemble(two_checkpoints, tmp_pa
     assert "cannot form an ensemble" in capsys.readouterr().err
     assert cli.main(["predict", str(paths[0]), str(paths[1])]) == 2
     assert "at least one input file" in capsys.readouterr().err
+
+
+# -- hostile members: each named by its index, in one short line --------------------------------------------
+def _good(k=0):
+    return pc.models.seed_cnn(seed=k, workers=1)
+
+
+BAD = {  # kind -> (make the bad member, what the message says about it)
+    "str": (lambda: "x", r"is a str \('x'\), not a portacnn model"),
+    "None": (lambda: None, r"is a NoneType \(None\), not a portacnn model"),
+    "int": (lambda: 3, "is a int"),
+    "layer": (lambda: Dense(784, 10), r"is a Dense \(Dense\(in_features=784.*\), not a portacnn model"),
+    "list of layers": (lambda: [Flatten(), Dense(784, 10)], "is a list"),
+    "ensemble": (lambda: pc.Ensemble([_good()]), "is a Ensemble"),
+    "array": (lambda: np.zeros(3), "is a ndarray"),
+    "the class": (lambda: pc.Sequential, "is a type"),
+    "other classes": (lambda: pc.Sequential([Flatten(), Dense(784, 3)], input_shape=(1, 28, 28)),
+                      r"predicts 3 classes but member \d+ predicts 10; every member must predict the same classes"),
+    "no Dense": (lambda: pc.Sequential([Flatten()], input_shape=(1, 28, 28)), "has no layer fixing its class count"),
+    "other input shape": (lambda: pc.Sequential([Flatten(), Dense(1024, 10)], input_shape=(1, 32, 32)),
+                          r"reads images of shape \(1, 32, 32\) but member \d+ reads \(1, 28, 28\)"),
+    "layers unfit for the images": (lambda: pc.Sequential([Flatten(), Dense(1024, 10)]),
+                                    r"cannot read the \(1, 28, 28\) images member \d+ reads: layer 1 \(Dense\) "
+                                    "expects 1024 features but gets 784"),
+    "three channels": (lambda: pc.Sequential([L.Conv2D(3, 4, 3), L.GlobalAvgPool2D(), Dense(4, 10)]),
+                       r"cannot read .* reads: layer 0 \(Conv2D\) expects 3 input channels but gets 1"),
+    "own input shape unfit": (lambda: pc.Sequential([Flatten(), Dense(784, 10)], input_shape=(1, 28, 29)),
+                              r"reads images of shape \(1, 28, 29\)"),
+}
+
+
+@pytest.mark.parametrize("size, where", [(3, 0), (3, 2), (7, 3), (40, 0), (40, 17), (40, 39)])
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_a_bad_member_is_named_by_its_index_in_one_short_line(kind, size, where):
+    good = _good()
+    make, says = BAD[kind]
+    members = [good] * size
+    members[where] = make()
+    with pytest.raises(ValueError, match=rf"^Ensemble member {where} {says}") as e:
+        pc.Ensemble(members)
+    message = str(e.value)
+    assert "\n" not in message and len(message) < 200, message
+    assert isinstance(e.value, EnsembleError) and e.value.member == where
+    assert len(pc.Ensemble([good] * size)) == size  # the same ensemble without the bad member forms
+
+
+def test_members_without_input_shapes_must_read_the_same_channels():
+    one = pc.Sequential([L.Conv2D(1, 4, 3), L.GlobalAvgPool2D(), Dense(4, 10)])
+    three = pc.Sequential([L.Conv2D(3, 4, 3), L.GlobalAvgPool2D(), Dense(4, 10)])
+    with pytest.raises(EnsembleError, match="member 2 reads 3-channel images but member 0 reads 1-channel ones") as e:
+        pc.Ensemble([one, one, three])
+    assert e.value.member == 2
+    assert len(pc.Ensemble([one, pc.Sequential([L.ReLU(), L.Flatten(), Dense(16, 10)])])) == 2  # no channels: any
+
+
+@pytest.mark.parametrize("models, says", [
+    ("abc", "takes a list of models; got str 'abc'"), (3, "takes a list of models; got int"),
+    ({"a": 1}, "takes a list of models; got dict"), (None, "takes a list of models; got NoneType"),
+    (_good(), r"got one Sequential \(wrap it: Ensemble\(\[model\]\)\)"), ([], "at least one model"),
+    (iter([]), "at least one model"),
+])
+def test_what_is_not_a_list_of_models_is_refused(models, says):
+    with pytest.raises(EnsembleError, match=says) as e:
+        pc.Ensemble(models)
+    assert e.value.member is None and "\n" not in str(e.value)
+
+
+def test_members_may_differ_in_backend_and_dtype_and_come_from_a_generator():
+    ens = pc.Ensemble(m for m in [_good(0), pc.models.seed_cnn(seed=1, dtype="float64"),
+                                  pc.models.seed_cnn(seed=2, backend="array_api_strict")])
+    assert len(ens) == 3
