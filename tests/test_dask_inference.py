@@ -127,8 +127,8 @@ def _lying(x, chunks, computed_rows=None, dtype=None, pixels=None):
 
 LIES = {  # declared chunk sizes -> the rows each block computes
     "one short": ([4, 4, 4], [4, 4, 3]), "one long": ([4, 4, 4], [4, 5, 4]), "first empty": ([4, 4, 4], [0, 4, 4]),
-    "all short": ([5, 5, 2], [4, 4, 1]), "shuffled sizes": ([3, 5, 4], [5, 3, 4]), "one image": ([1] * 12, [1] * 11 + [2]),
-    "declared empty": ([0, 6, 6], [1, 6, 6]),
+    "all short": ([5, 5, 2], [4, 4, 1]), "shuffled sizes": ([3, 5, 4], [5, 3, 4]),
+    "one image": ([1] * 12, [1] * 11 + [2]), "declared empty": ([0, 6, 6], [1, 6, 6]),
 }
 
 
