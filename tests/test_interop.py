@@ -267,6 +267,7 @@ SHADOWS = {  # how an instance gets behaviour its class does not have -> the att
 }
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # compile()'s import
 @pytest.mark.parametrize("path", TREE_PATHS)
 @pytest.mark.parametrize("kind", sorted(SHADOWS))
 def test_behaviour_set_on_an_instance_is_refused_by_path(kind, path):
