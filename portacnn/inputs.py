@@ -17,6 +17,8 @@ input is wrong and how to fix it.
 
 from __future__ import annotations
 
+import numpy as np
+
 from array_api_compat import array_namespace, device
 
 from .backend import is_dask_array, namespace_name, numpy_dtype, on_host, to_host
@@ -61,6 +63,20 @@ class Images:
         if self.kind != "dask":
             self._check_finite(self.x)
 
+    def _computed(self, array, lo: int, hi: int):
+        """A Dask array's rows ``lo:hi`` as computed, checked against what its chunks declare (a block that computes
+        to other rows or another dtype would otherwise give a silently shorter or misaligned result)."""
+        want, what = (hi - lo, *self.shape[1:]), self.what
+        fix = f"fix the code that builds {what} (its chunks= or the function that makes each block)"
+        if tuple(array.shape) != want:
+            raise ValueError(f"{what}'s Dask rows {lo}:{hi} computed to shape {tuple(array.shape)}, not the {want} its "
+                             f"chunks declare; {fix}")
+        if numpy_dtype(array.dtype) != self.source_dtype:
+            raise ValueError(f"{what}'s Dask rows {lo}:{hi} computed to dtype {array.dtype}, not the "
+                             f"{self.source_dtype} {what} declares; {fix}")
+        self._check_finite(array)
+        return array
+
     def _check_finite(self, x) -> None:
         xp = array_namespace(x)
         if bool(xp.all(xp.isfinite(x))):
@@ -81,8 +97,12 @@ class Images:
             xp = array_namespace(x)
             batch = xp.take(x, xp.asarray(idx, device=device(x)), axis=0)
         if self.kind == "dask":
-            batch = to_host(batch, self.what)
-            self._check_finite(batch)
+            if isinstance(idx, slice):
+                lo, hi, _ = idx.indices(self.shape[0])
+                batch = self._computed(to_host(batch, self.what), lo, hi)
+            else:
+                batch = to_host(batch, self.what)
+                self._check_finite(batch)
         return be.asarray(batch, dtype=self.dtype, what=self.what)
 
     def batches(self, batch_size: int):
@@ -94,8 +114,7 @@ class Images:
             return
         start = 0
         for size in self.x.chunks[0]:
-            chunk = to_host(self.x[start : start + size], self.what)
-            self._check_finite(chunk)
+            chunk = self._computed(to_host(self.x[start : start + size], self.what), start, start + size)
             for lo in range(0, size, batch_size):
                 hi = min(lo + batch_size, size)
                 yield start + lo, start + hi, self.backend.asarray(chunk[lo:hi], dtype=self.dtype, what=self.what)
@@ -109,8 +128,11 @@ def images(x, model, what: str = "x", materialize_dask: bool = False) -> Images:
     """
     if isinstance(x, Images):
         return x
-    if materialize_dask and is_dask_array(x):
-        x = to_host(x, what)
+    if materialize_dask and is_dask_array(x):  # block by block, each checked against its declared rows
+        declared = Images(x, model.backend, model.dtype, what)
+        starts = np.cumsum((0,) + tuple(x.chunks[0]))
+        x = np.concatenate([declared._computed(to_host(x[a:b], what), int(a), int(b))
+                            for a, b in zip(starts[:-1], starts[1:])])
     source = Images(x, model.backend, model.dtype, what)
     source.check(model.input_channels())
     return source

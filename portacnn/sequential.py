@@ -9,6 +9,7 @@ from .backend import float_dtype_name, get_backend, is_dask_array, numpy_dtype, 
 from .layers import Layer, Parameter
 from .layers.base import check_distinct
 from .layers.fold import run_infer
+from .layers.plan import check_input_shape, walk
 from .layers.spec import layer_from_spec, layer_spec
 from .parallel import DataParallel, check_workers
 
@@ -46,7 +47,16 @@ class Sequential:
         self._output_shape = None  # of the last forward pass: what backward's gradient must look like
         self.optimizer = None  # the optimizer of the last fit() (what resumes and saves use)
         self.checkpoint = None  # what portacnn.load read besides the weights (optimizer, train_state, ...)
-        self.input_shape = None if input_shape is None else tuple(input_shape)  # (C, H, W) of the images it reads
+        self.input_shape = None if input_shape is None else self._fitting(input_shape)  # (C, H, W) it reads
+
+    def _fitting(self, input_shape) -> tuple:
+        """``input_shape`` checked: (C, H, W) or (F,) of positive ints that the layers take (run on shapes only)."""
+        shape = check_input_shape(input_shape)
+        try:
+            walk(self.layers, shape)
+        except ValueError as e:
+            raise ValueError(f"input_shape {shape} does not fit the model: {e}") from None
+        return shape
 
     @property
     def workers(self):

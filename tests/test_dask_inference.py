@@ -230,3 +230,30 @@ def test_cached_worker_models_keep_no_activations(model):
     assert cached
     for m in cached:
         assert all(not [k for k in vars(layer) if k.startswith("_")] for layer in m.layers)
+
+
+@pytest.mark.parametrize("run", ["evaluate", "fit"])
+@pytest.mark.parametrize("lie", sorted(set(LIES) - {"declared empty"}))  # an empty slice never computes its block
+def test_evaluate_and_fit_refuse_blocks_computing_other_rows_than_declared(model, lie, run):
+    """The loops that read a Dask array themselves (evaluate chunk by chunk, fit all at once) check what each block
+    computed against its declared chunks, instead of blaming the labels or training on shifted rows."""
+    declared, computed = LIES[lie]
+    x = _images(sum(declared))
+    y = np.arange(len(x)) % 10
+    lazy = _lying(x, tuple(declared), computed)
+    with pytest.raises(ValueError, match=r"x's Dask rows \d+:\d+ computed to shape \(\d+, 1, 28, 28\), not the "
+                                         r"\(\d+, 1, 28, 28\) its chunks declare; fix the code that builds x"):
+        if run == "evaluate":
+            model.evaluate(lazy, y)
+        else:
+            model.fit(lazy, y, epochs=1, batch_size=4, progress=False)
+    honest = _lying(x, tuple(declared))
+    if run == "evaluate":  # the same blocks computing what they declare: the same result (to float rounding)
+        got, want = model.evaluate(honest, y), model.evaluate(x, y)
+        assert got["n"] == want["n"] and got["accuracy"] == want["accuracy"]
+        assert abs(got["loss"] - want["loss"]) < 1e-6
+
+
+def test_evaluate_refuses_a_block_of_another_dtype(model):
+    with pytest.raises(ValueError, match=r"x's Dask rows 0:4 computed to dtype float64, not the float32 x declares"):
+        model.evaluate(_lying(_images(8), 4, dtype=np.float64), np.zeros(8, int))

@@ -111,6 +111,13 @@ def _good(k=0):
     return pc.models.seed_cnn(seed=k, workers=1)
 
 
+def _with_input_shape(model, shape):
+    """A model whose input_shape was set after construction (the constructor refuses a shape its layers do not
+    take; the attribute itself can still be assigned)."""
+    model.input_shape = shape
+    return model
+
+
 BAD = {  # kind -> (make the bad member, what the message says about it)
     "str": (lambda: "x", r"is a str \('x'\), not a portacnn model"),
     "None": (lambda: None, r"is a NoneType \(None\), not a portacnn model"),
@@ -130,7 +137,7 @@ BAD = {  # kind -> (make the bad member, what the message says about it)
                                     "expects 1024 features but gets 784"),
     "three channels": (lambda: pc.Sequential([L.Conv2D(3, 4, 3), L.GlobalAvgPool2D(), Dense(4, 10)]),
                        r"cannot read .* reads: layer 0 \(Conv2D\) expects 3 input channels but gets 1"),
-    "own input shape unfit": (lambda: pc.Sequential([Flatten(), Dense(784, 10)], input_shape=(1, 28, 29)),
+    "own input shape unfit": (lambda: _with_input_shape(pc.Sequential([Flatten(), Dense(784, 10)]), (1, 28, 29)),
                               r"reads images of shape \(1, 28, 29\)"),
 }
 

@@ -236,3 +236,17 @@ def test_backward_without_input_grad_gives_the_same_parameter_grads(backend):
         grads.append({p.name: model.backend.to_numpy(p.grad) for p in model.parameters()})
     for key in grads[0]:
         np.testing.assert_array_equal(grads[0][key], grads[1][key], err_msg=key)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((3, 28, 28), r"input_shape \(3, 28, 28\) does not fit the model: layer 0 \(Conv2D\) expects 1 input channels"),
+    ((1, 2, 2), r"does not fit the model: layer 0 \(Conv2D\) its 5x5 window"),
+    ((1, -28, 28), r"input_shape must be \(C, H, W\) \(or \(F,\) for flat input\) of positive ints"),
+    ("abc", r"input_shape must be \(C, H, W\)"),
+    ((1, 28.0, 28), r"input_shape must be \(C, H, W\)"),
+])
+def test_an_input_shape_the_layers_do_not_take_is_refused(shape, message):
+    layers = [pc.layers.Conv2D(1, 2, 5), pc.layers.ReLU(), pc.layers.Flatten(), pc.layers.Dense(2 * 24 * 24, 10)]
+    assert pc.Sequential(layers, input_shape=[1, 28, 28]).input_shape == (1, 28, 28)
+    with pytest.raises(ValueError, match=message):
+        pc.Sequential([type(layer)(**layer.config()) for layer in layers], input_shape=shape)
