@@ -383,7 +383,7 @@ def _feed_array(h, value) -> None:
     row = max(1, dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64)))
     step = max(1, _HASH_ROWS_BYTES // row)
     for lo in range(0, shape[0], step):
-        h.update(np.ascontiguousarray(to_host(value[lo:lo + step, ...])).reshape(-1).view(np.uint8))
+        h.update(np.ascontiguousarray(to_host(value[lo:min(lo + step, shape[0]), ...])).reshape(-1).view(np.uint8))
 
 
 def _feed(h, value) -> None:
