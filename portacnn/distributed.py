@@ -359,7 +359,7 @@ DIGEST_SIZE, DIGEST_SLOTS = 32, 48
 _HASH_ROWS_BYTES = 16 << 20
 
 
-def _qualname(obj) -> str:
+def qualified_name(obj) -> str:
     """``module.QualName`` of a class or function (never its ``repr``, which may hold an address)."""
     return f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
@@ -415,7 +415,7 @@ def _feed(h, value) -> None:
         h.update(b"]")
     else:  # no stable description: what it is (a class or a function: itself; another object: its type)
         named = isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__"))
-        h.update(b"object" + json.dumps(_qualname(value if named else type(value))).encode())
+        h.update(b"object" + json.dumps(qualified_name(value if named else type(value))).encode())
 
 
 def digest(*values) -> bytes:

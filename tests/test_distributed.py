@@ -854,7 +854,8 @@ SETUP_ADVICE = "start every rank with the same arguments"
 DISAGREEMENTS = {  # case -> the one line both ranks raise
     "data": "the MPI ranks' training data differ (rank 1's images differ from rank 0's): give every rank the same data",
     "augment": f"the MPI ranks' training setups differ (rank 1's augmentation differs from rank 0's): {SETUP_ADVICE}",
-    "no_augment": f"the MPI ranks' training setups differ (rank 1's augmentation differs from rank 0's): {SETUP_ADVICE}",
+    "no_augment": f"the MPI ranks' training setups differ (rank 1's augmentation differs from rank 0's): "
+                  f"{SETUP_ADVICE}",
     "callbacks": f"the MPI ranks' training setups differ (rank 1's callbacks differ from rank 0's): {SETUP_ADVICE}",
     "user_callback": f"the MPI ranks' training setups differ (rank 1's callbacks differ from rank 0's): {SETUP_ADVICE}",
     "optimizer": f"the MPI ranks' training setups differ (rank 1's optimizer differs from rank 0's): {SETUP_ADVICE}",

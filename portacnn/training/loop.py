@@ -210,7 +210,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                                     "checkpoint_every": checkpoint_every, "label_smoothing": label_smoothing,
                                     "verbose": verbose}, FIT_RULES)
         if augment is not None and not callable(augment):
-            raise ValueError(f"augment must be a portacnn.augment transform (or a function f(batch, rng)); got {augment!r}")
+            raise ValueError("augment must be a portacnn.augment transform (or a function f(batch, rng)); "
+                             f"got {augment!r}")
         if checked["verbose"] is None:
             checked["verbose"] = 1 if progress else 0
         if comm is not None:

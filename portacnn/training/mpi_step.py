@@ -64,7 +64,8 @@ START_PARTS = {
 START_GROUPS = {
     "data": ("training data", "give every rank the same data"),
     "setup": ("training setups", "start every rank with the same arguments"),
-    "model": ("models", "build every rank's model alike (the same seed), or resume every rank from the same checkpoint"),
+    "model": ("models",
+              "build every rank's model alike (the same seed), or resume every rank from the same checkpoint"),
 }
 #: the fit() settings among START_PARTS (what :func:`run_digests` takes as ``settings``)
 SETTINGS = ("epochs", "batch_size", "seed", "shuffle", "validation_split", "label_smoothing", "log_every",
@@ -80,7 +81,7 @@ def augment_config(augment):
     """What the ranks compare of an augmentation: a :mod:`portacnn.augment` transform's ``config()`` (its type
     and every parameter); a function or another callable without one, its module and qualified name."""
     config = getattr(augment, "config", None)
-    return {"config": config()} if callable(config) else {"callable": distributed._qualname(
+    return {"config": config()} if callable(config) else {"callable": distributed.qualified_name(
         augment if hasattr(augment, "__qualname__") else type(augment))}
 
 
@@ -94,7 +95,7 @@ def callback_config(callback) -> dict:
              (ModelCheckpoint, ("monitor", "sign", "min_delta", "save_best_only")),  # its path: rank 0's alone
              (LearningRateScheduler, ("per",)))  # its scheduler, arguments included: in its state
     fields = next((names for cls, names in known if isinstance(callback, cls)), ())
-    return {"type": distributed._qualname(type(callback)), "arguments": {k: getattr(callback, k) for k in fields},
+    return {"type": distributed.qualified_name(type(callback)), "arguments": {k: getattr(callback, k) for k in fields},
             "state": callback.state_dict(), "stop_training": bool(callback.stop_training)}
 
 
@@ -102,7 +103,7 @@ def optimizer_config(model, optimizer) -> dict:
     """What the ranks compare of an optimizer: its type, defaults, parameter groups (hyper-parameters and
     members, as positions in ``model.parameters()``), step counts and buffers."""
     where = {id(p): i for i, p in enumerate(model.parameters())}
-    return {"type": distributed._qualname(type(optimizer)), "defaults": dict(optimizer.defaults),
+    return {"type": distributed.qualified_name(type(optimizer)), "defaults": dict(optimizer.defaults),
             "params": [where.get(id(p), -1) for p in optimizer.params],
             "state": optimizer.state_dict(model.backend.to_numpy)}
 
@@ -118,8 +119,7 @@ def run_digests(model, source, labels, validation, rows, settings: dict, augment
     (``position``: the run's TrainState as JSON). Equal inputs give equal digests in every process."""
     from .callbacks import LambdaCallback
 
-    missing = sorted(set(SETTINGS) - set(settings))
-    if missing or set(settings) - set(SETTINGS):
+    if set(settings) != set(SETTINGS):
         raise ValueError(f"run_digests needs the settings {list(SETTINGS)}; got {sorted(settings)}")
     val = None if validation is None else [_array(validation[0]), validation[1]]
     parts = {"images": _array(source), "labels": labels, "validation": [val, rows],
@@ -130,7 +130,6 @@ def run_digests(model, source, labels, validation, rows, settings: dict, augment
              "checkpoint_extra": checkpoint_extra, "backend": model.backend.name,
              "architecture": model.architecture(), "weights": model.state_dict(),
              "generator": model.rng.bit_generator.state, "position": position}
-    assert set(parts) == set(START_PARTS), "START_PARTS and run_digests disagree"
     return {key: distributed.digest(key, parts[key]) for key in START_PARTS}
 
 
