@@ -34,6 +34,13 @@ the other non-NumPy backends, the buffer is staged through host memory (one copy
 ``$PORTACNN_MPI_TRANSPORT`` = ``auto`` (that choice), ``nccl`` (NCCL or a one-line error) or ``host`` (always
 staged) overrides it (:func:`gradient_transport`).
 
+Before the first step the ranks compare their data and whole training setup (:func:`digest` of each part,
+:func:`compare_digests`: one allgather of a fixed number of 32-byte SHA-256 digests, whatever they hold; see
+:func:`portacnn.training.mpi_step.start`): ranks that differ in their images, augmentation, callbacks,
+optimizer, arguments, weights or resume position all raise the same one-line ValueError naming the difference,
+instead of training on different data or meeting in collectives of different sizes; a failure on one rank while
+``fit`` prepares (a refused argument, unusable data or checkpoint) stops every rank (:func:`agree`).
+
 Only rank 0 writes checkpoints and ModelCheckpoint files and shows progress; other callbacks run on every
 rank (a callback writing files should check :func:`rank`). A signal stops every rank after the same step, rank 0
 saving the checkpoint (``mpiexec`` forwards Ctrl-C and SIGTERM to all ranks); a second Ctrl-C makes ``mpiexec``
@@ -343,42 +350,109 @@ def on_rank0(comm, fn):
     return agree(comm, lambda: fn() if rank(comm) == 0 else None)
 
 
+# -- digests the ranks compare ---------------------------------------------------------------------------------
+#: bytes of one digest (SHA-256), and how many one comparison exchanges: every rank sends DIGEST_SLOTS of them
+#: whatever it compares, so that ranks that disagree (even on what they compare) never send collectives of
+#: different sizes (MPI's "Message truncated")
+DIGEST_SIZE, DIGEST_SLOTS = 32, 48
+#: rows of an array hashed at a time (from a device or a Dask array: one host copy of that many at once)
+_HASH_ROWS_BYTES = 16 << 20
+
+
+def qualified_name(obj) -> str:
+    """``module.QualName`` of a class or function (never its ``repr``, which may hold an address)."""
+    return f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def _is_array(value) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (np.generic, type))
+
+
+def _feed_array(h, value) -> None:
+    """An array's dtype, shape and bytes, in row chunks (any library's array; a device's or Dask's copied to the
+    host a chunk at a time, a NumPy array's contiguous chunks hashed without a copy)."""
+    shape = tuple(int(d) for d in value.shape)
+    dtype = numpy_dtype(value.dtype)
+    h.update(b"array" + json.dumps([dtype.str, shape]).encode())
+    if dtype.kind == "O":  # pointers: hashed by the objects they point to
+        _feed(h, to_host(value).tolist())
+        return
+    if not shape:
+        h.update(np.ascontiguousarray(to_host(value)).tobytes())
+        return
+    row = max(1, dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64)))
+    step = max(1, _HASH_ROWS_BYTES // row)
+    for lo in range(0, shape[0], step):
+        h.update(np.ascontiguousarray(to_host(value[lo:min(lo + step, shape[0]), ...])).reshape(-1).view(np.uint8))
+
+
 def _feed(h, value) -> None:
-    """Hash ``value`` (arrays by their bytes; dicts, lists and JSON-able values by their structure)."""
-    if isinstance(value, np.ndarray):
-        h.update(str((value.dtype.str, value.shape)).encode())
-        h.update(np.ascontiguousarray(value).tobytes())
+    """Hash ``value`` by what it holds, the same in every process: arrays (any library's) by dtype, shape and
+    bytes; dicts, lists and tuples by their items; None, bools, numbers and strings typed (1, 1.0 and True
+    differ); a class, a function or any other object by its type's module and qualified name only."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        h.update(json.dumps([type(value).__name__, value]).encode())
+    elif isinstance(value, bytes):
+        h.update(b"bytes%d:" % len(value) + value)
+    elif isinstance(value, os.PathLike):
+        _feed(h, ["path", os.fspath(value)])
+    elif isinstance(value, (set, frozenset)):
+        _feed(h, ["set", sorted(value, key=repr)])
+    elif _is_array(value):
+        _feed_array(h, value)
     elif isinstance(value, dict):
-        h.update(b"{")
+        h.update(b"{%d" % len(value))
         for key in sorted(value, key=str):
-            h.update(json.dumps(str(key)).encode())
+            _feed(h, str(key))
             _feed(h, value[key])
         h.update(b"}")
     elif isinstance(value, (list, tuple)):
-        h.update(b"[")
+        h.update(b"[%d" % len(value))
         for v in value:
             _feed(h, v)
         h.update(b"]")
-    else:
-        h.update(json.dumps(value, default=str).encode())
+    else:  # no stable description: what it is (a class or a function: itself; another object: its type)
+        named = isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__"))
+        h.update(b"object" + json.dumps(qualified_name(value if named else type(value))).encode())
 
 
-def fingerprint(**parts) -> dict:
-    """A short SHA-256 of each part (arrays, dicts and lists of them, JSON-able values), for comparing ranks."""
-    out = {}
-    for name, value in parts.items():
-        h = hashlib.sha256()
-        _feed(h, value)
-        out[name] = h.hexdigest()[:16]
-    return out
+def digest(*values) -> bytes:
+    """The SHA-256 (32 bytes) of ``values`` as :func:`_feed` hashes them: equal in every process for equal
+    values (arrays of any library by their bytes, dtype and shape; JSON-like structures by their items;
+    other objects by their type's name)."""
+    h = hashlib.sha256()
+    _feed(h, list(values))
+    return h.digest()
 
 
-def check_same(comm, prints: dict, advice: str) -> None:
-    """Raise one ValueError on every rank when the ranks' :func:`fingerprint` dicts differ."""
-    every = comm.allgather(prints)
-    differ = [k for k in prints if len({p.get(k) for p in every}) > 1]
-    if differ:
-        raise ValueError(f"the {len(every)} MPI ranks hold different {', '.join(differ)}; {advice}")
+def compare_digests(comm, parts: dict) -> list[tuple[str, int]]:
+    """Every rank's ``parts`` (name -> :func:`digest`) against rank 0's, in ONE fixed-size collective (an
+    allgather of ``DIGEST_SLOTS`` digests per rank, whatever ``parts`` holds). Returns ``(name, rank)`` for each
+    part, in order, that differs between the ranks (``rank``: the first whose digest is not rank 0's); the
+    same list on every rank. Ranks comparing different parts (another portacnn) get one ValueError each."""
+    names = list(parts)
+    if len(names) >= DIGEST_SLOTS:
+        raise ValueError(f"compare_digests compares at most {DIGEST_SLOTS - 1} parts; got {len(names)}")
+    table = np.zeros((DIGEST_SLOTS, DIGEST_SIZE), np.uint8)
+    table[0] = np.frombuffer(digest(names), np.uint8)
+    for slot, name in enumerate(names, 1):
+        value = parts[name]
+        if not isinstance(value, bytes) or len(value) != DIGEST_SIZE:
+            raise ValueError(f"compare_digests: part {name!r} is not a {DIGEST_SIZE}-byte digest")
+        table[slot] = np.frombuffer(value, np.uint8)
+    every = np.empty((size(comm), DIGEST_SLOTS, DIGEST_SIZE), np.uint8)
+    comm.Allgather(table, every)
+    if (every[:, 0] != every[0, 0]).any():
+        raise ValueError("the MPI ranks compare different things before training (another portacnn version on "
+                         "some rank?); install the same portacnn for every rank")
+    found = []
+    for slot, name in enumerate(names, 1):
+        odd = [r for r in range(1, len(every)) if not np.array_equal(every[r, slot], every[0, slot])]
+        if odd:
+            found.append((name, odd[0]))
+    return found
 
 
 # -- dropout draws for one rank's rows -----------------------------------------------------------------------

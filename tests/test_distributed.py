@@ -248,6 +248,202 @@ def test_allreduce_gradients_through_a_transport(dtype):
         transport(np.zeros(3, np.int32))
 
 
+# -- what the ranks compare before the first step (no MPI needed) ------------------------------------------------
+class Counter(pc.training.Callback):
+    """A user's own callback: compared by its type's name and its state."""
+
+    def __init__(self, count=0):
+        self.count = count
+
+    def state_dict(self):
+        return {"count": self.count}
+
+
+def _one_augment(batch, rng):
+    return batch
+
+
+def _other_augment(batch, rng):
+    return batch
+
+
+def _callbacks(optimizer, patience=2, restore=False, min_delta=0.0, step_size=2, per="epoch", count=0):
+    return [pc.callbacks.EarlyStopping(patience=patience, restore_best_weights=restore, min_delta=min_delta),
+            pc.callbacks.LearningRateScheduler(pc.optim.lr_scheduler.StepLR(optimizer, step_size=step_size), per=per),
+            Counter(count)]
+
+
+def _setup(**change):
+    """run_digests' arguments, made afresh (new objects, the same values) with ``change`` applied: a key of
+    run_digests (a value, or a function of the model), or ``model_seed`` / ``model_width`` / ``model_dtype``."""
+    from portacnn.train_state import TrainState
+
+    L = pc.layers
+    width = change.pop("model_width", 3)
+    model = pc.Sequential([L.Conv2D(1, width, 3), L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(width * 13 * 13, 10)],
+                          dtype=change.pop("model_dtype", "float32"), seed=change.pop("model_seed", 1))
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 1, 28, 28), dtype=np.float32)
+    opt = model.optimizer = pc.optim.Adam(model.parameters(), lr=1e-3)  # as fit sets it
+    base = dict(model=model, source=pc.inputs.Images(x, model.backend, model.dtype), labels=np.arange(12) % 10,
+                validation=None, rows=None,
+                settings={"epochs": 2, "batch_size": 4, "seed": 0, "shuffle": True, "validation_split": 0.0,
+                          "label_smoothing": 0.0, "log_every": 20, "checkpointing": [True, 1]},
+                augment=pc.augment.RandomAffine(degrees=10), optimizer=opt,
+                callbacks=_callbacks(opt),
+                position=TrainState(seed=0, batch_size=4).to_json(), checkpoint_extra={"model": "tiny", "lr": 1e-3})
+    for key, value in change.items():
+        base[key] = value(model) if callable(value) and key in ("optimizer", "callbacks", "source") else value
+    return base
+
+
+def _digests(**change):
+    from portacnn.training import mpi_step
+
+    return mpi_step.run_digests(**_setup(**change))
+
+
+def _with_setting(key, value):
+    settings = dict(_setup()["settings"])
+    settings[key] = value
+    return settings
+
+
+def _pixel_changed():
+    x = np.random.default_rng(0).random((12, 1, 28, 28), dtype=np.float32)
+    x[7, 0, 5, 5] = np.nextafter(x[7, 0, 5, 5], np.float32(2))  # one pixel, one ulp
+    return x
+
+
+# (what changes, the parts whose digests must change with it: every other part keeps its digest)
+DIGEST_CHANGES = [
+    (dict(source=lambda m: pc.inputs.Images(_pixel_changed(), m.backend, m.dtype)), {"images"}),
+    (dict(source=lambda m: np.random.default_rng(0).random((12, 1, 28, 28), dtype=np.float32).astype(np.float64)),
+     {"images"}),  # the same values in another dtype
+    (dict(labels=np.array([1] + [i % 10 for i in range(1, 12)])), {"labels"}),
+    (dict(validation=(np.zeros((2, 1, 28, 28), np.float32), np.array([0, 1]))), {"validation"}),
+    (dict(rows=np.arange(10)), {"validation"}),
+    *[(dict(settings=_with_setting(k, v)), {k}) for k, v in [
+        ("epochs", 3), ("batch_size", 5), ("seed", 1), ("shuffle", False), ("validation_split", 0.25),
+        ("label_smoothing", 0.1), ("log_every", 1), ("checkpointing", [False, None]), ("checkpointing", [True, 2])]],
+    (dict(augment=None), {"augment"}),
+    (dict(augment=pc.augment.RandomAffine(degrees=11)), {"augment"}),
+    (dict(augment=pc.augment.Compose([pc.augment.RandomAffine(degrees=10), pc.augment.RandomErasing()])), {"augment"}),
+    (dict(augment=_one_augment), {"augment"}),
+    (dict(optimizer=lambda m: pc.optim.Adam(m.parameters(), lr=2e-3)), {"optimizer"}),
+    (dict(optimizer=lambda m: pc.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.0)), {"optimizer"}),  # its type
+    (dict(optimizer=lambda m: pc.optim.Adam(pc.optim.split_decay(m, 0.0), lr=1e-3)), {"optimizer"}),  # its groups
+    (dict(optimizer=lambda m: pc.optim.Adam(m.parameters()[::-1], lr=1e-3)), {"optimizer"}),  # which parameter is which
+    *[(dict(callbacks=lambda m, k=k, v=v: _callbacks(m.optimizer, **{k: v})), {"callbacks"}) for k, v in [
+        ("patience", 3), ("restore", True), ("min_delta", 0.5), ("step_size", 3), ("per", "step"), ("count", 1)]],
+    (dict(callbacks=[]), {"callbacks"}),
+    (dict(position={**_setup()["position"], "epoch": 1}), {"position"}),
+    (dict(checkpoint_extra={"model": "tiny", "lr": 2e-3}), {"checkpoint_extra"}),
+    (dict(checkpoint_extra=None), {"checkpoint_extra"}),
+    (dict(model_seed=2), {"weights", "generator"}),
+    (dict(model_width=4), {"architecture", "weights", "generator"}),  # more draws for more weights
+    (dict(model_dtype="float64"), {"dtype", "weights"}),
+]
+
+
+def test_run_digests_equal_for_equal_setups_and_change_with_each_part():
+    """run_digests: one SHA-256 per part of START_PARTS; a setup made again from scratch (new objects, the same
+    values: callbacks whose states hold functions too) gives the same digests, and each change of one thing
+    changes exactly the digests of the parts it belongs to."""
+    from portacnn.training import mpi_step
+
+    base = _digests()
+    assert list(base) == list(mpi_step.START_PARTS) and all(len(d) == 32 for d in base.values())
+    assert _digests() == base
+    assert len(set(base.values())) == len(base)  # no two parts hashed alike by accident
+    for change, parts in DIGEST_CHANGES:
+        got = _digests(**change)
+        assert {k for k in base if got[k] != base[k]} == parts, change
+    # a plain function's callback (fit's on_epoch_end, which the command line gives rank 0 alone) is left out;
+    # a function is named, never hashed by its address
+    assert _digests(callbacks=lambda m: _callbacks(m.optimizer) + [pc.training.callbacks.LambdaCallback(print)]) == base
+    assert _digests(augment=_one_augment) == _digests(augment=_one_augment) != _digests(augment=_other_augment)
+    setup = _setup()
+    setup["model"].rng.random()  # the dropout generator moved on
+    assert {k for k, v in mpi_step.run_digests(**setup).items() if v != base[k]} == {"generator"}
+    with pytest.raises(ValueError, match=r"run_digests needs the settings \['epochs', 'batch_size'"):
+        _digests(settings={"epochs": 2})
+
+
+def test_digest_hashes_values_not_objects():
+    d = distributed.digest
+    assert d(np.arange(4)) == d(np.arange(4).copy()) != d(np.arange(4).astype(np.int32))  # dtype counts
+    assert d(np.zeros((2, 3))) != d(np.zeros((3, 2)))  # so does the shape
+    big = np.random.default_rng(1).random((3000, 1, 28, 28))  # hashed in row chunks: the same as at once
+    assert d(big) == d(np.ascontiguousarray(big)) and d(big[:, :, ::-1]) == d(big[:, :, ::-1].copy())
+    assert len({d(1), d(1.0), d(True), d("1"), d([1]), d(None)}) == 6
+    assert d({"a": 1, "b": 2}) == d({"b": 2, "a": 1}) != d({"a": 2, "b": 1})
+    assert d(lambda: 0) == d(lambda: 1)  # a function by its name (no address, no code)
+    assert d(object()) == d(object()) != d(Counter())
+
+
+@pytest.mark.parametrize("library", ["array_api_strict", "torch", "dask.array"])
+def test_digest_of_another_librarys_array_is_numpys(library):
+    """Images on a device or in Dask are hashed a chunk of rows at a time (the last chunk's stop within the
+    array: array_api_strict refuses one beyond it): the same digest as the same values in NumPy."""
+    lib = pytest.importorskip(library)
+    x = np.random.default_rng(2).random((3000, 1, 28, 28))  # more than one chunk
+    made = lib.from_array(x, chunks=700) if library == "dask.array" else \
+        lib.from_numpy(x) if library == "torch" else lib.asarray(x)
+    assert distributed.digest(made) == distributed.digest(x)
+    assert distributed.digest(made[:5, ...]) == distributed.digest(x[:5])  # less than one chunk
+
+
+class DigestRanks:
+    """Rank 0 of ``len(others) + 1`` ranks for compare_digests: rank r > 0 sends ``others[r - 1](table)``."""
+
+    def __init__(self, *others):
+        self.others, self.sent = others, []
+
+    def Get_size(self):  # noqa: N802
+        return len(self.others) + 1
+
+    def Allgather(self, send, recv):  # noqa: N802
+        self.sent.append((send.shape, send.dtype))
+        recv[0] = send
+        for r, other in enumerate(self.others, 1):
+            recv[r] = other(send.copy())
+
+
+def test_compare_digests_sends_a_fixed_size_table_and_names_the_first_rank_that_differs():
+    from portacnn.training import mpi_step
+
+    parts = {"a": distributed.digest(1), "b": distributed.digest(2), "c": distributed.digest(3)}
+
+    def flip(slot):  # another rank whose part in ``slot`` (1 + its position) differs
+        def other(table):
+            table[slot, 0] ^= 1
+            return table
+        return other
+
+    same = DigestRanks(lambda t: t, lambda t: t)
+    assert distributed.compare_digests(same, parts) == []
+    assert distributed.compare_digests(DigestRanks(lambda t: t, flip(2)), parts) == [("b", 2)]
+    found = distributed.compare_digests(DigestRanks(flip(3), flip(1), flip(3)), parts)
+    assert found == [("a", 2), ("c", 1)]
+    one = DigestRanks(lambda t: t)
+    distributed.compare_digests(one, {"x": distributed.digest(0)})
+    assert same.sent[0] == one.sent[0] == ((distributed.DIGEST_SLOTS, 32), np.uint8)  # whatever is compared
+    with pytest.raises(ValueError, match=r"the MPI ranks compare different things before training \(another "
+                                         r"portacnn version on some rank\?\)"):
+        distributed.compare_digests(DigestRanks(flip(0)), parts)
+    # the one line every rank raises: the first part that differs in START_PARTS' order, then the others
+    assert mpi_step.disagreement([("images", 1), ("checkpoint_extra", 1)]) == (
+        "the MPI ranks' training data differ (rank 1's images differ from rank 0's; also: recorded recipe "
+        "(checkpoint_extra)): give every rank the same data")
+    assert mpi_step.disagreement([("augment", 3)]) == (
+        "the MPI ranks' training setups differ (rank 3's augmentation differs from rank 0's): start every rank "
+        "with the same arguments")
+    assert mpi_step.disagreement([("weights", 1), ("generator", 1)]) == (
+        "the MPI ranks' models differ (rank 1's weights differ from rank 0's; also: generator state): build every "
+        "rank's model alike (the same seed), or resume every rank from the same checkpoint")
+
+
 # -- one mpiexec run of the Python API, compared with the same calls in this process ---------------------------
 SCRIPT = r'''
 import json, os, signal, sys
@@ -535,7 +731,9 @@ def test_only_rank_0_writes_files_and_prints(api):
 def test_what_mpi_training_refuses_and_how_errors_reach_every_rank(api):
     _, _, ranks, _ = api
     for res in ranks:
-        assert res["mismatch"].startswith("ValueError: the 2 MPI ranks hold different weights")
+        assert res["mismatch"] == ("ValueError: the MPI ranks' models differ (rank 1's weights differ from rank 0's; "
+                                   "also: generator state): build every rank's model alike (the same seed), or "
+                                   "resume every rank from the same checkpoint")
     for name in ("failure", "bn_failure"):
         assert ranks[1][name] == "RuntimeError: boom"
         assert ranks[0][name] == "RankFailed: MPI rank 1 failed (RuntimeError: boom); every rank stops"
@@ -572,6 +770,126 @@ def test_a_signal_on_one_rank_stops_both_after_the_same_step(api):
     assert state["epoch"] == 0 and state["step"] == 2  # rank 1's flag travelled with step 1's allreduce
 
 
+# -- ranks that disagree: one mpiexec run of fit with one thing different on rank 1 per case --------------------
+AGREE_SCRIPT = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, TESTS)
+import portacnn as pc
+from portacnn import distributed
+from clihelp import float_subset
+
+L = pc.layers
+comm = distributed.auto_comm()
+r = comm.Get_rank()
+
+
+class Count(pc.training.Callback):
+    def __init__(self, count=0):
+        self.count = count
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+class FailsToBegin(pc.training.Callback):
+    def on_train_begin(self):
+        if r == 1:
+            raise RuntimeError("cannot begin on rank 1")
+
+
+def run(case):
+    x, y = float_subset("train", 48)
+    model = pc.Sequential([L.Conv2D(1, 3, 3), L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dropout(0.2),
+                           L.Dense(3 * 13 * 13, 10)], dtype="float64", seed=1)
+    opt = pc.optim.SGD(model.parameters(), lr=0.05, momentum=0.8 if case == "optimizer" and r == 1 else 0.9)
+    callbacks = [pc.callbacks.EarlyStopping(patience=0 if case == "callbacks" and r == 1 else 5, min_delta=10.0),
+                 pc.callbacks.LearningRateScheduler(pc.optim.lr_scheduler.StepLR(opt, step_size=1), per="epoch"),
+                 Count(1 if case == "user_callback" and r == 1 else 0)]
+    if case == "failure_to_begin":
+        callbacks.append(FailsToBegin())
+    kw = dict(epochs=0 if case == "refused_on_one_rank" and r == 1 else 3, batch_size=16, seed=3, optimizer=opt,
+              validation_split=0.25, callbacks=callbacks, verbose=0, comm=comm,
+              augment=pc.augment.RandomAffine(degrees=11 if case == "augment" and r == 1 else 10),
+              label_smoothing=0.1 if case == "recipe" and r == 1 else 0.0,
+              on_epoch_end=(lambda e, logs: None) if r == 0 else None)  # as the command line: rank 0 alone
+    if case == "data" and r == 1:
+        x[5, 0, 3, 3] += 0.25  # one pixel of one image
+    if case == "no_augment" and r == 1:
+        kw["augment"] = None
+    h = model.fit(x, y, **kw)
+    return {"epochs": len(h.history["loss"]), "weights": str(distributed.digest(model.state_dict()).hex())}
+
+
+CASES = ["agree", "data", "augment", "no_augment", "callbacks", "user_callback", "optimizer", "recipe",
+         "refused_on_one_rank", "failure_to_begin", "agree"]
+res = []
+for case in CASES:
+    try:
+        res.append([case, run(case)])
+    except Exception as e:
+        res.append([case, f"{type(e).__name__}: {e}"])
+with open(f"{sys.argv[1]}/agree{r}.json", "w") as f:
+    json.dump(res, f)
+"""
+
+
+@pytest.fixture(scope="module")
+def disagreeing(tmp_path_factory):
+    """AGREE_SCRIPT under mpiexec -n 2: each rank's result of every case, in order."""
+    _need_mpi()
+    out = tmp_path_factory.mktemp("mpi_agree")
+    script = out / "agree.py"
+    script.write_text(f"TESTS = {str(TESTS)!r}\n" + AGREE_SCRIPT)
+    proc = _mpirun(sys.executable, script, out)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr and "truncated" not in proc.stderr, proc.stderr
+    return [json.loads((out / f"agree{r}.json").read_text()) for r in range(2)]
+
+
+SETUP_ADVICE = "start every rank with the same arguments"
+DISAGREEMENTS = {  # case -> the one line both ranks raise
+    "data": "the MPI ranks' training data differ (rank 1's images differ from rank 0's): give every rank the same data",
+    "augment": f"the MPI ranks' training setups differ (rank 1's augmentation differs from rank 0's): {SETUP_ADVICE}",
+    "no_augment": f"the MPI ranks' training setups differ (rank 1's augmentation differs from rank 0's): "
+                  f"{SETUP_ADVICE}",
+    "callbacks": f"the MPI ranks' training setups differ (rank 1's callbacks differ from rank 0's): {SETUP_ADVICE}",
+    "user_callback": f"the MPI ranks' training setups differ (rank 1's callbacks differ from rank 0's): {SETUP_ADVICE}",
+    "optimizer": f"the MPI ranks' training setups differ (rank 1's optimizer differs from rank 0's): {SETUP_ADVICE}",
+    "recipe": f"the MPI ranks' training setups differ (rank 1's label smoothing differs from rank 0's): {SETUP_ADVICE}",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(DISAGREEMENTS))
+def test_ranks_that_disagree_all_refuse_before_the_first_step_with_one_line(disagreeing, case):
+    """Different images (one pixel), augmentation (another parameter, or none), callbacks (another patience: the
+    case that ended in MPICH's 'Message truncated' when one rank stopped early; a user's callback with another
+    state), optimizer (another momentum) or recipe field (label smoothing) on rank 1: both ranks raise the same
+    ValueError, naming it, before training (and go on to train the next case together)."""
+    for ranks_results in disagreeing:
+        results = dict((c, v) for c, v in ranks_results if c == case)
+        assert results[case] == f"ValueError: {DISAGREEMENTS[case]}"
+
+
+@pytest.mark.slow
+def test_ranks_that_agree_train_and_a_failure_before_training_stops_every_rank(disagreeing):
+    rank0, rank1 = disagreeing
+    first, last = rank0[0][1], rank0[-1][1]
+    assert rank0[0][0] == rank0[-1][0] == "agree" and isinstance(first, dict)
+    assert first["epochs"] == 3 and first == last == rank1[0][1] == rank1[-1][1]  # on_epoch_end on rank 0 alone
+    failures = {case: (a, b) for (case, a), (_, b) in zip(rank0, rank1)}
+    assert failures["refused_on_one_rank"] == (
+        "RankFailed: MPI rank 1 failed (ValueError: fit epochs must be a positive int; got 0); every rank stops",
+        "ValueError: fit epochs must be a positive int; got 0")
+    assert failures["failure_to_begin"] == (
+        "RankFailed: MPI rank 1 failed (RuntimeError: cannot begin on rank 1); every rank stops",
+        "RuntimeError: cannot begin on rank 1")
+
+
 # -- the command line -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
@@ -603,6 +921,59 @@ def _assert_same_run(a: Path, b: Path, rtol=2e-5):
     hb = json.loads((b / "history.json").read_text())["history"]
     assert ha["accuracy"] == hb["accuracy"] and ha["val_accuracy"] == hb["val_accuracy"]
     np.testing.assert_allclose(hb["loss"] + hb["val_loss"], ha["loss"] + ha["val_loss"], rtol=rtol)
+
+
+def _mpmd(*per_rank, codes: Path) -> subprocess.CompletedProcess:
+    """``mpiexec -n 1 CMD0 : -n 1 CMD1 ...``: one command line per rank (each rank's exit code written to
+    ``codes/<rank>``), output captured, under a timeout."""
+    _need_mpi()
+    args = []
+    for r, cmd in enumerate(per_rank):
+        args += [":"] if r else []
+        args += ["-n", "1", "sh", "-c", f'"$@"; c=$?; echo $c > {codes / str(r)}; exit $c', "sh", *map(str, cmd)]
+    return subprocess.run([MPIEXEC, *args], check=False, capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO,
+                          env=cli_env())
+
+
+@pytest.fixture(scope="module")
+def other_data_dir(tmp_path_factory, data_dir):
+    """data_dir's files with other training images (the same labels, shapes and test set)."""
+    from clihelp import subset, write_idx
+
+    other = tmp_path_factory.mktemp("mpi_other_data")
+    for f in data_dir.iterdir():
+        shutil.copy(f, other / f.name)
+    write_idx(other / "train-images-idx3-ubyte", subset("train", 256, offset=1000)[0])
+    return other
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["data", "augment", "early_stopping"])
+def test_cli_ranks_that_disagree_exit_2_with_one_line(case, data_dir, other_data_dir, tmp_path):
+    """mpiexec with another --data (other images), --augment or callback (--early-stopping: rank 0 stopped after
+    one epoch and met rank 1's next step in MPICH's fatal 'Message truncated') on rank 1: every rank exits 2
+    before training, rank 0 prints one line naming the difference, nothing else reaches stderr."""
+    base = ["train", "--limit", 64, "--epochs", 3, "--batch-size", 32, "--no-plots", "--no-progress",
+            "--val-split", 0.25, "--out", tmp_path / "run"]
+    one, two = [*base, "--data", data_dir], [*base, "--data", data_dir]
+    if case == "data":
+        two[-1] = other_data_dir
+        words = "the MPI ranks' training data differ (rank 1's images differ from rank 0's; also: validation data, " \
+                "recorded recipe (checkpoint_extra)): give every rank the same data"  # a held-out share of them
+    elif case == "augment":
+        one += ["--augment", "affine"]
+        words = "the MPI ranks' training setups differ (rank 1's augmentation differs from rank 0's; also: recorded " \
+                "recipe (checkpoint_extra)): start every rank with the same arguments"
+    else:
+        one += ["--early-stopping", 1]
+        words = "the MPI ranks' training setups differ (rank 1's callbacks differ from rank 0's; also: recorded " \
+                "recipe (checkpoint_extra)): start every rank with the same arguments"
+    proc = _mpmd(cli_cmd(*one), cli_cmd(*two), codes=tmp_path)
+    assert [(tmp_path / str(r)).read_text().strip() for r in range(2)] == ["2", "2"], proc.stdout + proc.stderr
+    assert proc.returncode == 2
+    assert assert_one_line_error(proc.stderr) == f"portacnn: error: {words}"
+    assert "epoch 1/3" not in proc.stdout and "BAD TERMINATION" not in proc.stdout, proc.stdout
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 @pytest.mark.slow

@@ -202,24 +202,34 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
     in this process alone (the command line uses :func:`portacnn.distributed.auto_comm`).
     A NaN/inf loss raises :class:`TrainingDiverged` without overwriting the last good checkpoint.
     """
-    checked = check_all("fit", {"epochs": epochs, "batch_size": batch_size, "log_every": log_every,
-                                "checkpoint_every": checkpoint_every, "label_smoothing": label_smoothing,
-                                "verbose": verbose}, FIT_RULES)
-    if augment is not None and not callable(augment):
-        raise ValueError(f"augment must be a portacnn.augment transform (or a function f(batch, rng)); got {augment!r}")
-    if checked["verbose"] is None:
-        checked["verbose"] = 1 if progress else 0
     if comm is not None and distributed.size(comm) == 1:
         comm = None  # one process: the ordinary loop
-    if comm is not None:
-        distributed.check_trainable(model)
-        if distributed.rank(comm) != 0:
-            checked["verbose"] = 0  # only rank 0 shows progress
-    settings = _Settings(shuffle=shuffle, seed=seed, augment=augment, validation_split=validation_split,
-                         checkpoint_path=checkpoint_path, checkpoint_extra=checkpoint_extra, **checked)
-    data = _read_data(model, x, y, validation_data, validation_split, seed, checkpoint_path)
-    callbacks = _callbacks(model, callbacks, on_epoch_end, comm)
-    return _Run(model, settings, data, callbacks, optimizer, resume, comm).train()
+
+    def prepare() -> _Run:
+        checked = check_all("fit", {"epochs": epochs, "batch_size": batch_size, "log_every": log_every,
+                                    "checkpoint_every": checkpoint_every, "label_smoothing": label_smoothing,
+                                    "verbose": verbose}, FIT_RULES)
+        if augment is not None and not callable(augment):
+            raise ValueError("augment must be a portacnn.augment transform (or a function f(batch, rng)); "
+                             f"got {augment!r}")
+        if checked["verbose"] is None:
+            checked["verbose"] = 1 if progress else 0
+        if comm is not None:
+            distributed.check_trainable(model)
+            if distributed.rank(comm) != 0:
+                checked["verbose"] = 0  # only rank 0 shows progress
+        settings = _Settings(shuffle=shuffle, seed=seed, augment=augment, validation_split=validation_split,
+                             checkpoint_path=checkpoint_path, checkpoint_extra=checkpoint_extra, **checked)
+        data = _read_data(model, x, y, validation_data, validation_split, seed, checkpoint_path)
+        return _Run(model, settings, data, _callbacks(model, callbacks, on_epoch_end, comm), optimizer, resume, comm)
+
+    if comm is None:
+        return prepare().train()
+    # under MPI: an argument, data or checkpoint refused on one rank stops every rank (none waits for it in a
+    # collective); then the ranks compare their data and whole setup before the first step
+    run = distributed.agree(comm, prepare)
+    run.start()
+    return run.train()
 
 
 class _Run:
@@ -235,16 +245,27 @@ class _Run:
             restore_callbacks(callbacks, self.state.callbacks)
             if optimizer is None:
                 optimizer = optimizer_from_checkpoint(model, info)
+        self.position = self.state.to_json() if comm is not None else None  # compared by the ranks (start)
         self.optimizer = Adam(model.parameters(), lr=1e-3) if optimizer is None else optimizer
         model.optimizer = self.optimizer  # what the callbacks see (self.model.optimizer)
         # the per-step hook is called only on the callbacks that define it: no cost per step otherwise
         self.batch_callbacks = [c for c in callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
         self._own_callbacks(info)
-        if comm is not None:  # the same start on every rank, or one clear error on each
-            self.transport, self.batch_sums = mpi_step.start(
-                comm, model, data.source, data.labels, self.optimizer,
-                [settings.epochs, settings.batch_size, settings.seed, settings.shuffle, settings.log_every,
-                 settings.label_smoothing, settings.validation_split, data.rows, self.state.to_json()])
+        self.transport = self.batch_sums = None
+
+    def start(self) -> None:
+        """Under MPI, before the first step: the same data and setup on every rank, or one line on each (the same
+        ValueError); the gradient transport and BatchNorm's sums over the ranks."""
+        s, data = self.settings, self.data
+        settings = {"epochs": s.epochs, "batch_size": s.batch_size, "seed": s.seed, "shuffle": bool(s.shuffle),
+                    "validation_split": s.validation_split, "label_smoothing": s.label_smoothing,
+                    "log_every": s.log_every,  # whether a checkpoint is written and how often (where: rank 0's alone)
+                    "checkpointing": [s.checkpoint_path is not None,
+                                      s.checkpoint_every if s.checkpoint_path is not None else None]}
+        self.transport, self.batch_sums = mpi_step.start(
+            self.comm, self.model, source=data.source, labels=data.labels, validation=data.validation,
+            rows=data.rows, settings=settings, augment=s.augment, optimizer=self.optimizer, callbacks=self.callbacks,
+            position=self.position, checkpoint_extra=s.checkpoint_extra)
 
     def _own_callbacks(self, info) -> None:
         """fit's own callbacks, from its arguments: the history (one record with the TrainState's), the progress
@@ -269,8 +290,14 @@ class _Run:
             callback.set_model(self.model)
 
     def train(self) -> History:
-        for callback in self.callbacks:
-            callback.on_train_begin()
+        def begin():
+            for callback in self.callbacks:
+                callback.on_train_begin()
+
+        if self.comm is None:
+            begin()
+        else:  # one refusing on one rank (a scheduler built on another optimizer) stops every rank
+            distributed.agree(self.comm, begin)
         # a run a callback stopped (early stopping) is over: resuming it trains nothing more
         over = self.resumed and any(callback.stop_training for callback in self.callbacks)
         with Interrupt() as self.interrupt:
