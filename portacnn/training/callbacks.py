@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 
+from .._atomic import TargetError, check_target
 from ..optim.lr_scheduler import LRScheduler, check_saved_state
 from ..train_state import INT64, MAX_EPOCHS, ClassName, Number
 from ..validation import Boolean, Integer, NoneValue, Options, Real, Rule, Text, check, check_all
@@ -141,6 +143,19 @@ def _finished_epoch(epoch: int) -> Rule:
     return NoneValue() if epoch == 0 else Integer(0, epoch - 1) | NoneValue()
 
 
+class _FilePath(Rule):
+    """A file path: a non-empty str or an os.PathLike (kept as given)."""
+
+    def describe(self):
+        return "a file path (a non-empty str or os.PathLike)"
+
+    def check(self, value, what):
+        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value) or "\0" in str(os.fspath(value)):
+            self._fail(value, what)
+        return value
+
+
+FILE_PATH = _FilePath()
 MONITOR = _Name(64)
 MODES = Options("auto", "min", "max")
 MIN_DELTA = Real(0)
@@ -266,8 +281,17 @@ class ModelCheckpoint(_Monitor):
 
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto", min_delta=0.0):
         super().__init__(monitor, mode, min_delta)
-        self.path = path
+        self.path = check(path, FILE_PATH, "ModelCheckpoint path")
         self.save_best_only = check(save_best_only, Boolean(), "ModelCheckpoint save_best_only")
+
+    def on_train_begin(self):
+        """Before any work: the file must be one it can write (its folder exists), else a one-line ValueError
+        naming the path, not a failed save after the first epoch."""
+        try:
+            check_target(self.path)
+        except TargetError as e:
+            raise type(e)(e.errno, f"ModelCheckpoint cannot save there: {e.strerror}", e.filename) from None
+        super().on_train_begin()
 
     def on_epoch_end(self, epoch, logs):
         if self.improved(logs) or not self.save_best_only:
