@@ -159,6 +159,9 @@ FILE_PATH = _FilePath()
 MONITOR = _Name(64)
 MODES = Options("auto", "min", "max")
 MIN_DELTA = Real(0)
+#: epochs without progress before stopping: at most a run's epochs (as the recipe's --early-stopping); more could
+#: never stop a run, and an unbounded int is no number (10**400 is no float)
+PATIENCE = Integer(0, MAX_EPOCHS)
 
 
 class _Monitor(Callback):
@@ -236,7 +239,7 @@ class EarlyStopping(_Monitor):
 
     def __init__(self, monitor="val_loss", patience=3, min_delta=0.0, mode="auto", restore_best_weights=False):
         super().__init__(monitor, mode, min_delta)
-        self.patience = check(patience, Integer(0), "EarlyStopping patience")
+        self.patience = check(patience, PATIENCE, "EarlyStopping patience")
         self.restore_best_weights = check(restore_best_weights, Boolean(), "EarlyStopping restore_best_weights")
         self.wait, self.best_weights, self.stopped_epoch = 0, None, None
 
