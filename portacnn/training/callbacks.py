@@ -280,7 +280,8 @@ class ModelCheckpoint(_Monitor):
     """Save the model to ``path`` (atomically, as :meth:`Sequential.save`) whenever ``monitor`` improves, or
     after every epoch with ``save_best_only=False``: the best model of a run, kept apart from the resumable
     checkpoint ``fit(checkpoint_path=...)`` writes. Its best value is kept in checkpoints: a resumed run only
-    replaces the file with a better model."""
+    replaces the file with a better model. ``path`` must be a file path (checked when built) whose folder exists
+    (checked when the run begins, before any step: a one-line ValueError, also an OSError, naming ``path``)."""
 
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto", min_delta=0.0):
         super().__init__(monitor, mode, min_delta)
