@@ -5,8 +5,9 @@ planted at that name is refused, never followed; so is a hard link, FIFO or devi
 SIGKILL, and the file is removed when the run ends). A second run into the same folder fails at once, naming the first one's pid. A folder that already
 holds a run (its ``model.safetensors`` or ``history.json``) is refused unless the caller allows overwriting
 or is resuming that very run. The folders a claim creates are removed on exit while empty: a run refused or
-failed before it wrote anything leaves no empty folder behind. Everything else in the folder is written by :func:`portacnn._atomic.atomic_write`
-(``mkstemp`` + ``os.replace`` in the folder), so no existing file is ever opened for writing.
+failed before it wrote anything leaves no empty folder behind. Everything else in the folder is written by
+:func:`portacnn._atomic.atomic_write` (``mkstemp`` + ``os.replace`` in the folder), so no existing file is ever
+opened for writing.
 """
 
 from __future__ import annotations

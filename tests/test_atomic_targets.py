@@ -24,8 +24,10 @@ def _targets(tmp_path):
     (tmp_path / "afolder").mkdir()
     os.symlink(tmp_path / "afolder", tmp_path / "link")
     return {
-        "missing-folder": (tmp_path / "nope" / "best.safetensors", FileNotFoundError, ["folder", "nope", "does not exist"]),
-        "missing-parents": (tmp_path / "a" / "b" / "c.safetensors", FileNotFoundError, ["does not exist", "is missing"]),
+        "missing-folder": (tmp_path / "nope" / "best.safetensors", FileNotFoundError,
+                           ["folder", "nope", "does not exist"]),
+        "missing-parents": (tmp_path / "a" / "b" / "c.safetensors", FileNotFoundError,
+                            ["does not exist", "is missing"]),
         "a-folder": (tmp_path / "afolder", IsADirectoryError, ["is a folder"]),
         "link-to-folder": (tmp_path / "link", IsADirectoryError, ["is a folder"]),
         "file-as-folder": (tmp_path / "afile" / "m.safetensors", NotADirectoryError, ["afile", "is not a folder"]),
