@@ -57,6 +57,16 @@ to ``value``; if no try fits, the image is left alone. Draws per image (``rng.ra
 rectangles are chosen on the host; on the device the mask is ``(top <= row < top + h) & (left <= col < left
 + w)`` by broadcasting.
 
+Arguments
+---------
+Every argument is checked by the rules of :mod:`portacnn.validation` when a transform is built (finite
+numbers in their ranges; a one-line ValueError that says what to pass), and again on each batch where only its
+dtype and size tell what gives finite pixels: :meth:`RandomAffine.check_fits` (a scale so small that the inverse
+map overflows the dtype would make every pixel NaN) and RandomErasing's ``value`` (1e300 is inf in float32).
+The primitives check what they are given alike (:func:`warp_affine` its matrices, :func:`erase` its value);
+:func:`erase_boxes` compares the tried sides as floats, so an extreme ratio fits no image rather than wrapping
+around int64.
+
 Differences from torchvision: bilinear interpolation (torchvision defaults to nearest), sub-pixel shifts
 (torchvision rounds its shifts to whole pixels), fill 0 only, a numeric erase value only.
 """
@@ -64,7 +74,6 @@ Differences from torchvision: bilinear interpolation (torchvision defaults to ne
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -72,42 +81,124 @@ from array_api_compat import device as device_of
 
 from .backend import asarray_like, numpy_dtype
 from .kernels.windows import pad_hw
+from .validation import NoneValue, Real, Rule, Tuple, check
 
 __all__ = ["Compose", "RandomAffine", "RandomErasing", "Transform", "affine_matrices", "erase", "erase_boxes",
            "from_config", "warp_affine"]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# argument checks
+# argument checks: the rules of portacnn.validation, and the ranges a batch's dtype can hold
 
 
-def _number(value, what: str, fix: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number; got {value!r} ({fix})")
-    return float(value)
+class _Example(Rule):
+    """``rule``, with a hint on what to pass at the end of its description (and so of its messages); ``text``
+    replaces the rule's own description when given."""
+
+    def __init__(self, rule: Rule, hint: str, text: str | None = None):
+        self.rule, self.hint, self.text = rule, hint, text
+
+    def describe(self):
+        return f"{self.text or self.rule.describe()} ({self.hint})"
+
+    def check(self, value, what):
+        try:
+            return self.rule.check(value, what)
+        except ValueError:
+            self._fail(value, what)
 
 
-def _numbers(value, what: str, count: int, fix: str) -> tuple[float, ...]:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != count:
-        raise ValueError(f"{what} must be a sequence of {count} numbers; got {value!r} ({fix})")
-    return tuple(_number(v, what, fix) for v in value)
+class _Range(Rule):
+    """A range (lo, hi) with lo <= hi, each end a value of ``rule`` (a :class:`Real`); gives a tuple of floats.
+    A list, a tuple or a 1-D array of two numbers."""
+
+    def __init__(self, rule: Rule):
+        self.rule = rule
+
+    def describe(self):
+        return f"a range (lo, hi) with lo <= hi, each {self.rule.describe()}"
+
+    def check(self, value, what):
+        if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != 2:
+            self._fail(value, what)
+        try:
+            lo, hi = (self.rule.check(v, what) for v in value)
+        except ValueError:
+            self._fail(value, what)
+        if lo > hi:
+            self._fail(value, what)
+        return lo, hi
 
 
-def _range(value, what: str, fix: str) -> tuple[float, float]:
-    lo, hi = _numbers(value, what, 2, fix)
-    if lo > hi:
-        raise ValueError(f"{what} must be a range (lo, hi) with lo <= hi; got {value!r} ({fix})")
-    return lo, hi
+class _Spread(Rule):
+    """A number d >= 0 for the range (-d, d), or a range (lo, hi) (:class:`_Range` of ``rule``)."""
 
+    def __init__(self, rule: Real):
+        self.range = _Range(rule)
+        self.number = Real(0, rule.high, high_open=rule.high_open)
 
-def _symmetric(value, what: str, fix: str) -> tuple[float, float]:
-    """A number d >= 0 as the range (-d, d), or a range (lo, hi) as given."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        d = _number(value, what, fix)
-        if d < 0:
-            raise ValueError(f"{what} must be >= 0 when it is one number; got {value!r} ({fix})")
+    def describe(self):
+        return f"a number d {_bounds_text(self.number)} for the range (-d, d), or {self.range.describe()}"
+
+    def check(self, value, what):
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return self.range.check(value, what)
+        try:
+            d = self.number.check(value, what)
+        except ValueError:
+            self._fail(value, what)
         return 0.0 - d, d  # not -0.0
-    return _range(value, what, fix)
+
+
+class _Shear(Rule):
+    """A number s for an x-shear in (-s, s), an x range (lo, hi), or x and y ranges (xlo, xhi, ylo, yhi), of
+    angles strictly between -90 and 90 degrees; gives the four ends."""
+
+    def __init__(self):
+        self.one = _Spread(Real(-90, 90, low_open=True, high_open=True))
+
+    def describe(self):
+        return ("a number s for an x-shear in (-s, s), an x range (lo, hi) or x and y ranges (xlo, xhi, ylo, "
+                "yhi), lo <= hi, of angles strictly between -90 and 90 degrees (e.g. shear=5)")
+
+    def check(self, value, what):
+        try:
+            if isinstance(value, (list, tuple, np.ndarray)) and len(value) == 4:
+                return self.one.check(list(value[:2]), what) + self.one.check(list(value[2:]), what)
+            if isinstance(value, (list, tuple, np.ndarray)) and len(value) != 2:
+                self._fail(value, what)
+            return self.one.check(value, what) + (0.0, 0.0)
+        except ValueError:
+            self._fail(value, what)
+
+
+def _bounds_text(rule: Real) -> str:
+    return rule.describe().replace("a finite number ", "")
+
+
+FRACTION = Real(0, 1)
+DEGREES = _Example(_Spread(Real(-360, 360)), "angles in degrees, e.g. degrees=10")
+TRANSLATE = NoneValue() | _Example(Tuple(FRACTION, FRACTION), "e.g. translate=(0.1, 0.1)",
+                                   "two fractions (tx, ty) of the width and height, each in [0, 1]")
+AFFINE_SCALE = NoneValue() | _Example(_Range(Real(0, low_open=True)), "factors, e.g. scale=(0.9, 1.1)")
+SHEAR = NoneValue() | _Shear()
+PROBABILITY = _Example(FRACTION, "a probability, e.g. p=0.5")
+AREA = _Example(_Range(FRACTION), "area fractions, e.g. scale=(0.02, 0.2)")
+RATIO = _Example(_Range(Real(0, low_open=True)), "aspect ratios h/w, e.g. ratio=(0.3, 3.3)")
+VALUE = _Example(Real(), "the erased pixels' value, e.g. value=0.0")
+
+
+def _round_up(value: float) -> float:
+    """``value`` rounded up to 3 significant digits (a bound to print: what it names must pass)."""
+    step = 10.0 ** (math.floor(math.log10(value)) - 2)
+    return math.ceil(value / step * (1 + 1e-12)) * step
+
+
+def _dtype_values(dtype) -> Rule:
+    """The finite values a floating ``dtype`` holds, as a rule."""
+    info = np.finfo(numpy_dtype(dtype))
+    top = float(info.max)
+    return _Example(Real(-top, top), f"what {np.dtype(numpy_dtype(dtype)).name} images can hold")
 
 
 def _check_batch(transform, x) -> None:
@@ -172,7 +263,17 @@ def warp_affine(x, matrices):
                          f"{tuple(matrices.shape)}")
     if n == 0 or c * h * w == 0:
         return xp.asarray(x, copy=True)
-    if isinstance(matrices, np.ndarray) or not hasattr(matrices, "__array_namespace__"):
+    on_host = isinstance(matrices, np.ndarray) or not hasattr(matrices, "__array_namespace__")
+    mp = np if on_host else array_namespace(matrices)
+    size = mp.abs(np.asarray(matrices, dtype=np.float64) if on_host else matrices)
+    # what a coordinate sums: |m0| (w - 1) + |m1| (h - 1) + |m2|, over both rows and every image (NaN stays NaN)
+    largest = float(mp.max(size[..., 0] * (w - 1) + size[..., 1] * (h - 1) + size[..., 2]))
+    top = float(np.finfo(numpy_dtype(dt)).max)
+    if not largest <= top:  # NaN fails too
+        name = np.dtype(numpy_dtype(dt)).name
+        raise ValueError(f"warp_affine needs finite matrices whose coordinates fit {name} ({top:.3g} at most) for "
+                         f"images of {h}x{w}; got |m0| (w-1) + |m1| (h-1) + |m2| = {largest:.3g}")
+    if on_host:
         matrices = np.asarray(matrices, dtype=numpy_dtype(dt))  # cast on the host: no float64 on the device
     m = asarray_like(matrices, x)
     m = m if m.dtype == dt else xp.astype(m, dt)
@@ -215,6 +316,7 @@ def erase(x, boxes, value=0.0):
     boxes = np.asarray(boxes, dtype=np.int64)
     if boxes.shape != (n, 4):
         raise ValueError(f"erase needs boxes of shape ({n}, 4) for a batch of {n}; got {boxes.shape}")
+    value = check(value, _dtype_values(dt), "erase value")
     if n == 0:
         return xp.asarray(x, copy=True)
     bounds = xp.astype(asarray_like(boxes, x), xp.int64)  # (N, 4) on x's device
@@ -234,14 +336,15 @@ def erase_boxes(u: np.ndarray, height: int, width: int, p: float, scale, ratio) 
     frac = scale[0] + (scale[1] - scale[0]) * u[:, 1:21:2]  # (N, 10): the tries
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = np.exp(log_lo + (log_hi - log_lo) * u[:, 2:21:2])
-    hs = np.round(np.sqrt(area * frac * aspect)).astype(np.int64)
-    ws = np.round(np.sqrt(area * frac / aspect)).astype(np.int64)
-    fits = (hs < height) & (ws < width)
+    with np.errstate(over="ignore"):  # an extreme ratio: inf, which fits no image
+        hs = np.round(np.sqrt(area * frac * aspect))
+        ws = np.round(np.sqrt(area * frac / aspect))
+    fits = (hs < height) & (ws < width)  # compared as floats: a side beyond int64 never wraps around to fit
     chosen = np.argmax(fits, axis=1)  # the first try that fits (0 when none does: masked below)
     use = (u[:, 0] < p) & fits.any(axis=1)
     rows = np.arange(n)
-    bh = np.where(use, hs[rows, chosen], 0)
-    bw = np.where(use, ws[rows, chosen], 0)
+    bh = np.where(use, hs[rows, chosen], 0).astype(np.int64)
+    bw = np.where(use, ws[rows, chosen], 0).astype(np.int64)
     top = np.floor(u[:, 21] * (height - bh + 1)).astype(np.int64)
     left = np.floor(u[:, 22] * (width - bw + 1)).astype(np.int64)
     return np.stack([np.where(use, top, 0), np.where(use, left, 0), bh, bw], axis=1)
@@ -297,29 +400,45 @@ class RandomAffine(Transform):
     draws_per_image = 6
 
     def __init__(self, degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=0):
-        fix = "e.g. RandomAffine(degrees=10)"
-        self.degrees = _symmetric(degrees, "RandomAffine degrees", "a number d for (-d, d) or a range (lo, hi)")
-        if max(abs(d) for d in self.degrees) > 360:
-            raise ValueError(f"RandomAffine degrees must lie in [-360, 360]; got {degrees!r} ({fix})")
-        fix = "fractions of the width and height in [0, 1], e.g. translate=(0.1, 0.1)"
-        self.translate = (0.0, 0.0) if translate is None else _numbers(translate, "RandomAffine translate", 2, fix)
-        if not all(0.0 <= t <= 1.0 for t in self.translate):
-            raise ValueError(f"RandomAffine translate must be two fractions in [0, 1]; got {translate!r} ({fix})")
-        fix = "a range of positive factors, e.g. scale=(0.9, 1.1)"
-        self.scale = (1.0, 1.0) if scale is None else _range(scale, "RandomAffine scale", fix)
-        if self.scale[0] <= 0:
-            raise ValueError(f"RandomAffine scale factors must be > 0; got {scale!r} ({fix})")
-        fix = "a number s for an x-shear in (-s, s), an x range (lo, hi) or x and y ranges (xlo, xhi, ylo, yhi)"
-        if shear is None:
-            shear = 0
-        if isinstance(shear, numbers.Real) and not isinstance(shear, bool):
-            self.shear = _symmetric(shear, "RandomAffine shear", fix) + (0.0, 0.0)
-        elif hasattr(shear, "__len__") and len(shear) == 4:
-            self.shear = (_range(shear[:2], "RandomAffine shear", fix) + _range(shear[2:], "RandomAffine shear", fix))
-        else:
-            self.shear = _range(shear, "RandomAffine shear", fix) + (0.0, 0.0)
-        if max(abs(s) for s in self.shear) >= 90:
-            raise ValueError(f"RandomAffine shear angles must lie strictly between -90 and 90 degrees; got {shear!r}")
+        self.degrees = check(degrees, DEGREES, "RandomAffine degrees")
+        self.translate = check(translate, TRANSLATE, "RandomAffine translate") or (0.0, 0.0)
+        self.scale = check(scale, AFFINE_SCALE, "RandomAffine scale") or (1.0, 1.0)
+        self.shear = check(shear, SHEAR, "RandomAffine shear") or (0.0, 0.0, 0.0, 0.0)
+        if not math.isfinite(self._gain()):  # the host computes the map in float64: 1/scale must be finite there
+            raise ValueError(f"RandomAffine scale {_tuple_repr(scale)!r} is too small: the inverse map (1/scale) "
+                             "overflows float64 (use factors of the order of 1, e.g. scale=(0.9, 1.1))")
+
+    def _shear_factor(self) -> float:
+        """1 + kx ky + kx + ky, with kx, ky the largest |tan| of the x- and y-shear angles."""
+        kx, ky = (math.tan(math.radians(max(abs(a) for a in pair))) for pair in (self.shear[:2], self.shear[2:]))
+        return 1.0 + kx * ky + kx + ky
+
+    def _gain(self) -> float:
+        """A bound on every entry of the inverse map B = A^-1 over the ranges (see affine_matrices): the shear
+        factor over the smallest scale."""
+        return self._shear_factor() / self.scale[0]
+
+    def check_fits(self, dtype, height: int, width: int) -> None:
+        """A ValueError unless every map the ranges allow samples ``height`` x ``width`` images of the floating
+        ``dtype`` with finite coordinates (else the warp fills the batch with NaN): :func:`warp_affine` sums
+        ``|m0| (W-1) + |m1| (H-1) + |m2|`` per coordinate, which over the ranges is at most
+        ``g (1.5 (W + H) + tx + ty) + (W + H) / 2`` (g the gain, tx, ty the largest shifts in pixels) and must
+        not exceed the dtype's largest value. Called on every batch, before drawing; the identity needs nothing."""
+        if self.is_identity:
+            return
+        name = np.dtype(numpy_dtype(dtype)).name
+        top = float(np.finfo(name).max)
+        reach = 1.5 * (width + height) + self.translate[0] * width + self.translate[1] * height
+        centre = (width + height) / 2
+        if self._gain() * reach + centre <= top:
+            return
+        if centre >= top:
+            raise ValueError(f"RandomAffine cannot warp {name} images of {height}x{width}: their coordinates "
+                             f"overflow {name}; use float32 or float64 images")
+        smallest = _round_up(self._shear_factor() * reach / (top - centre))
+        raise ValueError(f"RandomAffine scale {self.scale} is too small for {name} images of {height}x{width}: the "
+                         f"inverse map overflows {name} (every pixel would be NaN); use scale factors >= "
+                         f"{smallest:.3g}" + (", or float64 images" if name != "float64" else ""))
 
     def config(self):
         return {"name": "RandomAffine", "degrees": list(self.degrees), "translate": list(self.translate),
@@ -349,6 +468,7 @@ class RandomAffine(Transform):
         _check_batch(self, x)
         _check_rng(self, rng)
         n, _, h, w = (int(d) for d in x.shape)
+        self.check_fits(x.dtype, h, w)
         params = self.sample_params(n, h, w, rng)
         if self.is_identity:
             return x
@@ -365,18 +485,10 @@ class RandomErasing(Transform):
     tries = 10
 
     def __init__(self, p=0.5, scale=(0.02, 0.2), ratio=(0.3, 3.3), value=0.0):
-        self.p = _number(p, "RandomErasing p", "a probability in [0, 1], e.g. p=0.5")
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"RandomErasing p must be a probability in [0, 1]; got {p!r}")
-        fix = "area fractions 0 <= lo <= hi <= 1, e.g. scale=(0.02, 0.2)"
-        self.scale = _range(scale, "RandomErasing scale", fix)
-        if not (0.0 <= self.scale[0] and self.scale[1] <= 1.0):
-            raise ValueError(f"RandomErasing scale must be area fractions in [0, 1]; got {scale!r} ({fix})")
-        fix = "aspect ratios h/w with 0 < lo <= hi, e.g. ratio=(0.3, 3.3)"
-        self.ratio = _range(ratio, "RandomErasing ratio", fix)
-        if self.ratio[0] <= 0:
-            raise ValueError(f"RandomErasing ratio must be positive; got {ratio!r} ({fix})")
-        self.value = _number(value, "RandomErasing value", "the erased pixels' value, e.g. value=0.0")
+        self.p = check(p, PROBABILITY, "RandomErasing p")
+        self.scale = check(scale, AREA, "RandomErasing scale")
+        self.ratio = check(ratio, RATIO, "RandomErasing ratio")
+        self.value = check(value, VALUE, "RandomErasing value")  # and, per batch, by what its dtype can hold
 
     def config(self):
         return {"name": "RandomErasing", "p": self.p, "scale": list(self.scale), "ratio": list(self.ratio),
@@ -391,6 +503,7 @@ class RandomErasing(Transform):
         _check_batch(self, x)
         _check_rng(self, rng)
         n, _, h, w = (int(d) for d in x.shape)
+        check(self.value, _dtype_values(x.dtype), "RandomErasing value")  # 1e300 is inf in float32
         boxes = self.sample_boxes(n, h, w, rng)
         if not np.any(boxes[:, 2] * boxes[:, 3]):
             return x

@@ -4,8 +4,10 @@ A run claims its folder by creating and locking ``.portacnn.lock`` in it (``O_NO
 planted at that name is refused, never followed; so is a hard link, FIFO or device found there; ``flock``: the lock vanishes with the process, even after a
 SIGKILL, and the file is removed when the run ends). A second run into the same folder fails at once, naming the first one's pid. A folder that already
 holds a run (its ``model.safetensors`` or ``history.json``) is refused unless the caller allows overwriting
-or is resuming that very run. Everything else in the folder is written by :func:`portacnn._atomic.atomic_write`
-(``mkstemp`` + ``os.replace`` in the folder), so no existing file is ever opened for writing.
+or is resuming that very run. The folders a claim creates are removed on exit while empty: a run refused or
+failed before it wrote anything leaves no empty folder behind. Everything else in the folder is written by
+:func:`portacnn._atomic.atomic_write` (``mkstemp`` + ``os.replace`` in the folder), so no existing file is ever
+opened for writing.
 """
 
 from __future__ import annotations
@@ -29,30 +31,61 @@ def existing_run_files(folder: Path) -> list[str]:
 
 
 class RunFolder:
-    """A claimed output folder; use as a context manager (the lock is released on exit)."""
+    """A claimed output folder; use as a context manager (the lock is released on exit).
 
-    def __init__(self, path, overwrite: bool = False, resuming: Path | None = None):
+    The folders it creates (``path`` and any missing parents; ``made=True``: ``path`` was made for it, e.g. a
+    fresh ``runs/<timestamp>``) are removed again on exit when they are still empty: a run that was refused or
+    failed before writing anything leaves no empty folder behind. A folder that holds anything is kept."""
+
+    def __init__(self, path, overwrite: bool = False, resuming: Path | None = None, made: bool = False):
         self.path = Path(path)
         self.overwrite = overwrite
         self.resuming = resuming
         self._fd = None
+        self._made = [self.path] if made else []  # deepest first
 
     def __enter__(self) -> "RunFolder":
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RunFolderError(f"output folder {self.path} is not writable ({e.strerror or e}); "
-                                 "choose another with --out") from None
-        if not self.path.is_dir():
-            raise RunFolderError(f"output folder {self.path} is not a folder; choose another with --out")
-        self._lock()
-        earlier = existing_run_files(self.path)
-        resumed_here = self.resuming is not None and _samefile(self.resuming.parent, self.path)
-        if earlier and not (self.overwrite or resumed_here):
-            self.release()
-            raise RunFolderError(f"output folder {self.path} already holds a run ({', '.join(earlier)}); "
-                                 "use --overwrite to replace it, or choose another with --out")
+            self._mkdirs()
+            if not self.path.is_dir():
+                raise RunFolderError(f"output folder {self.path} is not a folder; choose another with --out")
+            self._lock()
+            earlier = existing_run_files(self.path)
+            resumed_here = self.resuming is not None and _samefile(self.resuming.parent, self.path)
+            if earlier and not (self.overwrite or resumed_here):
+                raise RunFolderError(f"output folder {self.path} already holds a run ({', '.join(earlier)}); "
+                                     "use --overwrite to replace it, or choose another with --out")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
+
+    def _mkdirs(self) -> None:
+        """Create ``path`` and its missing parents one by one, remembering each one made here."""
+        missing = []
+        folder = self.path
+        while not folder.exists() and not folder.is_symlink() and folder.parent != folder:
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:  # made meanwhile by someone else: theirs, not ours
+                continue
+            except OSError as e:
+                raise RunFolderError(f"output folder {self.path} is not writable ({e.strerror or e}); "
+                                     "choose another with --out") from None
+            self._made.insert(0, folder)
+
+    def remove_if_empty(self) -> None:
+        """Remove the folders this claim created, deepest first, while they are empty (``rmdir`` never removes a
+        folder that holds anything, so a run's files, or another run's lock, keep them)."""
+        while self._made:
+            try:
+                os.rmdir(self._made[0])
+            except OSError:
+                break
+            self._made.pop(0)
 
     def _lock(self) -> None:
         for _ in range(10):  # retried only when another run removed the lock file between our open and lock
@@ -116,6 +149,7 @@ class RunFolder:
 
     def __exit__(self, *exc) -> None:
         self.release()
+        self.remove_if_empty()
 
 
 def _samefile(a, b) -> bool:

@@ -360,21 +360,21 @@ def test_repr_is_readable():
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: RandomAffine(degrees=-1), "degrees must be >= 0"),
+    (lambda: RandomAffine(degrees=-1), r"degrees must be a number d >= 0 and <= 360 for the range \(-d, d\)"),
     (lambda: RandomAffine(degrees=(10, -10)), "lo <= hi"),
-    (lambda: RandomAffine(degrees="10"), "degrees must be a sequence of 2 numbers"),
-    (lambda: RandomAffine(degrees=float("nan")), "degrees must be a finite number"),
-    (lambda: RandomAffine(translate=(0.1,)), "translate must be a sequence of 2"),
-    (lambda: RandomAffine(translate=(1.5, 0)), r"translate must be two fractions in \[0, 1\]"),
-    (lambda: RandomAffine(scale=(0, 1)), "scale factors must be > 0"),
-    (lambda: RandomAffine(scale=1.0), "scale must be a sequence of 2"),
+    (lambda: RandomAffine(degrees="10"), "degrees must be a number d .* got '10'"),
+    (lambda: RandomAffine(degrees=float("nan")), "degrees must be .* finite number"),
+    (lambda: RandomAffine(translate=(0.1,)), r"translate must be None or two fractions \(tx, ty\)"),
+    (lambda: RandomAffine(translate=(1.5, 0)), r"translate must be .* each in \[0, 1\]"),
+    (lambda: RandomAffine(scale=(0, 1)), "scale must be .* each a finite number > 0"),
+    (lambda: RandomAffine(scale=1.0), r"scale must be None or a range \(lo, hi\)"),
     (lambda: RandomAffine(shear=90), "strictly between -90 and 90"),
-    (lambda: RandomAffine(shear=(1, 2, 3)), "shear must be a sequence of 2"),
-    (lambda: RandomErasing(p=1.5), r"p must be a probability in \[0, 1\]"),
+    (lambda: RandomAffine(shear=(1, 2, 3)), r"shear must be .* x and y ranges \(xlo, xhi, ylo, yhi\)"),
+    (lambda: RandomErasing(p=1.5), r"p must be a finite number >= 0 and <= 1 \(a probability"),
     (lambda: RandomErasing(p=True), "p must be a finite number"),
     (lambda: RandomErasing(scale=(0.2, 0.1)), "lo <= hi"),
-    (lambda: RandomErasing(scale=(0.1, 2.0)), r"area fractions in \[0, 1\]"),
-    (lambda: RandomErasing(ratio=(0, 1)), "ratio must be positive"),
+    (lambda: RandomErasing(scale=(0.1, 2.0)), r"each a finite number >= 0 and <= 1 \(area fractions"),
+    (lambda: RandomErasing(ratio=(0, 1)), r"ratio must be .* > 0 \(aspect ratios"),
     (lambda: RandomErasing(value="random"), "value must be a finite number"),
     (lambda: Compose(RandomErasing()), "Compose needs a list"),
     (lambda: Compose([lambda x, rng: x]), "Compose takes portacnn.augment transforms"),
@@ -421,3 +421,151 @@ def test_affine_report_figures(rng):
 def test_deepcopy_is_equal():
     t = pipeline()
     assert copy.deepcopy(t) == t
+
+
+# ----------------------------------------------------------------------------------------------------------
+# hostile arguments: every numeric argument, every slot, every hostile value -> refused in one line, or a
+# transform whose output is finite on every dtype and size (never NaN, inf or wrapped-around boxes)
+
+HOSTILE = [math.nan, math.inf, -math.inf, 1e300, -1e300, 1e39, -1e39, 1e-300, -1e-300, 5e-324, 1e-30, 0.0, -0.0,
+           np.float32(np.nan), np.float64(1e308), 10**400, -(10**400), True, "1", None, [1.0], 1 + 2j]
+
+# each argument of each class with the well-formed value whose slots the sweep replaces one at a time
+ARGUMENTS = {
+    (RandomAffine, "degrees"): [10, (-5.0, 20.0)],
+    (RandomAffine, "translate"): [(0.1, 0.2)],
+    (RandomAffine, "scale"): [(0.9, 1.1)],
+    (RandomAffine, "shear"): [5, (1.0, 2.0), (1.0, 2.0, 3.0, 4.0)],
+    (RandomErasing, "p"): [0.5],
+    (RandomErasing, "scale"): [(0.02, 0.2)],
+    (RandomErasing, "ratio"): [(0.3, 3.3)],
+    (RandomErasing, "value"): [0.5],
+}
+
+
+def _variants(good):
+    """``good`` with each of its slots (or itself, when it is one number) replaced by each hostile value, and
+    with all its slots replaced at once (a degenerate range: scale=(1e-300, 1e-300) draws 1e-300 only)."""
+    for bad in HOSTILE:
+        if isinstance(good, tuple):
+            for i in range(len(good)):
+                yield good[:i] + (bad,) + good[i + 1:]
+            yield (bad,) * len(good)
+        else:
+            yield bad
+
+
+def _show(value):
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(_show, value)) + ")"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**18:
+        return ("-" if value < 0 else "") + "10**400"
+    return repr(value)
+
+
+def _cases():
+    for (cls, arg), goods in ARGUMENTS.items():
+        for good in goods:
+            for value in _variants(good):
+                yield pytest.param(cls, arg, value, id=f"{cls.__name__}-{arg}-{_show(value)}")
+
+
+def _one_line_error(fn, *names):
+    with pytest.raises(ValueError) as info:
+        fn()
+    text = str(info.value)
+    assert "\n" not in text and all(n in text for n in names), text
+    return text
+
+
+@pytest.mark.parametrize("cls, arg, value", list(_cases()))
+def test_every_numeric_argument_is_refused_or_gives_finite_pixels(cls, arg, value):
+    """The property: a hostile value in any slot of any argument is a one-line ValueError naming the class and
+    the argument (when built, or on a batch whose dtype cannot hold its result); or the transform makes finite
+    pixels (and, for erasing, boxes inside the image) on float16/32/64 batches of 1x1 to 28x28."""
+    try:
+        t = cls(p=1.0, **{arg: value}) if cls is RandomErasing and arg != "p" else cls(**{arg: value})
+    except ValueError as e:
+        assert "\n" not in str(e) and f"{cls.__name__} {arg}" in str(e), str(e)
+        return
+    for dtype in ("float16", "float32", "float64"):
+        for h, w in ((1, 1), (5, 7), (28, 28)):
+            x = np.random.default_rng(0).uniform(-1, 1, (3, 2, h, w)).astype(dtype)
+            try:
+                y = t(x, np.random.default_rng(1))
+            except ValueError as e:
+                assert "\n" not in str(e) and cls.__name__ in str(e), str(e)
+                continue
+            assert y.dtype == x.dtype and y.shape == x.shape
+            assert np.isfinite(y).all(), f"{t!r} on {dtype} {h}x{w}: {np.size(y) - np.isfinite(y).sum()} non-finite"
+            if cls is RandomErasing:
+                boxes = t.sample_boxes(3, h, w, np.random.default_rng(1))
+                top, left, bh, bw = boxes.T
+                assert (boxes >= 0).all() and (top + bh <= h).all() and (left + bw <= w).all(), boxes
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("side", [1, 3, 28, 300])
+@pytest.mark.parametrize("shear", [0, 45, (0, 0, -80, 89)])
+def test_the_smallest_scale_named_is_the_boundary(dtype, side, shear):
+    """RandomAffine refuses a scale too small for the batch's dtype and size and names the smallest it takes;
+    that one, with every other argument at its largest, gives finite pixels (and a tenth of it is refused)."""
+    x = np.ones((2, 1, side, side), dtype=dtype)
+    refused = []
+    for k in range(1, 400):
+        try:
+            tiny = RandomAffine(degrees=360, translate=(1, 1), scale=(10.0**-k, 1.0), shear=shear)
+        except ValueError as e:  # 1/scale overflows float64 itself: refused when built
+            assert "overflows float64" in str(e)
+            break
+        try:
+            tiny.check_fits(x.dtype, side, side)
+        except ValueError:
+            refused.append(tiny)
+            break
+    if not refused:  # float64 with small images: every scale float64 can invert gives finite pixels
+        assert dtype == "float64"
+        return
+    text = _one_line_error(lambda: refused[0](x, np.random.default_rng(0)), "RandomAffine scale", "too small", dtype)
+    smallest = float(text.split("use scale factors >= ")[1].split(",")[0])
+    t = RandomAffine(degrees=360, translate=(1, 1), scale=(smallest, smallest), shear=shear)
+    for seed in range(3):
+        assert np.isfinite(t(x, np.random.default_rng(seed))).all()
+    _one_line_error(lambda: RandomAffine(degrees=360, translate=(1, 1), scale=(smallest / 10, 1), shear=shear)(
+        x, np.random.default_rng(0)), "too small")
+
+
+def test_erasing_value_beyond_the_dtype_is_refused_before_drawing():
+    t = RandomErasing(p=1.0, value=1e300)
+    rng = np.random.default_rng(0)
+    state = copy.deepcopy(rng.bit_generator.state)
+    _one_line_error(lambda: t(np.zeros((2, 1, 8, 8), np.float32), rng), "RandomErasing value", "float32")
+    assert rng.bit_generator.state == state  # nothing drawn
+    assert np.all(t(np.zeros((2, 1, 8, 8)), rng) != np.inf)  # float64 holds it
+    _one_line_error(lambda: RandomErasing(p=1.0, value=7e4)(np.zeros((1, 1, 8, 8), np.float16), rng),
+                    "RandomErasing value", "float16")
+    _one_line_error(lambda: augment.erase(np.zeros((1, 1, 4, 4), np.float32), [[0, 0, 2, 2]], 1e39), "erase value")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 1e300, 2e37, -2e37])
+@pytest.mark.parametrize("entry", [(1, 0, 0), (1, 1, 1), (0, 0, 2)])
+def test_warp_affine_refuses_matrices_that_overflow_the_dtype(bad, entry):
+    """A coordinate sums |m0| (w-1) + |m1| (h-1) + |m2|: beyond float32 it would be inf, then NaN pixels or
+    indices out of the image; refused in one line (float64 holds the finite ones)."""
+    m = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), (2, 1, 1))
+    m[entry] = bad * (20 if entry[2] == 2 else 1)
+    x = np.ones((2, 1, 28, 28), np.float32)
+    _one_line_error(lambda: warp_affine(x, m), "warp_affine", "fit float32", "images of 28x28")
+    if math.isfinite(bad) and abs(bad) < 1e300:
+        assert np.isfinite(warp_affine(x.astype(np.float64), m)).all()  # float64 holds it
+    m[entry] = 1e37 if entry[2] != 2 else 3e38  # within float32
+    assert np.isfinite(warp_affine(x, m)).all()
+
+
+def test_erasing_boxes_never_wrap_around():
+    """Sides beyond int64 (an extreme ratio) fit no image: no box, not a negative one."""
+    u = np.random.default_rng(0).random((50, 23))
+    for ratio in ((1e300, 1e300), (1e-300, 1e-300), (1e-300, 1e300)):
+        boxes = augment.erase_boxes(u, 28, 28, 1.0, (0.02, 0.2), ratio)
+        top, left, bh, bw = boxes.T
+        assert (boxes >= 0).all() and (top + bh <= 28).all() and (left + bw <= 28).all()

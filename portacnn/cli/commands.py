@@ -15,13 +15,14 @@ from .._version import __version__
 from ..backend import KNOWN_BACKENDS, get_backend, unusable_reason
 from ..ensemble import Ensemble
 from ..sequential import load
-from .common import UsageError, _check_fits, _chunks, _emit_json, _say
+from .common import UsageError, _check_fits, _chunks, _emit_json, _input_file, _output_file, _say
 
 
 def _load_models(args, paths):
     """The checkpoints ``paths`` as one model, or as an :class:`Ensemble` of several."""
     models = []
     for path in paths:
+        _input_file(path, "checkpoint file")
         model = load(path, backend=args.backend, allow_unsigned=args.allow_unsigned)
         model.workers = args.workers
         models.append(model)
@@ -68,9 +69,7 @@ def _inputs(paths, invert):
 
     groups, pictures, names = [], [], []
     for text in paths:
-        p = Path(text)
-        if not p.is_file():
-            raise UsageError(f"{text}: no such file")
+        p = _input_file(text, "image or data file")
         if p.suffix.lower() in data.IMAGE_SUFFIXES:
             names.append(text)
             pictures.append(data.read_image(p, invert))
@@ -118,6 +117,8 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from ..export import export_checkpoint
 
+    _input_file(args.model, "checkpoint file")
+    _output_file(args.output)  # before loading and converting: a missing folder named, not a temporary file
     try:
         path = export_checkpoint(args.model, args.output, opset=args.opset, softmax=args.softmax,
                                  allow_unsigned=args.allow_unsigned)

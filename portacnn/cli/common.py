@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 
 from .. import data
+from .._atomic import TargetError, check_target
 from ..checkpoint import check_architecture
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
@@ -15,6 +17,29 @@ EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
 
 class UsageError(Exception):
     """A problem with what the user asked for; printed as one line, exit code 2."""
+
+
+def _input_file(text, kind: str = "file") -> Path:
+    """``text`` as the Path of an existing regular file, else a UsageError that says what it is instead (a
+    folder, nothing, a device or FIFO); ``kind`` names what was expected ("checkpoint file")."""
+    path = Path(text)
+    article = "an" if kind[0] in "aeiou" else "a"
+    if path.is_dir():
+        raise UsageError(f"{text}: is a folder, not {article} {kind}; name the {kind}s inside it")
+    if not path.exists():
+        raise UsageError(f"{text}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{text}: is not a regular file (a device or FIFO?); give {article} {kind}")
+    return path
+
+
+def _output_file(text) -> Path:
+    """``text`` as a Path a file can be written to (its folder exists, it is not a folder), checked before any
+    work; else a UsageError naming it (:func:`portacnn._atomic.check_target`)."""
+    try:
+        return check_target(text)
+    except TargetError as e:
+        raise UsageError(str(e)) from None
 
 
 def _say(args, *lines):

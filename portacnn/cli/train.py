@@ -23,7 +23,7 @@ from ..models import MODELS
 from ..recipe import Recipe
 from ..run_folder import RunFolder
 from ..training import TrainingDiverged, evaluate, held_out_count
-from .common import EXIT_DIVERGED, EXIT_INTERRUPTED, UsageError, _check_fits, _emit_json, _say
+from .common import EXIT_DIVERGED, EXIT_INTERRUPTED, UsageError, _check_fits, _emit_json, _input_file, _say
 
 
 def _out_folder(path: str | None) -> Path:
@@ -46,9 +46,9 @@ def _out_folder(path: str | None) -> Path:
 @contextlib.contextmanager
 def _run_folder(args, comm):
     """The claimed output folder's path; under MPI rank 0 alone claims it and tells the others (or its error)."""
-    def claim():
+    def claim():  # a fresh runs/<timestamp> is made here, so RunFolder is told to remove it again if left empty
         return RunFolder(_out_folder(args.out), overwrite=args.overwrite,
-                         resuming=Path(args.resume) if args.resume else None)
+                         resuming=Path(args.resume) if args.resume else None, made=args.out is None)
 
     if comm is None:
         with claim() as folder:
@@ -72,6 +72,7 @@ def _run_folder(args, comm):
 def _resumed(args):
     """(the recipe, the model, its restored optimizer or None) of ``--resume``: the saved run's recipe, with
     which the flags given must agree (:meth:`Recipe.resume`). Nothing from the checkpoint is used as a path."""
+    _input_file(args.resume, "checkpoint file")
     model = load(args.resume, backend=args.backend)
     state = (model.checkpoint or {}).get("train_state")
     if not state:
@@ -105,16 +106,19 @@ def cmd_train(args) -> int:
     (xtr, ytr), (xte, yte), extra, note = data.train_test(args.data, protocol=recipe.protocol, seed=recipe.seed,
                                                           limit=recipe.limit)
     _check_fits(model, xtr, args.data or "embedded Kannada-MNIST", args.resume or f"the {recipe.model} network")
-    # the folder is claimed only once the inputs are known to be good: nothing half-made otherwise
+    # what fit would refuse (a split that leaves no training images, a schedule) is refused here, before the
+    # folder is claimed: a run that cannot start leaves nothing behind
+    plan = (held_out_count(len(ytr), recipe.val_split), recipe.callbacks(optimizer, len(ytr)), recipe.augmentation())
     with _run_folder(args, comm) as out:
-        return _train_into(args, recipe, out, model, optimizer, (xtr, ytr), (xte, yte), extra, note, comm)
+        return _train_into(args, recipe, out, model, optimizer, (xtr, ytr), (xte, yte), extra, note, plan, comm)
 
 
-def _train_into(args, recipe, out, model, optimizer, train, test_set, extra, note, comm=None) -> int:
+def _train_into(args, recipe, out, model, optimizer, train, test_set, extra, note, plan, comm=None) -> int:
+    """Train into the claimed folder ``out``; ``plan`` is (held-out images, callbacks, augmentation), made before."""
     rank0 = distributed.rank(comm) == 0
     (xtr, ytr), (xte, yte) = train, test_set
     ckpt, epochs = out / "model.safetensors", recipe.epochs
-    n_val = held_out_count(len(ytr), recipe.val_split)
+    n_val, callbacks, transform = plan
     held = f"; {n_val} of them held out for validation" if n_val else ""
     ranks = f" in {distributed.size(comm)} MPI processes" if comm is not None else ""
     _say(args, f"portacnn {__version__}: training {recipe.model} ({model.num_parameters()} parameters) on "
@@ -125,7 +129,7 @@ def _train_into(args, recipe, out, model, optimizer, train, test_set, extra, not
             history = model.fit(
                 xtr, ytr, epochs=epochs, batch_size=recipe.batch_size, optimizer=optimizer,
                 validation_split=recipe.val_split, seed=recipe.seed, label_smoothing=recipe.label_smoothing,
-                callbacks=recipe.callbacks(optimizer, len(ytr)), augment=recipe.augmentation(),
+                callbacks=callbacks, augment=transform,
                 progress=not args.no_progress and sys.stderr.isatty(),
                 resume=model if args.resume else None, checkpoint_path=ckpt, checkpoint_every=args.checkpoint_every,
                 checkpoint_extra=recipe.to_extra(), comm=comm,

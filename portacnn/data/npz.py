@@ -4,7 +4,8 @@ The archive holds the images under ``x``, ``images`` or ``X`` (else ``arr_0``) a
 under ``y``, ``labels`` or ``Y`` (else ``arr_1``). Images may be ``(N, H, W)``, ``(N, 1, H, W)`` or
 flattened ``(N, H*W)`` with a square ``H*W``, of any integer dtype with values in ``0..255``. The
 archive is read member by member in chunks: the sizes its ``.npy`` headers declare must match the zip
-directory and fit ``PORTACNN_MAX_DATA_BYTES`` before anything is inflated.
+directory and fit ``PORTACNN_MAX_DATA_BYTES``, and the image sides they declare ``PORTACNN_MAX_IMAGE_SIDE``,
+before anything is inflated.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def _npy_header(fp, path, key: str, member_size: int, used: int, rows: int | Non
     if any(d < 0 for d in shape):
         raise _fail(path, f"array {key!r} has a negative dimension in its shape {shape}")
     nbytes = math.prod(shape) * dtype.itemsize
+    if rows is None:  # images: dtype, layout and sides checked from the header, before anything is read
+        _image_layout(path, key, shape, dtype)
+    elif not np.issubdtype(dtype, np.integer):
+        raise _fail(path, f"array {key!r} has dtype {dtype}; labels must be integers")
     if rows is not None and len(shape) != 1:  # labels: checked from the header, before anything is read
         raise _fail(path, f"labels array {key!r} must be 1-D with one label per image; got shape {shape}")
     if rows is not None and shape[0] != rows:
@@ -132,24 +137,38 @@ def load_npz(path, num_classes: int | None = 10):
     return images, labels
 
 
-def _validate_image_array(a: np.ndarray, path, key) -> np.ndarray:
-    if not isinstance(a, np.ndarray) or not (np.issubdtype(a.dtype, np.integer)):
-        dt = getattr(a, "dtype", type(a).__name__)
-        raise _fail(path, f"array {key!r} has dtype {dt}; images must be integers in 0..255 (uint8)",
+def _image_layout(path, key, shape, dtype) -> tuple[int, int]:
+    """(H, W) of the images an array of ``shape`` and ``dtype`` holds ((N, H, W), (N, 1, H, W), or (N, H*W)
+    with a square H*W, of an integer dtype, H and W within ``PORTACNN_MAX_IMAGE_SIDE``); else a DataError. Needs
+    only a ``.npy`` header: checked before the data are read."""
+    if not np.issubdtype(dtype, np.integer):
+        raise _fail(path, f"array {key!r} has dtype {dtype}; images must be integers in 0..255 (uint8)",
                     "store raw uint8 images; use preprocess() for scaling")  # fmt: skip
-    if a.ndim == 4 and a.shape[1] == 1:
-        a = a[:, 0]
-    elif a.ndim == 2:
-        side = int(round(a.shape[1] ** 0.5))
-        if side * side != a.shape[1] or a.shape[1] == 0:
-            raise _fail(path, f"array {key!r} has shape {a.shape}; a flattened image array needs a square "
+    shape = tuple(shape)
+    if len(shape) == 4 and shape[1] == 1:
+        sides = shape[2:]
+    elif len(shape) == 2:
+        side = math.isqrt(shape[1])
+        if side * side != shape[1] or shape[1] == 0:
+            raise _fail(path, f"array {key!r} has shape {shape}; a flattened image array needs a square "
                         f"number of columns (784 = 28x28)")  # fmt: skip
-        a = a.reshape(a.shape[0], side, side)
-    if a.ndim != 3:
-        raise _fail(path, f"array {key!r} has shape {a.shape}; expected (N, H, W), (N, 1, H, W) or (N, H*W)")
-    if a.shape[0] == 0 or a.shape[1] == 0 or a.shape[2] == 0:
-        raise _fail(path, f"array {key!r} has shape {a.shape}; it holds no images")
-    _check_image_side(path, a.shape[1], a.shape[2])
+        sides = (side, side)
+    elif len(shape) == 3:
+        sides = shape[1:]
+    else:
+        raise _fail(path, f"array {key!r} has shape {shape}; expected (N, H, W), (N, 1, H, W) or (N, H*W)")
+    if shape[0] == 0 or 0 in sides:
+        raise _fail(path, f"array {key!r} has shape {(shape[0], *sides)}; it holds no images")
+    _check_image_side(path, *sides)
+    return sides
+
+
+def _validate_image_array(a: np.ndarray, path, key) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise _fail(path, f"array {key!r} has dtype {type(a).__name__}; images must be integers in 0..255 (uint8)",
+                    "store raw uint8 images; use preprocess() for scaling")  # fmt: skip
+    h, w = _image_layout(path, key, a.shape, a.dtype)
+    a = a.reshape(a.shape[0], h, w)
     if a.dtype != np.uint8:
         lo, hi = int(a.min()), int(a.max())
         if lo < 0 or hi > 255:

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 
+from .._atomic import TargetError, check_target
 from ..optim.lr_scheduler import LRScheduler, check_saved_state
 from ..train_state import INT64, MAX_EPOCHS, ClassName, Number
 from ..validation import Boolean, Integer, NoneValue, Options, Real, Rule, Text, check, check_all
@@ -141,9 +143,25 @@ def _finished_epoch(epoch: int) -> Rule:
     return NoneValue() if epoch == 0 else Integer(0, epoch - 1) | NoneValue()
 
 
+class _FilePath(Rule):
+    """A file path: a non-empty str or an os.PathLike (kept as given)."""
+
+    def describe(self):
+        return "a file path (a non-empty str or os.PathLike)"
+
+    def check(self, value, what):
+        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value) or "\0" in str(os.fspath(value)):
+            self._fail(value, what)
+        return value
+
+
+FILE_PATH = _FilePath()
 MONITOR = _Name(64)
 MODES = Options("auto", "min", "max")
 MIN_DELTA = Real(0)
+#: epochs without progress before stopping: at most a run's epochs (as the recipe's --early-stopping); more could
+#: never stop a run, and an unbounded int is no number (10**400 is no float)
+PATIENCE = Integer(0, MAX_EPOCHS)
 
 
 class _Monitor(Callback):
@@ -221,7 +239,7 @@ class EarlyStopping(_Monitor):
 
     def __init__(self, monitor="val_loss", patience=3, min_delta=0.0, mode="auto", restore_best_weights=False):
         super().__init__(monitor, mode, min_delta)
-        self.patience = check(patience, Integer(0), "EarlyStopping patience")
+        self.patience = check(patience, PATIENCE, "EarlyStopping patience")
         self.restore_best_weights = check(restore_best_weights, Boolean(), "EarlyStopping restore_best_weights")
         self.wait, self.best_weights, self.stopped_epoch = 0, None, None
 
@@ -262,12 +280,22 @@ class ModelCheckpoint(_Monitor):
     """Save the model to ``path`` (atomically, as :meth:`Sequential.save`) whenever ``monitor`` improves, or
     after every epoch with ``save_best_only=False``: the best model of a run, kept apart from the resumable
     checkpoint ``fit(checkpoint_path=...)`` writes. Its best value is kept in checkpoints: a resumed run only
-    replaces the file with a better model."""
+    replaces the file with a better model. ``path`` must be a file path (checked when built) whose folder exists
+    (checked when the run begins, before any step: a one-line ValueError, also an OSError, naming ``path``)."""
 
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto", min_delta=0.0):
         super().__init__(monitor, mode, min_delta)
-        self.path = path
+        self.path = check(path, FILE_PATH, "ModelCheckpoint path")
         self.save_best_only = check(save_best_only, Boolean(), "ModelCheckpoint save_best_only")
+
+    def on_train_begin(self):
+        """Before any work: the file must be one it can write (its folder exists), else a one-line ValueError
+        naming the path, not a failed save after the first epoch."""
+        try:
+            check_target(self.path)
+        except TargetError as e:
+            raise type(e)(e.errno, f"ModelCheckpoint cannot save there: {e.strerror}", e.filename) from None
+        super().on_train_begin()
 
     def on_epoch_end(self, epoch, logs):
         if self.improved(logs) or not self.save_best_only:

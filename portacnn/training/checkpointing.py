@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from .. import distributed
+from .._atomic import TargetError, check_target
 from ..checkpoint import save
 from ..train_state import TrainState, check_saved_train_state
 from .builtin import FitCallback
@@ -79,10 +80,16 @@ class TrainingCheckpoint(FitCallback):
     the snapshot, rank 0 writes, and a failure there stops every rank.
 
     ``resumed_from`` is the file the run resumed from: when it is ``path``, it is the last good checkpoint
-    until the run writes one."""
+    until the run writes one. A path that cannot be written (its folder missing, a folder) is refused when the
+    run starts, in one line naming it (:func:`portacnn._atomic.check_target`), not after its first epoch."""
 
     def __init__(self, path, every, epochs: int, state: TrainState, callbacks, optimizer, extra, input_shape,
                  comm=None, resumed_from=None):
+        if comm is None:  # before any work, not after the first epoch (under MPI rank 0 writes: its failure stops all)
+            try:
+                check_target(path)
+            except TargetError as e:
+                raise type(e)(e.errno, f"fit(checkpoint_path=...) cannot write there: {e.strerror}", e.filename) from None
         self.path, self.every, self.epochs, self.state, self.callbacks = path, every, epochs, state, callbacks
         self.optimizer, self.extra, self.input_shape, self.comm = optimizer, extra, input_shape, comm
         self.last_good = path if resumed_from and _same_file(resumed_from, path) else None

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 from clihelp import REPO, assert_one_line_error, cli_cmd, cli_env, tiny_model
-from datahelp import idx_header, npy_bytes, write_labels, write_npz
+from datahelp import idx_header, npy_bytes, write_labels, write_npz, write_sparse_npz
 
 from portacnn import cli, data
 from portacnn.data import DataError, kaggle_csv, limits
@@ -194,6 +194,21 @@ def test_npz_declaring_2_gb_is_refused_before_inflating(tmp_path, model_path):
     # with the limit raised, the forged shape still allocates nothing: the member is too small for it
     raised = load_capped("load_npz", path, env={"PORTACNN_MAX_DATA_BYTES": "4G"})
     assert_bounded_error(raised, path, "truncated", "holds 784")
+
+
+@capped_only
+@pytest.mark.parametrize("shape, descr, fragments", [
+    ((1, 30000, 30000), "|u1", ("30000x30000", "PORTACNN_MAX_IMAGE_SIDE=30000")),
+    ((1, 1, 30000, 30000), "|u1", ("30000x30000", "PORTACNN_MAX_IMAGE_SIDE")),
+    ((1, 10000, 10000), "<f8", ("dtype float64", "integers in 0..255")),
+], ids=["30000x30000", "30000x30000-channel", "float64"])
+def test_npz_holding_one_huge_image_is_refused_from_its_header(tmp_path, model_path, shape, descr, fragments):
+    """One 30000x30000 image (900 MB of uint8, within the 1 GiB data limit) is refused for its side from the
+    .npy header before the data are read: well under the 600 MB cap, peak RSS under 300 MB (it used to read
+    all 900 MB first); an 800 MB float64 image, for its dtype, likewise. The file is sparse: a few KB on disk."""
+    path = write_sparse_npz(tmp_path / "huge.npz", {"x.npy": (shape, descr)})
+    assert_bounded_error(load_capped("load_npz", path), path, *fragments)
+    assert_bounded_error(run_capped(*cli_cmd("predict", model_path, path)), path, *fragments)
 
 
 @capped_only

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datahelp import assert_data_error, npy_bytes, small_set, write, write_npz
+from datahelp import assert_data_error, npy_bytes, small_set, write, write_npz, write_sparse_npz
 
 from portacnn import data
-from portacnn.data import DataError
+from portacnn.data import DataError, npz
 
 
 @pytest.mark.parametrize(
@@ -100,3 +100,36 @@ def test_npz_object_header_is_refused_before_reading(tmp_path):
     path = write_npz(tmp_path / "obj.npz", {"x.npy": npy_bytes((2,), "|O", b"\x80\x04junk")})
     with pytest.raises(DataError, match="cannot read .npz archive: array 'x' holds Python objects.*pickle"):
         data.load_npz(path)
+
+
+# -- refused from the .npy headers, before any data are read -----------------------------------------------------
+# each archive declares up to ~900 MB (sparse on disk) that fits PORTACNN_MAX_DATA_BYTES; what its headers say
+# is enough to refuse it, so reading the data (hundreds of MB for nothing) is a failure of the property
+FROM_HEADERS = [
+    ({"x.npy": ((1, 30000, 30000), "|u1")}, ["30000x30000", "PORTACNN_MAX_IMAGE_SIDE"]),
+    ({"x.npy": ((1, 1, 30000, 30000), "|u1")}, ["30000x30000", "PORTACNN_MAX_IMAGE_SIDE"]),
+    ({"x.npy": ((1, 30000 * 30000), "|u1")}, ["30000x30000", "PORTACNN_MAX_IMAGE_SIDE"]),
+    ({"x.npy": ((10, 8193, 10000), "|u1")}, ["8193x10000", "PORTACNN_MAX_IMAGE_SIDE"]),
+    ({"x.npy": ((100, 100, 8193), "<u2")}, ["100x8193", "PORTACNN_MAX_IMAGE_SIDE"]),
+    ({"x.npy": ((1, 10000, 10000), "<f8")}, ["dtype float64", "integers in 0..255"]),
+    ({"x.npy": ((800, 1000, 1000), "|b1")}, ["dtype bool", "integers in 0..255"]),
+    ({"x.npy": ((1, 2, 20000, 20000), "|u1")}, ["shape (1, 2, 20000, 20000)", "expected (N, H, W)"]),
+    ({"x.npy": ((20000, 20000), "|u1")}, ["shape (20000, 20000)", "square"]),
+    ({"x.npy": ((900_000_000,), "|u1")}, ["shape (900000000,)", "expected (N, H, W)"]),
+    ({"x.npy": ((0, 30000, 30000), "|u1")}, ["no images"]),
+    ({"x.npy": ((10, 28, 28), "|u1"), "y.npy": ((100_000_000,), "<f8")}, ["dtype float64", "labels must be integers"]),
+    ({"x.npy": ((10, 28, 28), "|u1"), "y.npy": ((10, 10_000_000), "<i8")}, ["shape (10, 10000000)", "1-D"]),
+]
+
+
+@pytest.mark.parametrize("members, fragments", FROM_HEADERS, ids=[
+    "-".join(f"{shape}{descr}" for shape, descr in m.values()) for m, _ in FROM_HEADERS])
+def test_npz_refused_from_the_headers_before_any_data_are_read(tmp_path, monkeypatch, members, fragments):
+    path = write_sparse_npz(tmp_path / "big.npz", members)
+
+    def never(stream, nbytes):  # the property: not one byte of data read for an archive the headers condemn
+        raise AssertionError(f"read {nbytes} bytes of data before refusing the archive")
+
+    real = npz._read_payload  # a small images array is read first; then the labels' header condemns them
+    monkeypatch.setattr(npz, "_read_payload", lambda stream, n: real(stream, n) if n <= 7840 else never(stream, n))
+    assert_data_error(lambda: data.load_npz(path), path, *fragments)
