@@ -57,6 +57,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+def sweep(cases, fast: int, unpack: bool = False) -> list:
+    """``cases`` for a parametrize, ``fast`` of them spread evenly over the list in the fast default run and the
+    rest marked ``slow`` (the README's test line, which CI runs, takes them all): a property-style sweep keeps its
+    whole breadth without making the inner loop slow. ``unpack``: each case is a tuple of the arguments."""
+    cases = list(cases)
+    step = max(1, len(cases) // max(1, fast))
+    out = []
+    for i, case in enumerate(cases):
+        marks = () if i % step == 0 else (pytest.mark.slow,)
+        if isinstance(case, type(pytest.param(None))):  # already a pytest.param: keep its id and marks
+            out.append(pytest.param(*case.values, id=case.id, marks=tuple(case.marks) + marks))
+        else:
+            out.append(pytest.param(*(case if unpack else (case,)), marks=marks))
+    return out
+
+
 def make_backend(name: str):
     """The Backend a test runs on; array_api_strict deliberately on a non-default device."""
     if name == "array_api_strict":

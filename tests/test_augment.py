@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_close, assert_on_backend, max_rel_diff, to_numpy
+from conftest import assert_close, assert_on_backend, max_rel_diff, sweep, to_numpy
 
 from portacnn import augment
 from portacnn.augment import (
@@ -478,7 +478,7 @@ def _one_line_error(fn, *names):
     return text
 
 
-@pytest.mark.parametrize("cls, arg, value", list(_cases()))
+@pytest.mark.parametrize("cls, arg, value", sweep(_cases(), 80, unpack=True))
 def test_every_numeric_argument_is_refused_or_gives_finite_pixels(cls, arg, value):
     """The property: a hostile value in any slot of any argument is a one-line ValueError naming the class and
     the argument (when built, or on a batch whose dtype cannot hold its result); or the transform makes finite

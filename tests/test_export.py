@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import portacnn as pc
-from conftest import assert_close
+from conftest import assert_close, sweep
 from conftest import randomize_batchnorm as randomize
 from portacnn import layers as L
 
@@ -401,7 +401,7 @@ FLOAT_KEYS = [pytest.param(stack, key, id=f"{stack}-{key}") for stack in sorted(
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
-@pytest.mark.parametrize("stack, key", FLOAT_KEYS)
+@pytest.mark.parametrize("stack, key", sweep(FLOAT_KEYS, 6, unpack=True))
 def test_a_non_finite_weight_anywhere_is_refused_by_name_and_writes_nothing(stack, key, value, tmp_path):
     model = poison(build(stack), key, value)
     with pytest.raises(ValueError, match=rf"to_onnx: weight '{re.escape(key)}' holds 1 NaN or infinite values; "

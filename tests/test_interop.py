@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import portacnn as pc
-from conftest import assert_close
+from conftest import assert_close, sweep
 from conftest import randomize_batchnorm as randomize
 from portacnn import layers as L
 
@@ -226,7 +226,7 @@ HOOKS = {  # kind -> (register(module) -> handle, what the message calls it)
 }
 
 
-@pytest.mark.parametrize("path", TREE_PATHS)
+@pytest.mark.parametrize("path", sweep(TREE_PATHS, 3))
 @pytest.mark.parametrize("kind", sorted(HOOKS))
 def test_a_hook_of_any_kind_on_any_module_is_refused_by_path(kind, path):
     net = _tree()
@@ -268,7 +268,7 @@ SHADOWS = {  # how an instance gets behaviour its class does not have -> the att
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # compile()'s import
-@pytest.mark.parametrize("path", TREE_PATHS)
+@pytest.mark.parametrize("path", sweep(TREE_PATHS, 3))
 @pytest.mark.parametrize("kind", sorted(SHADOWS))
 def test_behaviour_set_on_an_instance_is_refused_by_path(kind, path):
     net = _tree()

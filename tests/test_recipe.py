@@ -9,6 +9,7 @@ import json
 import math
 
 import pytest
+from conftest import sweep
 
 import portacnn as pc
 from portacnn import augment, checkpoint, optim, recipe
@@ -122,7 +123,7 @@ def _verdict(call) -> bool:
     return True
 
 
-@pytest.mark.parametrize("field, value, ok", CASES, ids=[f"{f}={str(v)[:20]!r}" for f, v, _ in CASES])
+@pytest.mark.parametrize("field, value, ok", sweep(CASES, 40, unpack=True), ids=[f"{f}={str(v)[:20]!r}" for f, v, _ in CASES])
 def test_a_recipe_and_a_stored_recipe_obey_the_same_rule(field, value, ok):
     made = _verdict(lambda: Recipe(**{field: value, "val_split": 0.1} if field == "early_stopping" else {field: value}))
     if field in ("epochs", "lr") and value is None:  # None: the network's / the optimizer's default

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 from clihelp import float_subset, tiny_model
+from conftest import sweep
 
 import portacnn as pc
 from portacnn.callbacks import Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint
@@ -36,7 +37,7 @@ def _build(cls, **kw):
     return cls("best.safetensors", **kw) if cls is ModelCheckpoint else cls(**kw)
 
 
-@pytest.mark.parametrize("value", HOSTILE, ids=[repr(v)[:20] for v in HOSTILE])
+@pytest.mark.parametrize("value", sweep(HOSTILE, 6), ids=[repr(v)[:20] for v in HOSTILE])
 @pytest.mark.parametrize("cls, arg", [(c, a) for c, args in ARGS.items() for a in args],
                          ids=lambda v: getattr(v, "__name__", v))
 def test_numeric_arguments_are_refused_or_finite(cls, arg, value):
@@ -139,7 +140,7 @@ def _cases():
                 yield pytest.param(name, path, value, id=f"{name}-{'.'.join(map(str, path))}-{value!r}"[:90])
 
 
-@pytest.mark.parametrize("name, path, value", list(_cases()))
+@pytest.mark.parametrize("name, path, value", sweep(_cases(), 60))
 def test_a_hostile_scheduler_state_is_refused_or_loads_finite_rates(name, path, value):
     """gamma -3, step_size 0, a negative or NaN rate: refused in one line; whatever loads leaves every rate the
     optimizer trains with finite and >= 0, and nothing changed when refused."""
