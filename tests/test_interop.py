@@ -269,7 +269,8 @@ SHADOWS = {  # how an instance gets behaviour its class does not have -> the att
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # compile()'s import
 @pytest.mark.parametrize("path", sweep(TREE_PATHS, 3))
-@pytest.mark.parametrize("kind", sorted(SHADOWS))
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "compile" else k  # torch.compile:
+                                  for k in sorted(SHADOWS)])  # a second of import on its first call
 def test_behaviour_set_on_an_instance_is_refused_by_path(kind, path):
     net = _tree()
     change, attribute = SHADOWS[kind]

@@ -357,18 +357,3 @@ def test_builders():
     found = Recipe(schedule="onecycle", early_stopping=2, val_split=0.2, batch_size=10, epochs=3).callbacks(adamw, 100)
     assert [type(c) for c in found] == [LearningRateScheduler, EarlyStopping]
     assert found[0].scheduler.total_steps == 3 * 8 and found[1].patience == 2  # 80 of 100 images train, 8 batches
-
-
-def test_the_checkpoint_may_import_the_recipe_without_a_cycle():
-    """portacnn.recipe imports nothing at module level that imports portacnn.checkpoint."""
-    import test_package_structure as structure
-
-    graph = {name: {t for node in structure._module_level_imports(path) for t in structure._resolve(name, pkg, node)}
-             for name, path, pkg in structure._modules()}
-    seen, todo = set(), ["portacnn.recipe"]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(graph.get(name, ()))
-    assert "portacnn.checkpoint" not in seen, sorted(seen)
