@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -974,6 +975,26 @@ def test_cli_ranks_that_disagree_exit_2_with_one_line(case, data_dir, other_data
     assert assert_one_line_error(proc.stderr) == f"portacnn: error: {words}"
     assert "epoch 1/3" not in proc.stdout and "BAD TERMINATION" not in proc.stdout, proc.stdout
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["flag", "data"])
+def test_cli_a_refusal_on_one_rank_before_training_stops_every_rank(case, data_dir, tmp_path):
+    """A bad flag (--lr -1) or a missing --data folder on rank 1 alone: rank 1 refuses while parsing or preparing,
+    and rank 0, which would otherwise wait for it for ever, stops too: every rank exits 2, one line, no folder."""
+    base = ["train", "--limit", 64, "--epochs", 1, "--batch-size", 32, "--no-plots", "--no-progress",
+            "--out", tmp_path / "run"]
+    one, two = [*base, "--data", data_dir], [*base, "--data", data_dir]
+    if case == "flag":
+        two += ["--lr", "-1"]
+        words = r"portacnn: error: MPI rank 1 failed \(UsageError: argument --lr: .*\); every rank stops"
+    else:
+        two[-1] = tmp_path / "missing"
+        words = r"portacnn: error: MPI rank 1 failed \(.*missing.*\); every rank stops"
+    proc = _mpmd(cli_cmd(*one), cli_cmd(*two), codes=tmp_path)
+    assert [(tmp_path / str(r)).read_text().strip() for r in range(2)] == ["2", "2"], proc.stdout + proc.stderr
+    assert re.fullmatch(words, assert_one_line_error(proc.stderr)), proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

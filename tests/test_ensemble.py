@@ -182,3 +182,20 @@ def test_members_may_differ_in_backend_and_dtype_and_come_from_a_generator():
     ens = pc.Ensemble(m for m in [_good(0), pc.models.seed_cnn(seed=1, dtype="float64"),
                                   pc.models.seed_cnn(seed=2, backend="array_api_strict")])
     assert len(ens) == 3
+
+
+def test_the_command_line_names_the_odd_member_of_forty_in_one_short_line(tmp_path, capsys):
+    from portacnn.cli import main
+
+    good, bad = pc.models.seed_cnn(seed=0), pc.Sequential([Flatten(), Dense(784, 3)], input_shape=(1, 28, 28))
+    paths = [str(good.save(tmp_path / f"m{i}.safetensors")) for i in range(39)]
+    paths.insert(17, str(bad.save(tmp_path / "odd.safetensors")))
+    assert main(["evaluate", *paths]) == 2  # refused when the ensemble is formed, before any image is read
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and len(err) < 300, err
+    assert err.startswith(f"portacnn: error: {paths[17]}: cannot form an ensemble") and "member 17" in err, err
+
+
+def test_loading_a_folder_says_it_is_a_folder(tmp_path):
+    with pytest.raises(pc.CheckpointError, match="is a folder, not a checkpoint file"):
+        pc.load(tmp_path)

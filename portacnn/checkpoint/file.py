@@ -132,7 +132,8 @@ def _read(path) -> tuple[dict, dict]:
     path = Path(path)
     name = str(path)
     if not path.is_file():
-        raise CheckpointError(f"{name}: no such checkpoint file")
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
+        raise CheckpointError(f"{name}: {what}")
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:

@@ -36,11 +36,17 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 def main(argv=None) -> int:
     # under mpiexec only rank 0 prints errors: the ranks fail alike (one line in all), or learn of another's failure
     say = print if distributed.launched_rank() == 0 else (lambda *a, **k: None)
-    try:
+
+    def parse():
         check_environment()
         kernels.check_environment()
         limits.check_environment()
-        args = build_parser().parse_args(argv)
+        return build_parser().parse_args(argv)
+
+    try:
+        comm = distributed.auto_comm(strict=True)
+        # under MPI every rank parses, and a refusal on one (its own flags, its environment) stops them all
+        args = parse() if comm is None else distributed.agree(comm, parse)
         return COMMANDS[args.command](args)
     except UsageError as e:
         say(f"portacnn: error: {e}", file=sys.stderr)

@@ -30,8 +30,10 @@ def _load_models(args, paths):
         return models[0]
     try:
         return Ensemble(models)
-    except ValueError as e:
-        raise UsageError(f"{', '.join(paths)}: these models cannot form an ensemble: {e}") from None
+    except ValueError as e:  # name the odd member's file, not every file (forty paths make no readable line)
+        member = getattr(e, "member", None)
+        where = paths[member] if member is not None else f"the {len(paths)} models"
+        raise UsageError(f"{where}: cannot form an ensemble with the other models: {e}") from None
 
 
 def _members(model):

@@ -87,11 +87,9 @@ def _resumed(args):
     return recipe, model, optimizer
 
 
-def cmd_train(args) -> int:
-    comm = distributed.auto_comm(strict=True)  # under mpiexec -n K: every rank runs all of this
-    args.rank = distributed.rank(comm)
-    if comm is not None and (args.backend or os.environ.get(ENV_VAR) or "numpy") == "cupy":
-        distributed.use_local_gpu(comm)  # one GPU per rank of a node, before the model is built on it
+def _prepare(args, comm):
+    """The recipe, model, optimizer, data and what fit will run, everything a run can be refused for checked
+    before its folder is claimed (a run that cannot start leaves nothing behind). Holds no collective."""
     if args.resume:
         recipe, model, optimizer = _resumed(args)
     else:
@@ -100,15 +98,25 @@ def cmd_train(args) -> int:
         optimizer = None
     model.workers = args.workers
     if comm is not None:
-        distributed.check_trainable(model)  # refused before any folder is claimed
+        distributed.check_trainable(model)
     if optimizer is None:
         optimizer = recipe.make_optimizer(model)
     (xtr, ytr), (xte, yte), extra, note = data.train_test(args.data, protocol=recipe.protocol, seed=recipe.seed,
                                                           limit=recipe.limit)
     _check_fits(model, xtr, args.data or "embedded Kannada-MNIST", args.resume or f"the {recipe.model} network")
-    # what fit would refuse (a split that leaves no training images, a schedule) is refused here, before the
-    # folder is claimed: a run that cannot start leaves nothing behind
+    # what fit would refuse (a split that leaves no training images, a schedule)
     plan = (held_out_count(len(ytr), recipe.val_split), recipe.callbacks(optimizer, len(ytr)), recipe.augmentation())
+    return recipe, model, optimizer, (xtr, ytr), (xte, yte), extra, note, plan
+
+
+def cmd_train(args) -> int:
+    comm = distributed.auto_comm(strict=True)  # under mpiexec -n K: every rank runs all of this
+    args.rank = distributed.rank(comm)
+    if comm is not None and (args.backend or os.environ.get(ENV_VAR) or "numpy") == "cupy":
+        distributed.use_local_gpu(comm)  # one GPU per rank of a node, before the model is built on it
+    # under MPI every rank prepares, and a refusal on one (its data, its checkpoint) stops them all
+    prepared = _prepare(args, comm) if comm is None else distributed.agree(comm, lambda: _prepare(args, comm))
+    recipe, model, optimizer, (xtr, ytr), (xte, yte), extra, note, plan = prepared
     with _run_folder(args, comm) as out:
         return _train_into(args, recipe, out, model, optimizer, (xtr, ytr), (xte, yte), extra, note, plan, comm)
 
