@@ -68,7 +68,7 @@ from ..optim import MAX_PARAM_GROUPS
 from ..recipe import AUGMENTATIONS, PROTOCOLS, SCHEDULES
 from ..train_state import MAX_BATCH_SIZE, MAX_CALLBACKS, MAX_EPOCHS
 from .architecture import check_architecture
-from .file import _digest, read, save
+from .file import _digest, read, save  # noqa: F401 (_digest: what tests sign crafted files with)
 from .limits import (_MAX_HEADER, DEFAULT_INPUT_SIDE, FORMAT, FORMAT_VERSION, MAX_ACTIVATION_BYTES, MAX_DEPTH,
                      MAX_INPUT_SIDE, MAX_LAYERS, MAX_OPERATIONS, MAX_TENSORS, MAX_WINDOW, CheckpointError)
 from .optimizer import optimizer_from_checkpoint

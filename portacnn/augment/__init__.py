@@ -69,6 +69,8 @@ around int64.
 
 Differences from torchvision: bilinear interpolation (torchvision defaults to nearest), sub-pixel shifts
 (torchvision rounds its shifts to whole pixels), fill 0 only, a numeric erase value only.
+
+The argument rules live in :mod:`.rules`, the primitives in :mod:`.primitives`; the transforms here.
 """
 
 from __future__ import annotations
@@ -76,278 +78,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from array_api_compat import array_namespace
-from array_api_compat import device as device_of
 
-from .backend import asarray_like, numpy_dtype
-from .kernels.windows import pad_hw
-from .validation import NoneValue, Real, Rule, Tuple, check
+from ..backend import numpy_dtype
+from ..validation import check
+from .primitives import affine_matrices, erase, erase_boxes, warp_affine
+from .rules import AFFINE_SCALE, AREA, DEGREES, PROBABILITY, RATIO, SHEAR, TRANSLATE, VALUE, check_batch, check_rng, dtype_values, round_up, tuple_repr
+
 
 __all__ = ["Compose", "RandomAffine", "RandomErasing", "Transform", "affine_matrices", "erase", "erase_boxes",
            "from_config", "warp_affine"]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# argument checks: the rules of portacnn.validation, and the ranges a batch's dtype can hold
-
-
-class _Example(Rule):
-    """``rule``, with a hint on what to pass at the end of its description (and so of its messages); ``text``
-    replaces the rule's own description when given."""
-
-    def __init__(self, rule: Rule, hint: str, text: str | None = None):
-        self.rule, self.hint, self.text = rule, hint, text
-
-    def describe(self):
-        return f"{self.text or self.rule.describe()} ({self.hint})"
-
-    def check(self, value, what):
-        try:
-            return self.rule.check(value, what)
-        except ValueError:
-            self._fail(value, what)
-
-
-class _Range(Rule):
-    """A range (lo, hi) with lo <= hi, each end a value of ``rule`` (a :class:`Real`); gives a tuple of floats.
-    A list, a tuple or a 1-D array of two numbers."""
-
-    def __init__(self, rule: Rule):
-        self.rule = rule
-
-    def describe(self):
-        return f"a range (lo, hi) with lo <= hi, each {self.rule.describe()}"
-
-    def check(self, value, what):
-        if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != 2:
-            self._fail(value, what)
-        try:
-            lo, hi = (self.rule.check(v, what) for v in value)
-        except ValueError:
-            self._fail(value, what)
-        if lo > hi:
-            self._fail(value, what)
-        return lo, hi
-
-
-class _Spread(Rule):
-    """A number d >= 0 for the range (-d, d), or a range (lo, hi) (:class:`_Range` of ``rule``)."""
-
-    def __init__(self, rule: Real):
-        self.range = _Range(rule)
-        self.number = Real(0, rule.high, high_open=rule.high_open)
-
-    def describe(self):
-        return f"a number d {_bounds_text(self.number)} for the range (-d, d), or {self.range.describe()}"
-
-    def check(self, value, what):
-        if isinstance(value, (list, tuple, np.ndarray)):
-            return self.range.check(value, what)
-        try:
-            d = self.number.check(value, what)
-        except ValueError:
-            self._fail(value, what)
-        return 0.0 - d, d  # not -0.0
-
-
-class _Shear(Rule):
-    """A number s for an x-shear in (-s, s), an x range (lo, hi), or x and y ranges (xlo, xhi, ylo, yhi), of
-    angles strictly between -90 and 90 degrees; gives the four ends."""
-
-    def __init__(self):
-        self.one = _Spread(Real(-90, 90, low_open=True, high_open=True))
-
-    def describe(self):
-        return ("a number s for an x-shear in (-s, s), an x range (lo, hi) or x and y ranges (xlo, xhi, ylo, "
-                "yhi), lo <= hi, of angles strictly between -90 and 90 degrees (e.g. shear=5)")
-
-    def check(self, value, what):
-        try:
-            if isinstance(value, (list, tuple, np.ndarray)) and len(value) == 4:
-                return self.one.check(list(value[:2]), what) + self.one.check(list(value[2:]), what)
-            if isinstance(value, (list, tuple, np.ndarray)) and len(value) != 2:
-                self._fail(value, what)
-            return self.one.check(value, what) + (0.0, 0.0)
-        except ValueError:
-            self._fail(value, what)
-
-
-def _bounds_text(rule: Real) -> str:
-    return rule.describe().replace("a finite number ", "")
-
-
-FRACTION = Real(0, 1)
-DEGREES = _Example(_Spread(Real(-360, 360)), "angles in degrees, e.g. degrees=10")
-TRANSLATE = NoneValue() | _Example(Tuple(FRACTION, FRACTION), "e.g. translate=(0.1, 0.1)",
-                                   "two fractions (tx, ty) of the width and height, each in [0, 1]")
-AFFINE_SCALE = NoneValue() | _Example(_Range(Real(0, low_open=True)), "factors, e.g. scale=(0.9, 1.1)")
-SHEAR = NoneValue() | _Shear()
-PROBABILITY = _Example(FRACTION, "a probability, e.g. p=0.5")
-AREA = _Example(_Range(FRACTION), "area fractions, e.g. scale=(0.02, 0.2)")
-RATIO = _Example(_Range(Real(0, low_open=True)), "aspect ratios h/w, e.g. ratio=(0.3, 3.3)")
-VALUE = _Example(Real(), "the erased pixels' value, e.g. value=0.0")
-
-
-def _round_up(value: float) -> float:
-    """``value`` rounded up to 3 significant digits (a bound to print: what it names must pass)."""
-    step = 10.0 ** (math.floor(math.log10(value)) - 2)
-    return math.ceil(value / step * (1 + 1e-12)) * step
-
-
-def _dtype_values(dtype) -> Rule:
-    """The finite values a floating ``dtype`` holds, as a rule."""
-    info = np.finfo(numpy_dtype(dtype))
-    top = float(info.max)
-    return _Example(Real(-top, top), f"what {np.dtype(numpy_dtype(dtype)).name} images can hold")
-
-
-def _check_batch(transform, x) -> None:
-    shape = tuple(x.shape)
-    if len(shape) != 4:
-        raise ValueError(f"{transform!r} expects a batch of shape (N, C, H, W); got shape {shape} (add the "
-                         "missing axes, e.g. x[:, None] for (N, H, W) images)")
-    if numpy_dtype(x.dtype).kind != "f":
-        raise ValueError(f"{transform!r} expects a real floating batch; got dtype {x.dtype} (convert it with "
-                         "backend.asarray(x, dtype='float32') first)")
-
-
-def _check_rng(transform, rng) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"{transform!r} needs rng, a numpy.random.Generator; got {type(rng).__name__} (pass "
-                         "np.random.default_rng(seed))")
-
-
-def _tuple_repr(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
-# ----------------------------------------------------------------------------------------------------------
-# the portable primitives
-
-
-def affine_matrices(angle, translate, scale, shear, height: int, width: int) -> np.ndarray:
-    """The (N, 2, 3) float64 matrices M that map output index coordinates (j, i, 1) to the input point
-    (js, is) each output pixel shows, for per-image parameters (arrays of N; numbers alone give one (2, 3)
-    matrix, numbers mixed with arrays are broadcast): ``angle`` in degrees
-    (counter-clockwise), ``translate`` = (tx, ty) in pixels (right, down), ``scale``, ``shear`` = (px, py) in
-    degrees. See the module docstring for the map and its inverse."""
-    a = np.radians(np.asarray(angle, dtype=np.float64))
-    tx, ty = (np.asarray(t, dtype=np.float64) for t in translate)
-    s = np.asarray(scale, dtype=np.float64)
-    kx, ky = (np.tan(np.radians(np.asarray(p, dtype=np.float64))) for p in shear)
-    a, tx, ty, s, kx, ky = np.broadcast_arrays(a, tx, ty, s, kx, ky)
-    cos, sin = np.cos(a), np.sin(a)
-    # B = A^-1 = (1/s) Sx(-px) @ Sy(-py) @ R(-a);  Sx(-px) @ Sy(-py) = [[1 + kx*ky, -kx], [-ky, 1]]
-    s00, s01, s10 = 1.0 + kx * ky, -kx, -ky
-    b = np.empty(a.shape + (2, 3), dtype=np.float64)
-    b[..., 0, 0] = (s00 * cos + s01 * sin) / s
-    b[..., 0, 1] = (-s00 * sin + s01 * cos) / s
-    b[..., 1, 0] = (s10 * cos + sin) / s
-    b[..., 1, 1] = (-s10 * sin + cos) / s
-    cx, cy = width / 2.0 - 0.5, height / 2.0 - 0.5  # the centre in index coordinates
-    ux, uy = cx + tx, cy + ty
-    b[..., 0, 2] = cx - (b[..., 0, 0] * ux + b[..., 0, 1] * uy)
-    b[..., 1, 2] = cy - (b[..., 1, 0] * ux + b[..., 1, 1] * uy)
-    return b
-
-
-def warp_affine(x, matrices):
-    """Bilinear resampling of the batch ``x`` (N, C, H, W): output pixel (i, j) of image n is the input
-    interpolated at ``matrices[n] @ (j, i, 1)`` (a host or device array (N, 2, 3); it is moved to ``x``'s
-    device in ``x``'s dtype), zero outside the image. Returns a new array of ``x``'s dtype, on its device."""
-    xp = array_namespace(x)
-    dev, dt = device_of(x), x.dtype
-    n, c, h, w = (int(d) for d in x.shape)
-    if tuple(matrices.shape) != (n, 2, 3):
-        raise ValueError(f"warp_affine needs matrices of shape ({n}, 2, 3) for a batch of {n}; got "
-                         f"{tuple(matrices.shape)}")
-    if n == 0 or c * h * w == 0:
-        return xp.asarray(x, copy=True)
-    on_host = isinstance(matrices, np.ndarray) or not hasattr(matrices, "__array_namespace__")
-    mp = np if on_host else array_namespace(matrices)
-    size = mp.abs(np.asarray(matrices, dtype=np.float64) if on_host else matrices)
-    # what a coordinate sums: |m0| (w - 1) + |m1| (h - 1) + |m2|, over both rows and every image (NaN stays NaN)
-    largest = float(mp.max(size[..., 0] * (w - 1) + size[..., 1] * (h - 1) + size[..., 2]))
-    top = float(np.finfo(numpy_dtype(dt)).max)
-    if not largest <= top:  # NaN fails too
-        name = np.dtype(numpy_dtype(dt)).name
-        raise ValueError(f"warp_affine needs finite matrices whose coordinates fit {name} ({top:.3g} at most) for "
-                         f"images of {h}x{w}; got |m0| (w-1) + |m1| (h-1) + |m2| = {largest:.3g}")
-    if on_host:
-        matrices = np.asarray(matrices, dtype=numpy_dtype(dt))  # cast on the host: no float64 on the device
-    m = asarray_like(matrices, x)
-    m = m if m.dtype == dt else xp.astype(m, dt)
-    cols = xp.arange(w, dtype=dt, device=dev)[None, None, :]
-    rows = xp.arange(h, dtype=dt, device=dev)[None, :, None]
-    src_j = m[:, 0, 0, None, None] * cols + m[:, 0, 1, None, None] * rows + m[:, 0, 2, None, None]  # (N, H, W)
-    src_i = m[:, 1, 0, None, None] * cols + m[:, 1, 1, None, None] * rows + m[:, 1, 2, None, None]
-    # A point more than one pixel beyond the border has only zero neighbours, and so has that point clamped to
-    # one pixel beyond it: on the input padded with one zero row/column before and two after, every neighbour
-    # of every clamped point is an element, and no mask is needed.
-    src_j = xp.minimum(xp.maximum(src_j, _scalar(-1, x)), _scalar(w, x))
-    src_i = xp.minimum(xp.maximum(src_i, _scalar(-1, x)), _scalar(h, x))
-    j0, i0 = xp.floor(src_j), xp.floor(src_i)
-    fx, fy = xp.reshape(src_j - j0, (-1, 1)), xp.reshape(src_i - i0, (-1, 1))  # (N*H*W, 1)
-    hp, wp = h + 3, w + 3
-    base = xp.arange(n, dtype=xp.int64, device=dev)[:, None, None] * (hp * wp)
-    corner = xp.reshape(base + (xp.astype(i0, xp.int64) + 1) * wp + (xp.astype(j0, xp.int64) + 1), (-1,))
-    padded = pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), (1, 2), (1, 2))  # (N, H+3, W+3, C)
-    flat = xp.reshape(padded, (n * hp * wp, c))  # one row per pixel
-    g00, g01 = xp.take(flat, corner, axis=0), xp.take(flat, corner + 1, axis=0)  # (N*H*W, C)
-    g10, g11 = xp.take(flat, corner + wp, axis=0), xp.take(flat, corner + (wp + 1), axis=0)
-    upper = g00 + fx * (g01 - g00)  # interpolate along the rows, then between them
-    lower = g10 + fx * (g11 - g10)
-    y = upper + fy * (lower - upper)
-    return xp.permute_dims(xp.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
-
-
-def _scalar(value, x):
-    """``value`` as a 0-d array of ``x``'s dtype on its device (no Python-scalar promotion anywhere)."""
-    return array_namespace(x).asarray(value, dtype=x.dtype, device=device_of(x))
-
-
-def erase(x, boxes, value=0.0):
-    """``x`` (N, C, H, W) with the rectangle ``boxes[n] = (top, left, height, width)`` of every image set to
-    ``value`` (all channels); a box of zero height or width erases nothing. ``boxes`` is a host int array
-    (N, 4). Returns a new array of ``x``'s dtype, on its device."""
-    xp = array_namespace(x)
-    dev, dt = device_of(x), x.dtype
-    n, _, h, w = (int(d) for d in x.shape)
-    boxes = np.asarray(boxes, dtype=np.int64)
-    if boxes.shape != (n, 4):
-        raise ValueError(f"erase needs boxes of shape ({n}, 4) for a batch of {n}; got {boxes.shape}")
-    value = check(value, _dtype_values(dt), "erase value")
-    if n == 0:
-        return xp.asarray(x, copy=True)
-    bounds = xp.astype(asarray_like(boxes, x), xp.int64)  # (N, 4) on x's device
-    top, left = bounds[:, 0, None, None, None], bounds[:, 1, None, None, None]
-    bottom, right = top + bounds[:, 2, None, None, None], left + bounds[:, 3, None, None, None]
-    rows = xp.arange(h, dtype=xp.int64, device=dev)[None, None, :, None]
-    cols = xp.arange(w, dtype=xp.int64, device=dev)[None, None, None, :]
-    inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)  # (N, 1, H, W)
-    return xp.where(inside, xp.asarray(value, dtype=dt, device=dev), x)
-
-
-def erase_boxes(u: np.ndarray, height: int, width: int, p: float, scale, ratio) -> np.ndarray:
-    """The (N, 4) int64 rectangles (top, left, height, width) that RandomErasing erases, from its uniforms
-    ``u`` (N, 23) (see the module docstring); (0, 0, 0, 0) where an image is left alone."""
-    n = u.shape[0]
-    area = float(height * width)
-    frac = scale[0] + (scale[1] - scale[0]) * u[:, 1:21:2]  # (N, 10): the tries
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = np.exp(log_lo + (log_hi - log_lo) * u[:, 2:21:2])
-    with np.errstate(over="ignore"):  # an extreme ratio: inf, which fits no image
-        hs = np.round(np.sqrt(area * frac * aspect))
-        ws = np.round(np.sqrt(area * frac / aspect))
-    fits = (hs < height) & (ws < width)  # compared as floats: a side beyond int64 never wraps around to fit
-    chosen = np.argmax(fits, axis=1)  # the first try that fits (0 when none does: masked below)
-    use = (u[:, 0] < p) & fits.any(axis=1)
-    rows = np.arange(n)
-    bh = np.where(use, hs[rows, chosen], 0).astype(np.int64)
-    bw = np.where(use, ws[rows, chosen], 0).astype(np.int64)
-    top = np.floor(u[:, 21] * (height - bh + 1)).astype(np.int64)
-    left = np.floor(u[:, 22] * (width - bw + 1)).astype(np.int64)
-    return np.stack([np.where(use, top, 0), np.where(use, left, 0), bh, bw], axis=1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -378,7 +117,7 @@ class Transform:
         return cls(**cfg)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={_tuple_repr(v)!r}" for k, v in self.config().items() if k != "name")
+        args = ", ".join(f"{k}={tuple_repr(v)!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other):
@@ -405,7 +144,7 @@ class RandomAffine(Transform):
         self.scale = check(scale, AFFINE_SCALE, "RandomAffine scale") or (1.0, 1.0)
         self.shear = check(shear, SHEAR, "RandomAffine shear") or (0.0, 0.0, 0.0, 0.0)
         if not math.isfinite(self._gain()):  # the host computes the map in float64: 1/scale must be finite there
-            raise ValueError(f"RandomAffine scale {_tuple_repr(scale)!r} is too small: the inverse map (1/scale) "
+            raise ValueError(f"RandomAffine scale {tuple_repr(scale)!r} is too small: the inverse map (1/scale) "
                              "overflows float64 (use factors of the order of 1, e.g. scale=(0.9, 1.1))")
 
     def _shear_factor(self) -> float:
@@ -435,7 +174,7 @@ class RandomAffine(Transform):
         if centre >= top:
             raise ValueError(f"RandomAffine cannot warp {name} images of {height}x{width}: their coordinates "
                              f"overflow {name}; use float32 or float64 images")
-        smallest = _round_up(self._shear_factor() * reach / (top - centre))
+        smallest = round_up(self._shear_factor() * reach / (top - centre))
         raise ValueError(f"RandomAffine scale {self.scale} is too small for {name} images of {height}x{width}: the "
                          f"inverse map overflows {name} (every pixel would be NaN); use scale factors >= "
                          f"{smallest:.3g}" + (", or float64 images" if name != "float64" else ""))
@@ -465,8 +204,8 @@ class RandomAffine(Transform):
                                (params["shear_x"], params["shear_y"]), height, width)
 
     def __call__(self, x, rng):
-        _check_batch(self, x)
-        _check_rng(self, rng)
+        check_batch(self, x)
+        check_rng(self, rng)
         n, _, h, w = (int(d) for d in x.shape)
         self.check_fits(x.dtype, h, w)
         params = self.sample_params(n, h, w, rng)
@@ -500,10 +239,10 @@ class RandomErasing(Transform):
         return erase_boxes(rng.random((n, self.draws_per_image)), height, width, self.p, self.scale, self.ratio)
 
     def __call__(self, x, rng):
-        _check_batch(self, x)
-        _check_rng(self, rng)
+        check_batch(self, x)
+        check_rng(self, rng)
         n, _, h, w = (int(d) for d in x.shape)
-        check(self.value, _dtype_values(x.dtype), "RandomErasing value")  # 1e300 is inf in float32
+        check(self.value, dtype_values(x.dtype), "RandomErasing value")  # 1e300 is inf in float32
         boxes = self.sample_boxes(n, h, w, rng)
         if not np.any(boxes[:, 2] * boxes[:, 3]):
             return x
