@@ -65,12 +65,10 @@ def _check_members(models) -> list:
         if not isinstance(m, Sequential):
             raise EnsembleError(f"Ensemble member {k} is a {type(m).__name__} ({_short(m, 40)}), not a portacnn model; "
                                 "pass trained portacnn.Sequential models", k)
-    classes = list(enumerate(m.num_classes() for m in models))
-    for k, c in classes:
-        if c is None:
-            raise EnsembleError(f"Ensemble member {k} has no layer fixing its class count (it does not end in a Dense "
-                                "layer); every member must be a classifier", k)
-    usual, count = _usual(classes)
+    # the class counts the members' layers fix (a fully convolutional classifier ending in a global pooling fixes
+    # none: its count is its last convolution's channels, checked below when the image shape is known)
+    classes = [(k, c) for k, c in enumerate(m.num_classes() for m in models) if c is not None]
+    usual, count = _usual(classes) if classes else (None, None)
     for k, c in classes:
         if c != count:
             raise EnsembleError(f"Ensemble member {k} predicts {c} classes but member {usual} predicts {count}; every "
@@ -94,8 +92,10 @@ def _check_members(models) -> list:
         except ValueError as e:
             raise EnsembleError(f"Ensemble member {k} cannot read the {shape} images member {usual} reads: {e}",
                                 k) from None
-        if out != (count,):
-            raise EnsembleError(f"Ensemble member {k} gives {out} per image, not {count} class scores", k)
+        if len(out) != 1 or (count is not None and out != (count,)):
+            raise EnsembleError(f"Ensemble member {k} gives {out} per image, not {count or 'a vector of'} class scores",
+                                k)
+        count = out[0]  # members that fix no count must agree with the first that gave one
     return models
 
 

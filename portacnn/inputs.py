@@ -128,7 +128,9 @@ def images(x, model, what: str = "x", materialize_dask: bool = False) -> Images:
     """
     if isinstance(x, Images):
         return x
-    if materialize_dask and is_dask_array(x):  # block by block, each checked against its declared rows
+    if materialize_dask and is_dask_array(x) and any(d != d for d in x.shape):  # chunk sizes unknown: read it all
+        x = to_host(x, what)
+    elif materialize_dask and is_dask_array(x):  # block by block, each checked against its declared rows
         declared = Images(x, model.backend, model.dtype, what)
         starts = np.cumsum((0,) + tuple(x.chunks[0]))
         x = np.concatenate([declared._computed(to_host(x[a:b], what), int(a), int(b))

@@ -23,7 +23,11 @@ import numpy as np
 
 
 def _short(value, limit: int = 60) -> str:
-    text = repr(value)
+    """``repr(value)`` on one line, cut to ``limit`` characters (an int too long for repr: its size in bits)."""
+    try:
+        text = " ".join(repr(value).split())
+    except ValueError:  # Python refuses to print an int of more than 4300 digits
+        text = f"<int of {value.bit_length()} bits>" if isinstance(value, int) else f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -194,6 +198,8 @@ class Tuple(Rule):
         return "a list (" + ", ".join(r.describe() for r in self.rules) + ")"
 
     def check(self, value, what):
+        if isinstance(value, np.ndarray) and value.ndim == 1:  # a 1-D array reads as its list
+            value = value.tolist()
         if not isinstance(value, (tuple, list)) or len(value) != len(self.rules):
             self._fail(value, what)
         try:

@@ -293,3 +293,36 @@ def test_an_optimizer_of_other_parameters_is_not_saved(tmp_path):
     with pytest.raises(CheckpointError, match="hold 4 of the 6 parameters"):
         model.save(path, optimizer=pc.optim.Adam(model.parameters()[:4]))
     assert not path.exists()
+
+
+def test_models_the_reader_must_infer_an_input_for_load_as_they_run(tmp_path):
+    """Inputs a model without a stored shape takes, found through the layers' own rules: a non-square feature map
+    (12 x 16), a Residual whose branches agree on even sides only, one whose sides that fit are not a range, and a
+    pool before a Flatten (1 channel, not the Dense's features)."""
+    from portacnn.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Residual
+
+    cases = [
+        ([Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(4 * 12 * 16, 3)], (1, 33, 25)),
+        ([Conv2D(1, 4, 3, padding=1), Residual([Conv2D(4, 4, 1, stride=2)], shortcut=[Conv2D(4, 4, 2, stride=2)]),
+          Flatten(), Dense(4 * 14 * 14, 10)], (1, 28, 28)),
+        ([MaxPool2D(2), Residual([Conv2D(1, 1, 5, stride=2), ReLU()], shortcut=[MaxPool2D(3, stride=3, padding=1)]),
+          GlobalAvgPool2D(), Dense(1, 3)], (1, 28, 28)),
+        ([MaxPool2D(2), Flatten(), Dense(196, 10)], (1, 29, 29)),
+    ]
+    for i, (layers, want) in enumerate(cases):
+        model = pc.Sequential(layers, seed=0)
+        assert checkpoint.check_architecture(model.architecture())["input_shape"] == want
+        path = model.save(tmp_path / f"m{i}.safetensors")
+        x = np.random.default_rng(i).random((2, *want), dtype=np.float32)
+        np.testing.assert_array_equal(pc.load(path).predict_proba(x), model.predict_proba(x))
+
+
+def test_fit_records_the_shape_of_the_images_it_trained_on(tmp_path):
+    from portacnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+
+    x = np.random.default_rng(0).random((16, 1, 24, 32), dtype=np.float32)
+    model = pc.Sequential([Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(4 * 12 * 16, 3)])
+    model.fit(x, np.arange(16) % 3, epochs=1, batch_size=8, progress=False,
+              callbacks=[pc.callbacks.ModelCheckpoint(tmp_path / "best.safetensors", monitor="loss")])
+    assert model.input_shape == (1, 24, 32)
+    assert pc.load(tmp_path / "best.safetensors").checkpoint["input_shape"] == (1, 24, 32)

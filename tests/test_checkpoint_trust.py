@@ -114,7 +114,7 @@ ARCH_CASES = {
     "pool padding over half the window": ([pool(4, padding=3), FLAT], None, "at most half"),
     "stride beyond the largest image": ([conv(1, 2, 3, stride=5000), FLAT], None, "stride 5000x5000 exceeds"),
     "window of 40000 cells": ([conv(1, 1, 200, padding=100), FLAT], [1, 256, 256], "MAX_WINDOW"),
-    "window wider than its input": ([conv(1, 2, 5), pool(100, stride=100, padding=50), FLAT, dense(2, 10)], [1, 28, 28],
+    "window wider than its input": ([conv(1, 2, 5), pool(100, stride=100, padding=10), FLAT, dense(2, 10)], [1, 28, 28],
                                     "does not fit the 24x24 input"),
     "window that fits no input": ([pool([1000, 1]), pool([1000, 1]), FLAT], None, "fits no input"),
     "activation memory": ([conv(1, 512, 1), FLAT], [1, 1024, 1024], "MAX_ACTIVATION_BYTES"),
@@ -622,10 +622,12 @@ def test_sgd_round_trip_and_a_model_without_a_known_input(tmp_path):
     model.fit(x, y, epochs=1, batch_size=8, optimizer=opt, progress=False, checkpoint_path=path)
     loaded = pc.load(path)
     assert loaded.checkpoint["input_shape"] == (1, 28, 28)  # fit stores the shape it trained on
+    assert model.input_shape == (1, 28, 28)  # fit records the images it trained on
+    fresh = pc.Sequential([Conv2D(1, 3, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(3 * 13 * 13, 10)], seed=0)
     plain = tmp_path / "plain.safetensors"
-    model.save(plain)
+    fresh.save(plain)
     _, meta = _read(plain)
-    assert "input_shape" not in meta  # not the zoo, not given: nothing is made up
+    assert "input_shape" not in meta  # not the zoo, not trained, not given: nothing is made up
     assert pc.load(plain).checkpoint["input_shape"] is None
     assert checkpoint.check_architecture(model.architecture())["input_shape"] == (1, 29, 29)  # (26 or 27)//2 == 13
     restored = checkpoint.optimizer_from_checkpoint(loaded)

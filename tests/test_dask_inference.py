@@ -257,3 +257,13 @@ def test_evaluate_and_fit_refuse_blocks_computing_other_rows_than_declared(model
 def test_evaluate_refuses_a_block_of_another_dtype(model):
     with pytest.raises(ValueError, match=r"x's Dask rows 0:4 computed to dtype float64, not the float32 x declares"):
         model.evaluate(_lying(_images(8), 4, dtype=np.float64), np.zeros(8, int))
+
+
+def test_fit_reads_a_dask_array_of_unknown_chunk_sizes_whole():
+    x = _images(20)
+    keep = np.ones(20, bool)
+    keep[3] = False
+    lazy = da.from_array(x, chunks=(7, 1, 28, 28))[da.from_array(keep, chunks=7)]
+    assert any(c != c for c in lazy.shape)  # unknown chunk sizes (NaN)
+    model = pc.Sequential([pc.layers.Flatten(), pc.layers.Dense(784, 10)], seed=0)
+    model.fit(lazy, np.arange(19) % 10, epochs=1, batch_size=8, progress=False)

@@ -129,7 +129,8 @@ BAD = {  # kind -> (make the bad member, what the message says about it)
     "the class": (lambda: pc.Sequential, "is a type"),
     "other classes": (lambda: pc.Sequential([Flatten(), Dense(784, 3)], input_shape=(1, 28, 28)),
                       r"predicts 3 classes but member \d+ predicts 10; every member must predict the same classes"),
-    "no Dense": (lambda: pc.Sequential([Flatten()], input_shape=(1, 28, 28)), "has no layer fixing its class count"),
+    "no Dense": (lambda: pc.Sequential([Flatten()], input_shape=(1, 28, 28)),
+                 r"gives \(784,\) per image, not 10 class scores"),
     "other input shape": (lambda: pc.Sequential([Flatten(), Dense(1024, 10)], input_shape=(1, 32, 32)),
                           r"reads images of shape \(1, 32, 32\) but member \d+ reads \(1, 28, 28\)"),
     "layers unfit for the images": (lambda: pc.Sequential([Flatten(), Dense(1024, 10)]),
@@ -199,3 +200,12 @@ def test_the_command_line_names_the_odd_member_of_forty_in_one_short_line(tmp_pa
 def test_loading_a_folder_says_it_is_a_folder(tmp_path):
     with pytest.raises(pc.CheckpointError, match="is a folder, not a checkpoint file"):
         pc.load(tmp_path)
+
+
+def test_fully_convolutional_classifiers_form_an_ensemble():
+    allconv = lambda s: pc.Sequential([L.Conv2D(1, 4, 3, padding=1), L.ReLU(), L.Conv2D(4, 10, 1), L.GlobalAvgPool2D()],
+                                      seed=s, input_shape=(1, 28, 28))
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    members = [allconv(0), allconv(1)]
+    np.testing.assert_allclose(pc.Ensemble(members).predict_proba(x),
+                               (members[0].predict_proba(x) + members[1].predict_proba(x)) / 2, rtol=1e-6)

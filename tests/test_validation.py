@@ -77,3 +77,11 @@ def test_anyof_flattens():
     rule = Integer(0) | NoneValue() | Options("auto")
     assert isinstance(rule, AnyOf) and len(rule.rules) == 3
     assert rule.check("auto", "w") == "auto"
+
+
+def test_arrays_and_huge_ints_in_values_and_messages():
+    assert check(np.array([0.1, 0.2]), Tuple(Real(), Real()), "t") == (0.1, 0.2)  # a 1-D array reads as its list
+    for value in (np.ones((3, 3)), 10**5000):
+        with pytest.raises(ValueError) as info:
+            check(value, Pair(Integer(1, 100)), "k")
+        assert "\n" not in str(info.value) and len(str(info.value)) < 200

@@ -10,8 +10,9 @@ store its input shape takes:
 * otherwise square images of the first declared channel count (1 when none is; the feature count of the first
   flat-input layer when only a global pooling stands between, as it turns channels into features). A model whose
   image layers lead through a Flatten to a layer of F features takes the largest side up to ``MAX_INPUT_SIDE``
-  that gives exactly F; any other takes ``DEFAULT_INPUT_SIDE`` when it fits, else the smallest side that fits.
-  Window sizes grow with the input, so the sides that fit are a range, searched by bisection.
+  that gives exactly F (per axis, so a map of 12x16 is found; the squarest map first); any other takes
+  ``DEFAULT_INPUT_SIDE`` when it fits, else the smallest side that fits. Every square side up to
+  ``MAX_INPUT_SIDE`` is tried through the layers' own rules (which sides fit need not be a range).
 """
 
 from __future__ import annotations
@@ -133,14 +134,27 @@ def _first(layers, attribute):
                  if getattr(layer, attribute) is not None), (None, None))
 
 
-def _bisect(low: int, high: int, ok) -> int | None:
-    """The smallest n in low..high with ``ok(n)`` (``ok`` false then true as n grows), or None."""
-    if not ok(high):
-        return None
-    while low < high:
-        mid = (low + high) // 2
-        low, high = (low, mid) if ok(mid) else (mid + 1, high)
-    return low
+def _image_part(layers, channels: int, side: int) -> int:
+    """How many of ``layers`` keep images (C, H, W) on a ``side`` x ``side`` input: the rest start with the layer that
+    makes them flat (a Flatten, a global pooling)."""
+    shape = (channels, side, side)
+    for i, layer in enumerate(layers):
+        shape = tuple(layer.output_shape(shape))
+        if len(shape) != 3:
+            return i
+    return len(layers)
+
+
+def _scan(layers, channels: int) -> dict[int, tuple]:
+    """Side -> output shape of ``layers`` for every square input up to MAX_INPUT_SIDE that they take (each layer's
+    own rules: which sides fit need not be a range, as a Residual's branches may agree on even sides only)."""
+    out = {}
+    for side in range(1, limits.MAX_INPUT_SIDE + 1):
+        try:
+            out[side] = walk(layers, (channels, side, side))[0]
+        except ValueError:
+            continue
+    return out
 
 
 def assumed_input(layers) -> tuple[tuple[int, ...], str]:
@@ -153,35 +167,50 @@ def assumed_input(layers) -> tuple[tuple[int, ...], str]:
             return (side_default * side_default,), "assumed (DEFAULT_INPUT_SIDE)"
         return (features,), f"inferred from {describe(j, layers[j])}"
     prefix = layers if j is None else layers[:j]
-
-    def out(c, s):
-        try:
-            return walk(prefix, (c, s, s))[0]
-        except ValueError:
-            return None
-
     _, channels = _first(prefix, "input_channels")
-    if channels is None:  # no layer fixes the channels: 1, or the features a global pooling hands on as channels
-        fits_one = _bisect(1, top, lambda s: out(1, s) is not None)
-        channels = features if features is not None and fits_one is not None and out(1, fits_one) == (1,) else 1
-    smallest = _bisect(1, top, lambda s: out(channels, s) is not None)
-    if smallest is None:
+    fits = _scan(prefix, channels or 1)
+    if not fits:
         try:
-            walk(prefix, (channels, top, top))
+            walk(prefix, (channels or 1, top, top))
         except ValueError as e:
             raise Bad(f"the architecture fits no input up to MAX_INPUT_SIDE = {top} pixels a side ({e})") from None
-    last = out(channels, smallest)
-    depends = features is not None and len(last) == 1 and math.prod(out(channels, top)) != math.prod(last)
-    if depends:  # images flattened into the features of layer j: the largest side that gives exactly them
-        size = _bisect(smallest, top, lambda s: math.prod(out(channels, s)) > features)
-        side = (top if size is None else size - 1)
-        if side < smallest or math.prod(out(channels, side)) != features:
-            raise Bad(f"no input image up to {top}x{top} pixels gives the {features} features "
-                      f"{describe(j, layers[j])} expects (if you trust this file, raise "
-                      "portacnn.checkpoint.MAX_INPUT_SIDE)")
-        return (channels, side, side), f"inferred from {describe(j, layers[j])}"
-    side = side_default if smallest <= side_default else smallest
+    largest = max(fits)
+    cut = _image_part(prefix, channels or 1, largest)
+    flattened = features is not None and cut < len(prefix)
+    if channels is None and flattened:  # no layer fixes the channels: 1, or the features of layer j when what
+        images = walk(prefix[:cut], (1, largest, largest))[0]  # flattens them is a global pooling (channels only)
+        if walk(prefix[cut : cut + 1], images)[0] == (images[0],) and images[1] * images[2] > 1:
+            channels, fits = features, _scan(prefix, features)
+    channels = channels or 1
+    if flattened and len({math.prod(shape) for shape in fits.values()}) > 1:  # images flattened into layer j's
+        return _flattened_into(layers, prefix[:cut], channels, fits, features, j)  # features: they fix the side
+    side = side_default if side_default in fits else min(fits)
     return (channels, side, side), "assumed (DEFAULT_INPUT_SIDE, or the smallest side that fits)"
+
+
+def _flattened_into(layers, image_layers, channels, fits, features, j) -> tuple[tuple[int, ...], str]:
+    """The input whose feature map, flattened, gives layer j's ``features``: per axis, the largest input side that
+    gives each output side (the axes of a stack of windows are independent), then the squarest feature map."""
+    largest = [{}, {}]  # output side -> the largest input side giving it, per axis
+    out_channels = None
+    for side in sorted(fits):
+        c, ho, wo = walk(image_layers, (channels, side, side))[0]
+        out_channels = c
+        largest[0][ho], largest[1][wo] = side, side
+    best = None
+    if out_channels and features % out_channels == 0:
+        area = features // out_channels
+        for ho, h in largest[0].items():
+            wo = area // ho
+            if area % ho == 0 and wo in largest[1]:
+                rank = (-abs(ho - wo), h * largest[1][wo], h)  # the squarest map (images are), then the largest input
+                if best is None or rank > best[0]:
+                    best = (rank, (channels, h, largest[1][wo]))
+    if best is None:
+        top = limits.MAX_INPUT_SIDE
+        raise Bad(f"no input image up to {top}x{top} pixels gives the {features} features {describe(j, layers[j])} "
+                  "expects (if you trust this file, raise portacnn.checkpoint.MAX_INPUT_SIDE)")
+    return best[1], f"inferred from {describe(j, layers[j])}"
 
 
 def plan(layers, shape, itemsize: int) -> dict:

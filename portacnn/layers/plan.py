@@ -14,7 +14,8 @@ from ..validation import Integer, Tuple, _short
 
 
 #: the per-image input shape of a stack of layers: (C, H, W) of images or (F,) of flat vectors
-INPUT_SHAPE = Tuple(Integer(1), Integer(1), Integer(1)) | Tuple(Integer(1))
+_SIZE = Integer(1, 1 << 31)
+INPUT_SHAPE = Tuple(_SIZE, _SIZE, _SIZE) | Tuple(_SIZE)
 
 
 def check_input_shape(value, what: str = "input_shape") -> tuple[int, ...]:

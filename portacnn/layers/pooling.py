@@ -37,9 +37,9 @@ class Pool2D(Layer):
     def output_shape(self, shape):
         self.expect_rank(shape)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        if shape[1] < kh - ph or shape[2] < kw - pw:
+        if shape[1] + 2 * ph < kh or shape[2] + 2 * pw < kw:  # what forward and torch need
             raise ValueError(f"its {kh}x{kw} window (padding {ph}x{pw}) does not fit the {shape[1]}x{shape[2]} input "
-                             "(kernel_size - padding must be at most the input size)")
+                             "(the padded input must be at least the kernel size)")
         return (shape[0], out_size(shape[1], kh, sh, ph), out_size(shape[2], kw, sw, pw))
 
     def window_sizes(self):

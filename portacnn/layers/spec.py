@@ -31,7 +31,7 @@ def layer_from_spec(spec, where: str = "layer"):
     be the constructor's arguments (an unknown or missing one is a ValueError naming it), and the constructor
     checks their values: a layer read from a file passes exactly the checks of the same layer built in Python."""
     types = layer_types()
-    if not isinstance(spec, dict) or spec.get("type") not in types:
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or spec["type"] not in types:
         raise ValueError(f"{where} is not a known layer ({', '.join(types)}): {_short(spec)}")
     cls = types[spec["type"]]
     fields = inspect.signature(cls.__init__).parameters

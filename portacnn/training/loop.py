@@ -104,6 +104,8 @@ class _Data:
 def _read_data(model, x, y, validation_data, validation_split, seed, checkpoint_path) -> _Data:
     source = images(x, model, "x", materialize_dask=True)
     n = source.shape[0]
+    if model.input_shape is None:  # the images it trains on are what it reads: its checkpoints record them
+        model.input_shape = tuple(source.shape[1:])
     if checkpoint_path is not None:  # refuse before the first epoch what save would refuse after it
         check_architecture(model.architecture(), source.shape[1:], model.dtype)
     labels = check_labels(model, y, n)

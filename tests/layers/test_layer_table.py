@@ -177,3 +177,11 @@ def test_the_checkpoint_package_names_no_layer_type():
                     node.value if isinstance(node, ast.Constant) and isinstance(node.value, str)
                     and id(node) not in docstrings else "")
             assert not any(n in text for n in names), f"{path.name}:{getattr(node, 'lineno', '?')} names {text!r}"
+
+
+@pytest.mark.parametrize("kind", [["Conv2D"], {"Conv2D": 1}, 3, None])
+def test_a_layer_type_that_is_not_a_string_is_a_value_error(kind):
+    with pytest.raises(ValueError, match="is not a known layer"):
+        layer_from_spec({"type": kind})
+    with pytest.raises(ValueError, match="is not a known layer"):
+        pc.checkpoint.check_architecture([{"type": kind}])
