@@ -168,6 +168,12 @@ def assumed_input(layers) -> tuple[tuple[int, ...], str]:
         return (features,), f"inferred from {describe(j, layers[j])}"
     prefix = layers if j is None else layers[:j]
     _, channels = _first(prefix, "input_channels")
+    if features is None and channels is not None:  # nothing ties the side: the default, when it fits (one walk)
+        try:
+            walk(prefix, (channels, side_default, side_default))
+            return (channels, side_default, side_default), "assumed (DEFAULT_INPUT_SIDE, or the smallest side that fits)"
+        except ValueError:
+            pass
     fits = _scan(prefix, channels or 1)
     if not fits:
         try:
