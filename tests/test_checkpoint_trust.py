@@ -592,7 +592,7 @@ def test_header_and_tensor_count_limits(tmp_path):
 
 
 # -- what save writes, load loads -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", sorted(pc.models.MODELS))
 def test_zoo_round_trip_with_optimizer_and_training_state(tmp_path, name, dtype):
     x, y = float_subset("train", 24)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import oracles
 import portacnn as pc
-from conftest import assert_close, assert_on_backend, single, to_numpy
+from conftest import assert_close, assert_on_backend, single, sweep, to_numpy
 from layerhelp import _pair, fd_check_layer, forward_np
 from portacnn.layers import Conv2D
 
@@ -253,7 +253,7 @@ def test_wide_conv_input_grad_equals_col2im_of_the_column_gradient(backend, rng,
 
 
 @pytest.mark.parametrize("per_block", [1, 2])
-@pytest.mark.parametrize("N,C,H,W,O,k,s,p,d", WIDE_CASES)
+@pytest.mark.parametrize("N,C,H,W,O,k,s,p,d", sweep(WIDE_CASES, 4, unpack=True))
 def test_wide_conv_in_image_blocks_matches_oracles(backend, rng, monkeypatch, per_block, N, C, H, W, O, k, s, p, d):
     """On CPUs a wide conv makes its columns a few images at a time (forward, and again for the weight
     gradient, since the blocks are not kept). Forced to 1 or 2 images per block on 3 images (a ragged last

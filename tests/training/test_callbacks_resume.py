@@ -8,6 +8,7 @@ import signal
 import numpy as np
 import pytest
 from clihelp import float_subset, tiny_model
+from conftest import sweep
 
 import portacnn as pc
 from portacnn import checkpoint
@@ -124,7 +125,7 @@ def _resume(path, make, data, trace=None, **kw):
     return model, history, trace
 
 
-@pytest.mark.parametrize("make", SCHEDULES)
+@pytest.mark.parametrize("make", sweep(SCHEDULES, 3))
 @pytest.mark.parametrize("stop", ["mid-epoch", "epoch-end", "both"])
 def test_resumed_schedules_are_bit_for_bit(data, tmp_path, make, stop):
     full = tiny_model()
