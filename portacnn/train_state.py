@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .validation import Integer, Real, Rule, _short
+from .validation import INT64_MAX, Integer, Real, Rule, _short
 
 #: epochs of a run (the saved ``epoch``, history lengths)
 MAX_EPOCHS = 100_000
 #: images per batch
 MAX_BATCH_SIZE = 1 << 24
 #: counters (steps, images seen, correct predictions) fit the int64 the trainer keeps them in on a device
-MAX_COUNT = (1 << 63) - 1
+MAX_COUNT = INT64_MAX
 #: callbacks with state in one training state, and the bounds of their (untrusted) states: nesting, values
 #: in all (numbers, strings, lists, objects), characters of a string and of a key
 MAX_CALLBACKS = 64
@@ -74,9 +74,6 @@ class TrainState:
 
 
 # -- rules of the saved fields (portacnn.validation's, with the few a file needs besides) ------------------------
-Number = Real  # (JSON integers are unbounded: Real refuses one too large for a float)
-
-
 class WideInteger(Integer):
     """:class:`~portacnn.validation.Integer` with bounds too long to print, described in words instead."""
 
@@ -102,13 +99,13 @@ class ClassName(Rule):
         return value
 
 
-COUNT = WideInteger(0, MAX_COUNT, "a non-negative 64-bit int")
-INT64 = WideInteger(-(1 << 63), MAX_COUNT, "a 64-bit int")
+COUNT = Integer(0, MAX_COUNT)
+INT64 = Integer(-MAX_COUNT - 1, MAX_COUNT)
 SEED = WideInteger(0, (1 << 128) - 1, "a non-negative int below 2**128")
 #: each history list's values (val_loss may also hold NaN and infinities: it can blow up while the weights
 #: stay finite)
-HISTORY_VALUES = {"loss": Number(), "accuracy": Number(0.0, 1.0), "val_loss": Number(), "val_accuracy": Number(0.0, 1.0),
-                  "lr": Number(0.0)}
+HISTORY_VALUES = {"loss": Real(), "accuracy": Real(0.0, 1.0), "val_loss": Real(), "val_accuracy": Real(0.0, 1.0),
+                  "lr": Real(0.0)}
 
 
 def _float_list(value, what: str, length_max: int, exact: bool, rule: Rule, non_finite: bool = False) -> None:
@@ -154,7 +151,7 @@ def check_saved_train_state(state) -> None:
     step, seen, correct = (COUNT.check(state[k], f"field {k!r}") for k in ("step", "seen", "correct"))
     batch_size = Integer(1, MAX_BATCH_SIZE).check(state["batch_size"], "field 'batch_size'")
     SEED.check(state["seed"], "field 'seed'")
-    loss_sum = Number().check(state["loss_sum"], "field 'loss_sum'")
+    loss_sum = Real().check(state["loss_sum"], "field 'loss_sum'")
     if not step <= seen <= step * batch_size:
         raise ValueError(f"field 'seen' ({seen}) must lie between 'step' ({step}) and step * batch_size "
                          f"({step * batch_size}): every step reads 1 to batch_size images")
@@ -169,7 +166,7 @@ def check_saved_train_state(state) -> None:
                          f"{_short(state['rng'])}") from None
     _check_history(state["history"], epoch)
     if "epoch_times" in state:
-        _float_list(state["epoch_times"], "field 'epoch_times'", epoch, False, Number(0.0))
+        _float_list(state["epoch_times"], "field 'epoch_times'", epoch, False, Real(0.0))
     if state.get("callbacks") is not None:
         check_callback_states(state["callbacks"], epoch)
 
@@ -187,7 +184,7 @@ def check_plain_json(value, what: str, budget: list, depth: int = 0) -> None:
     if isinstance(value, int):
         INT64.check(value, what)
     elif isinstance(value, float):
-        Number().check(value, what)
+        Real().check(value, what)
     elif isinstance(value, str):
         if len(value) > MAX_TEXT:
             raise ValueError(f"{what} is a string of more than {MAX_TEXT} characters")

@@ -22,6 +22,10 @@ import numbers
 import numpy as np
 
 
+#: the largest int a 64-bit count holds (what trainers and files count steps, epochs and images in)
+INT64_MAX = (1 << 63) - 1
+
+
 def _short(value, limit: int = 60) -> str:
     """``repr(value)`` on one line, cut to ``limit`` characters (an int too long for repr: its size in bits)."""
     try:
@@ -74,6 +78,9 @@ class Integer(Rule):
         self.low, self.high = low, high
 
     def describe(self):
+        if self.high == INT64_MAX:  # the bound of a 64-bit count, in words rather than 19 digits
+            kind = {1: "a positive 64-bit int", 0: "a non-negative 64-bit int", -INT64_MAX - 1: "a 64-bit int"}
+            return kind.get(self.low, f"a 64-bit int >= {self.low}")
         if self.low == 1 and self.high is None:
             return "a positive int"
         if self.low == 0 and self.high is None:

@@ -199,7 +199,7 @@ HOSTILE = {
     "extra epochs a string": ({**CLI_EXTRA, "epochs": "5"}, "'epochs' must be an int"),
     "extra epochs a bool": ({**CLI_EXTRA, "epochs": True}, "'epochs' must be an int"),
     "extra limit negative": ({**CLI_EXTRA, "limit": -1}, "'limit'"),
-    "extra limit a float": ({**CLI_EXTRA, "limit": 1.5}, "'limit' must be an int"),
+    "extra limit a float": ({**CLI_EXTRA, "limit": 1.5}, "'limit' must be a positive 64-bit int"),
     "extra protocol unknown": ({**CLI_EXTRA, "protocol": "../../etc"}, "'protocol' must be one of 'full', 'tutorial'"),
     "extra model a number": ({**CLI_EXTRA, "model": 123}, "'model' must be a printable string"),
     "extra model with a terminal escape": ({**CLI_EXTRA, "model": "seed\x1b]0;pwned\x07"}, "'model'"),

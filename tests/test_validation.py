@@ -85,3 +85,12 @@ def test_arrays_and_huge_ints_in_values_and_messages():
         with pytest.raises(ValueError) as info:
             check(value, Pair(Integer(1, 100)), "k")
         assert "\n" not in str(info.value) and len(str(info.value)) < 200
+
+
+def test_64_bit_bounds_are_said_in_words():
+    from portacnn.validation import INT64_MAX
+
+    with pytest.raises(ValueError, match=r"^n must be a non-negative 64-bit int; got 2\*\*63$".replace("2\\*\\*63", str(2**63))):
+        check(2**63, Integer(0, INT64_MAX), "n")
+    assert Integer(1, INT64_MAX).describe() == "a positive 64-bit int"
+    assert Integer(-INT64_MAX - 1, INT64_MAX).describe() == "a 64-bit int"

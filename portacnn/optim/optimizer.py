@@ -11,45 +11,20 @@ an assignment ``opt.lr = x``, what :meth:`load_state_dict` loads and a descripti
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 
-from ..validation import Integer, Real, Rule, Text, _short, check, check_all
+from ..validation import INT64_MAX, Integer, Name, Real, Rule, _short, check, check_all
 
 #: parameter groups an optimizer may hold (split_decay makes 2; one per parameter is the most that is useful)
 MAX_PARAM_GROUPS = 1024
 #: update counts: at most what the int64 a trainer keeps them in holds
-MAX_STEPS = (1 << 63) - 1
+MAX_STEPS = INT64_MAX
 #: a buffer's key in a state dict: "<parameter index>.<buffer name>", the index without leading zeros
 _BUFFER_KEY = re.compile(r"(0|[1-9][0-9]{0,8})\.(.+)", re.DOTALL)
 
 
-@contextmanager
-def numbers_in_range(what: str):
-    """An int beyond any float where a number is due (``float()`` of it raises OverflowError) becomes a
-    ValueError naming ``what``: for the checks of what is read from a file."""
-    try:
-        yield
-    except OverflowError:
-        raise ValueError(f"{what} holds a number beyond the range of a float") from None
-
-
-class PrintableName(Text):
-    """A string of 1 to ``max_length`` characters that prints as itself (no control character: a name may be
-    shown on a terminal)."""
-
-    def describe(self):
-        return f"a printable string of 1 to {self.max_length} characters"
-
-    def check(self, value, what):
-        value = super().check(value, what)
-        if not value.isprintable():
-            self._fail(value, what)
-        return value
-
-
 #: what a group may carry besides "params" and the hyper-parameters: a name, and the keys schedulers write
 #: (``initial_lr``; OneCycleLR's ``max_lr``, ``min_lr``, ``max_momentum``, ``base_momentum``)
-GROUP_EXTRA_RULES = {"name": PrintableName(64), "initial_lr": Real(0), "max_lr": Real(0), "min_lr": Real(0),
+GROUP_EXTRA_RULES = {"name": Name(64), "initial_lr": Real(0), "max_lr": Real(0), "min_lr": Real(0),
                      "max_momentum": Real(0), "base_momentum": Real(0)}
 
 
@@ -232,10 +207,9 @@ class Optimizer:
         Accepts the older ``{"steps", "state"}`` form too (then the groups keep their hyper-parameters).
         """
         n = len(self.params)
-        with numbers_in_range(f"{type(self).__name__} state"):
-            param_steps = _check_steps(d["steps"], n)
-            groups = d.get("param_groups")
-            new_groups = None if groups is None else self._loaded_groups(groups)
+        param_steps = _check_steps(d["steps"], n)
+        groups = d.get("param_groups")
+        new_groups = None if groups is None else self._loaded_groups(groups)
         state = {}
         for key, value in d["state"].items():
             i, name = self._buffer_key(key, n, type(self).__name__)

@@ -37,8 +37,8 @@ import warnings
 
 from .._atomic import TargetError, check_target
 from ..optim.lr_scheduler import LRScheduler, check_saved_state
-from ..train_state import INT64, MAX_EPOCHS, ClassName, Number
-from ..validation import Boolean, Integer, NoneValue, Options, Real, Rule, Text, check, check_all
+from ..train_state import INT64, MAX_EPOCHS, ClassName
+from ..validation import Boolean, Integer, Name, NoneValue, Options, Real, Rule, check, check_all
 
 
 class Callback:
@@ -100,18 +100,6 @@ def as_callbacks(callbacks, on_epoch_end=None) -> list[Callback]:
     return found + ([LambdaCallback(on_epoch_end)] if on_epoch_end is not None else [])
 
 
-class _Name(Text):
-    """A printable string of 1 to ``max_length`` characters: a name shown on a terminal (no escapes)."""
-
-    def describe(self):
-        return f"a printable string of 1 to {self.max_length} characters"
-
-    def check(self, value, what):
-        if not isinstance(value, str) or not value.isprintable():
-            self._fail(value, what)
-        return super().check(value, what)
-
-
 class _Fields(Rule):
     """An object with exactly the keys of ``rules``, each value checked by its rule (a saved state)."""
 
@@ -156,7 +144,7 @@ class _FilePath(Rule):
 
 
 FILE_PATH = _FilePath()
-MONITOR = _Name(64)
+MONITOR = Name(64)
 MODES = Options("auto", "min", "max")
 MIN_DELTA = Real(0)
 #: epochs without progress before stopping: at most a run's epochs (as the recipe's --early-stopping); more could
@@ -204,7 +192,7 @@ class _Monitor(Callback):
     @classmethod
     def _state_rules(cls, epoch: int) -> dict:
         """The rules of a saved state at ``epoch`` finished epochs (the mode is resolved: 'min' or 'max')."""
-        return {"monitor": MONITOR, "mode": Options("min", "max"), "best": Number() | NoneValue(),
+        return {"monitor": MONITOR, "mode": Options("min", "max"), "best": Real() | NoneValue(),
                 "best_epoch": _finished_epoch(epoch)}
 
     @classmethod

@@ -149,7 +149,7 @@ CASES = {
     "scheduler base rate a string": (cbs(sched(base_lrs=["0.1"])), "base_lrs must be a finite"),
     "scheduler rates not a list": (cbs(sched(_last_lr=0.1)), "_last_lr must be a list"),
     "scheduler last_epoch below -1": (cbs(sched(last_epoch=-2)), "last_epoch must be"),
-    "scheduler step count a float": (cbs(sched(_step_count=2.0)), "_step_count must be a non-negative int"),
+    "scheduler step count a float": (cbs(sched(_step_count=2.0)), "_step_count must be a non-negative 64-bit int"),
     "sequential schedulers not a list": (cbs(sched(_schedulers={"a": 1})), "_schedulers must be a list"),
     "sequential inner rate NaN": (cbs(sched(_schedulers=[{**STEPLR, "_last_lr": [float("nan")]}])),
                                   "['_schedulers'][0]['_last_lr'][0] must be a finite number"),

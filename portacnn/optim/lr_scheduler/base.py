@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 
 from ...validation import Integer, Real, Rule, _short, check
-from ..optimizer import numbers_in_range
+from ..optimizer import MAX_STEPS
 
 #: parameter groups a saved schedule may rate (portacnn.optim's limit on an optimizer's groups)
 MAX_SAVED_GROUPS = 1024
+#: a count of steps or epochs of a schedule: at most what the int64 a trainer counts steps in holds
+STEPS = Integer(1, MAX_STEPS)
 
 
 def _per_group(name, optimizer, value):
@@ -32,9 +34,9 @@ def check_progress(state: dict, what: str) -> None:
         for rate in rates:
             check(rate, Real(0), f"each of {what} {key}")
     if "last_epoch" in state:
-        check(state["last_epoch"], Integer(-1), f"{what} last_epoch")
+        check(state["last_epoch"], Integer(-1, MAX_STEPS), f"{what} last_epoch")
     if "_step_count" in state:
-        check(state["_step_count"], Integer(0), f"{what} _step_count")
+        check(state["_step_count"], Integer(0, MAX_STEPS), f"{what} _step_count")
 
 
 class LRScheduler:
@@ -125,8 +127,7 @@ class LRScheduler:
         unknown = set(state) - set(self.__dict__)
         if unknown:
             raise ValueError(f"{name} state has unknown entries {sorted(map(str, unknown))}")
-        with numbers_in_range(f"{name} state"):
-            self._check_loaded(state, f"{name} state")
+        self._check_loaded(state, f"{name} state")
         return state
 
     def _install(self, prepared) -> None:

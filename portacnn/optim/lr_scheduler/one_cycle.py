@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ...validation import Boolean, Integer, Options, Real, _short, check
-from .base import LRScheduler, _per_group
+from ...validation import Boolean, Options, Real, _short, check
+from .base import STEPS, LRScheduler, _per_group
 
 
 def _phases(total_steps: int, pct_start: float, three_phase: bool) -> list[list]:
@@ -51,7 +51,7 @@ class OneCycleLR(LRScheduler):
     ``min_lr``, ``max_momentum``, ``base_momentum``), which the optimizer's own state saves and checks.
     """
 
-    RULES = {"total_steps": Integer(1), "pct_start": Real(0, 1), "anneal_strategy": Options("cos", "linear"),
+    RULES = {"total_steps": STEPS, "pct_start": Real(0, 1), "anneal_strategy": Options("cos", "linear"),
              "div_factor": Real(0, low_open=True), "final_div_factor": Real(0, low_open=True),
              "three_phase": Boolean(), "cycle_momentum": Boolean()}
     #: the arguments given per parameter group (a number, or one per group), each value's rule; a momentum

@@ -4,7 +4,6 @@ exists, by the rules the schedulers' constructors use."""
 from __future__ import annotations
 
 from ...validation import _short
-from ..optimizer import numbers_in_range
 from .base import check_progress
 from .one_cycle import OneCycleLR
 from .schedules import CosineAnnealingLR, LinearLR, StepLR
@@ -25,9 +24,8 @@ def check_saved_state(state, what: str = "scheduler") -> None:
     if not isinstance(state, dict):
         raise ValueError(f"{what} must be an object; got {_short(state)}")
     check_progress(state, what)
-    with numbers_in_range(what):
-        for cls in SCHEDULERS:
-            cls.check_state(state, what)
+    for cls in SCHEDULERS:
+        cls.check_state(state, what)
     inner = state.get("_schedulers", [])
     if not isinstance(inner, list):
         raise ValueError(f"{what} _schedulers must be a list; got {_short(inner)}")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import math
 
-from ...validation import Integer, Real
-from .base import LRScheduler
+from ...validation import Real
+from .base import STEPS, LRScheduler
 
 
 class StepLR(LRScheduler):
     """``lr = base_lr * gamma ** (epoch // step_size)`` (applied as torch does: the current rate times ``gamma``
     at every non-zero multiple of ``step_size``)."""
 
-    RULES = {"step_size": Integer(1), "gamma": Real(0)}
+    RULES = {"step_size": STEPS, "gamma": Real(0)}
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         args = self.check_state(dict(step_size=step_size, gamma=gamma), "StepLR")
@@ -33,7 +33,7 @@ class CosineAnnealingLR(LRScheduler):
     """``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2`` (torch's recursive form;
     past ``T_max`` it rises again, as torch's does)."""
 
-    RULES = {"T_max": Integer(1), "eta_min": Real(0)}
+    RULES = {"T_max": STEPS, "eta_min": Real(0)}
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
         args = self.check_state(dict(T_max=T_max, eta_min=eta_min), "CosineAnnealingLR")
@@ -61,7 +61,7 @@ class LinearLR(LRScheduler):
     """``lr = base_lr * (start_factor + (end_factor - start_factor) * min(epoch, total_iters) / total_iters)``
     (torch's recursive form)."""
 
-    RULES = {"start_factor": Real(0, 1, low_open=True), "end_factor": Real(0, 1), "total_iters": Integer(1)}
+    RULES = {"start_factor": Real(0, 1, low_open=True), "end_factor": Real(0, 1), "total_iters": STEPS}
 
     def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
         args = self.check_state(dict(start_factor=start_factor, end_factor=end_factor, total_iters=total_iters),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from bisect import bisect_right
 
-from ...validation import Integer, Rule, _short
-from .base import LRScheduler
+from ...validation import Rule, _short
+from .base import STEPS, LRScheduler
 
 
 class SortedPositiveInts(Rule):
@@ -16,7 +16,7 @@ class SortedPositiveInts(Rule):
         return "a list of positive ints in increasing order"
 
     def check(self, value, what):
-        if not isinstance(value, (list, tuple)) or not all(Integer(1).accepts(v) for v in value):
+        if not isinstance(value, (list, tuple)) or not all(STEPS.accepts(v) for v in value):
             self._fail(value, what)
         value = [int(v) for v in value]
         if value != sorted(value):
