@@ -11,8 +11,11 @@
   memory; ``fit`` visits rows in a new random order every epoch, so it reads a Dask array into host memory
   once. ``predict``/``predict_proba`` of a Dask array return a Dask array (see :mod:`portacnn.dask_inference`).
 
-Every batch arrives in the model's backend and dtype; the dtype, shape and finiteness checks say which
-input is wrong and how to fix it.
+Float images are model input, used as they are. Integer images are raw pixels (0..255, e.g. uint8), in any
+layout (N, H, W), (N, C, H, W) or (N, H, W, C): the model's :class:`~portacnn.preprocessing.Preprocessing` reads
+them (scaled, normalised, made channels-first on the batch's device), and ``fit`` records one from its raw
+training images when the model has none. Every batch arrives in the model's backend and dtype; the dtype, shape
+and finiteness checks say which input is wrong and how to fix it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from .backend import is_dask_array, namespace_name, numpy_dtype, on_host, to_host
+from .preprocessing import BORDER_SAMPLE, Preprocessing, channels_first_axes, check_raw_values, raw_shape
 
 
 class Images:
@@ -47,6 +51,19 @@ class Images:
             self.source_dtype = numpy_dtype(x.dtype)
         except ValueError:
             raise ValueError(f"{what} has dtype {x.dtype}, which portacnn cannot read") from None
+        self.raw = None  # (channels-first axes or None for (N, H, W), Preprocessing) for raw integer images
+        if self.source_dtype.kind in "iu":
+            self.shape = raw_shape(self.shape)
+
+    def read_raw(self, preprocessing: Preprocessing) -> None:
+        """Take these integer images as raw pixels read by ``preprocessing``: their shape checked against it, their
+        values against 0..255, and their border questioned (an :class:`~portacnn.preprocessing.InputWarning`)."""
+        preprocessing.check_shape(self.shape, self.what)
+        if self.kind != "dask":
+            check_raw_values(self.x, self.what)
+            sample = self.x if self.kind == "host" else to_host(self.x[:BORDER_SAMPLE], self.what)
+            preprocessing.warn_about(sample, self.what)
+        self.raw = (channels_first_axes(self.x.shape), preprocessing)
 
     def check(self, channels: int | None) -> None:
         """Rank 4, ``channels`` wide, not empty, float values, all finite (one reduction in the array's own
@@ -57,10 +74,10 @@ class Images:
             raise ValueError(f"{what} must have shape (N, {channels or 'C'}, H, W); got {shape}{hint}")
         if shape[0] == 0:
             raise ValueError(f"{what} is empty (0 samples)")
-        if self.source_dtype.kind != "f":
+        if self.source_dtype.kind != "f" and self.raw is None:
             raise ValueError(f"{what} has dtype {self.source_dtype}; expected float images in [0, 1] "
                              "(use portacnn.data.preprocess)")
-        if self.kind != "dask":
+        if self.kind != "dask" and self.raw is None:
             self._check_finite(self.x)
 
     def _computed(self, array, lo: int, hi: int):
@@ -74,8 +91,22 @@ class Images:
         if numpy_dtype(array.dtype) != self.source_dtype:
             raise ValueError(f"{what}'s Dask rows {lo}:{hi} computed to dtype {array.dtype}, not the "
                              f"{self.source_dtype} {what} declares; {fix}")
-        self._check_finite(array)
+        if self.raw is None:
+            self._check_finite(array)
+        else:
+            check_raw_values(array, what)
         return array
+
+    def _model_input(self, batch):
+        """A batch of the source's rows on the model's backend and dtype (raw images preprocessed there)."""
+        be = self.backend
+        if self.raw is None:
+            return be.asarray(batch, dtype=self.dtype, what=self.what)
+        axes, preprocessing = self.raw
+        xp = array_namespace(batch)
+        batch = xp.expand_dims(batch, axis=1) if axes is None else xp.permute_dims(batch, axes)
+        batch = be.asarray(batch, dtype=self.dtype, what=self.what)
+        return preprocessing.apply(batch, be.xp, be.dtype(self.dtype))
 
     def _check_finite(self, x) -> None:
         xp = array_namespace(x)
@@ -102,8 +133,9 @@ class Images:
                 batch = self._computed(to_host(batch, self.what), lo, hi)
             else:
                 batch = to_host(batch, self.what)
-                self._check_finite(batch)
-        return be.asarray(batch, dtype=self.dtype, what=self.what)
+                if self.raw is None:
+                    self._check_finite(batch)
+        return self._model_input(batch)
 
     def batches(self, batch_size: int):
         """Yield ``(lo, hi, batch)`` over every image in order (a Dask chunk is computed once)."""
@@ -117,14 +149,28 @@ class Images:
             chunk = self._computed(to_host(self.x[start : start + size], self.what), start, start + size)
             for lo in range(0, size, batch_size):
                 hi = min(lo + batch_size, size)
-                yield start + lo, start + hi, self.backend.asarray(chunk[lo:hi], dtype=self.dtype, what=self.what)
+                yield start + lo, start + hi, self._model_input(chunk[lo:hi])
             start += size
 
 
-def images(x, model, what: str = "x", materialize_dask: bool = False) -> Images:
+def _preprocessing(model, source: Images, learn: bool) -> Preprocessing:
+    """What reads raw ``source``: the model's preprocessing; else, with ``learn`` (fit), one recorded from these
+    images on the model; else scaling alone, for the model's input shape (or the images' own)."""
+    if model.preprocessing is not None:
+        return model.preprocessing
+    if learn:
+        model.preprocessing = Preprocessing.from_images(to_host(source.x, source.what))
+        return model.preprocessing
+    shape = model.input_shape if model.input_shape is not None and len(model.input_shape) == 3 else source.shape[1:]
+    return Preprocessing.for_shape(shape)
+
+
+def images(x, model, what: str = "x", materialize_dask: bool = False, learn: bool = False) -> Images:
     """``x`` wrapped for ``model``'s loops and checked (shape, channels, dtype, finiteness).
 
     ``materialize_dask`` reads a Dask array into host memory first (what ``fit`` needs for random order).
+    Raw integer images are read by the model's preprocessing; ``learn`` (what ``fit`` passes for its training
+    images) records one from them when the model has none.
     """
     if isinstance(x, Images):
         return x
@@ -136,5 +182,7 @@ def images(x, model, what: str = "x", materialize_dask: bool = False) -> Images:
         x = np.concatenate([declared._computed(to_host(x[a:b], what), int(a), int(b))
                             for a, b in zip(starts[:-1], starts[1:])])
     source = Images(x, model.backend, model.dtype, what)
+    if source.source_dtype.kind in "iu":
+        source.read_raw(_preprocessing(model, source, learn))
     source.check(model.input_channels())
     return source

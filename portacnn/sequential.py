@@ -48,6 +48,8 @@ class Sequential:
         self.optimizer = None  # the optimizer of the last fit() (what resumes and saves use)
         self.checkpoint = None  # what portacnn.load read besides the weights (optimizer, train_state, ...)
         self.input_shape = None if input_shape is None else self._fitting(input_shape)  # (C, H, W) it reads
+        self._preprocessing = None
+        self._class_names = None
 
     def _fitting(self, input_shape) -> tuple:
         """``input_shape`` checked: (C, H, W) or (F,) of positive ints that the layers take (run on shapes only)."""
@@ -57,6 +59,38 @@ class Sequential:
         except ValueError as e:
             raise ValueError(f"input_shape {shape} does not fit the model: {e}") from None
         return shape
+
+    @property
+    def preprocessing(self):
+        """How the model reads raw integer images (:class:`~portacnn.preprocessing.Preprocessing`): ``fit`` records
+        one from raw training images, checkpoints keep it; None: plain scaling to [0, 1]. Setting one also sets
+        ``input_shape`` when that is unknown (they must agree)."""
+        return self._preprocessing
+
+    @preprocessing.setter
+    def preprocessing(self, value):
+        from .preprocessing import Preprocessing
+
+        if value is not None:
+            if not isinstance(value, Preprocessing):
+                raise ValueError(f"preprocessing must be a portacnn.preprocessing.Preprocessing or None; got {value!r}")
+            if self.input_shape is None:
+                self.input_shape = self._fitting(value.input_shape)
+            elif tuple(self.input_shape) != value.input_shape:
+                raise ValueError(f"preprocessing reads {value.input_shape} images but the model's input_shape is "
+                                 f"{tuple(self.input_shape)}")
+        self._preprocessing = value
+
+    @property
+    def class_names(self):
+        """A name for each class (a list of strings, in class-id order), or None: the ids are the names."""
+        return self._class_names
+
+    @class_names.setter
+    def class_names(self, value):
+        from .labels import check_class_names
+
+        self._class_names = check_class_names(value, self.num_classes())
 
     @property
     def workers(self):
@@ -115,7 +149,7 @@ class Sequential:
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.__dict__.update({"_preprocessing": None, "_class_names": None, **state})
         self._parallel = DataParallel(self)
 
     def release(self) -> None:
@@ -296,7 +330,7 @@ class Sequential:
 
     def num_classes(self) -> int | None:
         """The features of the last layer that fixes them (the class count of a classifier; None: unknown)."""
-        return next((layer.out_features for layer in reversed(self.layers) if layer.out_features is not None), None)
+        return checkpoint.architecture.num_classes(self.layers)
 
     def num_parameters(self) -> int:
         return int(sum(int(np.prod(p.data.shape)) for p in self.parameters()))
@@ -334,5 +368,7 @@ def load(path, backend=None, dtype=None, allow_unsigned: bool = False) -> Sequen
         model.load_state_dict(saved["weights"])
     except (ValueError, TypeError, OverflowError) as e:  # not expected after read's checks
         raise checkpoint.CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from None
+    model.preprocessing = saved["preprocessing"]
+    model.class_names = saved["class_names"]
     model.checkpoint = saved["info"]
     return model

@@ -134,6 +134,12 @@ def _first(layers, attribute):
                  if getattr(layer, attribute) is not None), (None, None))
 
 
+def num_classes(layers) -> int | None:
+    """The features of the last layer that fixes them (a classifier's class count; None: unknown), as
+    ``Sequential.num_classes`` reads them."""
+    return next((layer.out_features for layer in reversed(layers) if layer.out_features is not None), None)
+
+
 def _image_part(layers, channels: int, side: int) -> int:
     """How many of ``layers`` keep images (C, H, W) on a ``side`` x ``side`` input: the rest start with the layer that
     makes them flat (a Flatten, a global pooling)."""

@@ -20,7 +20,9 @@ from ..backend import DTYPES, float_dtype_name
 from ..validation import _short
 from . import architecture, limits
 from .limits import FORMAT, FORMAT_VERSION, Bad, CheckpointError, checked
+from ..labels import check_class_names
 from ..optim import check_saved
+from ..preprocessing import Preprocessing
 from ..recipe import Recipe
 from ..train_state import check_saved_train_state
 from .optimizer import describe_optimizer
@@ -74,7 +76,20 @@ def _validate(tensors: dict, meta: dict, dtype: str | None) -> dict:
     input_shape = _json(meta, "input_shape")
     if input_shape is not None:
         input_shape = checked("checkpoint metadata field 'input_shape'", architecture.check_input_shape, input_shape)
+    preprocessing = _json(meta, "preprocessing")
+    if preprocessing is not None:
+        preprocessing = checked("unusable preprocessing in the checkpoint metadata", Preprocessing.from_config,
+                                preprocessing)
+        if input_shape is None:
+            input_shape = preprocessing.input_shape
+        elif tuple(input_shape) != preprocessing.input_shape:
+            raise Bad(f"checkpoint metadata field 'preprocessing' reads {preprocessing.input_shape} images but "
+                      f"'input_shape' is {tuple(input_shape)}")
     plan = checked("unsafe architecture in the checkpoint", architecture.plan, layers, input_shape, np.dtype(dtype or saved_dtype).itemsize)
+    class_names = _json(meta, "class_names")
+    if class_names is not None:
+        class_names = checked("bad class names in the checkpoint metadata", check_class_names, class_names,
+                              architecture.num_classes(layers))
     optimizer = _json(meta, "optimizer")
     buffers = {k[len("optim."):]: v for k, v in tensors.items() if k.startswith("optim.")}
     if optimizer is not None:
@@ -90,7 +105,7 @@ def _validate(tensors: dict, meta: dict, dtype: str | None) -> dict:
         checked("bad run information ('extra') in the checkpoint metadata", Recipe.check_stored, extra)
     return {"architecture": _json(meta, "architecture"), "dtype": saved_dtype, "seed": seed, "weights": weights,
             "optimizer": optimizer, "optimizer_state": buffers, "train_state": train_state, "extra": extra,
-            "input_shape": input_shape, "plan": plan}
+            "input_shape": input_shape, "plan": plan, "preprocessing": preprocessing, "class_names": class_names}
 
 
 def _looks_like_pickle(data: bytes) -> bool:
@@ -236,6 +251,10 @@ def save(model, path, optimizer=None, train_state: dict | None = None, extra: di
     }
     if input_shape is not None:
         meta["input_shape"] = json.dumps(list(input_shape))
+    if getattr(model, "preprocessing", None) is not None:
+        meta["preprocessing"] = json.dumps(model.preprocessing.to_config())
+    if getattr(model, "class_names", None) is not None:
+        meta["class_names"] = json.dumps(list(model.class_names))
     if optimizer is not None:
         spec, buffers = describe_optimizer(model, optimizer, path)
         tensors.update(buffers)
@@ -284,9 +303,12 @@ def read(path, dtype=None, allow_unsigned: bool = False) -> dict:
         "train_state": fields["train_state"],
         "extra": fields["extra"],
         "input_shape": fields["input_shape"],
+        "preprocessing": fields["preprocessing"],
+        "class_names": fields["class_names"],
         "portacnn_version": meta.get("portacnn_version"),
     }
     return {"architecture": fields["architecture"], "dtype": dtype or fields["dtype"], "seed": fields["seed"],
-            "weights": fields["weights"], "input_shape": fields["input_shape"], "info": info}
+            "weights": fields["weights"], "input_shape": fields["input_shape"], "preprocessing": fields["preprocessing"],
+            "class_names": fields["class_names"], "info": info}
 
 

@@ -102,7 +102,7 @@ class _Data:
 
 
 def _read_data(model, x, y, validation_data, validation_split, seed, checkpoint_path) -> _Data:
-    source = images(x, model, "x", materialize_dask=True)
+    source = images(x, model, "x", materialize_dask=True, learn=True)
     n = source.shape[0]
     if model.input_shape is None:  # the images it trains on are what it reads: its checkpoints record them
         model.input_shape = tuple(source.shape[1:])

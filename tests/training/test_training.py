@@ -317,7 +317,8 @@ def test_bad_images_and_labels_are_clear_value_errors(small):
         (lambda: m.fit(x[:8], y[:8].astype(np.float32), epochs=1, progress=False), "integer"),
         (lambda: m.predict(x[:8, 0]), "preprocess"),  # (N, H, W): missing channel axis
         (lambda: m.predict(np.repeat(x[:8], 3, axis=1)), r"\(N, 1, H, W\)"),  # 3 channels
-        (lambda: m.predict((x[:8] * 255).astype(np.uint8)), "uint8"),
+        (lambda: m.predict((x[:8] * 300).astype(np.int32)), "0..255"),  # raw pixels beyond 8 bits
+        (lambda: m.predict((x[:8, :, :20] * 255).astype(np.uint8)), "20x28 images"),  # raw, another size
         (lambda: m.predict(x[:0]), "empty"),
         (lambda: m.predict(np.zeros((2, 1, 32, 32), np.float32)), "Dense"),  # wrong image size
         (lambda: m.evaluate(x[:8], y[:8], batch_size=0), "batch_size"),

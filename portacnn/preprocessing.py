@@ -1,0 +1,319 @@
+"""What a model does to raw images before its first layer, stored with the model: :class:`Preprocessing`.
+
+A model trained on raw images (integer pixels, 0..255) keeps how it read them: the image size and channel count
+it takes, the scaling to [0, 1], an optional per-channel normalisation ``(x / 255 - mean) / std``, how image
+files are resized, and how bright the border of its training images was (their background). Checkpoints store
+it, so a loaded model reads raw images itself: ``model.predict(uint8_images)`` applies it, and the command line
+reads image files through it. Float arrays stay what they always were: model input, used as they are.
+
+Raw images are ``(N, H, W)`` (one channel), ``(N, C, H, W)`` or channels-last ``(N, H, W, C)``
+(:func:`channels_first_axes` says which, from the shape). An input the model cannot read as it was trained
+(other channels, another size) is a one-line ValueError naming the fix; one it can read but that looks unlike
+its training images (a light background where they had a dark one: the polarity is reversed; or a border unlike
+any of theirs) gets a visible :class:`InputWarning`, never a silent guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+
+from .validation import Integer, NoneValue, Options, Pair, Real, Rule, _short, check, check_all
+
+#: how image files are resized to the model's size (Pillow's filters; "lanczos" is what every reader uses)
+RESAMPLE = ("lanczos", "bilinear", "bicubic", "nearest")
+#: the channel counts raw images have (grey, colour)
+CHANNELS = (1, 3)
+#: a border this much brighter or darker (in [0, 1]) than the training images' is questioned, or three of their
+#: spreads if that is more
+BORDER_TOLERANCE = 0.25
+#: the images whose border is measured when a large batch is checked
+BORDER_SAMPLE = 512
+
+
+class InputWarning(UserWarning):
+    """Raw images a model can read but should question: unlike its training images, converted or resized."""
+
+
+def channels_first_axes(shape, layout: str = "auto") -> tuple[int, ...] | None:
+    """The ``permute_dims`` axes that make raw images of ``shape`` channels-first (N, C, H, W); None when they are
+    (N, H, W) (one channel: a new axis, not a permutation). ``layout`` "auto" reads a 4-D shape as channels-first
+    when its axis 1 has 1 or 3 entries and channels-last when its last axis has, and refuses a shape that reads
+    both ways or neither (give ``layout="channels_first"`` or ``"channels_last"``)."""
+    check(layout, Options("auto", "channels_first", "channels_last"), "layout")
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 3:
+        return None
+    if len(shape) != 4:
+        raise ValueError(f"raw images must have shape (N, H, W), (N, C, H, W) or (N, H, W, C); got {shape}")
+    first, last = shape[1] in CHANNELS, shape[3] in CHANNELS
+    if layout == "auto":
+        if first == last:
+            what = "either" if first else "neither"
+            raise ValueError(f"raw images of shape {shape} read as {what} channels-first (N, C, H, W) or channels-last "
+                             "(N, H, W, C); say which with layout='channels_first' or 'channels_last'")
+        layout = "channels_first" if first else "channels_last"
+    return (0, 1, 2, 3) if layout == "channels_first" else (0, 3, 1, 2)
+
+
+def raw_shape(shape, layout: str = "auto") -> tuple[int, int, int, int]:
+    """The channels-first (N, C, H, W) of raw images of ``shape``."""
+    axes = channels_first_axes(shape, layout)
+    shape = tuple(int(d) for d in shape)
+    return (shape[0], 1, shape[1], shape[2]) if axes is None else tuple(shape[a] for a in axes)
+
+
+def to_channels_first(images, layout: str = "auto"):
+    """Raw images of any library as channels-first (N, C, H, W), in their own library (a view where it can)."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(images)
+    axes = channels_first_axes(images.shape, layout)
+    return xp.expand_dims(images, axis=1) if axes is None else xp.permute_dims(images, axes)
+
+
+def border_levels(images) -> np.ndarray:
+    """Each image's mean border level in [0, 1] (its outermost rows and columns, all channels), from host raw
+    channels-first uint8 images (N, C, H, W): float64 (N,)."""
+    a = np.asarray(images)
+    n = a.shape[0]
+    if a.shape[2] <= 2 or a.shape[3] <= 2:  # all border
+        return a.reshape(n, -1).mean(axis=1) / 255.0
+    edge = np.concatenate([a[:, :, 0, :].reshape(n, -1), a[:, :, -1, :].reshape(n, -1),
+                           a[:, :, 1:-1, 0].reshape(n, -1), a[:, :, 1:-1, -1].reshape(n, -1)], axis=1)
+    return edge.mean(axis=1, dtype=np.float64) / 255.0
+
+
+class _Levels(Rule):
+    """A tuple of ``count`` finite reals in a range (a per-channel mean or standard deviation)."""
+
+    def __init__(self, low: float, low_open: bool, what: str):
+        self.rule, self.what = Real(low, 1, low_open=low_open), what
+
+    def describe(self):
+        return f"a list of one {self.what} per channel, each {self.rule.describe()}"
+
+    def check(self, value, what):
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if not isinstance(value, (list, tuple)) or len(value) not in CHANNELS:
+            self._fail(value, what)
+        return tuple(self.rule.check(v, f"{what}[{i}]") for i, v in enumerate(value))
+
+
+class _Channels(Rule):
+    """1 or 3 (grey or colour)."""
+
+    def describe(self):
+        return "1 or 3"
+
+    def check(self, value, what):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) not in CHANNELS:
+            self._fail(value, what)
+        return int(value)
+
+
+#: the rule of every field: what the constructor takes and what a checkpoint may store (one home for both)
+RULES: dict[str, Rule] = {
+    "channels": _Channels(),
+    "size": Pair(Integer(1, 1 << 20)),  # each side (the data readers' side limit applies to image files on top)
+    "mean": _Levels(0, False, "mean in [0, 1]") | NoneValue(),
+    "std": _Levels(0, True, "standard deviation") | NoneValue(),
+    "border": Real(0, 1) | NoneValue(),
+    "border_spread": Real(0, 1) | NoneValue(),
+    "resample": Options(*RESAMPLE),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How a model reads raw images. ``channels`` (1 or 3) and ``size`` (H, W) are what its first layer takes;
+    ``mean`` and ``std`` (one per channel, of pixels scaled to [0, 1]; both None: no normalisation) normalise;
+    ``border`` and ``border_spread`` are the mean and the spread over images of the training images' border level
+    (None: unknown, nothing questioned); ``resample`` names the filter image files are resized with."""
+
+    channels: int
+    size: tuple
+    mean: tuple | None = None
+    std: tuple | None = None
+    border: float | None = None
+    border_spread: float | None = None
+    resample: str = "lanczos"
+
+    def __post_init__(self):
+        checked = check_all("Preprocessing", dataclasses.asdict(self), RULES)
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("Preprocessing needs both mean and std, or neither")
+        if (self.border is None) != (self.border_spread is None):
+            raise ValueError("Preprocessing needs both border and border_spread, or neither")
+        for key in ("mean", "std"):
+            if checked[key] is not None and len(checked[key]) != checked["channels"]:
+                raise ValueError(f"Preprocessing {key} needs {checked['channels']} values (one per channel); "
+                                 f"got {len(checked[key])}")
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
+
+    # -- making one ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_images(cls, images, normalize: bool = False, resample: str = "lanczos", layout: str = "auto"):
+        """The preprocessing of a model trained on ``images`` (raw integer pixels 0..255, host arrays):
+        their channels and size, their border level, and with ``normalize`` their per-channel mean and
+        standard deviation (of pixels scaled to [0, 1], computed in float64 one channel at a time)."""
+        a = _host_raw(images, "images", layout)
+        n, c, h, w = a.shape
+        mean = std = None
+        if normalize:
+            mean, std = [], []
+            for k in range(c):
+                plane = a[:, k]
+                m = float(plane.mean(dtype=np.float64)) / 255.0
+                s = float(np.sqrt(np.mean((plane.astype(np.float64) / 255.0 - m) ** 2)))
+                if not s > 1e-6:
+                    raise ValueError(f"cannot normalise: channel {k} of the training images is constant")
+                mean.append(m)
+                std.append(s)
+        levels = border_levels(a)
+        return cls(channels=c, size=(h, w), mean=None if mean is None else tuple(mean),
+                   std=None if std is None else tuple(std), border=float(levels.mean()),
+                   border_spread=float(levels.std()), resample=resample)
+
+    @classmethod
+    def for_shape(cls, input_shape):
+        """The plain preprocessing (scale to [0, 1] only) of a model that reads ``input_shape`` (C, H, W)."""
+        c, h, w = input_shape
+        return cls(channels=c, size=(h, w))
+
+    # -- stored form --------------------------------------------------------------------------------------------
+    def to_config(self) -> dict:
+        """A JSON-ready dict (what a checkpoint stores)."""
+        out = dataclasses.asdict(self)
+        out["size"] = list(self.size)
+        for key in ("mean", "std"):
+            out[key] = None if out[key] is None else list(out[key])
+        return out
+
+    @classmethod
+    def from_config(cls, config) -> Preprocessing:
+        """Rebuild from :meth:`to_config`'s dict (unknown or missing fields, values out of their rules: a one-line
+        ValueError), as a checkpoint reader does with an untrusted file."""
+        check_all("preprocessing", config, RULES, required=("channels", "size"))
+        return cls(**config)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W): what the model's first layer reads."""
+        return (self.channels, *self.size)
+
+    def describe(self) -> str:
+        """One line: ``"3x32x32, scaled to [0, 1], normalised per channel"``."""
+        text = f"{self.channels}x{self.size[0]}x{self.size[1]}, scaled to [0, 1]"
+        return text + (", normalised per channel" if self.mean is not None else "")
+
+    # -- applying it --------------------------------------------------------------------------------------------
+    def check_shape(self, shape, what: str = "x") -> None:
+        """Raw channels-first ``shape`` (N, C, H, W) against what the model reads; a one-line ValueError naming
+        the fix otherwise (arrays are never resized or converted silently)."""
+        _, c, h, w = shape
+        if c != self.channels:
+            have = "greyscale" if c == 1 else f"{c}-channel"
+            want = "greyscale (1 channel)" if self.channels == 1 else f"{self.channels}-channel colour"
+            raise ValueError(f"{what} holds {have} images; the model reads {want} images "
+                             f"({'average the channels' if self.channels == 1 else 'repeat the grey channel'} first, "
+                             "or train a model for them)")
+        if (h, w) != tuple(self.size):
+            raise ValueError(f"{what} holds {h}x{w} images; the model reads {self.size[0]}x{self.size[1]} "
+                             "(resize them first: portacnn.data.resize_images, or portacnn predict --resize)")
+
+    def apply(self, batch, xp, dtype):
+        """Raw channels-first ``batch`` (already in namespace ``xp``, cast to the float ``dtype``) scaled and
+        normalised: ``batch / 255``, then ``(x - mean) / std`` per channel."""
+        out = batch / 255.0
+        if self.mean is not None:
+            shape = (1, self.channels, 1, 1)
+            dev = _device(batch)
+            mean = xp.reshape(xp.asarray(self.mean, dtype=dtype, device=dev), shape)
+            std = xp.reshape(xp.asarray(self.std, dtype=dtype, device=dev), shape)
+            out = (out - mean) / std
+        return out
+
+    def questions(self, images) -> list[str]:
+        """What looks wrong about host raw channels-first ``images`` (N, C, H, W) compared with the training
+        images, one line each (empty: nothing): a border level far from theirs, and when it is near their
+        opposite, a reversed polarity (a light background where theirs was dark). Any raw layout is taken."""
+        if self.border is None or images.shape[0] == 0:
+            return []
+        a = np.asarray(to_channels_first(np.asarray(images)))
+        if a.shape[0] > BORDER_SAMPLE:  # evenly spread rows: cheap for a million images
+            a = a[np.linspace(0, a.shape[0] - 1, BORDER_SAMPLE).astype(np.int64)]
+        levels = border_levels(a)
+        tolerance = max(BORDER_TOLERANCE, 3 * self.border_spread)
+        odd = np.abs(levels - self.border) > tolerance
+        if not odd.any():
+            return []
+        share = f"{int(odd.sum())} of {len(levels)}" + (" sampled" if len(levels) < images.shape[0] else "")
+        seen = float(levels[odd].mean())
+        inverted = np.abs((1.0 - levels[odd]) - self.border) <= tolerance
+        text = (f"{share} images have a border level of {seen:.2f} on average, unlike the training images' "
+                f"{self.border:.2f}")
+        if inverted.mean() > 0.5:
+            dark = "dark" if self.border < 0.5 else "light"
+            opposite = "light" if dark == "dark" else "dark"
+            return [text + f": they look like {opposite} backgrounds where the model learnt {dark} ones (reversed "
+                           "polarity); invert them (portacnn predict --invert) if so"]
+        return [text + ": the model may answer confidently on images unlike anything it was trained on"]
+
+    def warn_about(self, images, what: str = "x") -> None:
+        """Issue an :class:`InputWarning` for each of :meth:`questions`, attributed to the caller's code."""
+        for text in self.questions(images):
+            warnings.warn(f"{what}: {text}", InputWarning, stacklevel=_outside_package())
+
+
+def _outside_package() -> int:
+    """The ``stacklevel`` of the first frame outside portacnn: where the user's call is."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _device(x):
+    from array_api_compat import device
+
+    return device(x)
+
+
+def _host_raw(images, what: str, layout: str = "auto") -> np.ndarray:
+    """Host raw images as channels-first uint8-valued integers (N, C, H, W), checked to hold pixels 0..255."""
+    a = np.asarray(images)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{what} must hold raw integer pixels 0..255 (e.g. uint8); got dtype {a.dtype}")
+    a = np.asarray(to_channels_first(a, layout))
+    if a.shape[0] == 0:
+        raise ValueError(f"{what} is empty (0 images)")
+    if a.dtype != np.uint8 and (int(a.min()) < 0 or int(a.max()) > 255):
+        raise ValueError(f"{what} must hold pixels in 0..255; got {int(a.min())}..{int(a.max())}")
+    return a
+
+
+def check_raw_values(x, what: str = "x") -> None:
+    """Raw integer pixels in any library lie in 0..255 (uint8 always does)."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(x)
+    if str(x.dtype).endswith("uint8") or math.prod(x.shape) == 0:
+        return
+    lo, hi = int(xp.min(x)), int(xp.max(x))
+    if lo < 0 or hi > 255:
+        raise ValueError(f"{what} holds integer pixels {lo}..{hi}; raw images are 0..255 (uint8), float images are "
+                         "model input already scaled")
+
+
+__all__ = ["CHANNELS", "InputWarning", "Preprocessing", "RESAMPLE", "border_levels", "channels_first_axes",
+           "raw_shape", "to_channels_first"]
