@@ -17,6 +17,9 @@ imported only when a model is exported. The graph is built node by node with ``o
   -> Relu/LeakyRelu/Sigmoid/Tanh, Flatten -> Flatten(axis=1), Dense -> Gemm(transB=1), Dropout -> nothing
   (the identity at inference), Residual -> both branches and an Add (the block's input itself when it has
   no shortcut).
+* metadata (``metadata_props``): ``class_names`` (a JSON list, the name of each output index) and
+  ``portacnn_preprocessing`` (JSON: the size, channels, scaling and normalisation that turn raw 0..255 pixels
+  into the graph's input, :class:`~portacnn.preprocessing.Preprocessing`) when the model has them.
 * the weights and running statistics as initializers named by their state-dict keys ("0.weight",
   "3.body.1.running_var"), in the model's dtype (``dtype=`` casts them, e.g. a float64 model to float32).
 
@@ -36,6 +39,8 @@ the export dtype, is a ValueError naming the tensor. Graphs over 2 GB (protobuf'
 """
 
 from __future__ import annotations
+
+import json
 
 import math
 import os
@@ -336,6 +341,12 @@ def onnx_model(model, opset=17, softmax=False, dynamic_batch=True, input_shape=N
     proto = helper.make_model(g, opset_imports=ops, ir_version=helper.find_min_ir_version_for(ops),
                               producer_name="portacnn", producer_version=__version__,
                               doc_string=f"portacnn Sequential ({len(model.layers)} layers, {dtype_name})")
+    props = {}
+    if model.class_names is not None:  # what a deployment shows for each output index
+        props["class_names"] = json.dumps(model.class_names)
+    if model.preprocessing is not None:  # how raw pixels become the graph's input
+        props["portacnn_preprocessing"] = json.dumps(model.preprocessing.to_config())
+    helper.set_model_props(proto, props)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:  # not expected: every layer's shapes were checked above

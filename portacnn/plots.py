@@ -102,12 +102,15 @@ def _as_host(x, name: str) -> np.ndarray:
 
 
 def _images(images, name: str = "images") -> np.ndarray:
-    """(N, H, W) or (N, 1, H, W) -> (N, H, W) host array."""
+    """(N, H, W) or (N, 1, H, W) -> (N, H, W); colour (N, 3, H, W) or (N, H, W, 3) -> (N, H, W, 3) host array."""
     arr = _as_host(images, name)
     if arr.ndim == 4 and arr.shape[1] == 1:
         arr = arr[:, 0]
-    if arr.ndim != 3:
-        raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W); got shape {arr.shape}")
+    elif arr.ndim == 4 and arr.shape[1] == 3:
+        arr = np.moveaxis(arr, 1, -1)
+    if not (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 3)):
+        raise ValueError(f"{name} must have shape (N, H, W), (N, 1, H, W), (N, 3, H, W) or (N, H, W, 3); got shape "
+                         f"{arr.shape}")
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"{name} must be an integer or floating array; got dtype {arr.dtype}")
     return arr
@@ -130,6 +133,20 @@ def _labels(labels, name: str, num_classes: int | None = None) -> np.ndarray:
     if num_classes is not None and arr.size and (arr.min() < 0 or arr.max() >= num_classes):
         raise ValueError(f"{name} must lie in [0, {num_classes}); got values in [{arr.min()}, {arr.max()}]")
     return arr
+
+
+def _show(ax, img, vmin: float, vmax: float) -> None:
+    """One image: grey with a shared grey scale; colour rescaled from [vmin, vmax] to [0, 1] (normalised images
+    show as they were before normalisation, up to a shared contrast stretch)."""
+    if img.ndim == 2:
+        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        return
+    span = vmax - vmin if vmax > vmin else 1.0
+    ax.imshow(np.clip((img.astype(np.float64) - vmin) / span, 0.0, 1.0), interpolation="nearest")
+
+
+def _name(class_names, k) -> str:
+    return str(int(k)) if class_names is None else str(class_names[int(k)])
 
 
 def _proba(proba, name: str = "proba") -> np.ndarray:
@@ -204,8 +221,10 @@ def worst_mistake_indices(y_true, proba, n: int = 16) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def sample_grid(images, labels, path, n: int = 40, cols: int = 10, title: str = "Kannada-MNIST samples") -> Path:
-    """A greyscale grid of the first ``n`` digits with each one's label above it."""
+def sample_grid(images, labels, path, n: int = 40, cols: int = 10, title: str = "Kannada-MNIST samples",
+                class_names=None) -> Path:
+    """A grid of the first ``n`` images (grey or colour) with each one's label (its class name, given
+    ``class_names``) above it."""
     imgs = _images(images)
     labs = _labels(labels, "labels")
     _same_length(images=imgs, labels=labs)
@@ -221,8 +240,8 @@ def sample_grid(images, labels, path, n: int = 40, cols: int = 10, title: str = 
     fig = _new_figure((1.1 * cols + 0.3, 1.25 * rows + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False))
     for ax, img, lab in zip(axes.flat, imgs, labs):
-        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_title(str(int(lab)), fontsize=10)
+        _show(ax, img, vmin, vmax)
+        ax.set_title(_name(class_names, lab), fontsize=10)
         ax.set_axis_off()
     _hide_unused(axes, count)
     fig.suptitle(title, fontsize=13)
@@ -287,9 +306,12 @@ def training_curves(history, path) -> Path:
     return _save(fig, path)
 
 
-def confusion_matrix(y_true, y_pred, path, num_classes: int = 10) -> Path:
-    """The confusion-matrix counts as an image, with each count written in its cell."""
+def confusion_matrix(y_true, y_pred, path, num_classes: int = 10, class_names=None) -> Path:
+    """The confusion-matrix counts as an image, with each count written in its cell; the axes name the classes
+    (``class_names``, else their ids)."""
     counts = confusion_counts(y_true, y_pred, num_classes)
+    if class_names is not None and len(class_names) != counts.shape[0]:
+        raise ValueError(f"class_names holds {len(class_names)} names for {counts.shape[0]} classes")
     c = counts.shape[0]
     total = int(counts.sum())
     accuracy = np.trace(counts) / total if total else float("nan")
@@ -309,6 +331,9 @@ def confusion_matrix(y_true, y_pred, path, num_classes: int = 10) -> Path:
     ticks = np.arange(c)
     ax.set_xticks(ticks)
     ax.set_yticks(ticks)
+    if class_names is not None:
+        ax.set_xticklabels([str(n) for n in class_names], rotation=45, ha="right", fontsize=fontsize)
+        ax.set_yticklabels([str(n) for n in class_names], fontsize=fontsize)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     title = "Confusion matrix"
@@ -358,7 +383,7 @@ def conv_filters(weight, path, max_filters: int = 128) -> Path:
     return _save(fig, path)
 
 
-def worst_mistakes(images, y_true, proba, path, n: int = 16, cols: int = 8) -> Path:
+def worst_mistakes(images, y_true, proba, path, n: int = 16, cols: int = 8, class_names=None) -> Path:
     """The ``n`` misclassified images whose wrong prediction was most confident.
 
     Each is titled ``"true t / pred p (0.97)"``. With no mistakes the figure says so.
@@ -387,8 +412,8 @@ def worst_mistakes(images, y_true, proba, path, n: int = 16, cols: int = 8) -> P
     fig = _new_figure((1.75 * cols + 0.3, 1.85 * rows + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False))
     for ax, img, tt, pp, cc in zip(axes.flat, shown, t[idx], pred, conf):
-        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"true {int(tt)} / pred {int(pp)} ({float(cc):.2f})", fontsize=8)
+        _show(ax, img, vmin, vmax)
+        ax.set_title(f"true {_name(class_names, tt)} / pred {_name(class_names, pp)} ({float(cc):.2f})", fontsize=8)
         ax.set_axis_off()
     _hide_unused(axes, idx.size)
     fig.suptitle(f"Most confident mistakes ({idx.size} shown)", fontsize=13)
@@ -396,7 +421,7 @@ def worst_mistakes(images, y_true, proba, path, n: int = 16, cols: int = 8) -> P
 
 
 def save_all(out_dir, history=None, model_weight=None, images=None, y_true=None, proba=None,
-             sample_images=None, sample_labels=None) -> list[Path]:
+             sample_images=None, sample_labels=None, class_names=None, title: str = "Kannada-MNIST samples") -> list[Path]:
     """Write whichever plots the given inputs allow into ``out_dir``; return the paths written.
 
     * ``samples.png``   from ``sample_images`` + ``sample_labels``
@@ -415,16 +440,18 @@ def save_all(out_dir, history=None, model_weight=None, images=None, y_true=None,
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if sample_images is not None:
-        written.append(sample_grid(sample_images, sample_labels, out / "samples.png"))
+        written.append(sample_grid(sample_images, sample_labels, out / "samples.png", title=title,
+                                   class_names=class_names))
     elif images is not None and y_true is not None:
-        written.append(sample_grid(images, y_true, out / "samples.png"))
+        written.append(sample_grid(images, y_true, out / "samples.png", title=title, class_names=class_names))
     if history is not None:
         written.append(training_curves(history, out / "curves.png"))
     if y_true is not None and proba is not None:
         p = _proba(proba)
-        written.append(confusion_matrix(y_true, p.argmax(axis=1), out / "confusion.png", num_classes=p.shape[1]))
+        written.append(confusion_matrix(y_true, p.argmax(axis=1), out / "confusion.png", num_classes=p.shape[1],
+                                        class_names=class_names))
     if model_weight is not None:
         written.append(conv_filters(model_weight, out / "filters.png"))
     if images is not None and y_true is not None and proba is not None:
-        written.append(worst_mistakes(images, y_true, proba, out / "mistakes.png"))
+        written.append(worst_mistakes(images, y_true, proba, out / "mistakes.png", class_names=class_names))
     return written

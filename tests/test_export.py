@@ -267,6 +267,20 @@ def test_graph_interface_versions_and_initializers(tmp_path):
     assert ops == {"Conv", "BatchNormalization", "Relu", "MaxPool", "Add", "GlobalAveragePool", "Flatten", "Gemm"}
 
 
+def test_class_names_and_preprocessing_travel_as_metadata(tmp_path):
+    import json
+
+    from portacnn.preprocessing import Preprocessing
+
+    model = pc.models.seed_cnn()
+    assert {p.key for p in onnx.load(str(to_onnx(model, tmp_path / "plain.onnx"))).metadata_props} == set()
+    model.class_names = [f"digit {k}" for k in range(10)]
+    model.preprocessing = Preprocessing(1, (28, 28), mean=(0.1,), std=(0.3,), border=0.0, border_spread=0.01)
+    props = {p.key: p.value for p in onnx.load(str(to_onnx(model, tmp_path / "m.onnx"))).metadata_props}
+    assert json.loads(props["class_names"]) == model.class_names
+    assert Preprocessing.from_config(json.loads(props["portacnn_preprocessing"])) == model.preprocessing
+
+
 @pytest.mark.parametrize("opset", [MIN_OPSET, 17, 20])
 def test_opsets_and_their_ir_versions(opset, tmp_path):
     model = build("pools")

@@ -83,6 +83,46 @@ def test_sample_grid_nchw_float_fewer_than_n(tmp_path, rng):
     assert_png(out)
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+    """What each figure the plots draw shows, per axes: (title, first image's pixels, x and y tick labels), read
+    before the figure is written (and released)."""
+    figures = []
+    save = plots._save
+
+    def keep(fig, path):
+        figures.append([(ax.get_title(), np.asarray(ax.images[0].get_array()) if ax.images else None,
+                         [t.get_text() for t in ax.get_xticklabels()], [t.get_text() for t in ax.get_yticklabels()])
+                        for ax in fig.axes])
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_colour_images_are_drawn_in_colour_with_class_names(tmp_path, rng, drawn, layout):
+    images = rng.random((5, 3, 6, 7)).astype(np.float32) * 4 - 2  # normalised colour images
+    shown = images if layout == "channels_first" else np.moveaxis(images, 1, -1)
+    names = ["cat", "dog", "ship"]
+    assert_png(plots.sample_grid(shown, [2, 0, 1, 1, 0], tmp_path / "s.png", class_names=names))
+    axes = drawn[0]
+    assert [ax[0] for ax in axes[:5]] == ["ship", "cat", "dog", "dog", "cat"]
+    lo, hi = float(images.min()), float(images.max())
+    pixels = axes[1][1]
+    np.testing.assert_allclose(pixels, (np.moveaxis(images[1], 0, -1) - lo) / (hi - lo), rtol=1e-6)
+
+
+def test_confusion_matrix_and_mistakes_name_the_classes(tmp_path, rng, drawn):
+    names = ["cat", "dog", "ship"]
+    plots.confusion_matrix([0, 1, 2, 2], [0, 2, 2, 1], tmp_path / "c.png", num_classes=3, class_names=names)
+    _, _, xticks, yticks = drawn[0][0]
+    assert xticks == names == yticks
+    proba = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
+    plots.worst_mistakes(np.zeros((2, 3, 4, 4), np.uint8), [0, 0], proba, tmp_path / "m.png", class_names=names)
+    assert drawn[1][0][0] == "true cat / pred dog (0.90)"
+
+
 def test_training_curves_with_and_without_validation(tmp_path):
     hist = {"loss": [1.0, 0.6, 0.4], "accuracy": [0.6, 0.8, 0.9],
             "val_loss": [0.9, 0.7, 0.5], "val_accuracy": [0.7, 0.8, 0.85]}  # fmt: skip
@@ -237,7 +277,9 @@ def test_value_errors(tmp_path):
     with pytest.raises(ValueError, match="images"):
         plots.sample_grid(np.zeros((4, 28)), [0, 1, 2, 3], tmp_path / "x.png")
     with pytest.raises(ValueError, match="images"):
-        plots.sample_grid(np.zeros((4, 3, 28, 28)), [0, 1, 2, 3], tmp_path / "x.png")
+        plots.sample_grid(np.zeros((4, 2, 28, 28)), [0, 1, 2, 3], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="2 names for 3 classes"):
+        plots.confusion_matrix([0, 1], [0, 2], tmp_path / "x.png", num_classes=3, class_names=["a", "b"])
     with pytest.raises(ValueError, match="labels"):
         plots.sample_grid(img, np.zeros((4, 1)), tmp_path / "x.png")
     with pytest.raises(ValueError, match="y_pred"):
