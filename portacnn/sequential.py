@@ -220,11 +220,9 @@ class Sequential:
         return self
 
     # -- training and inference (loops live in training.py, files in checkpoint.py) -------------------------
-    def fit(self, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
-            progress=True, **kwargs):
-        """Train on images ``x`` (N, C, H, W) and labels ``y``; returns a History. See :func:`portacnn.training.fit`."""
-        return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                   validation_data=validation_data, shuffle=shuffle, seed=seed, progress=progress, **kwargs)
+    #: ``model.fit(x, y, ...)`` is :func:`portacnn.training.fit` with the model first: one signature, defaults
+    #: and docstring, which ``help(model.fit)`` shows in full
+    fit = training.fit
 
     def evaluate(self, x, y, batch_size=1000, comm=None) -> dict:
         """``{"loss": float, "accuracy": float, "n": int}`` over the whole of ``x``, ``y`` (``comm``: split across
