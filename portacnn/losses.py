@@ -1,5 +1,7 @@
 """Loss functions. Each returns ``(loss, dlogits)``: the batch-mean loss as a 0-d array on the logits'
 device (call ``float()`` only when you log it: on a GPU every conversion is a sync) and its gradient.
+
+:data:`LOSSES` names them as ``fit(loss=...)`` takes them; :func:`get_loss` reads such a name.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import numbers
 from array_api_compat import array_namespace, device
 
 from .backend import asarray_like
+from .validation import _short
 
 
 def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: bool = True, batch_rows=None):
@@ -72,3 +75,29 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: b
         loss = (1 - eps) * loss + (eps / c) * (-xp.sum(log_p) / rows)
         target = target * (1 - eps) + eps / c
     return loss, (xp.exp(log_p) - target) / rows
+
+
+#: loss name -> the function, as ``fit(loss=...)`` takes it. portacnn models end in logits and this loss applies
+#: the softmax itself, so Keras' "sparse_categorical_crossentropy" (integer class ids) is the same loss as Keras
+#: computes it with ``from_logits=True``, or on a model that ends in a softmax.
+LOSSES = {"cross_entropy": softmax_cross_entropy, "sparse_categorical_crossentropy": softmax_cross_entropy}
+
+#: names a Keras user may try that portacnn does not train with, and what to do instead
+_REFUSED = {"categorical_crossentropy": "takes one-hot labels; portacnn trains on integer class ids: pass "
+                                        "y.argmax(axis=1) as labels with loss='sparse_categorical_crossentropy'"}
+
+
+def get_loss(loss):
+    """The loss function ``loss`` names: a key of :data:`LOSSES` in any case, or
+    :func:`softmax_cross_entropy` itself; a one-line ValueError otherwise (another function too: training runs
+    portacnn's own loss)."""
+    if loss is softmax_cross_entropy:
+        return loss
+    if isinstance(loss, str):
+        key = loss.lower()
+        if key in LOSSES:
+            return LOSSES[key]
+        if key in _REFUSED:
+            raise ValueError(f"loss {loss!r} {_REFUSED[key]}")
+    raise ValueError(f"unknown loss {_short(loss)}; known names: {', '.join(LOSSES)} (or the function "
+                     "portacnn.losses.softmax_cross_entropy)")

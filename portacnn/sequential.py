@@ -106,6 +106,15 @@ class Sequential:
         return self._parallel.shards(tuple(batch_shape), training)
 
     # -- computing -------------------------------------------------------------------------------------
+    #: the per-image shape of the first batch a model without ``input_shape`` computed (forward or infer), which
+    #: :meth:`summary` shows shapes for; never saved (``input_shape`` alone is a checkpoint's: what fit trains on)
+    _first_batch_shape = None
+
+    def _seen(self, x) -> None:
+        """Remember the per-image shape of batch ``x`` when the model knows no shape yet (a tuple: no sync)."""
+        if self.input_shape is None and self._first_batch_shape is None:
+            self._first_batch_shape = tuple(x.shape[1:])
+
     def forward(self, x, training: bool = False):
         """Logits for a batch ``x`` (N, C, H, W) of real numbers: a NumPy array, a Python list, or an array of
         any library and device (torch, CuPy, array_api_strict, Dask); moved to the model's device and dtype."""
@@ -113,6 +122,7 @@ class Sequential:
         self._output_shape = None  # a failed pass leaves no stale caches to back-propagate through
         out = self._parallel.forward(x, training)
         self._output_shape = tuple(out.shape)
+        self._seen(x)
         return out
 
     __call__ = forward
@@ -123,7 +133,9 @@ class Sequential:
         (:mod:`portacnn.layers.fold`), nothing kept for backward. What predict, predict_proba and evaluate run."""
         x = self.backend.asarray(x, dtype=self.dtype, what="x")
         self._output_shape = None  # nothing to back-propagate through
-        return run_infer(self.layers, x)
+        out = run_infer(self.layers, x)
+        self._seen(x)
+        return out
 
     def backward(self, grad, input_grad: bool = True):
         """Back-propagate ``grad`` (d loss / d output); fills every ``Parameter.grad``, returns d loss / d x.
@@ -254,11 +266,9 @@ class Sequential:
         return self
 
     # -- training and inference (loops live in training.py, files in checkpoint.py) -------------------------
-    def fit(self, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
-            progress=True, **kwargs):
-        """Train on images ``x`` (N, C, H, W) and labels ``y``; returns a History. See :func:`portacnn.training.fit`."""
-        return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                   validation_data=validation_data, shuffle=shuffle, seed=seed, progress=progress, **kwargs)
+    #: ``model.fit(x, y, ...)`` is :func:`portacnn.training.fit` with the model first: one signature, defaults
+    #: and docstring, which ``help(model.fit)`` shows in full
+    fit = training.fit
 
     def evaluate(self, x, y, batch_size=1000, comm=None) -> dict:
         """``{"loss": float, "accuracy": float, "n": int}`` over the whole of ``x``, ``y`` (``comm``: split across
@@ -298,20 +308,25 @@ class Sequential:
         return cls(layers, backend=backend, dtype=dtype, seed=seed, workers=workers, input_shape=input_shape)
 
     def summary(self, input_shape=None) -> str:
-        """A table of the layers, each one's per-image output shape and parameter count, and the totals, as
-        Keras' ``model.summary()``; ``input_shape`` (C, H, W) defaults to the model's own (else shapes show
-        as '?')."""
-        shape = input_shape if input_shape is not None else self.input_shape
+        """A table as Keras' ``model.summary()``: one row per layer (its :meth:`~portacnn.layers.Layer.short`
+        description, a Residual's layers indented below it), its per-image output shape and parameter count, then
+        the totals. Shapes follow ``input_shape`` (C, H, W) when given, else the model's own, else the shape of
+        the first batch it computed; before any, they show as '?' and the last line says how to get them."""
+        shape, source = input_shape, ""
+        if shape is None:
+            shape = self.input_shape
+        if shape is None and self._first_batch_shape is not None:
+            shape, source = self._first_batch_shape, " of the first batch"
         rows = [("#", "layer", "output shape", "parameters")]
 
         def add(key, layers, shape, depth):
             for i, layer in enumerate(layers):
                 parts = layer.sublayers()
-                name = type(layer).__name__ if parts else repr(layer)
                 given = shape
                 shape = None if shape is None else layer.output_shape(tuple(shape))
                 count = sum(int(np.prod(p.data.shape)) for p in layer.parameters())
-                rows.append((f"{key}{i}", "  " * depth + name, "?" if shape is None else str(tuple(shape)), f"{count:,}"))
+                rows.append((f"{key}{i}", "  " * depth + layer.short(), "?" if shape is None else str(tuple(shape)),
+                             f"{count:,}"))
                 for branch in dict.fromkeys(name.split(".")[0] for name, _ in parts):  # "body", "shortcut"
                     add(f"{key}{i}.{branch}.", [sub for name, sub in parts if name.split(".")[0] == branch], given,
                         depth + 1)
@@ -320,8 +335,9 @@ class Sequential:
         widths = [max(len(r[k]) for r in rows) for k in range(4)]
         lines = ["  ".join(r[k].ljust(widths[k]) if k < 3 else r[k].rjust(widths[k]) for k in range(4)) for r in rows]
         lines.insert(1, "-" * len(lines[0]))
-        lines.append(f"{self.num_parameters():,} parameters ({self.dtype}, backend {self.backend.name}, "
-                     f"input {'?' if (input_shape or self.input_shape) is None else tuple(input_shape or self.input_shape)})")
+        read = ("input ?; for shapes pass input_shape=(C, H, W) or run a batch" if shape is None
+                else f"input {tuple(shape)}{source}")
+        lines.append(f"{self.num_parameters():,} parameters ({self.dtype}, backend {self.backend.name}, {read})")
         return "\n".join(lines)
 
     def input_channels(self) -> int | None:

@@ -322,6 +322,18 @@ def test_bad_flags_in_a_real_process(argv, fragment):
     assert_usage_error(run_cli(*argv), fragment)
 
 
+def test_version_in_process_prints_the_package_version_and_exits_0(capsys):
+    assert cli.main(["--version"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"portacnn {pc.__version__}\n" and captured.err == ""
+    assert pc.__version__.count(".") == 2 and all(part.isdigit() for part in pc.__version__.split("."))
+
+
+def test_version_in_a_real_process():
+    proc = run_cli("--version")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"portacnn {pc.__version__}\n", "")
+
+
 def test_unavailable_backend_is_a_one_line_error(run):
     out, _ = run
     if "cupy" in pc.available_backends():

@@ -250,3 +250,82 @@ def test_an_input_shape_the_layers_do_not_take_is_refused(shape, message):
     assert pc.Sequential(layers, input_shape=[1, 28, 28]).input_shape == (1, 28, 28)
     with pytest.raises(ValueError, match=message):
         pc.Sequential([type(layer)(**layer.config()) for layer in layers], input_shape=shape)
+
+
+# -- summary, as Keras shows it ------------------------------------------------------------------------------
+def _rows(text):
+    """The summary's layer rows as (key, description, output shape, parameters), descriptions keeping indents."""
+    lines = text.splitlines()
+    start = lines[0].index("layer")
+    shape_at, count_at = lines[0].index("output shape"), lines[0].index("parameters")
+    return [(line[:start].strip(), line[start:shape_at].rstrip(), line[shape_at:count_at].strip(),
+             line[count_at:].strip()) for line in lines[2:-1]]
+
+
+def test_summary_is_one_short_row_per_layer_with_shapes_and_parameters():
+    L = pc.layers
+    model = pc.Sequential([L.Conv2D(1, 32, 3, padding=1), L.ReLU(), L.BatchNorm2D(32), L.MaxPool2D(2),
+                           L.Dropout(0.25), L.Flatten(), L.Dense(32 * 14 * 14, 128), L.LeakyReLU(0.2),
+                           L.Dense(128, 10)], input_shape=(1, 28, 28))
+    text = model.summary()
+    assert _rows(text) == [
+        ("0", "Conv2D(1->32, 3x3, pad 1)", "(32, 28, 28)", "320"),
+        ("1", "ReLU", "(32, 28, 28)", "0"),
+        ("2", "BatchNorm2D(32)", "(32, 28, 28)", "64"),
+        ("3", "MaxPool2D(2)", "(32, 14, 14)", "0"),
+        ("4", "Dropout(0.25)", "(32, 14, 14)", "0"),
+        ("5", "Flatten", "(6272,)", "0"),
+        ("6", "Dense(6272->128)", "(128,)", "802,944"),
+        ("7", "LeakyReLU(0.2)", "(128,)", "0"),
+        ("8", "Dense(128->10)", "(10,)", "1,290"),
+    ]
+    assert text.splitlines()[-1] == "804,618 parameters (float32, backend numpy, input (1, 28, 28))"
+
+
+def test_summary_names_the_arguments_that_differ_from_the_usual():
+    L = pc.layers
+    block = L.Residual([L.Conv2D(2, 2, 3, padding="same", bias=False), L.BatchNorm2D(2, affine=False)],
+                       shortcut=[L.Conv2D(2, 2, 1, dilation=2)])
+    model = pc.Sequential([L.Conv2D(1, 2, (3, 2), stride=(1, 2), padding=(1, 0), dilation=2), block,
+                           L.AvgPool2D(3, stride=2, padding=1), L.GlobalAvgPool2D(), L.BatchNorm1D(2),
+                           L.Dense(2, 3, bias=False)], input_shape=(1, 9, 12))
+    assert [row[:2] for row in _rows(model.summary())] == [
+        ("0", "Conv2D(1->2, 3x2, stride 1x2, pad 1x0, dilation 2)"),
+        ("1", "Residual"),
+        ("1.body.0", "  Conv2D(2->2, 3x3, pad same, no bias)"),
+        ("1.body.1", "  BatchNorm2D(2, no affine)"),
+        ("1.shortcut.0", "  Conv2D(2->2, 1x1, dilation 2)"),
+        ("2", "AvgPool2D(3, stride 2, pad 1)"),
+        ("3", "GlobalAvgPool2D"),
+        ("4", "BatchNorm1D(2)"),
+        ("5", "Dense(2->3, no bias)"),
+    ]
+
+
+@pytest.mark.parametrize("run", ["forward", "infer", "predict"])
+def test_a_hand_built_model_shows_shapes_after_its_first_batch_and_saves_none(run, tmp_path):
+    L = pc.layers
+    model = pc.Sequential([L.Conv2D(1, 2, 3), L.ReLU(), L.GlobalAvgPool2D(), L.Dense(2, 3)])
+    before = model.summary()
+    assert {row[2] for row in _rows(before)} == {"?"}
+    assert before.splitlines()[-1].endswith("input ?; for shapes pass input_shape=(C, H, W) or run a batch)")
+    with pytest.raises(ValueError):
+        model.forward(np.zeros((2, 3, 8, 8), np.float32))  # a batch it cannot take teaches it nothing
+    assert model.summary() == before
+    getattr(model, run)(np.zeros((2, 1, 8, 6), np.float32))
+    getattr(model, run)(np.zeros((2, 1, 5, 5), np.float32))  # the first batch's shape stays
+    after = model.summary()
+    assert [row[2] for row in _rows(after)] == ["(2, 6, 4)", "(2, 6, 4)", "(2,)", "(3,)"]
+    assert after.splitlines()[-1].endswith("input (1, 8, 6) of the first batch)")
+    assert model.input_shape is None  # what fit trains on, and checkpoints keep, is not guessed from a batch
+    model.save(tmp_path / "m.safetensors")
+    assert pc.load(tmp_path / "m.safetensors").input_shape is None
+    assert "(2, 3, 3)" in model.summary(input_shape=(1, 5, 5))  # an explicit shape comes first
+
+
+def test_a_declared_input_shape_wins_over_the_batches_computed():
+    L = pc.layers
+    model = pc.Sequential([L.Conv2D(1, 2, 3), L.GlobalAvgPool2D()], input_shape=(1, 8, 8))
+    model.forward(np.zeros((1, 1, 5, 5), np.float32))
+    assert _rows(model.summary())[0][2] == "(2, 6, 6)"
+    assert model.summary().splitlines()[-1].endswith("input (1, 8, 8))")

@@ -41,12 +41,17 @@ def main(argv=None) -> int:
         check_environment()
         kernels.check_environment()
         limits.check_environment()
-        return build_parser().parse_args(argv)
+        try:
+            return build_parser().parse_args(argv)
+        except SystemExit as e:  # --help or --version: printed; the command ends there, with argparse's code (0)
+            return int(e.code or 0)
 
     try:
         comm = distributed.auto_comm(strict=True)
         # under MPI every rank parses, and a refusal on one (its own flags, its environment) stops them all
         args = parse() if comm is None else distributed.agree(comm, parse)
+        if isinstance(args, int):
+            return args
         return COMMANDS[args.command](args)
     except UsageError as e:
         say(f"portacnn: error: {e}", file=sys.stderr)

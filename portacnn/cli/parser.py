@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._version import __version__
 from ..backend import KNOWN_BACKENDS
 from ..models import ALIASES, MODELS, canonical_name
 from ..recipe import DEFAULT_MOMENTUM, RULES
@@ -113,6 +114,7 @@ def _train_flags(t):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="portacnn", description="Train and run small CNNs on NumPy (CPU) or CuPy (GPU).")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train a model (default: seed_cnn on the embedded Kannada-MNIST)")
     _train_flags(t)

@@ -175,6 +175,18 @@ class Layer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
 
+    def short(self) -> str:
+        """The layer in a few words, as a row of ``model.summary()`` shows it (Keras' habit): its type and the
+        arguments that matter ("Conv2D(1->32, 3x3, pad 1)"); by default the type and the configuration's values
+        ("Dropout(0.25)", "ReLU"). The full configuration is :meth:`__repr__`'s."""
+        values = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.config().values())
+        return f"{type(self).__name__}({values})" if values else type(self).__name__
+
+    @staticmethod
+    def _side(pair) -> str:
+        """An (h, w) pair in a short description: "2" when both are equal, else "2x3"."""
+        return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
 
 def run_forward(layers, x, training: bool = False):
     """``x`` through ``layers`` in order (what :meth:`Sequential.forward` and every data-parallel shard run).

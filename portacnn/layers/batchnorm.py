@@ -68,6 +68,9 @@ class _BatchNorm(Layer):
     def config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine)
 
+    def short(self):
+        return f"{type(self).__name__}({self.num_features}{'' if self.affine else ', no affine'})"
+
     def initialize(self, rng, backend, dtype):
         c = self.num_features
         if self.affine:

@@ -77,6 +77,15 @@ class Conv2D(Layer):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,
                     stride=self.stride, padding=self.padding, dilation=self.dilation, bias=self.use_bias)
 
+    def short(self):
+        pad = (0, 0) if self.padding == "valid" else self.padding
+        extra = [f"stride {self._side(self.stride)}"] if self.stride != (1, 1) else []
+        extra += [f"pad {pad if pad == 'same' else self._side(pad)}"] if pad != (0, 0) else []
+        extra += [f"dilation {self._side(self.dilation)}"] if self.dilation != (1, 1) else []
+        extra += [] if self.use_bias else ["no bias"]
+        (kh, kw), arrow = self.kernel_size, f"{self.in_channels}->{self.out_channels}"
+        return f"Conv2D({', '.join([arrow, f'{kh}x{kw}', *extra])})"
+
     def initialize(self, rng, backend, dtype):
         kh, kw = self.kernel_size
         bound = 1.0 / math.sqrt(self.in_channels * kh * kw)

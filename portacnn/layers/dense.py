@@ -48,6 +48,9 @@ class Dense(Layer):
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias)
 
+    def short(self):
+        return f"Dense({self.in_features}->{self.out_features}{'' if self.use_bias else ', no bias'})"
+
     def initialize(self, rng, backend, dtype):
         bound = 1.0 / math.sqrt(self.in_features)
         self.weight = Parameter("weight", uniform(rng, bound, (self.out_features, self.in_features), backend, dtype))

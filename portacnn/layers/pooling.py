@@ -34,6 +34,11 @@ class Pool2D(Layer):
     def config(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
 
+    def short(self):
+        extra = [] if self.stride == self.kernel_size else [f"stride {self._side(self.stride)}"]
+        extra += [] if self.padding == (0, 0) else [f"pad {self._side(self.padding)}"]
+        return f"{type(self).__name__}({', '.join([self._side(self.kernel_size), *extra])})"
+
     def output_shape(self, shape):
         self.expect_rank(shape)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding

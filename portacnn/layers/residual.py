@@ -54,6 +54,9 @@ class Residual(Layer):
         return dict(layers=[layer_spec(layer) for layer in self.body],
                     shortcut=None if self.shortcut is None else [layer_spec(layer) for layer in self.shortcut])
 
+    def short(self):
+        return "Residual"  # its layers have their own rows in a summary
+
     def __repr__(self):
         body = ", ".join(repr(layer) for layer in self.body)
         short = "None" if self.shortcut is None else "[" + ", ".join(repr(layer) for layer in self.shortcut) + "]"

@@ -22,10 +22,13 @@ from a file (:func:`check_saved`) alike. As in torch, ``lr`` may be 0 (where a s
 One module per optimizer: :mod:`~portacnn.optim.optimizer` (the base class), :mod:`~portacnn.optim.sgd`,
 :mod:`~portacnn.optim.adam` (Adam, AdamW), :mod:`~portacnn.optim.rmsprop`, :mod:`~portacnn.optim.utils`
 (split_decay, clip_grad_norm), :mod:`~portacnn.optim.saved` (OPTIMIZERS, check_saved).
+
+:func:`by_name` reads a name as ``fit(optimizer="adam")`` takes it, from the same table (:data:`OPTIMIZERS`).
 """
 
 from __future__ import annotations
 
+from ..validation import _short
 from . import lr_scheduler
 from .adam import Adam, AdamW
 from .optimizer import MAX_PARAM_GROUPS, Optimizer
@@ -33,6 +36,21 @@ from .rmsprop import RMSprop
 from .saved import OPTIMIZERS, check_saved
 from .sgd import SGD
 from .utils import clip_grad_norm, split_decay
+
+
+def by_name(name) -> type:
+    """The optimizer class ``name`` names, in any case: "adam", "adamw", "sgd" or "rmsprop" (the keys of
+    :data:`OPTIMIZERS`, the names checkpoints record); a one-line ValueError listing them otherwise.
+
+    Built with its defaults (``by_name("rmsprop")(model.parameters())``) it has torch's default hyper-parameters,
+    which are portacnn's, not Keras' (RMSprop: lr 1e-2 here, 1e-3 in Keras; AdamW: weight_decay 1e-2 here).
+    """
+    key = name.lower() if isinstance(name, str) else None
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer name {_short(name)}; known names: {', '.join(sorted(OPTIMIZERS))} "
+                         "(or pass an optimizer, e.g. portacnn.optim.SGD(model.parameters(), lr=0.05))")
+    return OPTIMIZERS[key]
+
 
 __all__ = [
     "MAX_PARAM_GROUPS",
@@ -42,6 +60,7 @@ __all__ = [
     "AdamW",
     "Optimizer",
     "RMSprop",
+    "by_name",
     "check_saved",
     "clip_grad_norm",
     "lr_scheduler",

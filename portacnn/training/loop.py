@@ -25,9 +25,10 @@ from .. import distributed
 from ..backend import to_host
 from ..checkpoint import check_architecture, optimizer_from_checkpoint
 from ..inputs import Images, images
-from ..optim import Adam
+from ..losses import get_loss
+from ..optim import OPTIMIZERS, Adam, Optimizer, by_name
 from ..train_state import TrainState
-from ..validation import Integer, NoneValue, Real, check, check_all
+from ..validation import Integer, NoneValue, Real, _short, check, check_all
 from . import mpi_step
 from .callbacks import Callback, LearningRateScheduler, ModelCheckpoint, as_callbacks
 from .checkpointing import TrainingCheckpoint, restore_callbacks, resume_state
@@ -124,6 +125,35 @@ def _read_data(model, x, y, validation_data, validation_split, seed, checkpoint_
     return _Data(source, labels, rows, validation_data)
 
 
+def _check_optimizer(optimizer) -> None:
+    """A ValueError unless ``optimizer`` is None, a portacnn optimizer or a name :func:`by_name` knows."""
+    if isinstance(optimizer, str):
+        by_name(optimizer)
+    elif optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise ValueError(f"optimizer must be a name ({', '.join(sorted(OPTIMIZERS))}), a portacnn.optim optimizer "
+                         f"built on model.parameters(), or None; got {type(optimizer).__name__} {_short(optimizer)}")
+
+
+def _optimizer(model, optimizer, resumed: dict | None):
+    """The optimizer a run trains with (``optimizer`` checked by :func:`_check_optimizer`). ``resumed``: the
+    checkpoint information of the run resumed, whose saved optimizer (with its state) is taken for None or
+    its own name; a name that is not the saved optimizer's is refused, for building it afresh would silently
+    drop that state. An optimizer given is used as it is."""
+    if optimizer is not None and not isinstance(optimizer, str):
+        return optimizer
+    saved = optimizer_from_checkpoint(model, resumed) if resumed is not None else None
+    if optimizer is None:
+        return Adam(model.parameters(), lr=1e-3) if saved is None else saved
+    kind = by_name(optimizer)
+    if saved is None:
+        return kind(model.parameters())
+    if type(saved) is not kind:
+        name = type(saved).__name__.lower()
+        raise ValueError(f"resume: the run was trained with {name}, not {optimizer.lower()}; leave optimizer out (or "
+                         f"pass {name!r}) to continue it with its saved state, or pass an optimizer to change it")
+    return saved
+
+
 def _batches(n, batch_size):
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
@@ -172,11 +202,18 @@ def _callbacks(model, callbacks, on_epoch_end, comm) -> list[Callback]:
 def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=None, shuffle=True, seed=0,
         progress=True, log_every=20, resume=None, checkpoint_path=None, checkpoint_every=1,
         checkpoint_extra=None, on_epoch_end=None, callbacks=None, validation_split=0.0,
-        label_smoothing=0.0, augment=None, verbose=None, comm=None) -> History:
+        label_smoothing=0.0, augment=None, verbose=None, comm=None, loss="cross_entropy") -> History:
     """Train ``model`` on images ``x`` (N, C, H, W floats, host or device) and labels ``y`` (N,).
 
-    ``optimizer`` defaults to Adam(lr=1e-3). ``resume`` is a model loaded with :func:`portacnn.load` (or its
-    ``.checkpoint`` dict): training continues from the saved position with the saved optimizer state.
+    ``optimizer`` is an optimizer built on ``model.parameters()``, or a name as Keras takes one ("adam",
+    "adamw", "sgd", "rmsprop", any case: :func:`portacnn.optim.by_name`'s class with its default
+    hyper-parameters, built on the model's parameters); None is Adam(lr=1e-3). ``loss`` is the loss by name
+    (:data:`portacnn.losses.LOSSES`: "cross_entropy" or Keras' "sparse_categorical_crossentropy", both
+    softmax cross-entropy of the logits against integer class ids) or
+    :func:`portacnn.losses.softmax_cross_entropy` itself. ``resume`` is a model loaded with
+    :func:`portacnn.load` (or its ``.checkpoint`` dict): training continues from the saved position with the
+    saved optimizer and its state, when ``optimizer`` is None or the saved optimizer's name (another name is
+    refused; an optimizer given replaces the saved one).
     ``checkpoint_path`` writes a resumable checkpoint every ``checkpoint_every`` epochs, at the end and on
     Ctrl-C or SIGTERM (which then stop training after the current step and mark the history ``interrupted``,
     with ``history.signal`` naming the signal; a second signal raises :class:`Stopped` at once);
@@ -211,6 +248,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
         checked = check_all("fit", {"epochs": epochs, "batch_size": batch_size, "log_every": log_every,
                                     "checkpoint_every": checkpoint_every, "label_smoothing": label_smoothing,
                                     "verbose": verbose}, FIT_RULES)
+        get_loss(loss)  # the one loss fit trains with, by any of its names
+        _check_optimizer(optimizer)
         if augment is not None and not callable(augment):
             raise ValueError("augment must be a portacnn.augment transform (or a function f(batch, rng)); "
                              f"got {augment!r}")
@@ -245,10 +284,8 @@ class _Run:
         if self.resumed:
             self.state, info = resume_state(resume, model, settings.batch_size, settings.seed)
             restore_callbacks(callbacks, self.state.callbacks)
-            if optimizer is None:
-                optimizer = optimizer_from_checkpoint(model, info)
         self.position = self.state.to_json() if comm is not None else None  # compared by the ranks (start)
-        self.optimizer = Adam(model.parameters(), lr=1e-3) if optimizer is None else optimizer
+        self.optimizer = _optimizer(model, optimizer, info if self.resumed else None)
         model.optimizer = self.optimizer  # what the callbacks see (self.model.optimizer)
         # the per-step hook is called only on the callbacks that define it: no cost per step otherwise
         self.batch_callbacks = [c for c in callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
