@@ -48,7 +48,7 @@ def _usual(values):
 def _check_members(models) -> list:
     """``models`` as a list of members that can vote together, or an :class:`EnsembleError` naming the first that
     cannot, in one short line (never a list of all members): each is a portacnn Sequential; each gives the same
-    number of classes; and each takes the same images: the ``input_shape`` most members store (every member that
+    number of classes (with the same names, where they have names); and each takes the same images: the ``input_shape`` most members store (every member that
     stores one stores it, every member's layers take it and give one score per class), else the same channel
     count. Where members disagree, the odd one is compared with the most common value. Backends and dtypes may
     differ: each member runs on its own."""
@@ -73,6 +73,13 @@ def _check_members(models) -> list:
         if c != count:
             raise EnsembleError(f"Ensemble member {k} predicts {c} classes but member {usual} predicts {count}; every "
                                 "member must predict the same classes", k)
+    names = [(k, m.class_names) for k, m in enumerate(models) if m.class_names is not None]
+    if names:
+        usual, named = _usual([(k, tuple(n)) for k, n in names])
+        for k, n in names:
+            if tuple(n) != named:
+                raise EnsembleError(f"Ensemble member {k} names its classes {_short(n, 40)} but member {usual} names "
+                                    f"them {_short(list(named), 40)}; every member must predict the same classes", k)
     shapes = [(k, tuple(m.input_shape)) for k, m in enumerate(models) if m.input_shape is not None]
     if not shapes:  # no member knows its image size: the channels must still agree
         reads = [(k, m.input_channels()) for k, m in enumerate(models) if m.input_channels() is not None]
@@ -112,6 +119,17 @@ class Ensemble:
 
     def num_classes(self):
         return self.models[0].num_classes()
+
+    @property
+    def class_names(self):
+        """The members' class names (they agree; None when no member has any)."""
+        return next((m.class_names for m in self.models if m.class_names is not None), None)
+
+    @property
+    def preprocessing(self):
+        """The first member's :class:`~portacnn.preprocessing.Preprocessing` (None: none has one). Raw images are
+        read by each member's own (they read the same image shape; their normalisations may differ)."""
+        return next((m.preprocessing for m in self.models if m.preprocessing is not None), None)
 
     def predict_log_proba(self, x, batch_size=1000) -> np.ndarray:
         """Log of the averaged probabilities (N, classes), float64 on the host."""

@@ -209,3 +209,25 @@ def test_fully_convolutional_classifiers_form_an_ensemble():
     members = [allconv(0), allconv(1)]
     np.testing.assert_allclose(pc.Ensemble(members).predict_proba(x),
                                (members[0].predict_proba(x) + members[1].predict_proba(x)) / 2, rtol=1e-6)
+
+
+def test_members_must_name_their_classes_alike_and_each_reads_raw_images_its_own_way():
+    from portacnn.preprocessing import Preprocessing
+
+    def member(seed, names=None, mean=None):
+        m = pc.Sequential([Flatten(), Dense(16, 3)], seed=seed, input_shape=(1, 4, 4))
+        m.class_names = names
+        if mean is not None:
+            m.preprocessing = Preprocessing(1, (4, 4), mean=(mean,), std=(0.5,))
+        return m
+
+    a, b = member(0, ["cat", "dog", "owl"], 0.2), member(1, None, 0.6)
+    ens = pc.Ensemble([a, b])
+    assert ens.class_names == ["cat", "dog", "owl"] and ens.preprocessing == a.preprocessing
+    raw = np.random.default_rng(0).integers(0, 256, (5, 4, 4), dtype=np.uint8)
+    floats = [(raw[:, None] / 255 - m.preprocessing.mean[0]) / 0.5 for m in (a, b)]  # each member's own input
+    expected = (a.predict_proba(floats[0].astype(np.float32)) + b.predict_proba(floats[1].astype(np.float32))) / 2
+    np.testing.assert_allclose(ens.predict_proba(raw), expected, rtol=1e-5)
+    with pytest.raises(EnsembleError, match="member 1 names its classes") as err:
+        pc.Ensemble([a, member(2, ["cat", "owl", "dog"]), member(3, ["cat", "dog", "owl"])])
+    assert err.value.member == 1
