@@ -23,8 +23,9 @@ import numpy as np
 
 from .validation import Integer, NoneValue, Options, Pair, Real, Rule, _short, check, check_all
 
-#: how image files are resized to the model's size (Pillow's filters; "lanczos" is what every reader uses)
-RESAMPLE = ("lanczos", "bilinear", "bicubic", "nearest")
+#: how image files are resized to the model's size: Pillow's LANCZOS filter, what every portacnn reader uses
+#: (recorded in checkpoints, so that a reader with another filter can tell)
+RESAMPLE = ("lanczos",)
 #: the channel counts raw images have (grey, colour)
 CHANNELS = (1, 3)
 #: a border this much brighter or darker (in [0, 1]) than the training images' is questioned, or three of their

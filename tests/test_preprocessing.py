@@ -110,8 +110,7 @@ def test_stored_forms_are_checked_by_the_constructors_rules(config, fragment):
 
 
 def test_config_round_trip_through_json():
-    p = Preprocessing(3, (32, 30), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), border=0.4, border_spread=0.2,
-                      resample="bilinear")
+    p = Preprocessing(3, (32, 30), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), border=0.4, border_spread=0.2)
     assert Preprocessing.from_config(json.loads(json.dumps(p.to_config()))) == p
     assert p.input_shape == (3, 32, 30) and "normalised" in p.describe()
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import array_api_compat
 import numpy as np
 
 from .. import data, kernels
+from .._atomic import atomic_write
+from ..image_files import read_images
+from ..labels import class_label
+from ..preprocessing import InputWarning
 from .._version import __version__
 from ..backend import KNOWN_BACKENDS, get_backend, unusable_reason
 from ..ensemble import Ensemble
@@ -62,24 +69,54 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _inputs(paths, invert):
-    """[(name, uint8 images (N, H, W), one_image)] from image files and IDX/CSV/npz files.
+def _data_file(path):
+    """(raw images, ids) of a data file: a Kaggle test CSV's id column, else None (rows are numbered)."""
+    if data.sniff_kind(path) == "csv":
+        images, _, ids = data.load_csv(path, num_classes=None, return_ids=True)
+        return images, ids
+    return data.open_any(path, num_classes=None)[0], None
 
-    Consecutive image files are grouped into one array; data files stay as they are (a plain IDX file
-    read lazily), so nothing here grows with the size of a data file but its uint8 images.
-    """
 
-    groups, pictures, names = [], [], []
-    for text in paths:
+def _inputs(args, model):
+    """[(source, names, raw uint8 images)] in the order given: each run of image files (a folder's images, every
+    one inside it in sorted path order) read for the model as one group (:func:`portacnn.read_images`), each data
+    file as it is (a plain IDX file read lazily). ``names`` is one id per image."""
+    groups, files = [], []
+
+    def flush():
+        if files:
+            names = [str(f) for f in files]
+            groups.append((names[0] if len(names) == 1 else f"{len(names)} image files", names,
+                           read_images(files, model, resize=args.resize, invert=args.invert)))
+            files.clear()
+
+    for text in args.inputs:
+        if Path(text).is_dir():
+            found = data.list_images(text)
+            if not found:
+                raise UsageError(f"{text}: a folder without image files ({', '.join(sorted(data.IMAGE_SUFFIXES))})")
+            files.extend(found)
+            continue
         p = _input_file(text, "image or data file")
         if p.suffix.lower() in data.IMAGE_SUFFIXES:
-            names.append(text)
-            pictures.append(data.read_image(p, invert))
+            files.append(p)
             continue
-        groups.append((text, data.open_any(p)[0], False))
-    if pictures:
-        groups.insert(0, (names, np.stack(pictures), True))
+        flush()
+        images, ids = _data_file(p)
+        names = [str(i) for i in ids] if ids is not None else [f"{text}[{k}]" for k in range(len(images))]
+        groups.append((text, names, images))
+    flush()
     return groups
+
+
+def _warn(caught, said) -> None:
+    """Print each new warning of ``caught`` once, as one line on stderr."""
+    for w in caught:
+        text = str(w.message)
+        if text not in said:
+            said.add(text)
+            print(f"portacnn: warning: {text}", file=sys.stderr, flush=True)
+    caught.clear()
 
 
 def cmd_predict(args) -> int:
@@ -88,31 +125,47 @@ def cmd_predict(args) -> int:
         paths.append(args.inputs.pop(0))
     if not args.inputs:
         raise UsageError("predict needs at least one input file after the model checkpoints")
+    csv_path = _output_file(args.csv) if args.csv else None  # checked before any work
     model = _load_models(args, paths)
-    groups = _inputs(args.inputs, args.invert)
-    for name, images, single in groups:
-        for member, path in zip(_members(model), paths):
-            _check_fits(member, images, name[0] if single else name, path)
-    out = sys.stdout
-    if args.json:  # streamed, so a million predictions never sit in memory as Python objects
-        out.write('{"predictions": [')
-    first = True
-    for name, images, single in groups:
-        for lo, hi in _chunks(images, args.batch_size):
-            proba = model.predict_proba(data.preprocess(images[lo:hi]), batch_size=args.batch_size)
-            classes = proba.argmax(axis=1)
-            for k, c in enumerate(classes):
-                label = name[lo + k] if single else f"{name}[{lo + k}]"
-                p = float(proba[k, c])
-                if args.json:
-                    out.write(("" if first else ", ") + json.dumps({"input": label, "class": int(c), "probability": p},
-                                                                   sort_keys=True))
-                    first = False
-                else:
-                    out.write(f"{label}: {int(c)} ({p:.3f})\n")
-    if args.json:
-        out.write("]}\n")
-    out.flush()
+    names_of = model.class_names
+    said, rows = set(), []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        groups = _inputs(args, model)
+        _warn(caught, said)
+        for source, _, images in groups:
+            for member, path in zip(_members(model), paths):
+                _check_fits(member, images, source, path)
+        out = sys.stdout
+        if args.json:  # streamed, so a million predictions never sit in memory as Python objects
+            out.write('{"predictions": [')
+        first = True
+        for source, names, images in groups:
+            for lo, hi in _chunks(images, args.batch_size):
+                proba = model.predict_proba(np.asarray(images[lo:hi]), batch_size=args.batch_size)
+                _warn(caught, said)
+                classes = proba.argmax(axis=1)
+                for k, c in enumerate(classes):
+                    name, p, label = names[lo + k], float(proba[k, c]), class_label(names_of, c)
+                    if csv_path is not None:
+                        rows.append((name, label))
+                    if args.json:
+                        entry = {"input": name, "class": int(c), "probability": p}
+                        entry.update({"label": label} if names_of is not None else {})
+                        out.write(("" if first else ", ") + json.dumps(entry, sort_keys=True))
+                        first = False
+                    else:
+                        out.write(f"{name}: {label} ({p:.3f})\n")
+        if args.json:
+            out.write("]}\n")
+        out.flush()
+    if csv_path is not None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(("id", "label"))
+        writer.writerows(rows)
+        atomic_write(csv_path, buffer.getvalue().encode())
+        print(f"portacnn: wrote {len(rows)} predictions to {csv_path}", file=sys.stderr)
     return 0
 
 

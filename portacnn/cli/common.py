@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from .. import data
 from .._atomic import TargetError, check_target
 from ..checkpoint import check_architecture
+from ..preprocessing import InputWarning, raw_shape
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -53,16 +55,20 @@ def _emit_json(obj):
 
 
 def _check_fits(model, images, source, model_path):
-    """The images' shape against the model's architecture first (no array is made: a 20000x20000 image is
-    refused by its activation memory, not by running it), then one image through the model, so a size or
-    channel mismatch is one clear line, not a traceback."""
-
-    shape = tuple(int(d) for d in images.shape[1:])
-    shape = (1,) + shape if len(shape) == 2 else shape
-    text = "x".join(str(d) for d in images.shape[1:])
+    """Raw images (any layout) or float ones against the model's architecture first (no array is made: a
+    20000x20000 image is refused by its activation memory, not by running it), then one image through the model
+    (raw ones through its preprocessing), so a size or channel mismatch is one clear line, not a traceback."""
+    raw = np.dtype(images.dtype).kind in "iu"
+    try:
+        shape = raw_shape(images.shape)[1:] if raw else tuple(int(d) for d in images.shape[1:])
+    except ValueError as e:
+        raise UsageError(f"{source}: {e}") from None
+    text = "x".join(str(d) for d in shape)
     try:
         check_architecture(model.architecture(), shape, model.dtype)
-        model.forward(data.preprocess(np.asarray(images[:1])))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InputWarning)  # said once, when the images are predicted
+            model.predict_proba(np.asarray(images[:1]) if raw else data.preprocess(np.asarray(images[:1])))
     except (ValueError, RuntimeError, TypeError, IndexError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UsageError(f"{source}: its {text} images do not fit the model in {model_path} ({first})") from None

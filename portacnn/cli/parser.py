@@ -7,10 +7,17 @@ import argparse
 
 from .._version import __version__
 from ..backend import KNOWN_BACKENDS
+from ..image_files import RESIZE_MODES
 from ..models import ALIASES, MODELS, canonical_name
 from ..recipe import DEFAULT_MOMENTUM, RULES
 from ..validation import Integer, Rule
 from .common import UsageError
+
+
+#: what --data may name
+DATA_SOURCES = ("a folder of class subfolders of images (with train/ and test/ inside, or not), a folder of IDX "
+                "files, CIFAR-10/100 .bin files or their folder, a Kaggle-layout CSV, or an .npz (x_train/y_train/"
+                "x_test/y_test)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +76,12 @@ def _common(sp):
 def _train_flags(t):
     t.add_argument("--model", choices=sorted(MODELS) + sorted(ALIASES), default=None, type=canonical_name,
                    help="network (default: seed_cnn; seed and kannada are aliases)")
-    t.add_argument("--data", help="folder of IDX files, a CSV or an .npz (default: the embedded Kannada-MNIST)")
+    t.add_argument("--data", help=f"the training data: {DATA_SOURCES} (default: the embedded Kannada-MNIST)")
+    t.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"), default=None,
+                   help="resize the images of a folder to H x W (Pillow's LANCZOS; default: the images' own size, "
+                        "which must then be one size)")
+    t.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="read a folder's images as 1 (grey) or 3 (colour) channels (default: 3 if any is colour)")
     t.add_argument("--protocol", choices=RULES["protocol"].choices, default=None,
                    help="full: all training images; tutorial: 600/100 per class drawn from the training set")
     t.add_argument("--epochs", type=flag_type(RULES["epochs"]),
@@ -123,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="accuracy and loss of a saved model (or of an ensemble of several)")
     e.add_argument("model", nargs="+", help=".safetensors checkpoints written by portacnn (several: an ensemble "
                                           "averaging their probabilities)")
-    e.add_argument("--data", help="folder of IDX files (one *images* and one *labels* file), a CSV or an .npz")
+    e.add_argument("--data", help=f"{DATA_SOURCES} (default: the embedded Kannada-MNIST); the classes of a "
+                                  "folder are matched to the model's by name")
     e.add_argument("--split", choices=["train", "test"], default="test")
     e.add_argument("--batch-size", type=_positive_int, default=1000)
     e.add_argument("--allow-unsigned", action="store_true",
@@ -133,8 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify PNG/JPEG images or the images of an IDX/CSV/.npz file")
     pr.add_argument("model", help="a .safetensors checkpoint written by portacnn (more .safetensors files after it "
                                    "make an ensemble averaging their probabilities)")
-    pr.add_argument("inputs", nargs="+", help="image files (greyscale, white digit on black) or IDX/CSV/.npz files")
-    pr.add_argument("--invert", action="store_true", help="images are dark digits on a light background")
+    pr.add_argument("inputs", nargs="+", help="image files, folders of them (every image inside, recursively, in "
+                                              "sorted path order) or IDX/CSV/.npz/CIFAR .bin files")
+    pr.add_argument("--invert", action="store_true",
+                    help="images are dark on a light background (the Kannada models learnt light digits on black)")
+    pr.add_argument("--resize", choices=RESIZE_MODES, default="auto",
+                    help="an image of another size than the model's: auto (resize when its aspect ratio is within "
+                         "10 %% of the model's, else refuse), stretch, pad (centred, with the training background) "
+                         "or crop (centred), then resize (LANCZOS)")
+    pr.add_argument("--csv", metavar="FILE", default=None,
+                    help="also write the predictions to FILE as 'id,label' rows (id: the image path, the CSV's id "
+                         "column or the row number; label: the class name, else its id)")
     pr.add_argument("--batch-size", type=_positive_int, default=1000)
     pr.add_argument("--allow-unsigned", action="store_true",
                     help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
