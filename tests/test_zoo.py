@@ -191,7 +191,8 @@ def torch_resnet20(in_channels=3, num_classes=10):
             self.bn2 = nn.BatchNorm2d(c_out)
             self.shortcut = nn.Sequential()
             if stride != 1 or c_in != c_out:  # option B: 1x1 projection with BatchNorm
-                self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+                self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                              nn.BatchNorm2d(c_out))
 
         def forward(self, x):
             out = F.relu(self.bn1(self.conv1(x)))
@@ -294,7 +295,8 @@ def _compare_step(backend, dtype, model, net, training, n=4, seed=0):
     assert len(model.parameters()) == len(theirs)
     for p in model.parameters():
         assert_on_backend(backend, p.grad, dtype, shape=p.data.shape)
-        assert_close(to_numpy(backend, p.grad), theirs[torch_name(p.name)].grad.numpy(), dtype, err_msg=f"grad {p.name}")
+        assert_close(to_numpy(backend, p.grad), theirs[torch_name(p.name)].grad.numpy(), dtype,
+                     err_msg=f"grad {p.name}")
     buffers = {k: v.numpy() for k, v in net.state_dict().items()}
     for k, v in model.state_dict().items():  # running statistics (updated in training), counts
         if v.dtype.kind == "f":
