@@ -56,7 +56,7 @@ def assert_same_state(a: dict, b: dict):
         assert v.dtype == b[k].dtype and v.shape == b[k].shape and np.array_equal(v, b[k]), k
 
 
-@pytest.mark.parametrize("seed", [0, 7])
+@pytest.mark.parametrize("seed", [0, pytest.param(7, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", sorted(OLD))
 def test_defaults_build_the_same_networks_bit_for_bit(name, seed, dtype):
     old = pc.Sequential(OLD[name](), dtype=dtype, seed=seed, input_shape=(1, 28, 28))
