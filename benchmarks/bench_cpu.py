@@ -1,13 +1,16 @@
 """Training and inference throughput of portacnn vs the same network in PyTorch, measured in one run.
 
-For each network (seed_cnn, lenet5, kannada_cnn, kannada_bn), batch size and mode (train / infer), every portacnn
-backend and the PyTorch reference (torch.nn + torch.optim.Adam, same initial weights via the state dict,
-same batches, same thread count) run one full pass over the same images, alternating, ``--repeats``
-times after a warm-up. Reported: images/s (median, min, max) and the ratio portacnn / PyTorch (median of
+For each network (seed_cnn, lenet5, kannada_cnn, kannada_bn on 28x28 greyscale images, resnet20 on 32x32 colour
+ones), batch size and mode (train / infer), every portacnn backend and the PyTorch reference (torch.nn +
+torch.optim.Adam, same initial weights via the state dict, same batches, same thread count) run one full pass over
+the same images, alternating, ``--repeats`` times after a warm-up. Reported: images/s (median, min, max) and the ratio portacnn / PyTorch (median of
 the per-repeat ratios, each from back-to-back passes, so a noisy machine affects both sides alike). Before
 every timed pass the process idles 0.3 s: OpenBLAS's worker threads spin for ~0.1 s after a call and, timed
 straight after a NumPy pass, PyTorch lost up to a third of its speed to them (the results before
 2026-11-24's second run flattered portacnn by that much for the unsharded small nets).
+
+The digit networks read the embedded Kannada-MNIST; resnet20 reads seeded uniform 3x32x32 images (no colour
+data ships with portacnn; throughput does not depend on the pixels), recorded as each cell's ``data``.
 
 A training step is forward(training=True) + softmax_cross_entropy(check=False) + backward(input_grad=False) + Adam step +
 zero_grad; PyTorch's is forward + F.cross_entropy + loss.backward() + Adam step + zero_grad().
@@ -30,10 +33,15 @@ import time
 
 import _common as C
 
-PASS_IMAGES = {"seed_cnn": 6144, "lenet5": 3072, "kannada_cnn": 1024, "kannada_bn": 1024}  # full mode, multiples of 512
-QUICK_IMAGES = {"seed_cnn": 1024, "lenet5": 1024, "kannada_cnn": 512, "kannada_bn": 512}
-SMOKE_IMAGES = {"seed_cnn": 64, "lenet5": 64, "kannada_cnn": 32, "kannada_bn": 32}
+NETS = (*C.NETS, "resnet20")  # the shared list, and ResNet-20 on 32x32 colour images
+PASS_IMAGES = {"seed_cnn": 6144, "lenet5": 3072, "kannada_cnn": 1024, "kannada_bn": 1024,
+               "resnet20": 512}  # full mode, multiples of 512
+QUICK_IMAGES = {"seed_cnn": 1024, "lenet5": 1024, "kannada_cnn": 512, "kannada_bn": 512, "resnet20": 256}
+SMOKE_IMAGES = {"seed_cnn": 64, "lenet5": 64, "kannada_cnn": 32, "kannada_bn": 32, "resnet20": 32}
+#: the images of the networks that do not read 28x28 greyscale digits
+OTHER_SHAPES = {"resnet20": (3, 32, 32)}
 GPU_BACKENDS = ("cupy",)
+STRICT_IMAGES = 64  # the array_api_strict sanity cell's pass
 STRICT_NOTE = "array_api_strict is a correctness backend (pure-Python checks on every op): one tiny sanity cell only"
 
 
@@ -43,7 +51,7 @@ def parse(argv=None):
     ap.add_argument("--smoke", action="store_true", help="tiny sizes for the test-suite (< 20 s); implies --quick")
     ap.add_argument("--threads", default=None, help="comma list of thread counts (default: 2,1; quick: 2)")
     ap.add_argument("--backend", default=None, help="comma list of portacnn backends (default: every available CPU backend)")
-    ap.add_argument("--nets", default=",".join(C.NETS))
+    ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--batches", default=None, help="comma list (default 32,128,512; quick: 128)")
     ap.add_argument("--repeats", type=int, default=None, help="timed passes per cell (default 3; quick 2; smoke 1)")
     ap.add_argument("--modes", default="train,infer")
@@ -60,6 +68,19 @@ def parse(argv=None):
     if args.repeats is None:
         args.repeats = 1 if args.smoke else 2 if args.quick else 3
     return args
+
+
+def images_for(net, x, y, n, seed=0):
+    """(x, y, source) of ``n`` images for ``net``: the loaded digits, or for a network of :data:`OTHER_SHAPES`
+    seeded uniform float32 images of its shape in [0, 1] with uniform labels."""
+    if net not in OTHER_SHAPES:
+        return x, y, None
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shape = OTHER_SHAPES[net]
+    return (rng.random((n, *shape), dtype=np.float32), rng.integers(0, 10, size=n, dtype=np.int64),
+            f"synthetic (seeded uniform {'x'.join(map(str, shape))})")
 
 
 def default_backends() -> list[str]:
@@ -158,9 +179,11 @@ def child(args) -> dict:
     nets = args.nets.split(",")
     batches = [int(b) for b in args.batches.split(",")]
     modes = args.modes.split(",")
-    x, y, source = C.load_images(max(images[n] for n in nets), seed=0, source=args.data)
+    digits = max([STRICT_IMAGES] + [images[n] for n in nets if n not in OTHER_SHAPES])  # the strict cell's too
+    x_digits, y_digits, source = C.load_images(digits, seed=0, source=args.data)
     cells = []
     for net in nets:
+        x, y, own = images_for(net, x_digits, y_digits, max(max(batches), images[net]))
         for batch in batches:
             n = max(batch, images[net] // batch * batch)
             workers = args.workers if args.workers == "auto" else int(args.workers)
@@ -176,7 +199,8 @@ def child(args) -> dict:
                     for k in order if rep % 2 == 0 else reversed(order):  # alternate who goes first
                         C.settle()  # the other side's BLAS/OpenMP threads stop spinning first
                         secs[k].append(getattr(runners[k], mode)())
-                cell = {"net": net, "batch": batch, "mode": mode, "threads": threads, "images_per_pass": n, "frameworks": {}}
+                cell = {"net": net, "batch": batch, "mode": mode, "threads": threads, "images_per_pass": n,
+                        "data": own or source, "frameworks": {}}
                 for k, s in secs.items():
                     ips = [n / t for t in s]
                     cell["frameworks"][k] = {"images_per_s": C.summarize(ips), "seconds": [round(t, 4) for t in s]}
@@ -188,18 +212,18 @@ def child(args) -> dict:
                 print(fmt_cell(cell), file=sys.stderr, flush=True)
             del runners
     if "array_api_strict" not in backends and not gpu and "array_api_strict" in __import__("portacnn").available_backends():
-        cells.append(strict_sanity(x, y))
+        cells.append(strict_sanity(x_digits, y_digits))
     return {"threads": threads, "torch_threads": torch.get_num_threads(), "data": source, "backends": backends,
             "device": device, "cells": cells}
 
 
 def strict_sanity(x, y) -> dict:
     """One tiny timed cell on array_api_strict (seed_cnn, batch 32, 2 train steps): it runs, it is slow."""
-    r = Runner("seed_cnn", 32, 64, x, y, "array_api_strict", False)
+    r = Runner("seed_cnn", 32, STRICT_IMAGES, x, y, "array_api_strict", False)
     r.train(1)
     t = r.train()
-    return {"net": "seed_cnn", "batch": 32, "mode": "train", "threads": None, "images_per_pass": 64,
-            "frameworks": {"array_api_strict": {"images_per_s": C.summarize([64 / t])}}, "note": STRICT_NOTE}
+    return {"net": "seed_cnn", "batch": 32, "mode": "train", "threads": None, "images_per_pass": STRICT_IMAGES,
+            "frameworks": {"array_api_strict": {"images_per_s": C.summarize([STRICT_IMAGES / t])}}, "note": STRICT_NOTE}
 
 
 def fmt_cell(cell) -> str:
@@ -219,10 +243,12 @@ TARGETS = {("train", "seed_cnn"): 1.5, ("train", "lenet5"): 1.2, ("train", "kann
 
 def markdown(result) -> str:
     h = result
+    other = sorted({f"{c['net']}: {c['data']}" for c in h["cells"] if c.get("data") not in (None, h["data"])})
+    data = h["data"] + "".join(f"; {o}" for o in other)
     lines = [f"## CPU throughput ({h['date'][:10]})", "",
              f"Machine: {h['machine']['cpu_model']}, {h['machine']['logical_cpus']} logical CPUs. "
              f"NumPy {h['versions'].get('numpy')} ({h['versions'].get('numpy_blas')}), PyTorch {h['versions'].get('torch')}, "
-             f"portacnn {h['versions'].get('portacnn')} (git {h['git']}), kernels: {h.get('kernels')}. Data: {h['data']}. "
+             f"portacnn {h['versions'].get('portacnn')} (git {h['git']}), kernels: {h.get('kernels')}. Data: {data}. "
              f"float32. Load average at the start (1/5/15 min): {h['machine'].get('load_average_1_5_15min')}.", "",
              "Images/s (median of the repeats; a full pass over the same images each), and the ratio "
              "portacnn / PyTorch (median of per-repeat ratios of back-to-back passes; > 1 means portacnn is faster). "

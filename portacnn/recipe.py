@@ -43,12 +43,17 @@ PROTOCOLS = ("full", "tutorial")
 #: the learning-rate schedules the command line offers (``extra["schedule"]``)
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 #: ... and its augmentations (``extra["augment"]``)
-AUGMENTATIONS = ("none", "affine", "affine+erase")
+AUGMENTATIONS = ("none", "affine", "affine+erase", "crop+flip")
 #: the float dtypes a run trains in
 DTYPES = ("float32", "float64")
 
 # -- defaults --------------------------------------------------------------------------------------------------
-DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12, "kannada_bn": 7, "kannada_nobn": 7}
+DEFAULT_EPOCHS = {"seed_cnn": 10, "lenet5": 15, "kannada_cnn": 12, "kannada_bn": 7, "kannada_nobn": 7,
+                  # a CPU-sized run: the paper trains 64k steps of 128 images (~164 epochs); a CIFAR-10 epoch (50,000
+                  # images of 41.1 M multiply-adds each) is ~1.5x a kannada_bn epoch (60,000 of 22.5 M), so 30 epochs
+                  # are ~6x kannada_bn's default run, hours on 2 cores rather than days; the cosine schedule anneals
+                  # to 0 over whatever number of epochs is given, so a shorter or longer run still ends annealed
+                  "resnet20": 30}
 #: epochs of a network DEFAULT_EPOCHS does not name (a resumed custom model)
 FALLBACK_EPOCHS = 10
 #: the learning rate of each optimizer (its keys are the optimizers the command line offers)
@@ -62,6 +67,11 @@ RECIPE_DEFAULTS = {"optimizer": "adam", "weight_decay": None, "schedule": "const
 MODEL_RECIPES = {"kannada_bn": {"optimizer": "adamw", "lr": 3e-3, "schedule": "onecycle", "label_smoothing": 0.1,
                                 "augment": "affine", "val_split": 0.1}}
 MODEL_RECIPES["kannada_nobn"] = MODEL_RECIPES["kannada_bn"]  # the BatchNorm ablation trains with the same recipe
+# the CIFAR standard (He et al. 2016, 4.2: SGD, momentum 0.9 (DEFAULT_MOMENTUM), lr 0.1; weight decay 5e-4 as the
+# common cosine-schedule recipes, for the kernels only; pad-4 crops and horizontal flips), the step schedule
+# replaced by cosine annealing
+MODEL_RECIPES["resnet20"] = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine",
+                             "augment": "crop+flip"}
 #: SGD's momentum (the other optimizers take none)
 DEFAULT_MOMENTUM = 0.9
 #: AdamW's weight decay when none is given (the other optimizers: 0)
@@ -276,9 +286,12 @@ class Recipe:
         return OPTIMIZERS[self.optimizer](params, lr=self.lr, weight_decay=decay)
 
     def augmentation(self):
-        """The transform ``augment`` stands for (None for "none")."""
+        """The transform ``augment`` stands for (None for "none"). "crop+flip" crops back to each batch's own image
+        size (``RandomCrop(size=None)``), so it fits any images."""
         if self.augment == "none":
             return None
+        if self.augment == "crop+flip":
+            return augment.Compose([augment.RandomCrop(size=None, padding=4), augment.RandomHorizontalFlip(p=0.5)])
         affine = augment.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5)
         if self.augment == "affine":
             return affine

@@ -378,7 +378,8 @@ def test_repr_is_readable():
     (lambda: RandomErasing(value="random"), "value must be a finite number"),
     (lambda: Compose(RandomErasing()), "Compose needs a list"),
     (lambda: Compose([lambda x, rng: x]), "Compose takes portacnn.augment transforms"),
-    (lambda: augment.from_config({"name": "Nope"}), "'name' is one of RandomAffine, RandomErasing, Compose"),
+    (lambda: augment.from_config({"name": "Nope"}),
+     "'name' is one of RandomAffine, RandomErasing, RandomCrop, RandomHorizontalFlip, Compose"),
     (lambda: RandomErasing.from_config(RandomAffine().config()), "config names 'RandomAffine'"),
     (lambda: augment.from_config({"name": "RandomAffine", "degree": 3}), None),
 ])

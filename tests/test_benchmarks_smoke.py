@@ -40,7 +40,8 @@ def test_bench_cpu_smoke(tmp_path):
     assert d["threads"] == [1]
     assert "numpy" in d["backends"]
     cells = [c for c in d["cells"] if not c.get("note")]
-    assert {c["net"] for c in cells} == {"seed_cnn", "lenet5", "kannada_cnn", "kannada_bn"}
+    assert {c["net"] for c in cells} == {"seed_cnn", "lenet5", "kannada_cnn", "kannada_bn", "resnet20"}
+    assert {c["data"] for c in cells if c["net"] == "resnet20"} == {"synthetic (seeded uniform 3x32x32)"}
     assert {c["mode"] for c in cells} == {"train", "infer"}
     for c in cells:
         assert "pytorch" in c["frameworks"]

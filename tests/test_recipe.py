@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 
+import numpy as np
 import pytest
 from conftest import sweep
 
@@ -36,11 +37,12 @@ PLAIN = dict(batch_size=128, seed=0, dtype="float32", protocol="full", limit=Non
              early_stopping=None, augment="none")
 BN = {**PLAIN, "optimizer": "adamw", "lr": 3e-3, "schedule": "onecycle", "label_smoothing": 0.1, "augment": "affine",
       "val_split": 0.1}
+CIFAR = {**PLAIN, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine", "augment": "crop+flip"}
 
 
 @pytest.mark.parametrize("model, epochs, rest", [
     ("seed_cnn", 10, PLAIN), ("lenet5", 15, PLAIN), ("kannada_cnn", 12, PLAIN), ("kannada_bn", 7, BN),
-    ("kannada_nobn", 7, BN), ("seed", 10, PLAIN), ("kannada", 12, PLAIN),
+    ("kannada_nobn", 7, BN), ("resnet20", 30, CIFAR), ("seed", 10, PLAIN), ("kannada", 12, PLAIN),
 ])
 def test_defaults_per_network(model, epochs, rest):
     made = Recipe.from_flags({"model": model})
@@ -353,7 +355,29 @@ def test_builders():
     assert Recipe().augmentation() is None
     assert isinstance(Recipe(augment="affine").augmentation(), augment.RandomAffine)
     assert isinstance(Recipe(augment="affine+erase").augmentation(), augment.Compose)
+    assert Recipe(augment="crop+flip").augmentation() == augment.Compose(
+        [augment.RandomCrop(size=None, padding=4, fill=0.0), augment.RandomHorizontalFlip(p=0.5)])
     assert Recipe().callbacks(adamw, 100) == []
     found = Recipe(schedule="onecycle", early_stopping=2, val_split=0.2, batch_size=10, epochs=3).callbacks(adamw, 100)
     assert [type(c) for c in found] == [LearningRateScheduler, EarlyStopping]
     assert found[0].scheduler.total_steps == 3 * 8 and found[1].patience == 2  # 80 of 100 images train, 8 batches
+
+
+def test_the_resnet20_recipe_builds_and_trains_on_any_image_size():
+    """SGD lr 0.1, momentum 0.9, weight decay 5e-4 on the kernels only, cosine per step, pad-4 crops back to the
+    batch's own size and flips: one epoch of a small ResNet-20 on 3x8x8 and 1x13x13 images runs."""
+    made = Recipe.from_flags({"model": "resnet20", "epochs": 1, "batch_size": 4})
+    assert made.summary() == "sgd lr 0.1, cosine schedule, crop+flip augmentation"
+    for shape in ((3, 8, 8), (1, 13, 13)):
+        model = pc.models.resnet20(input_shape=shape, seed=0, workers=1)
+        opt = made.make_optimizer(model)
+        assert isinstance(opt, optim.SGD) and [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
+        assert all(g["momentum"] == 0.9 and g["lr"] == 0.1 for g in opt.param_groups)
+        decayed = {id(p) for p in opt.param_groups[0]["params"]}
+        assert decayed == {id(p) for p in model.parameters() if p.data.ndim > 1}  # convolutions and the dense
+        callbacks = made.callbacks(opt, 8)
+        assert [type(c.scheduler).__name__ for c in callbacks] == ["CosineAnnealingLR"]
+        x = np.random.default_rng(0).random((8, *shape)).astype(np.float32)
+        history = model.fit(x, np.arange(8) % 10, epochs=1, batch_size=4, optimizer=opt, callbacks=callbacks,
+                            augment=made.augmentation(), progress=False)
+        assert np.isfinite(history.history["loss"]).all()

@@ -57,6 +57,16 @@ to ``value``; if no try fits, the image is left alone. Draws per image (``rng.ra
 rectangles are chosen on the host; on the device the mask is ``(top <= row < top + h) & (left <= col < left
 + w)`` by broadcasting.
 
+RandomCrop and RandomHorizontalFlip
+-----------------------------------
+As torchvision's, the CIFAR standard: :class:`RandomCrop` pads each image by ``padding`` pixels on every side with
+``fill`` and cuts a window of ``size`` (None: the input's own size) at a uniformly random position, top
+``floor(u * (H + 2p - h + 1))`` and left likewise (two uniforms per image, in that order). On the device that is
+one gather (:func:`crop`): output pixel (i, j) of image n reads ``x[n, :, top + i - p, left + j - p]`` at
+clamped linear indices of the batch flattened to (N*H*W, C), and ``where`` puts ``fill`` where that lies outside
+the image; no padded copy is made. :class:`RandomHorizontalFlip` mirrors each image left to right when its one
+uniform is below ``p`` (:func:`flip_horizontal`: ``where`` between the batch and its ``flip`` along the columns).
+
 Arguments
 ---------
 Every argument is checked by the rules of :mod:`portacnn.validation` when a transform is built (finite
@@ -68,7 +78,9 @@ The primitives check what they are given alike (:func:`warp_affine` its matrices
 around int64.
 
 Differences from torchvision: bilinear interpolation (torchvision defaults to nearest), sub-pixel shifts
-(torchvision rounds its shifts to whole pixels), fill 0 only, a numeric erase value only.
+(torchvision rounds its shifts to whole pixels), fill 0 only, a numeric erase value only; RandomCrop pads every side
+by the same ``padding``, with a constant ``fill`` only (no per-side padding, no reflect modes, no
+``pad_if_needed``: a window larger than the padded image is refused).
 
 The argument rules live in :mod:`.rules`, the primitives in :mod:`.primitives`; the transforms here.
 """
@@ -81,12 +93,13 @@ import numpy as np
 
 from ..backend import numpy_dtype
 from ..validation import check
-from .primitives import affine_matrices, erase, erase_boxes, warp_affine
-from .rules import AFFINE_SCALE, AREA, DEGREES, PROBABILITY, RATIO, SHEAR, TRANSLATE, VALUE, check_batch, check_rng, dtype_values, round_up, tuple_repr
+from .primitives import affine_matrices, crop, erase, erase_boxes, flip_horizontal, warp_affine
+from .rules import (AFFINE_SCALE, AREA, CROP_SIZE, DEGREES, FILL, PADDING, PROBABILITY, RATIO, SHEAR, TRANSLATE, VALUE,
+                    check_batch, check_rng, dtype_values, round_up, tuple_repr)
 
 
-__all__ = ["Compose", "RandomAffine", "RandomErasing", "Transform", "affine_matrices", "erase", "erase_boxes",
-           "from_config", "warp_affine"]
+__all__ = ["Compose", "RandomAffine", "RandomCrop", "RandomErasing", "RandomHorizontalFlip", "Transform",
+           "affine_matrices", "crop", "erase", "erase_boxes", "flip_horizontal", "from_config", "warp_affine"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -95,9 +108,9 @@ __all__ = ["Compose", "RandomAffine", "RandomErasing", "Transform", "affine_matr
 
 class Transform:
     """A random transform of a batch: ``t(x, rng)`` draws :attr:`draws_per_image` float64 uniforms per image
-    from ``rng`` and returns the transformed batch (same dtype, device and shape; ``x`` itself when nothing
-    changes, never ``x`` modified). ``config()`` is a JSON-friendly dict naming the class, from which
-    :func:`from_config` rebuilds it."""
+    from ``rng`` and returns the transformed batch (same dtype and device, and same shape but for a RandomCrop
+    of another size; ``x`` itself when nothing changes, never ``x`` modified). ``config()`` is a JSON-friendly
+    dict naming the class, from which :func:`from_config` rebuilds it."""
 
     #: how many float64 uniforms a call draws per image, whatever the outcome
     draws_per_image = 0
@@ -249,6 +262,77 @@ class RandomErasing(Transform):
         return erase(x, boxes, self.value)
 
 
+class RandomCrop(Transform):
+    """RandomCrop(size=None, padding=4, fill=0.0), as torchvision's: each image padded by ``padding`` pixels on
+    every side with ``fill``, then a window of ``size`` cut at a uniformly random position. ``size``: an int (a
+    square), (h, w), or None for the input's own size (the CIFAR recipe: pad 4, crop back to 32x32). The output is
+    (N, C, h, w). Draws 2 uniforms per image (top, then left)."""
+
+    draws_per_image = 2
+
+    def __init__(self, size=None, padding=4, fill=0.0):
+        self.size = check(size, CROP_SIZE, "RandomCrop size")
+        self.padding = check(padding, PADDING, "RandomCrop padding")
+        self.fill = check(fill, FILL, "RandomCrop fill")  # and, per batch, by what its dtype can hold
+
+    def config(self):
+        return {"name": "RandomCrop", "size": None if self.size is None else list(self.size), "padding": self.padding,
+                "fill": self.fill}
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) of the windows cut from ``height`` x ``width`` images; a ValueError if they do not fit the
+        padded images."""
+        h, w = self.size or (height, width)
+        p = self.padding
+        if h > height + 2 * p or w > width + 2 * p:
+            raise ValueError(f"RandomCrop size {h}x{w} does not fit {height}x{width} images padded by {p} "
+                             f"({height + 2 * p}x{width + 2 * p}); use a smaller size, more padding, or size=None")
+        return h, w
+
+    def sample_corners(self, n: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw the windows of ``n`` images (2 uniforms each, rng.random((n, 2))): (N, 2) int64 (top, left) in the
+        padded images, each uniform over the positions that fit."""
+        h, w = self.output_size(height, width)  # refused before anything is drawn
+        positions = np.array([height + 2 * self.padding - h + 1, width + 2 * self.padding - w + 1], dtype=np.int64)
+        return np.minimum(np.floor(rng.random((n, 2)) * positions).astype(np.int64), positions - 1)
+
+    def __call__(self, x, rng):
+        check_batch(self, x)
+        check_rng(self, rng)
+        n, _, h, w = (int(d) for d in x.shape)
+        check(self.fill, dtype_values(x.dtype), "RandomCrop fill")  # 1e300 is inf in float32
+        corners = self.sample_corners(n, h, w, rng)
+        size = self.output_size(h, w)
+        if self.padding == 0 and size == (h, w):  # one position only: the image itself
+            return x
+        return crop(x, corners, size, self.padding, self.fill)
+
+
+class RandomHorizontalFlip(Transform):
+    """RandomHorizontalFlip(p=0.5), as torchvision's: each image mirrored left to right with probability p (when
+    its uniform is below p). Draws 1 uniform per image."""
+
+    draws_per_image = 1
+
+    def __init__(self, p=0.5):
+        self.p = check(p, PROBABILITY, "RandomHorizontalFlip p")
+
+    def config(self):
+        return {"name": "RandomHorizontalFlip", "p": self.p}
+
+    def sample_flips(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw which of ``n`` images are flipped (1 uniform each): a bool array (N,)."""
+        return rng.random(n) < self.p
+
+    def __call__(self, x, rng):
+        check_batch(self, x)
+        check_rng(self, rng)
+        which = self.sample_flips(int(x.shape[0]), rng)
+        if not which.any():
+            return x
+        return flip_horizontal(x, which)
+
+
 class Compose(Transform):
     """Compose([t1, t2, ...]): apply the transforms in order, each drawing from the same generator in turn
     (all of t1's draws for the batch, then t2's, ...)."""
@@ -260,7 +344,7 @@ class Compose(Transform):
         for t in self.transforms:
             if not isinstance(t, Transform):
                 raise ValueError(f"Compose takes portacnn.augment transforms; got {t!r} (build it with "
-                                 "RandomAffine(...), RandomErasing(...) or from_config(...))")
+                                 "RandomAffine(...), RandomCrop(...), ... or from_config(...))")
 
     @property
     def draws_per_image(self) -> int:
@@ -285,7 +369,7 @@ class Compose(Transform):
         return x
 
 
-TRANSFORMS = {cls.__name__: cls for cls in (RandomAffine, RandomErasing, Compose)}
+TRANSFORMS = {cls.__name__: cls for cls in (RandomAffine, RandomErasing, RandomCrop, RandomHorizontalFlip, Compose)}
 
 
 def from_config(config) -> Transform:

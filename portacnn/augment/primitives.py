@@ -1,5 +1,5 @@
 """The portable primitives of the augmentations, in the array-API namespace of the batch: affine matrices, the
-bilinear warp, erasing and its boxes."""
+bilinear warp, erasing and its boxes, cropping and mirroring."""
 
 from __future__ import annotations
 
@@ -138,3 +138,49 @@ def erase_boxes(u: np.ndarray, height: int, width: int, p: float, scale, ratio) 
     top = np.floor(u[:, 21] * (height - bh + 1)).astype(np.int64)
     left = np.floor(u[:, 22] * (width - bw + 1)).astype(np.int64)
     return np.stack([np.where(use, top, 0), np.where(use, left, 0), bh, bw], axis=1)
+
+
+def crop(x, corners, size, padding=0, fill=0.0):
+    """Windows of ``size`` (h, w) cut from the batch ``x`` (N, C, H, W) padded by ``padding`` pixels on every side
+    with ``fill``: ``corners[n] = (top, left)`` (a host int array (N, 2)) is window n's top-left corner in the padded
+    image, so output pixel (i, j) of image n is ``x[n, :, top + i - padding, left + j - padding]``, or ``fill``
+    where that lies outside the image. No padded copy is made: one gather (``take``) of the N*h*w source pixels
+    from ``x`` flattened to (N*H*W, C), at clamped linear indices, then ``where`` puts ``fill`` outside. Returns a
+    new array (N, C, h, w) of ``x``'s dtype, on its device."""
+    xp = array_namespace(x)
+    dev, dt = device_of(x), x.dtype
+    n, c, height, width = (int(d) for d in x.shape)
+    h, w = (int(v) for v in size)
+    corners = np.asarray(corners, dtype=np.int64)
+    if corners.shape != (n, 2):
+        raise ValueError(f"crop needs corners of shape ({n}, 2) for a batch of {n}; got {corners.shape}")
+    span = (height + 2 * padding - h, width + 2 * padding - w)  # the largest top and left
+    if h < 1 or w < 1 or padding < 0 or min(span) < 0 or (corners < 0).any() or (corners > np.array(span)).any():
+        raise ValueError(f"crop needs windows of at least 1x1 inside the padded images ({height}x{width} padded by "
+                         f"{padding}); got size {h}x{w} and corners from {corners.min(initial=0)} to "
+                         f"{corners.max(initial=0)}")
+    fill = check(fill, dtype_values(dt), "crop fill")
+    if n * c == 0:
+        return xp.zeros((n, c, h, w), dtype=dt, device=dev)
+    at = xp.astype(asarray_like(corners, x), xp.int64)  # (N, 2) on x's device
+    rows = at[:, 0, None] + (xp.arange(h, dtype=xp.int64, device=dev)[None, :] - padding)  # (N, h) source rows
+    cols = at[:, 1, None] + (xp.arange(w, dtype=xp.int64, device=dev)[None, :] - padding)  # (N, w)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]  # (N, h, w)
+    base = xp.arange(n, dtype=xp.int64, device=dev)[:, None, None] * (height * width)
+    index = base + xp.clip(rows, 0, height - 1)[:, :, None] * width + xp.clip(cols, 0, width - 1)[:, None, :]
+    flat = xp.reshape(xp.permute_dims(x, (0, 2, 3, 1)), (n * height * width, c))  # one row per pixel
+    picked = xp.take(flat, xp.reshape(index, (-1,)), axis=0)  # (N*h*w, C)
+    y = xp.where(xp.reshape(inside, (-1, 1)), picked, xp.asarray(fill, dtype=dt, device=dev))
+    return xp.permute_dims(xp.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
+
+
+def flip_horizontal(x, which):
+    """The batch ``x`` (N, C, H, W) with image n mirrored left to right (column j takes column W - 1 - j) where
+    ``which[n]`` (a host bool array (N,)) is True. Returns a new array of ``x``'s dtype, on its device."""
+    xp = array_namespace(x)
+    which = np.asarray(which)
+    if which.dtype != np.bool_ or which.shape != (int(x.shape[0]),):
+        raise ValueError(f"flip_horizontal needs a bool array of shape ({int(x.shape[0])},) saying which images to "
+                         f"flip; got {which.dtype} of shape {which.shape}")
+    mask = asarray_like(which, x)  # (N,) bool on x's device
+    return xp.where(mask[:, None, None, None], xp.flip(x, axis=3), x)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..backend import numpy_dtype
-from ..validation import NoneValue, Real, Rule, Tuple
+from ..validation import Integer, NoneValue, Pair, Real, Rule, Tuple
 
 
 class _Example(Rule):
@@ -106,6 +106,12 @@ PROBABILITY = _Example(FRACTION, "a probability, e.g. p=0.5")
 AREA = _Example(_Range(FRACTION), "area fractions, e.g. scale=(0.02, 0.2)")
 RATIO = _Example(_Range(Real(0, low_open=True)), "aspect ratios h/w, e.g. ratio=(0.3, 3.3)")
 VALUE = _Example(Real(), "the erased pixels' value, e.g. value=0.0")
+#: the largest crop side and padding (pixels): far beyond any image, small enough that no index overflows int64
+MAX_PIXELS = 1 << 20
+CROP_SIZE = NoneValue() | _Example(Pair(Integer(1, MAX_PIXELS)), "e.g. size=32, size=(28, 32)",
+                                   f"a side in pixels (an int from 1 to {MAX_PIXELS}) or a pair (h, w) of them")
+PADDING = _Example(Integer(0, MAX_PIXELS), "pixels added on each side, e.g. padding=4")
+FILL = _Example(Real(), "the padding's value, e.g. fill=0.0")
 
 
 def round_up(value: float) -> float:

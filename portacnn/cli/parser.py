@@ -85,7 +85,8 @@ def _train_flags(t):
     t.add_argument("--protocol", choices=RULES["protocol"].choices, default=None,
                    help="full: all training images; tutorial: 600/100 per class drawn from the training set")
     t.add_argument("--epochs", type=flag_type(RULES["epochs"]),
-                   help="epochs (default: 10 seed_cnn, 15 lenet5, 12 kannada_cnn, 7 kannada_bn and kannada_nobn)")
+                   help="epochs (default: 10 seed_cnn, 15 lenet5, 12 kannada_cnn, 7 kannada_bn and kannada_nobn, 30 "
+                        "resnet20)")
     t.add_argument("--batch-size", type=flag_type(RULES["batch_size"]), default=None, help="default 128")
     t.add_argument("--lr", type=flag_type(RULES["lr"]),
                    help="learning rate, the peak one with --schedule onecycle (default: 1e-3; 0.05 sgd)")
@@ -104,7 +105,9 @@ def _train_flags(t):
     t.add_argument("--augment", choices=RULES["augment"].choices, default=None,
                    help="change every training batch: affine (random rotation up to 10 degrees, shift up to 10 %%, "
                         "scale 0.9-1.1, shear up to 5 degrees), affine+erase (also erase a random rectangle in half of "
-                        "the images); default none")
+                        "the images), crop+flip (pad 4 pixels of zeros on every side, crop back to the image size at a "
+                        "random position, mirror half of the images left to right: the CIFAR standard, resnet20's "
+                        "default); default none")
     t.add_argument("--early-stopping", type=flag_type(RULES["early_stopping"]), default=None, metavar="PATIENCE",
                    help="stop when the validation loss has not improved for PATIENCE epochs and keep the best "
                         "weights (needs --val-split)")
