@@ -27,7 +27,7 @@ from pathlib import Path
 from . import augment
 from .optim import OPTIMIZERS, split_decay
 from .optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, StepLR
-from .validation import Integer, Name, NoneValue, Options, Real, Rule, Text, _short, check
+from .validation import Boolean, Integer, Name, NoneValue, Options, Real, Rule, Text, _short, check
 
 # -- bounds: a run's (epochs, batch size, counters) are the training state's, one home for both -----------------
 from .train_state import MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TEXT  # noqa: E402
@@ -62,7 +62,7 @@ DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.05, "rmsprop": 1e-3}
 TRAIN_DEFAULTS = {"model": "seed_cnn", "batch_size": 128, "seed": 0, "dtype": "float32"}
 # ... and the recipe (checkpoints written before these flags existed hold none: they ran with these values)
 RECIPE_DEFAULTS = {"optimizer": "adam", "weight_decay": None, "schedule": "constant", "label_smoothing": 0.0,
-                   "val_split": 0.0, "early_stopping": None, "augment": "none"}
+                   "val_split": 0.0, "early_stopping": None, "augment": "none", "normalize": False}
 # networks whose best recipe differs from the plain defaults (each flag given explicitly still wins)
 MODEL_RECIPES = {"kannada_bn": {"optimizer": "adamw", "lr": 3e-3, "schedule": "onecycle", "label_smoothing": 0.1,
                                 "augment": "affine", "val_split": 0.1}}
@@ -71,7 +71,7 @@ MODEL_RECIPES["kannada_nobn"] = MODEL_RECIPES["kannada_bn"]  # the BatchNorm abl
 # common cosine-schedule recipes, for the kernels only; pad-4 crops and horizontal flips), the step schedule
 # replaced by cosine annealing
 MODEL_RECIPES["resnet20"] = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine",
-                             "augment": "crop+flip"}
+                             "augment": "crop+flip", "normalize": True}
 #: SGD's momentum (the other optimizers take none)
 DEFAULT_MOMENTUM = 0.9
 #: AdamW's weight decay when none is given (the other optimizers: 0)
@@ -115,6 +115,7 @@ RULES: dict[str, Rule] = {
     "val_split": Real(0, 1, high_open=True),
     "early_stopping": Integer(1, MAX_EPOCHS),
     "augment": Options(*AUGMENTATIONS),
+    "normalize": Boolean(),
 }
 #: fields that may be None: no protocol recorded (full), no limit, the embedded data, the optimizer's own
 #: weight decay, no early stopping
@@ -169,6 +170,7 @@ class Recipe:
     val_split: float = RECIPE_DEFAULTS["val_split"]
     early_stopping: int | None = RECIPE_DEFAULTS["early_stopping"]
     augment: str = RECIPE_DEFAULTS["augment"]
+    normalize: bool = RECIPE_DEFAULTS["normalize"]  # per-channel mean and std of the training images
 
     def __post_init__(self):
         values = {key: getattr(self, key) for key in RULES}
@@ -273,6 +275,7 @@ class Recipe:
         parts += [f"{self.schedule} schedule"] if self.schedule != "constant" else []
         parts += [f"label smoothing {self.label_smoothing:g}"] if self.label_smoothing else []
         parts += [f"{self.augment} augmentation"] if self.augment != "none" else []
+        parts += ["input normalised per channel"] if self.normalize else []
         parts += [f"early stopping after {self.early_stopping} epochs without progress"] if self.early_stopping else []
         return ", ".join(parts)
 

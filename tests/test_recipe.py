@@ -34,10 +34,11 @@ def _one_line_error(call, *fragments, kind=ValueError):
 # -- defaults ----------------------------------------------------------------------------------------------------
 PLAIN = dict(batch_size=128, seed=0, dtype="float32", protocol="full", limit=None, data=None, optimizer="adam",
              lr=1e-3, momentum=0.9, weight_decay=None, schedule="constant", label_smoothing=0.0, val_split=0.0,
-             early_stopping=None, augment="none")
+             early_stopping=None, augment="none", normalize=False)
 BN = {**PLAIN, "optimizer": "adamw", "lr": 3e-3, "schedule": "onecycle", "label_smoothing": 0.1, "augment": "affine",
       "val_split": 0.1}
-CIFAR = {**PLAIN, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine", "augment": "crop+flip"}
+CIFAR = {**PLAIN, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine", "augment": "crop+flip",
+         "normalize": True}
 
 
 @pytest.mark.parametrize("model, epochs, rest", [
@@ -107,6 +108,7 @@ VERDICTS = {
     "val_split": ([0.0, 0.25], [1, -0.1, math.inf]),
     "early_stopping": ([1, 100_000], [0, 100_001, 2.5]),
     "augment": ([*recipe.AUGMENTATIONS], ["rotate", ""]),
+    "normalize": ([True, False], [1, 0, "yes", None.__class__]),
 }
 CASES = [(field, value, True) for field, (good, _) in VERDICTS.items() for value in good] + \
         [(field, value, False) for field, (_, bad) in VERDICTS.items() for value in bad] + \
@@ -165,7 +167,8 @@ def test_choice_flags_offer_the_rules_choices():
     for field in ("dtype", "protocol", "optimizer", "schedule", "augment"):
         assert tuple(actions[field].choices) == RULES[field].choices
     assert all(recipe.rule("model").accepts(name) for name in actions["model"].choices)
-    assert set(recipe.RULES) - {"data", "model"} <= {d for d, a in actions.items() if a.type or a.choices}
+    assert set(recipe.RULES) - {"data", "model", "normalize"} <= {d for d, a in actions.items() if a.type or a.choices}
+    assert isinstance(actions["normalize"], argparse.BooleanOptionalAction)  # --normalize / --no-normalize: a bool
 
 
 @pytest.mark.parametrize("argv, message", [

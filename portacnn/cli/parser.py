@@ -108,6 +108,9 @@ def _train_flags(t):
                         "the images), crop+flip (pad 4 pixels of zeros on every side, crop back to the image size at a "
                         "random position, mirror half of the images left to right: the CIFAR standard, resnet20's "
                         "default); default none")
+    t.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="normalise the input per channel with the training images' mean and standard deviation, "
+                        "stored with the model (default: on for resnet20, else off)")
     t.add_argument("--early-stopping", type=flag_type(RULES["early_stopping"]), default=None, metavar="PATIENCE",
                    help="stop when the validation loss has not improved for PATIENCE epochs and keep the best "
                         "weights (needs --val-split)")
