@@ -47,6 +47,7 @@ from .folders import find_idx_pair, load_folder_pair
 from .idx import IdxImages, load_idx, open_idx
 from .images import IMAGE_SUFFIXES, read_image
 from .kaggle_csv import load_csv
+from .layout import to_channels_first
 from .npz import load_npz
 from .preprocessing import preprocess
 from .sniff import load_any, open_any
@@ -72,6 +73,7 @@ __all__ = [
     "open_idx",
     "preprocess",
     "read_image",
+    "to_channels_first",
     "train_test",
     "tutorial_split",
 ]
