@@ -29,11 +29,12 @@ _CHANNELS = (1, 3)
 
 
 class _LayoutError(DataError):
-    """A shape that is no batch of images of 1 or 3 channels: ``problem`` and ``hint`` for a reader's message."""
+    """A shape that is no batch of images of 1 or 3 channels: ``problem`` and ``hint`` for a reader's message,
+    ``kind`` one of ``"rank"``, ``"channels"``, ``"rgba"``, ``"ambiguous"``."""
 
-    def __init__(self, problem: str, hint: str | None = None):
+    def __init__(self, kind: str, problem: str, hint: str | None = None):
         super().__init__(problem + (f" -- {hint}" if hint else ""))
-        self.problem, self.hint = problem, hint
+        self.kind, self.problem, self.hint = kind, problem, hint
 
 
 def _check_layout_argument(layout) -> None:
@@ -53,12 +54,12 @@ def _channel_layout(shape, layout: str = "auto") -> str:
     if len(shape) == 3:
         return "none"
     if len(shape) != 4:
-        raise _LayoutError(f"has shape {shape}; expected images (N, H, W), (N, C, H, W) or (N, H, W, C) with "
+        raise _LayoutError("rank", f"has shape {shape}; expected images (N, H, W), (N, C, H, W) or (N, H, W, C) with "
                            f"C = 1 or 3")  # fmt: skip
     first, last = shape[1] in _CHANNELS, shape[-1] in _CHANNELS
     if layout == "auto":
         if first and last and shape[1] != 1:
-            raise _LayoutError(f"has shape {shape}, which reads as channels-first (N, C, H, W) and as "
+            raise _LayoutError("ambiguous", f"has shape {shape}, which reads as channels-first (N, C, H, W) and as "
                                f"channels-last (N, H, W, C)",
                                'pass layout="channels_first" or layout="channels_last"')  # fmt: skip
         if first or last:
@@ -71,11 +72,11 @@ def _channel_layout(shape, layout: str = "auto") -> str:
         axis = axis if shape[axis] == 4 else None
     if axis is not None:
         where = "images[:, :3]" if axis == 1 else "images[..., :3]"
-        raise _LayoutError(f"has shape {shape}: 4 channels (RGBA?) are not taken",
+        raise _LayoutError("rgba", f"has shape {shape}: 4 channels (RGBA?) are not taken",
                            f"drop the alpha channel ({where}) or composite it on a background first")  # fmt: skip
     wanted = {"auto": "axis 1 (channels-first) or the last axis (channels-last)",
               "channels_first": "axis 1 (channels-first)", "channels_last": "the last axis (channels-last)"}[layout]
-    raise _LayoutError(f"has shape {shape}; expected 1 or 3 channels on {wanted}",
+    raise _LayoutError("channels", f"has shape {shape}; expected 1 or 3 channels on {wanted}",
                        "pass (N, H, W) greyscale, (N, C, H, W) or (N, H, W, C) images with C = 1 or 3")  # fmt: skip
 
 
