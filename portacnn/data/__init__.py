@@ -45,7 +45,7 @@ from .catalogue import EMBEDDED_DATA_DIR, embedded_data_dir, load_kannada_mnist,
 from .errors import DataError, DataFileNotFoundError
 from .folders import find_idx_pair, load_folder_pair
 from .idx import IdxImages, load_idx, open_idx
-from .images import IMAGE_SUFFIXES, read_image
+from .images import IMAGE_SUFFIXES, open_image, read_image, resize_images
 from .kaggle_csv import load_csv
 from .layout import to_channels_first
 from .npz import load_npz
@@ -71,8 +71,10 @@ __all__ = [
     "load_split",
     "open_any",
     "open_idx",
+    "open_image",
     "preprocess",
     "read_image",
+    "resize_images",
     "to_channels_first",
     "train_test",
     "tutorial_split",
