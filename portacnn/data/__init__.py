@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from . import limits
 from .catalogue import EMBEDDED_DATA_DIR, embedded_data_dir, load_kannada_mnist, tutorial_split
+from .cifar import load_cifar
 from .errors import DataError, DataFileNotFoundError
 from .folders import find_idx_pair, load_folder_pair
 from .idx import IdxImages, load_idx, open_idx
@@ -63,6 +64,7 @@ __all__ = [
     "find_idx_pair",
     "limits",
     "load_any",
+    "load_cifar",
     "load_csv",
     "load_folder_pair",
     "load_idx",
