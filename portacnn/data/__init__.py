@@ -46,6 +46,7 @@ from .cifar import load_cifar
 from .errors import DataError, DataFileNotFoundError
 from .folders import find_idx_pair, load_folder_pair
 from .idx import IdxImages, load_idx, open_idx
+from .image_folder import list_images, load_image_folder
 from .images import IMAGE_SUFFIXES, open_image, read_image, resize_images
 from .kaggle_csv import load_csv
 from .layout import to_channels_first
@@ -63,11 +64,13 @@ __all__ = [
     "embedded_data_dir",
     "find_idx_pair",
     "limits",
+    "list_images",
     "load_any",
     "load_cifar",
     "load_csv",
     "load_folder_pair",
     "load_idx",
+    "load_image_folder",
     "load_kannada_mnist",
     "load_npz",
     "load_split",
