@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datahelp import assert_data_error
+from datahelp import assert_data_error, cifar_records as records
 
 from portacnn import data
 from portacnn.data import DataError, cifar
 
 NAMES10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def records(labels, seed=0, pixels=None) -> bytes:
-    """CIFAR records: each row of ``labels`` (1 or 2 label bytes) followed by 3072 pixel bytes."""
-    labels = np.asarray(labels, dtype=np.uint8).reshape(len(labels), -1)
-    if pixels is None:
-        pixels = np.random.default_rng(seed).integers(0, 256, (len(labels), 3072), dtype=np.uint8)
-    return np.concatenate([labels, np.asarray(pixels, np.uint8).reshape(len(labels), 3072)], axis=1).tobytes()
 
 
 def cifar10_folder(folder, batches=((1, [3, 1]), (2, [0, 9, 4])), test=(7, 2), meta=True):

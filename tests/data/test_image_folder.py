@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datahelp import assert_data_error
+from datahelp import assert_data_error, save_image as save
 
 from portacnn import data
 from portacnn.data import image_folder
-
-
-def save(path, pixels):
-    """Write ``pixels`` (uint8 (H, W) greyscale or (H, W, 3) colour) as an image file, folders created."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(path)
-    return path
 
 
 def grey(value, h=4, w=5):
