@@ -94,7 +94,7 @@ def _check_fit(split: Split, where, size, channels) -> Split:
 
 def _check_label_floor(labels, path) -> None:
     if labels is not None and labels.size and int(labels.min()) < 0:
-        i = int(np.argmin(labels))
+        i = int(np.flatnonzero(labels < 0)[0])
         raise _fail(path, f"label {int(labels[i])} at index {i} is negative", "labels are class indices 0, 1, ...")
 
 

@@ -176,7 +176,7 @@ def test_keras_npz_is_two_exact_splits(tmp_path):
     assert note == "full training set" and extra == {"class_names": None}
     assert xtr.shape == (6, 3, 4, 4) and xtr.dtype == np.float32 and yte.tolist() == [7, 8]
     np.testing.assert_array_equal(xte, x_test.transpose(0, 3, 1, 2) / np.float32(255))
-    np.savez(path, x_train=x_train, y_train=np.array([0, 1, -2, 3, 4, 5]), x_test=x_test, y_test=np.array([0, 1]))
+    np.savez(path, x_train=x_train, y_train=np.array([0, 1, -2, 3, -4, 5]), x_test=x_test, y_test=np.array([0, 1]))
     with pytest.raises(DataError, match="cifar100.npz: label -2 at index 2 is negative"):
         data.load_split(str(path), "train")
 
