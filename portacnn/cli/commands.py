@@ -49,7 +49,8 @@ def _members(model):
 
 def cmd_evaluate(args) -> int:
     model = _load_models(args, args.model)
-    x, y, _ = data.load_split(args.data, args.split)
+    split = data.load_split(args.data, args.split)
+    x, y = split.images, split.labels
     source = args.data or f"embedded Kannada-MNIST {args.split}"
     if y is None:
         raise UsageError(f"{args.data}: holds no labels, so accuracy cannot be computed (use 'portacnn predict')")

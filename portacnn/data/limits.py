@@ -9,12 +9,16 @@ costs about the limit at most and ends as a one-line error naming the file, the 
 
 ``PORTACNN_MAX_DATA_BYTES`` (default 1 GiB)
     the arrays one data file decodes to: an IDX payload, the arrays read from an ``.npz``, the pixels
-    of a CSV file.
+    of a CSV file, the images and labels of one split of CIFAR binary files, and the images and labels
+    one folder of image files decodes to at their final size.
 ``PORTACNN_MAX_IMAGE_SIDE`` (default 8192)
     the height and the width of one image, in pixels (image files, and the images of IDX, CSV and
     ``.npz`` files).
 ``PORTACNN_MAX_CSV_LINE_BYTES`` (default 1 MiB)
     one line of a CSV file, the header included (a row of 784 pixels takes about 3 KB).
+``PORTACNN_MAX_IMAGE_FILES`` (default 1,000,000)
+    the image files one folder may hold (an image-class folder, or a folder of images to predict): the
+    listing stops there, before any header is read, so a runaway folder costs a bounded listing.
 
 1 GiB holds 1.3 million 28 x 28 images (the Kannada-MNIST training set is 47 MB), yet stays below what
 a 2 MB deflate stream can inflate to (about 2 GB). A value is a positive integer, optionally with a
@@ -32,7 +36,7 @@ import os
 import re
 from dataclasses import dataclass
 
-__all__ = ["Limit", "MAX_CSV_LINE_BYTES", "MAX_DATA_BYTES", "MAX_IMAGE_SIDE", "check_environment"]
+__all__ = ["Limit", "MAX_CSV_LINE_BYTES", "MAX_DATA_BYTES", "MAX_IMAGE_FILES", "MAX_IMAGE_SIDE", "check_environment"]
 
 _SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _VALUE_RE = re.compile(r"([0-9]+(?:_[0-9]+)*)\s*(?:([KMGT])(?:i?B)?)?", re.IGNORECASE)  # 4096, 1_000, 4K, 4 KiB
@@ -40,7 +44,7 @@ _VALUE_RE = re.compile(r"([0-9]+(?:_[0-9]+)*)\s*(?:([KMGT])(?:i?B)?)?", re.IGNOR
 
 @dataclass(frozen=True)
 class Limit:
-    """One limit: the environment variable that sets it, its default and its unit ("bytes" or "pixels")."""
+    """One limit: the environment variable that sets it, its default and its unit ("bytes", "pixels", "files")."""
 
     env: str
     default: int
@@ -93,8 +97,11 @@ MAX_IMAGE_SIDE = Limit("PORTACNN_MAX_IMAGE_SIDE", 8192, "pixels")
 MAX_CSV_LINE_BYTES = Limit("PORTACNN_MAX_CSV_LINE_BYTES", 1 << 20, "bytes")
 """Longest line of a CSV file, in bytes (the header included)."""
 
+MAX_IMAGE_FILES = Limit("PORTACNN_MAX_IMAGE_FILES", 1_000_000, "files")
+"""Most image files one folder may hold (counted while listing, before any is opened)."""
+
 
 def check_environment() -> None:
     """Validate every limit variable now (a one-line ValueError naming the first bad one)."""
-    for limit in (MAX_DATA_BYTES, MAX_IMAGE_SIDE, MAX_CSV_LINE_BYTES):
+    for limit in (MAX_DATA_BYTES, MAX_IMAGE_SIDE, MAX_CSV_LINE_BYTES, MAX_IMAGE_FILES):
         limit.get()

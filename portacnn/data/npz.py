@@ -1,11 +1,17 @@
 """NumPy ``.npz`` archives, read without pickle: :func:`load_npz`.
 
 The archive holds the images under ``x``, ``images`` or ``X`` (else ``arr_0``) and optionally the labels
-under ``y``, ``labels`` or ``Y`` (else ``arr_1``). Images may be ``(N, H, W)``, ``(N, 1, H, W)`` or
-flattened ``(N, H*W)`` with a square ``H*W``, of any integer dtype with values in ``0..255``. The
-archive is read member by member in chunks: the sizes its ``.npy`` headers declare must match the zip
-directory and fit ``PORTACNN_MAX_DATA_BYTES``, and the image sides they declare ``PORTACNN_MAX_IMAGE_SIDE``,
-before anything is inflated.
+under ``y``, ``labels`` or ``Y`` (else ``arr_1``); or it is a Keras-style archive (what
+``numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)`` writes from
+``keras.datasets.*.load_data()``), whose ``x_train``/``y_train`` are the train split and
+``x_test``/``y_test`` the test split. Images may be greyscale ``(N, H, W)``, ``(N, 1, H, W)``,
+``(N, H, W, 1)`` or flattened ``(N, H*W)`` with a square ``H*W``, or colour ``(N, 3, H, W)`` or
+``(N, H, W, 3)`` (channels read as :func:`~portacnn.data.layout.to_channels_first` reads them), of any
+integer dtype with values in ``0..255``; greyscale images come back ``(N, H, W)``, colour ones
+channels-first ``(N, 3, H, W)``. Labels are ``(N,)`` or ``(N, 1)`` (as Keras stores CIFAR's) integers.
+The archive is read member by member in chunks: the sizes its ``.npy`` headers declare must match the
+zip directory and fit ``PORTACNN_MAX_DATA_BYTES``, and the image sides they declare
+``PORTACNN_MAX_IMAGE_SIDE``, before anything is inflated.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from . import limits
 from ._checks import _check_image_side, _check_labels, _check_limit, _check_num_classes
 from ._io import _ZIP_MAGIC, _check_file, _read_payload
 from .errors import DataError, _fail
+from .layout import _channel_layout, _LayoutError
+
+KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")
+"""The keys of a Keras-style archive: the train split and the test split."""
 
 
 def _pick_key(keys, preferred, fallback):
@@ -62,8 +72,9 @@ def _npy_header(fp, path, key: str, member_size: int, used: int, rows: int | Non
         _image_layout(path, key, shape, dtype)
     elif not np.issubdtype(dtype, np.integer):
         raise _fail(path, f"array {key!r} has dtype {dtype}; labels must be integers")
-    if rows is not None and len(shape) != 1:  # labels: checked from the header, before anything is read
-        raise _fail(path, f"labels array {key!r} must be 1-D with one label per image; got shape {shape}")
+    if rows is not None and not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):  # before any read
+        raise _fail(path, f"labels array {key!r} must be 1-D (N,) or (N, 1) with one label per image; got shape "
+                    f"{shape}")  # fmt: skip
     if rows is not None and shape[0] != rows:
         raise _fail(path, f"count mismatch: labels array {key!r} holds {shape[0]} labels but the images array "
                     f"holds {rows} images")
@@ -95,15 +106,21 @@ def _read_npy(zf: zipfile.ZipFile, name: str, path, key: str, used: int = 0, row
     return array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
 
 
-def load_npz(path, num_classes: int | None = 10):
+def load_npz(path, num_classes: int | None = 10, split: str | None = None):
     """Load images (and labels, when present) from a ``.npz`` archive, without pickle.
 
     Images are read from key ``x``, ``images`` or ``X`` (else ``arr_0``); labels from ``y``,
-    ``labels`` or ``Y`` (else ``arr_1``), or ``None`` when absent. Returns ``(images, labels)`` like
-    :func:`load_idx`. The two arrays together may declare at most ``PORTACNN_MAX_DATA_BYTES``; each
-    is inflated in chunks, only up to what its header declares. Raises :class:`DataError`.
+    ``labels`` or ``Y`` (else ``arr_1``), or ``None`` when absent; ``split`` is then ignored (the whole
+    archive). A Keras-style archive (any of the keys ``x_train``, ``y_train``, ``x_test``, ``y_test``)
+    must hold all four, and ``split`` (``"train"`` or ``"test"``) says which pair to read. Returns
+    ``(images, labels)``: ``uint8`` images ``(N, H, W)`` when greyscale, channels-first ``(N, 3, H, W)``
+    when colour, and ``int64`` labels ``(N,)``. The two arrays together may declare at most
+    ``PORTACNN_MAX_DATA_BYTES``; each is inflated in chunks, only up to what its header declares.
+    Raises :class:`DataError`.
     """
     _check_num_classes(num_classes)
+    if split not in (None, "train", "test"):
+        raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
     p = _check_file(path)
     try:
         with open(p, "rb") as f:
@@ -117,12 +134,7 @@ def load_npz(path, num_classes: int | None = 10):
     try:
         with zipfile.ZipFile(p) as zf:
             names = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}  # keys as numpy.load names them
-            keys = list(names)
-            xk = _pick_key(keys, ("x", "images", "X"), "arr_0")
-            yk = _pick_key(keys, ("y", "labels", "Y"), "arr_1")
-            if xk is None:
-                raise _fail(path, f"no images array in the archive (found keys {keys}); expected 'x' or "
-                            f"'images'", "save with numpy.savez(path, x=images, y=labels)")  # fmt: skip
+            xk, yk = _npz_keys(path, list(names), split)
             images = _read_npy(zf, names[xk], path, xk)
             labels = None if yk is None else _read_npy(zf, names[yk], path, yk, used=images.nbytes,
                                                        rows=images.shape[0] if images.ndim else None)
@@ -137,38 +149,83 @@ def load_npz(path, num_classes: int | None = 10):
     return images, labels
 
 
-def _image_layout(path, key, shape, dtype) -> tuple[int, int]:
-    """(H, W) of the images an array of ``shape`` and ``dtype`` holds ((N, H, W), (N, 1, H, W), or (N, H*W)
-    with a square H*W, of an integer dtype, H and W within ``PORTACNN_MAX_IMAGE_SIDE``); else a DataError. Needs
-    only a ``.npy`` header: checked before the data are read."""
+def is_keras_npz(path) -> bool:
+    """Whether ``path`` is a ``.npz`` archive with any of the Keras keys (``x_train`` ...); reads only its
+    zip directory. False for anything that is not a readable zip archive."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            keys = {n[:-4] if n.endswith(".npy") else n for n in zf.namelist()}
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    return any(k in keys for k in KERAS_KEYS)
+
+
+def _npz_keys(path, keys: list[str], split) -> tuple[str, str | None]:
+    """(images key, labels key or None) to read; a DataError listing the keys found and wanted."""
+    if any(k in keys for k in KERAS_KEYS):
+        missing = [k for k in KERAS_KEYS if k not in keys]
+        if missing:
+            raise _fail(path, f"Keras-style archive without {', '.join(missing)}: found keys {keys}; wanted "
+                        f"{', '.join(KERAS_KEYS)}",
+                        "save with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")  # fmt: skip
+        if split is None:
+            raise _fail(path, f"holds a train and a test split (keys {', '.join(KERAS_KEYS)})",
+                        "read one of them: split='train' or split='test'")  # fmt: skip
+        return f"x_{split}", f"y_{split}"
+    xk = _pick_key(keys, ("x", "images", "X"), "arr_0")
+    if xk is None:
+        raise _fail(path, f"no images array in the archive (found keys {keys}); expected 'x' or 'images' (labels "
+                    f"'y' or 'labels'), or the Keras keys {', '.join(KERAS_KEYS)}",
+                    "save with numpy.savez(path, x=images, y=labels)")  # fmt: skip
+    return xk, _pick_key(keys, ("y", "labels", "Y"), "arr_1")
+
+
+_SAVE_HINT = ("save images as (N, H, W) or channels-first (N, C, H, W); x.transpose(0, 3, 1, 2) turns (N, H, W, C) "
+              "into it")
+
+
+def _image_layout(path, key, shape, dtype) -> tuple[int, int, int, str]:
+    """``(C, H, W, kind)`` of the images an array of ``shape`` and ``dtype`` holds, ``kind`` ``"flat"``
+    (``(N, H*W)`` with a square ``H*W``), ``"none"`` (``(N, H, W)``), ``"channels_first"`` or
+    ``"channels_last"`` (``C`` 1 or 3, read as :func:`~portacnn.data.layout.to_channels_first` reads them);
+    an integer dtype, ``H`` and ``W`` within ``PORTACNN_MAX_IMAGE_SIDE``; else a DataError. Needs only a
+    ``.npy`` header: checked before the data are read."""
     if not np.issubdtype(dtype, np.integer):
         raise _fail(path, f"array {key!r} has dtype {dtype}; images must be integers in 0..255 (uint8)",
                     "store raw uint8 images; use preprocess() for scaling")  # fmt: skip
     shape = tuple(shape)
-    if len(shape) == 4 and shape[1] == 1:
-        sides = shape[2:]
-    elif len(shape) == 2:
+    if len(shape) == 2:
         side = math.isqrt(shape[1])
         if side * side != shape[1] or shape[1] == 0:
             raise _fail(path, f"array {key!r} has shape {shape}; a flattened image array needs a square "
                         f"number of columns (784 = 28x28)")  # fmt: skip
-        sides = (side, side)
-    elif len(shape) == 3:
-        sides = shape[1:]
+        c, h, w, kind = 1, side, side, "flat"
     else:
-        raise _fail(path, f"array {key!r} has shape {shape}; expected (N, H, W), (N, 1, H, W) or (N, H*W)")
-    if shape[0] == 0 or 0 in sides:
-        raise _fail(path, f"array {key!r} has shape {(shape[0], *sides)}; it holds no images")
-    _check_image_side(path, *sides)
-    return sides
+        try:
+            kind = _channel_layout(shape)
+        except _LayoutError as e:
+            if e.kind in ("rank", "channels"):
+                raise _fail(path, f"array {key!r} has shape {shape}; expected (N, H, W), (N, H*W), or "
+                            f"(N, C, H, W) / (N, H, W, C) with C = 1 or 3") from None  # fmt: skip
+            raise _fail(path, f"array {key!r} {e.problem}", _SAVE_HINT) from None
+        first = shape if kind == "channels_first" else (shape[0], 1, *shape[1:]) if kind == "none" else (
+            shape[0], shape[3], *shape[1:3])  # channels-last
+        c, h, w = first[1:]
+    if shape[0] == 0 or 0 in (h, w):
+        raise _fail(path, f"array {key!r} has shape {shape}; it holds no images")
+    _check_image_side(path, h, w)
+    return c, h, w, kind
 
 
 def _validate_image_array(a: np.ndarray, path, key) -> np.ndarray:
+    """Greyscale images as ``(N, H, W)``, colour ones as channels-first ``(N, 3, H, W)``, uint8, contiguous."""
     if not isinstance(a, np.ndarray):
         raise _fail(path, f"array {key!r} has dtype {type(a).__name__}; images must be integers in 0..255 (uint8)",
                     "store raw uint8 images; use preprocess() for scaling")  # fmt: skip
-    h, w = _image_layout(path, key, a.shape, a.dtype)
-    a = a.reshape(a.shape[0], h, w)
+    c, h, w, kind = _image_layout(path, key, a.shape, a.dtype)
+    if kind == "channels_last":
+        a = a.transpose(0, 3, 1, 2)
+    a = a.reshape(a.shape[0], h, w) if c == 1 else a
     if a.dtype != np.uint8:
         lo, hi = int(a.min()), int(a.max())
         if lo < 0 or hi > 255:

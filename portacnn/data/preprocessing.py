@@ -1,5 +1,5 @@
-"""Raw images to model input: :func:`preprocess` (``uint8`` ``(N, H, W)`` -> ``float32`` ``(N, 1, H, W)``
-in ``[0, 1]``).
+"""Raw images to model input: :func:`preprocess` (``uint8`` ``(N, H, W)``, ``(N, C, H, W)`` or
+``(N, H, W, C)`` -> ``float32`` ``(N, C, H, W)`` in ``[0, 1]``).
 
 (Named ``preprocessing`` so that the module never hides the function ``portacnn.data.preprocess``.)
 """
@@ -9,20 +9,21 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DataError
+from .layout import _channels_first, _check_layout_argument
 
 
-def preprocess(images) -> np.ndarray:
-    """Images -> ``float32`` ``(N, 1, H, W)`` in ``[0, 1]``.
+def preprocess(images, layout: str = "auto") -> np.ndarray:
+    """Images -> ``float32`` ``(N, C, H, W)`` in ``[0, 1]``.
 
-    Integer input (``uint8`` or any integer dtype with values in ``0..255``) of shape ``(N, H, W)``
-    or ``(N, 1, H, W)`` is divided by 255 in float32. Float input must already be in ``[0, 1]`` and
-    finite; it is only cast to float32. Raises :class:`DataError` on NaN/inf or out-of-range values.
+    Greyscale ``(N, H, W)`` becomes ``(N, 1, H, W)``; ``(N, C, H, W)`` and channels-last ``(N, H, W, C)``
+    (``C`` 1 or 3) become channels-first as :func:`~portacnn.data.layout.to_channels_first` reads them
+    (``layout`` is passed on: ``"auto"``, ``"channels_first"`` or ``"channels_last"``). Integer input
+    (``uint8`` or any integer dtype with values in ``0..255``) is divided by 255 in float32. Float input
+    must already be in ``[0, 1]`` and finite; it is only cast to float32. Raises :class:`DataError` on
+    NaN/inf, out-of-range values and shapes that are no batch of 1- or 3-channel images.
     """
-    a = np.asarray(images)
-    if a.ndim == 3:
-        a = a[:, None]
-    elif not (a.ndim == 4 and a.shape[1] == 1):
-        raise DataError(f"preprocess: expected images of shape (N, H, W) or (N, 1, H, W), got {a.shape}")
+    _check_layout_argument(layout)
+    a = _channels_first(np.asarray(images), layout, "preprocess")
     out = np.empty(a.shape, dtype=np.float32)
     if a.dtype == np.uint8:
         np.divide(a, np.float32(255), out=out, dtype=np.float32)

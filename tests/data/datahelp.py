@@ -1,7 +1,7 @@
 """Helpers shared by the tests of portacnn.data in this folder (not a test module).
 
-Small files written into ``tmp_path``: IDX, CSV and ``.npz`` bytes, and :func:`assert_data_error`, the
-check that a loader fails with a one-line DataError naming the file. ``SHARED`` is the copy of the data
+Small files written into ``tmp_path``: IDX, CSV, ``.npz`` and CIFAR bytes, image files, and
+:func:`assert_data_error`, the check that a loader fails with a one-line DataError naming the file. ``SHARED`` is the copy of the data
 in ``../shared`` next to the checkout; tests that compare with it skip when it is absent.
 """
 
@@ -115,3 +115,20 @@ def write_sparse_npz(path, members: dict[str, tuple]):
         f.write(directory)
         f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(directory), start, 0))
     return Path(path)
+
+
+def cifar_records(labels, seed=0, pixels=None) -> bytes:
+    """CIFAR binary records: each row of ``labels`` (1 or 2 label bytes) followed by 3072 pixel bytes."""
+    labels = np.asarray(labels, dtype=np.uint8).reshape(len(labels), -1)
+    if pixels is None:
+        pixels = np.random.default_rng(seed).integers(0, 256, (len(labels), 3072), dtype=np.uint8)
+    return np.concatenate([labels, np.asarray(pixels, np.uint8).reshape(len(labels), 3072)], axis=1).tobytes()
+
+
+def save_image(path: Path, pixels) -> Path:
+    """Write ``pixels`` (uint8 (H, W) greyscale or (H, W, 3) colour) as an image file, folders created."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(path)
+    return path

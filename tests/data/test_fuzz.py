@@ -63,7 +63,8 @@ VALID["npz"] = _npz_bytes()
 
 def check_images_labels(result, *, labels_required: bool, num_classes=10):
     images, labels = result
-    assert isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 3
+    assert isinstance(images, np.ndarray) and images.dtype == np.uint8
+    assert images.ndim == 3 or (images.ndim == 4 and images.shape[1] == 3)  # greyscale, or channels-first colour
     assert images.shape[0] > 0
     if labels_required:
         assert labels is not None

@@ -244,8 +244,10 @@ def test_defaults_and_units():
     assert limits.MAX_DATA_BYTES.default == GIB > 1_000_000 * 28 * 28
     assert limits.MAX_IMAGE_SIDE.default == 8192
     assert limits.MAX_CSV_LINE_BYTES.default == 2**20
+    assert limits.MAX_IMAGE_FILES.default == 1_000_000
     assert limits.MAX_DATA_BYTES.text(GIB) == "1073741824 bytes (1 GiB)"
     assert limits.MAX_IMAGE_SIDE.text(8192) == "8192 pixels"
+    assert limits.MAX_IMAGE_FILES.text(500) == "500 files"
 
 
 @pytest.mark.parametrize(("text", "value"), [("4096", 4096), (" 2K ", 2048), ("3M", 3 * 2**20), ("2g", 2 * GIB),
@@ -255,8 +257,8 @@ def test_env_values(monkeypatch, text, value):
     assert limits.MAX_DATA_BYTES.get() == value
 
 
-@pytest.mark.parametrize("limit", [limits.MAX_DATA_BYTES, limits.MAX_IMAGE_SIDE, limits.MAX_CSV_LINE_BYTES],
-                         ids=lambda lim: lim.env)  # fmt: skip
+@pytest.mark.parametrize("limit", [limits.MAX_DATA_BYTES, limits.MAX_IMAGE_SIDE, limits.MAX_CSV_LINE_BYTES,
+                                   limits.MAX_IMAGE_FILES], ids=lambda lim: lim.env)  # fmt: skip
 @pytest.mark.parametrize("text", ["abc", "-5", "0", "1.5", "12X", "1e6", "0x10"])
 def test_bad_env_values_are_one_line_value_errors(monkeypatch, limit, text):
     monkeypatch.setenv(limit.env, text)

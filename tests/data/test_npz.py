@@ -52,12 +52,19 @@ def test_npz_rejects_object_arrays_without_unpickling(tmp_path):
         ({"x": np.full((4, 3, 3), 300), "y": np.zeros(4, np.int64)}, ["0..255"]),
         ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.zeros(3, np.int64)}, ["count mismatch"]),
         ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.full(4, 10)}, ["label 10"]),
-        ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.zeros((4, 2), np.int64)}, ["1-D"]),
+        ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.zeros((4, 2), np.int64)}, ["1-D (N,) or (N, 1)"]),
+        ({"x": np.zeros((4, 3, 5, 3), np.uint8)}, ["reads as channels-first", "x.transpose(0, 3, 1, 2)"]),
+        ({"x": np.zeros((4, 5, 5, 4), np.uint8)}, ["4 channels (RGBA?)"]),
         ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.zeros(4)}, ["labels must be integers"]),
         ({"x": np.zeros((4, 7), np.uint8)}, ["square"]),
-        ({"x": np.zeros((4, 2, 3, 3), np.uint8)}, ["expected (N, H, W)"]),
+        ({"x": np.zeros((4, 2, 3, 5), np.uint8)}, ["expected (N, H, W)"]),
         ({"x": np.zeros((0, 3, 3), np.uint8)}, ["no images"]),
-        ({"z": np.zeros((4, 3, 3), np.uint8)}, ["no images array", "'z'"]),
+        ({"z": np.zeros((4, 3, 3), np.uint8)}, ["no images array", "'z'", "x_train, y_train, x_test, y_test"]),
+        ({"x_train": np.zeros((4, 3, 3), np.uint8), "y_train": np.zeros(4, np.uint8), "x_test": np.zeros((2, 3, 3))},
+         ["Keras-style archive without y_test", "found keys ['x_train', 'y_train', 'x_test']",
+          "wanted x_train, y_train, x_test, y_test"]),
+        ({"x_train": np.zeros((4, 3, 3), np.uint8), "x": np.zeros((4, 3, 3), np.uint8)},
+         ["without y_train, x_test, y_test"]),
     ],
 )
 def test_npz_invalid(tmp_path, arrays, fragments):
@@ -111,6 +118,10 @@ FROM_HEADERS = [
     ({"x.npy": ((1, 30000 * 30000), "|u1")}, ["30000x30000", "PORTACNN_MAX_IMAGE_SIDE"]),
     ({"x.npy": ((10, 8193, 10000), "|u1")}, ["8193x10000", "PORTACNN_MAX_IMAGE_SIDE"]),
     ({"x.npy": ((100, 100, 8193), "<u2")}, ["100x8193", "PORTACNN_MAX_IMAGE_SIDE"]),
+    ({"x.npy": ((2, 9000, 100, 3), "|u1")}, ["9000x100", "PORTACNN_MAX_IMAGE_SIDE"]),
+    ({"x.npy": ((2, 3, 100, 9000), "|u1")}, ["100x9000", "PORTACNN_MAX_IMAGE_SIDE"]),
+    ({"x.npy": ((2, 3, 5000, 3), "|u1")}, ["(2, 3, 5000, 3)", "channels-first", "channels-last"]),
+    ({"x.npy": ((2, 5000, 5000, 4), "|u1")}, ["4 channels (RGBA?)"]),
     ({"x.npy": ((1, 10000, 10000), "<f8")}, ["dtype float64", "integers in 0..255"]),
     ({"x.npy": ((800, 1000, 1000), "|b1")}, ["dtype bool", "integers in 0..255"]),
     ({"x.npy": ((1, 2, 20000, 20000), "|u1")}, ["shape (1, 2, 20000, 20000)", "expected (N, H, W)"]),
@@ -133,3 +144,69 @@ def test_npz_refused_from_the_headers_before_any_data_are_read(tmp_path, monkeyp
     real = npz._read_payload  # a small images array is read first; then the labels' header condemns them
     monkeypatch.setattr(npz, "_read_payload", lambda stream, n: real(stream, n) if n <= 7840 else never(stream, n))
     assert_data_error(lambda: data.load_npz(path), path, *fragments)
+
+
+# -- colour and Keras-style archives ------------------------------------------------------------------------------
+def _keras_cifar(path, n_train=5, n_test=3, classes=100):
+    """A Keras CIFAR-style archive: channels-last uint8 images, labels of shape (N, 1)."""
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (n_train, 4, 6, 3), dtype=np.uint8),
+              "y_train": rng.integers(0, classes, (n_train, 1)).astype(np.uint8),
+              "x_test": rng.integers(0, 256, (n_test, 4, 6, 3), dtype=np.uint8),
+              "y_test": rng.integers(0, classes, (n_test, 1)).astype(np.uint8)}  # fmt: skip
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_keras_archive_splits_channels_last_to_first(tmp_path):
+    path = tmp_path / "cifar.npz"
+    arrays = _keras_cifar(path)
+    arrays["y_train"][0, 0] = 57  # a CIFAR-100 label
+    np.savez(path, **arrays)
+    for split in ("train", "test"):
+        images, labels = data.load_npz(path, num_classes=None, split=split)
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        assert images.shape == (len(x), 3, 4, 6) and images.dtype == np.uint8 and images.flags.c_contiguous
+        np.testing.assert_array_equal(images, x.transpose(0, 3, 1, 2))
+        assert images[1, 2, 3, 5] == x[1, 3, 5, 2]  # blue channel of the bottom-right pixel
+        assert labels.dtype == np.int64 and labels.tolist() == y[:, 0].tolist()
+    assert data.load_npz(path, num_classes=None, split="train")[1][0] == 57
+    with pytest.raises(DataError, match="label 57 at index 0 is outside 0..9"):
+        data.load_npz(path, split="train")
+    assert npz.is_keras_npz(path) and not npz.is_keras_npz(tmp_path / "nowhere.npz")
+    msg = assert_data_error(lambda: data.load_npz(path), path, "holds a train and a test split",
+                            "split='train' or split='test'")  # fmt: skip
+    assert "x_train, y_train, x_test, y_test" in msg
+    with pytest.raises(ValueError, match="split must be 'train', 'test' or None"):
+        data.load_npz(path, split="val")
+
+
+def test_keras_grey_and_plain_colour_archives(tmp_path):
+    x, y = small_set(n=6, h=5, w=5)
+    grey = tmp_path / "mnist.npz"
+    np.savez(grey, x_train=x, y_train=y.astype(np.uint8), x_test=x[:2], y_test=y[:2])
+    images, labels = data.load_npz(grey, split="test")
+    assert images.shape == (2, 5, 5)  # greyscale stays (N, H, W)
+    np.testing.assert_array_equal(images, x[:2])
+    assert not npz.is_keras_npz(write(tmp_path / "text.npz", b"not a zip"))
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, x=x[..., None], y=y)  # (N, H, W, 1): greyscale
+    assert data.load_npz(plain, split="test")[0].shape == (6, 5, 5)  # split ignored by a plain archive
+    assert not npz.is_keras_npz(plain)
+    rgb = np.random.default_rng(3).integers(0, 256, (4, 3, 5, 6)).astype(np.int32)
+    np.savez(plain, x=rgb, y=y[:4])
+    images, labels = data.load_npz(plain)
+    assert images.dtype == np.uint8 and images.shape == (4, 3, 5, 6)
+    np.testing.assert_array_equal(images, rgb)
+    np.savez(plain, x=rgb.transpose(0, 2, 3, 1) + 1)
+    assert_data_error(lambda: data.load_npz(plain), plain, "values in 1..256")
+
+
+def test_colour_archive_counts_its_channels_against_the_data_limit(tmp_path, monkeypatch):
+    path = tmp_path / "colour.npz"
+    np.savez(path, x=np.zeros((10, 32, 32, 3), np.uint8))  # 30720 bytes
+    monkeypatch.setenv("PORTACNN_MAX_DATA_BYTES", "16K")
+    assert_data_error(lambda: data.load_npz(path), path, "shape (10, 32, 32, 3)", "30720 bytes",
+                      "PORTACNN_MAX_DATA_BYTES=30K")  # fmt: skip
+    monkeypatch.setenv("PORTACNN_MAX_DATA_BYTES", "30K")
+    assert data.load_npz(path)[0].shape == (10, 3, 32, 32)

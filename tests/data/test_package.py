@@ -58,7 +58,8 @@ def test_public_names_are_re_exported():
     names = ["load_idx", "open_idx", "open_any", "load_csv", "load_npz", "load_any", "load_kannada_mnist",
              "tutorial_split", "preprocess", "find_idx_pair", "load_folder_pair", "embedded_data_dir", "DataError",
              "DataFileNotFoundError", "EMBEDDED_DATA_DIR", "IdxImages", "IMAGE_SUFFIXES", "read_image", "load_split",
-             "train_test", "limits"]  # fmt: skip
+             "train_test", "limits", "to_channels_first", "open_image", "resize_images", "load_cifar",
+             "load_image_folder", "list_images", "Split"]  # fmt: skip
     for name in names:
         assert hasattr(data, name), name
     assert sorted(data.__all__) == sorted(names)
