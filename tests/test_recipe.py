@@ -284,7 +284,7 @@ def test_agreeing_flags_continue_the_run():
 
 OTHER = {"model": "lenet5", "batch_size": 32, "seed": 4, "dtype": "float64", "protocol": "tutorial", "limit": 64,
          "optimizer": "sgd", "weight_decay": 0.0, "schedule": "step", "label_smoothing": 0.2, "val_split": 0.5,
-         "early_stopping": 2, "augment": "none"}
+         "early_stopping": 2, "augment": "none", "normalize": True}
 
 
 @pytest.mark.parametrize("key", RESUMED)
