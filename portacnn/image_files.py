@@ -95,9 +95,9 @@ def read_images(paths, model=None, preprocessing: Preprocessing | None = None, r
         if (h, w) != size:
             gap = _aspect_gap(h, w, size)
             if resize == "auto" and gap > ASPECT_TOLERANCE:
-                raise data.DataError(f"{path}: a {w}x{h} (width x height) image, {gap:.0%} wider or taller than the "
-                                     f"{size[1]}x{size[0]} the model reads; choose how to fit it: --resize stretch, "
-                                     "pad or crop (resize='stretch'|'pad'|'crop')")
+                raise data.DataError(f"{path}: a {w}x{h} image (width/height {w / h:.2f}); the model reads {size[1]}x"
+                                     f"{size[0]} ({size[1] / size[0]:.2f}), so resizing would distort it; choose how "
+                                     "to fit it: --resize stretch, pad or crop (resize='stretch'|'pad'|'crop')")
             if resize in ("pad", "crop"):
                 a = _centre(a, size, resize, fill)
                 if a.shape[1:] != (h, w):

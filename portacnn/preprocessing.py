@@ -240,15 +240,25 @@ class Preprocessing:
             out = (out - mean) / std
         return out
 
-    def questions(self, images) -> list[str]:
+    def to_model_input(self, images, dtype: str = "float32") -> np.ndarray:
+        """Host raw ``images`` (any layout; checked as :meth:`check_shape` does) as the host float array the model
+        takes: what reading them in the model does, for code that needs the floats themselves."""
+        a = _host_raw(images, "images")
+        self.check_shape(a.shape, "images")
+        return self.apply(a.astype(dtype), np, np.dtype(dtype))
+
+    def questions(self, images, names=None) -> list[str]:
         """What looks wrong about host raw channels-first ``images`` (N, C, H, W) compared with the training
         images, one line each (empty: nothing): a border level far from theirs, and when it is near their
-        opposite, a reversed polarity (a light background where theirs was dark). Any raw layout is taken."""
+        opposite, a reversed polarity (a light background where theirs was dark). Any raw layout is taken; the
+        first odd images are named by ``names`` (one per image), else by their row numbers."""
         if self.border is None or images.shape[0] == 0:
             return []
         a = np.asarray(to_channels_first(np.asarray(images)))
+        rows = np.arange(a.shape[0])
         if a.shape[0] > BORDER_SAMPLE:  # evenly spread rows: cheap for a million images
-            a = a[np.linspace(0, a.shape[0] - 1, BORDER_SAMPLE).astype(np.int64)]
+            rows = np.linspace(0, a.shape[0] - 1, BORDER_SAMPLE).astype(np.int64)
+            a = a[rows]
         levels = border_levels(a)
         tolerance = max(BORDER_TOLERANCE, 3 * self.border_spread)
         odd = np.abs(levels - self.border) > tolerance
@@ -257,8 +267,10 @@ class Preprocessing:
         share = f"{int(odd.sum())} of {len(levels)}" + (" sampled" if len(levels) < images.shape[0] else "")
         seen = float(levels[odd].mean())
         inverted = np.abs((1.0 - levels[odd]) - self.border) <= tolerance
-        text = (f"{share} images have a border level of {seen:.2f} on average, unlike the training images' "
-                f"{self.border:.2f}")
+        which = [str(names[r]) if names is not None else f"#{r}" for r in rows[odd][:3]]
+        which = ", ".join(which) + (", ..." if odd.sum() > 3 else "")
+        text = (f"{share} images ({which}) have a border level of {seen:.2f} on average, unlike the training "
+                f"images' {self.border:.2f}")
         if inverted.mean() > 0.5:
             dark = "dark" if self.border < 0.5 else "light"
             opposite = "light" if dark == "dark" else "dark"

@@ -17,7 +17,7 @@ from .. import data, kernels
 from .._atomic import atomic_write
 from ..image_files import read_images
 from ..labels import class_label
-from ..preprocessing import InputWarning
+from ..preprocessing import BORDER_SAMPLE, InputWarning
 from .._version import __version__
 from ..backend import KNOWN_BACKENDS, get_backend, unusable_reason
 from ..ensemble import Ensemble
@@ -47,20 +47,43 @@ def _members(model):
     return model.models if isinstance(model, Ensemble) else [model]
 
 
+def _labels_for(model, split, source) -> np.ndarray:
+    """The split's labels as the model's class ids: a folder's (or CIFAR's) classes are matched to the model's by
+    name; without names on both sides, the ids are taken as they are."""
+    y, theirs, ours = split.labels, split.class_names, model.class_names
+    if theirs is None or ours is None or list(theirs) == list(ours):
+        if theirs is not None and ours is None:
+            print(f"portacnn: note: the model has no class names; the classes of {source} are taken in their order "
+                  f"({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''})", file=sys.stderr)
+        return y
+    unknown = [name for name in theirs if name not in ours]
+    if unknown:
+        raise UsageError(f"{source}: class {unknown[0]!r} is not one of the model's classes "
+                         f"({', '.join(ours[:8])}{', ...' if len(ours) > 8 else ''})")
+    return np.array([ours.index(name) for name in theirs], dtype=np.int64)[y]
+
+
 def cmd_evaluate(args) -> int:
     model = _load_models(args, args.model)
-    split = data.load_split(args.data, args.split)
-    x, y = split.images, split.labels
+    prep = model.preprocessing
+    split = data.load_split(args.data, args.split, size=None if prep is None else prep.size,
+                            channels=None if prep is None else prep.channels)
+    x = split.images
     source = args.data or f"embedded Kannada-MNIST {args.split}"
-    if y is None:
+    if split.labels is None:
         raise UsageError(f"{args.data}: holds no labels, so accuracy cannot be computed (use 'portacnn predict')")
+    y = _labels_for(model, split, source)
     for member, path in zip(_members(model), args.model):
         _check_fits(member, x, source, path)
     loss_sum, correct, n = 0.0, 0, int(x.shape[0])
-    for lo, hi in _chunks(x, args.batch_size):  # float32 copies one chunk at a time: memory does not grow with N
-        r = model.evaluate(data.preprocess(x[lo:hi]), y[lo:hi], batch_size=args.batch_size)
-        loss_sum += r["loss"] * r["n"]
-        correct += round(r["accuracy"] * r["n"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        said = set()
+        for lo, hi in _chunks(x, args.batch_size):  # raw chunks, read by the model: memory does not grow with N
+            r = model.evaluate(np.asarray(x[lo:hi]), y[lo:hi], batch_size=args.batch_size)
+            _warn(caught, said)
+            loss_sum += r["loss"] * r["n"]
+            correct += round(r["accuracy"] * r["n"])
     result = {"accuracy": correct / n, "loss": loss_sum / n, "n": n, "models": len(_members(model))}
     what = "" if len(args.model) == 1 else f" (ensemble of {len(args.model)} models)"
     _say(args, f"accuracy {result['accuracy'] * 100:.2f} %  loss {result['loss']:.4f}  on {n} images ({source})"
@@ -71,11 +94,12 @@ def cmd_evaluate(args) -> int:
 
 
 def _data_file(path):
-    """(raw images, ids) of a data file: a Kaggle test CSV's id column, else None (rows are numbered)."""
-    if data.sniff_kind(path) == "csv":
+    """(raw images, ids) of a data file: a Kaggle test CSV's id column, else None (rows are numbered). A Keras
+    ``.npz`` gives its test images; a CIFAR ``.bin`` file all of its images."""
+    if data.data_kind(path) == "csv":
         images, _, ids = data.load_csv(path, num_classes=None, return_ids=True)
         return images, ids
-    return data.open_any(path, num_classes=None)[0], None
+    return data.load_split(str(path), "test").images, None
 
 
 def _inputs(args, model):
@@ -133,7 +157,14 @@ def cmd_predict(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
         groups = _inputs(args, model)
+        prep = model.preprocessing
+        for source, names, images in groups:  # each odd image named by its file or row
+            if prep is not None and np.dtype(images.dtype).kind in "iu":
+                head = np.asarray(images[:BORDER_SAMPLE])  # a data file may be read lazily: its first rows only
+                caught.extend(warnings.WarningMessage(text, InputWarning, "", 0)
+                              for text in prep.questions(head, names[:BORDER_SAMPLE]))
         _warn(caught, said)
+        warnings.simplefilter("ignore", InputWarning)  # said above, with names: not again, by row, when predicted
         for source, _, images in groups:
             for member, path in zip(_members(model), paths):
                 _check_fits(member, images, source, path)

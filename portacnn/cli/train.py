@@ -20,6 +20,7 @@ from ..checkpoint import optimizer_from_checkpoint
 from ..layers import Conv2D
 from ..sequential import load
 from ..models import MODELS
+from ..preprocessing import Preprocessing
 from ..recipe import Recipe
 from ..run_folder import RunFolder
 from ..training import TrainingDiverged, evaluate, held_out_count
@@ -90,23 +91,68 @@ def _resumed(args):
 def _prepare(args, comm):
     """The recipe, model, optimizer, data and what fit will run, everything a run can be refused for checked
     before its folder is claimed (a run that cannot start leaves nothing behind). Holds no collective."""
+    size, channels = args.image_size, args.channels
     if args.resume:
         recipe, model, optimizer = _resumed(args)
+        prep = model.preprocessing
+        if prep is None and model.input_shape is not None and len(model.input_shape) == 3:  # an older checkpoint
+            prep = Preprocessing.for_shape(model.input_shape)
+        if prep is not None:  # the run reads its data as it did
+            size, channels = _same(args, prep)
     else:
         recipe = Recipe.from_flags(vars(args))
-        model = MODELS[recipe.model](backend=args.backend, dtype=recipe.dtype, seed=recipe.seed)
-        optimizer = None
+        model = optimizer = None
+    source = args.data or "embedded Kannada-MNIST"
+    (xtr, ytr), (xte, yte), extra, note = data.train_test(args.data, protocol=recipe.protocol, seed=recipe.seed,
+                                                          limit=recipe.limit, size=size, channels=channels, raw=True)
+    names = extra.pop("class_names")
+    if model is None:
+        prep = Preprocessing.from_images(xtr, normalize=recipe.normalize)
+        model = _network(recipe, args, prep, names, ytr, yte)
+    elif names is not None and model.class_names is not None and list(names) != list(model.class_names):
+        raise UsageError(f"--resume {args.resume}: {source} names its classes {names[:4]}..., not the "
+                         f"{model.class_names[:4]}... that run trained on")
     model.workers = args.workers
     if comm is not None:
         distributed.check_trainable(model)
     if optimizer is None:
         optimizer = recipe.make_optimizer(model)
-    (xtr, ytr), (xte, yte), extra, note = data.train_test(args.data, protocol=recipe.protocol, seed=recipe.seed,
-                                                          limit=recipe.limit)
-    _check_fits(model, xtr, args.data or "embedded Kannada-MNIST", args.resume or f"the {recipe.model} network")
+    _check_fits(model, xtr, source, args.resume or f"the {recipe.model} network")
+    # the floats fit trains on, made once here (the model reads raw images the same way when it predicts)
+    xtr, xte = prep.to_model_input(xtr, recipe.dtype), prep.to_model_input(xte, recipe.dtype)
+    if "heldout" in extra:
+        extra["heldout"] = (prep.to_model_input(extra["heldout"][0], recipe.dtype), extra["heldout"][1])
     # what fit would refuse (a split that leaves no training images, a schedule)
     plan = (held_out_count(len(ytr), recipe.val_split), recipe.callbacks(optimizer, len(ytr)), recipe.augmentation())
     return recipe, model, optimizer, (xtr, ytr), (xte, yte), extra, note, plan
+
+
+def _listed(names, shown: int = 10) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _same(args, prep):
+    """The (size, channels) a resumed run reads its data with: its own; ``--image-size``/``--channels`` given
+    must agree."""
+    for flag, given, theirs in (("--image-size", args.image_size, list(prep.size)),
+                                ("--channels", args.channels, prep.channels)):
+        if given is not None and given != theirs:
+            raise UsageError(f"--resume {args.resume}: that run read {flag} {theirs}, not {given}; drop {flag} to "
+                             "continue it")
+    return tuple(prep.size), prep.channels
+
+
+def _network(recipe, args, prep, names, ytr, yte):
+    """A new run's network, built for the images it will read (their channels and size) and the classes of its
+    data (their names' count, else the largest label + 1), with that preprocessing and those names."""
+    classes = len(names) if names is not None else int(max(ytr.max(), yte.max())) + 1
+    try:
+        model = MODELS[recipe.model](backend=args.backend, dtype=recipe.dtype, seed=recipe.seed,
+                                     input_shape=prep.input_shape, num_classes=max(classes, 2))
+    except ValueError as e:
+        raise UsageError(f"--model {recipe.model}: {e}") from None
+    model.preprocessing, model.class_names = prep, names
+    return model
 
 
 def cmd_train(args) -> int:
@@ -129,9 +175,12 @@ def _train_into(args, recipe, out, model, optimizer, train, test_set, extra, not
     n_val, callbacks, transform = plan
     held = f"; {n_val} of them held out for validation" if n_val else ""
     ranks = f" in {distributed.size(comm)} MPI processes" if comm is not None else ""
+    prep, names = model.preprocessing, model.class_names
+    reads = "" if prep is None else f" of {prep.describe()}"
+    classes = "" if names is None else f", classes {_listed(names)}"
     _say(args, f"portacnn {__version__}: training {recipe.model} ({model.num_parameters()} parameters) on "
-               f"{model.backend.name}{ranks}, {len(ytr)} images ({note}{held}), {epochs} epochs, batch "
-               f"{recipe.batch_size}, " + recipe.summary())
+               f"{model.backend.name}{ranks}, {len(ytr)} images{reads} ({note}{held}){classes}, {epochs} epochs, "
+               f"batch {recipe.batch_size}, " + recipe.summary())
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported below
             history = model.fit(
@@ -198,12 +247,13 @@ def _draw(out, model, history, xtr, ytr, xte, yte, args, recipe):
         out, history=history.history,
         model_weight=None if conv is None else model.backend.to_numpy(conv.weight.data),
         images=xte, y_true=yte, proba=model.predict_proba(xte),
-        sample_images=xtr[:40], sample_labels=ytr[:40],
+        sample_images=xtr[:40], sample_labels=ytr[:40], class_names=model.class_names,
+        title="Kannada-MNIST samples" if args.data is None else f"Samples of {Path(args.data).name}",
     )
     transform = recipe.augmentation()
     if transform is not None:  # the same samples as the training run's augmentation draws them
         shown = transform(xtr[:40], np.random.default_rng([recipe.seed, 0]))
-        paths.append(plots.sample_grid(shown, ytr[:40], out / "augmented.png",
+        paths.append(plots.sample_grid(shown, ytr[:40], out / "augmented.png", class_names=model.class_names,
                                        title=f"Training samples, {recipe.augment} augmentation"))
     _say(args, "plots: " + ", ".join(str(p) for p in paths))
     return [str(p) for p in paths]

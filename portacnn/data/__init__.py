@@ -43,7 +43,7 @@ One idea per module; this package re-exports their public names:
                    :data:`IMAGE_SUFFIXES`
 ``image_folder``   one subfolder of images per class: :func:`load_image_folder`, :func:`list_images`
 ``folders``        folders of IDX files: :func:`find_idx_pair`, :func:`load_folder_pair`
-``sniff``          any data file by content: :func:`load_any`, :func:`open_any`
+``sniff``          any data file by content: :func:`load_any`, :func:`open_any`, :func:`data_kind`
 ``catalogue``      the embedded Kannada-MNIST: :func:`load_kannada_mnist`, :func:`tutorial_split`
 ``preprocessing``  :func:`preprocess`
 ``splits``         the command line's train/test split policy: :class:`Split`, :func:`load_split`,
@@ -64,7 +64,7 @@ from .kaggle_csv import load_csv
 from .layout import to_channels_first
 from .npz import load_npz
 from .preprocessing import preprocess
-from .sniff import load_any, open_any
+from .sniff import data_kind, load_any, open_any
 from .splits import Split, load_split, train_test
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "EMBEDDED_DATA_DIR",
     "IMAGE_SUFFIXES",
     "IdxImages",
+    "data_kind",
     "Split",
     "embedded_data_dir",
     "find_idx_pair",

@@ -33,6 +33,14 @@ def _sniff(path) -> str:
     return "csv"
 
 
+def data_kind(path) -> str:
+    """What a data file is: ``"cifar"`` for a ``.bin`` file (CIFAR's binary format has no magic number: its name
+    is all there is), else ``"npz"``, ``"idx"`` or ``"csv"`` from its first bytes (after gunzip)."""
+    if str(path).lower().endswith(".bin"):
+        return "cifar"
+    return _sniff(path)
+
+
 def load_any(path, num_classes: int | None = 10):
     """Load a single data file of any supported kind, recognised by its content (not its name).
 
