@@ -264,19 +264,25 @@ class Preprocessing:
         odd = np.abs(levels - self.border) > tolerance
         if not odd.any():
             return []
-        share = f"{int(odd.sum())} of {len(levels)}" + (" sampled" if len(levels) < images.shape[0] else "")
-        seen = float(levels[odd].mean())
-        inverted = np.abs((1.0 - levels[odd]) - self.border) <= tolerance
-        which = [str(names[r]) if names is not None else f"#{r}" for r in rows[odd][:3]]
-        which = ", ".join(which) + (", ..." if odd.sum() > 3 else "")
-        text = (f"{share} images ({which}) have a border level of {seen:.2f} on average, unlike the training "
-                f"images' {self.border:.2f}")
-        if inverted.mean() > 0.5:
-            dark = "dark" if self.border < 0.5 else "light"
-            opposite = "light" if dark == "dark" else "dark"
-            return [text + f": they look like {opposite} backgrounds where the model learnt {dark} ones (reversed "
-                           "polarity); invert them (portacnn predict --invert) if so"]
-        return [text + ": the model may answer confidently on images unlike anything it was trained on"]
+        sampled = " sampled" if len(levels) < images.shape[0] else ""
+        inverted = odd & (np.abs((1.0 - levels) - self.border) <= tolerance)
+        found = []
+        for group, why in ((inverted, "reversed"), (odd & ~inverted, "unlike")):
+            if not group.any():
+                continue
+            which = [str(names[r]) if names is not None else f"#{r}" for r in rows[group][:3]]
+            text = (f"{int(group.sum())} of {len(levels)}{sampled} images ({', '.join(which)}"
+                    f"{', ...' if group.sum() > 3 else ''}) have a border level of {float(levels[group].mean()):.2f}"
+                    f"{' on average' if group.sum() > 1 else ''}, unlike the training images' {self.border:.2f}")
+            if why == "reversed":
+                dark = "dark" if self.border < 0.5 else "light"
+                opposite = "light" if dark == "dark" else "dark"
+                text += (f": they look like {opposite} backgrounds where the model learnt {dark} ones (reversed "
+                         "polarity); invert them (portacnn predict --invert) if so")
+            else:
+                text += ": the model may answer confidently on images unlike anything it was trained on"
+            found.append(text)
+        return found
 
     def warn_about(self, images, what: str = "x") -> None:
         """Issue an :class:`InputWarning` for each of :meth:`questions`, attributed to the caller's code."""
