@@ -4,17 +4,21 @@ The same layers train and run on NumPy (CPU), CuPy (CUDA), PyTorch tensors or ``
 chosen per model with ``backend=``.
 """
 
-from . import callbacks, data, export, interop, layers, losses, models, optim, training
+from . import augment, callbacks, data, export, interop, labels, layers, losses, models, optim, preprocessing, training
 from ._version import __version__
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import CheckpointError
 from .ensemble import Ensemble
 from .export import to_onnx
+from .image_files import read_images
 from .interop import from_torch, to_torch
 from .layers import Parameter
+from .preprocessing import InputWarning, Preprocessing
 from .sequential import Sequential, load
 
 __all__ = [
-    "Backend", "BackendUnavailableError", "CheckpointError", "Ensemble", "load", "Parameter", "Sequential", "available_backends", "get_backend",
-    "callbacks", "data", "export", "interop", "layers", "losses", "to_onnx", "to_torch", "from_torch", "models", "optim", "training", "__version__",
+    "Backend", "BackendUnavailableError", "CheckpointError", "Ensemble", "InputWarning", "load", "Parameter", "Preprocessing",
+    "Sequential", "available_backends", "get_backend", "read_images",
+    "augment", "callbacks", "data", "export", "interop", "labels", "layers", "losses", "to_onnx", "to_torch", "from_torch",
+    "models", "optim", "preprocessing", "training", "__version__",
 ]  # fmt: skip

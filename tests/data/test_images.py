@@ -51,7 +51,7 @@ def test_image_side_limit_is_adjustable(monkeypatch, tmp_path, model_path, capsy
     with pytest.raises(DataError, match="images of 20x40 pixels: side = 40 pixels, over the limit of 32 pixels"):
         data.load_idx(idx)
     monkeypatch.setenv("PORTACNN_MAX_IMAGE_SIDE", "64")
-    assert cli.main(["predict", str(model_path), str(png)]) == 0
+    assert cli.main(["predict", str(model_path), str(png), "--resize", "stretch"]) == 0  # 40x20: not square
     assert "wide.png: " in capsys.readouterr().out
     assert data.load_idx(idx)[0].shape == (1, 20, 40)
 
