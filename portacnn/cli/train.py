@@ -134,11 +134,14 @@ def _listed(names, shown: int = 10) -> str:
 def _same(args, prep):
     """The (size, channels) a resumed run reads its data with: its own; ``--image-size``/``--channels`` given
     must agree."""
+    def shown(value):
+        return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
     for flag, given, theirs in (("--image-size", args.image_size, list(prep.size)),
                                 ("--channels", args.channels, prep.channels)):
         if given is not None and given != theirs:
-            raise UsageError(f"--resume {args.resume}: that run read {flag} {theirs}, not {given}; drop {flag} to "
-                             "continue it")
+            raise UsageError(f"--resume {args.resume}: that run read {flag} {shown(theirs)}, not {shown(given)}; drop "
+                             f"{flag} to continue it")
     return tuple(prep.size), prep.channels
 
 
@@ -151,7 +154,11 @@ def _network(recipe, args, prep, names, ytr, yte):
                                      input_shape=prep.input_shape, num_classes=max(classes, 2))
     except ValueError as e:
         raise UsageError(f"--model {recipe.model}: {e}") from None
-    model.preprocessing, model.class_names = prep, names
+    model.preprocessing = prep
+    try:
+        model.class_names = names
+    except ValueError as e:
+        raise UsageError(f"{args.data}: its class folders cannot name the classes ({e})") from None
     return model
 
 
