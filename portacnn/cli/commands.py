@@ -103,15 +103,16 @@ def _data_file(path):
 
 
 def _inputs(args, model):
-    """[(source, names, raw uint8 images)] in the order given: each run of image files (a folder's images, every
-    one inside it in sorted path order) read for the model as one group (:func:`portacnn.read_images`), each data
-    file as it is (a plain IDX file read lazily). ``names`` is one id per image."""
+    """[(source, names, ids, raw uint8 images)] in the order given: each run of image files (a folder's images,
+    every one inside it in sorted path order) read for the model as one group (:func:`portacnn.read_images`), each
+    data file as it is (a plain IDX file read lazily). ``names`` is what the output calls each image (its path, or
+    ``FILE[row]``); ``ids`` what ``--csv`` does (its path, a Kaggle test CSV's id, or the row number)."""
     groups, files = [], []
 
     def flush():
         if files:
             names = [str(f) for f in files]
-            groups.append((names[0] if len(names) == 1 else f"{len(names)} image files", names,
+            groups.append((names[0] if len(names) == 1 else f"{len(names)} image files", names, names,
                            read_images(files, model, resize=args.resize, invert=args.invert)))
             files.clear()
 
@@ -128,8 +129,8 @@ def _inputs(args, model):
             continue
         flush()
         images, ids = _data_file(p)
-        names = [str(i) for i in ids] if ids is not None else [f"{text}[{k}]" for k in range(len(images))]
-        groups.append((text, names, images))
+        names = [f"{text}[{k}]" for k in range(len(images))]
+        groups.append((text, names, [str(i) for i in (ids if ids is not None else range(len(images)))], images))
     flush()
     return groups
 
@@ -158,21 +159,21 @@ def cmd_predict(args) -> int:
         warnings.simplefilter("always", InputWarning)
         groups = _inputs(args, model)
         prep = model.preprocessing
-        for source, names, images in groups:  # each odd image named by its file or row
+        for source, names, _, images in groups:  # each odd image named by its file or row
             if prep is not None and np.dtype(images.dtype).kind in "iu":
                 head = np.asarray(images[:BORDER_SAMPLE])  # a data file may be read lazily: its first rows only
                 caught.extend(warnings.WarningMessage(text, InputWarning, "", 0)
                               for text in prep.questions(head, names[:BORDER_SAMPLE]))
         _warn(caught, said)
         warnings.simplefilter("ignore", InputWarning)  # said above, with names: not again, by row, when predicted
-        for source, _, images in groups:
+        for source, _, _, images in groups:
             for member, path in zip(_members(model), paths):
                 _check_fits(member, images, source, path)
         out = sys.stdout
         if args.json:  # streamed, so a million predictions never sit in memory as Python objects
             out.write('{"predictions": [')
         first = True
-        for source, names, images in groups:
+        for source, names, ids, images in groups:
             for lo, hi in _chunks(images, args.batch_size):
                 proba = model.predict_proba(np.asarray(images[lo:hi]), batch_size=args.batch_size)
                 _warn(caught, said)
@@ -180,7 +181,7 @@ def cmd_predict(args) -> int:
                 for k, c in enumerate(classes):
                     name, p, label = names[lo + k], float(proba[k, c]), class_label(names_of, c)
                     if csv_path is not None:
-                        rows.append((name, label))
+                        rows.append((ids[lo + k], label))
                     if args.json:
                         entry = {"input": name, "class": int(c), "probability": p}
                         entry.update({"label": label} if names_of is not None else {})

@@ -183,10 +183,10 @@ def _train_into(args, recipe, out, model, optimizer, train, test_set, extra, not
     held = f"; {n_val} of them held out for validation" if n_val else ""
     ranks = f" in {distributed.size(comm)} MPI processes" if comm is not None else ""
     prep, names = model.preprocessing, model.class_names
-    reads = "" if prep is None else f" of {prep.describe()}"
+    reads = "" if prep is None else f", read as {prep.describe()}"
     classes = "" if names is None else f", classes {_listed(names)}"
     _say(args, f"portacnn {__version__}: training {recipe.model} ({model.num_parameters()} parameters) on "
-               f"{model.backend.name}{ranks}, {len(ytr)} images{reads} ({note}{held}){classes}, {epochs} epochs, "
+               f"{model.backend.name}{ranks}, {len(ytr)} images ({note}{held}){reads}{classes}, {epochs} epochs, "
                f"batch {recipe.batch_size}, " + recipe.summary())
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported below
