@@ -110,7 +110,7 @@ def _bad_data_cases(tmp):
     np.savez(tmp / "nan.npz", x=xf, y=y)
     case("npz-float-nan", tmp / "nan.npz", "nan.npz", "float32")
     np.savez(tmp / "rgb.npz", x=np.repeat(x[:, None], 3, axis=1), y=y)
-    case("npz-3-channels", tmp / "rgb.npz", "rgb.npz", "shape (20, 3, 28, 28)")
+    case("npz-3-channels", tmp / "rgb.npz", "rgb.npz", "3x28x28", "do not fit", "1 input channels")  # colour: not this model's
     big = np.zeros((20, 32, 32), np.uint8)
     big[:, 2:30, 2:30] = x
     case("32x32-images", _pair(tmp / "big", big, y), "big", "32x32", "do not fit", "Dense")
