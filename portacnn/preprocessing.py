@@ -21,13 +21,12 @@ import warnings
 
 import numpy as np
 
+from .data.layout import CHANNELS
 from .validation import Integer, NoneValue, Options, Pair, Real, Rule, _short, check, check_all
 
 #: how image files are resized to the model's size: Pillow's LANCZOS filter, what every portacnn reader uses
 #: (recorded in checkpoints, so that a reader with another filter can tell)
 RESAMPLE = ("lanczos",)
-#: the channel counts raw images have (grey, colour)
-CHANNELS = (1, 3)
 #: a border this much brighter or darker (in [0, 1]) than the training images' is questioned, or three of their
 #: spreads if that is more
 BORDER_TOLERANCE = 0.25
@@ -41,23 +40,16 @@ class InputWarning(UserWarning):
 
 def channels_first_axes(shape, layout: str = "auto") -> tuple[int, ...] | None:
     """The ``permute_dims`` axes that make raw images of ``shape`` channels-first (N, C, H, W); None when they are
-    (N, H, W) (one channel: a new axis, not a permutation). ``layout`` "auto" reads a 4-D shape as channels-first
-    when its axis 1 has 1 or 3 entries and channels-last when its last axis has, and refuses a shape that reads
-    both ways or neither (give ``layout="channels_first"`` or ``"channels_last"``)."""
-    check(layout, Options("auto", "channels_first", "channels_last"), "layout")
-    shape = tuple(int(d) for d in shape)
-    if len(shape) == 3:
-        return None
-    if len(shape) != 4:
-        raise ValueError(f"raw images must have shape (N, H, W), (N, C, H, W) or (N, H, W, C); got {shape}")
-    first, last = shape[1] in CHANNELS, shape[3] in CHANNELS
-    if layout == "auto":
-        if first == last:
-            what = "either" if first else "neither"
-            raise ValueError(f"raw images of shape {shape} read as {what} channels-first (N, C, H, W) or channels-last "
-                             "(N, H, W, C); say which with layout='channels_first' or 'channels_last'")
-        layout = "channels_first" if first else "channels_last"
-    return (0, 1, 2, 3) if layout == "channels_first" else (0, 3, 1, 2)
+    (N, H, W) (one channel: a new axis, not a permutation). The reading of a shape is the data readers' one
+    (:func:`portacnn.data.layout.channel_layout`: "auto" decides from the shape, and a shape that reads both ways
+    or neither is refused, naming the ``layout=`` to give); a ValueError of one line."""
+    from .data.layout import _LayoutError, channel_layout
+
+    try:
+        kind = channel_layout(shape, layout)
+    except _LayoutError as e:
+        raise ValueError(f"raw images {e}") from None
+    return None if kind == "none" else (0, 1, 2, 3) if kind == "channels_first" else (0, 3, 1, 2)
 
 
 def raw_shape(shape, layout: str = "auto") -> tuple[int, int, int, int]:

@@ -49,12 +49,13 @@ def test_raw_layouts_read_channels_first(shape, expected):
     np.testing.assert_array_equal(got, naive)
 
 
-@pytest.mark.parametrize("shape, fragment", [((5, 3, 8, 3), "either"), ((5, 8, 8, 8), "neither"),
-                                             ((5, 8), "(N, H, W)"), ((1, 2, 3, 4, 5), "(N, H, W)")])
+@pytest.mark.parametrize("shape, fragment", [((5, 3, 8, 3), "reads as channels-first (N, C, H, W) and as channels-last"),
+                                             ((5, 8, 8, 8), "expected 1 or 3 channels"), ((5, 8), "(N, H, W)"),
+                                             ((1, 2, 3, 4, 5), "(N, H, W)"), ((5, 8, 8, 4), "RGBA")])
 def test_ambiguous_or_impossible_layouts_are_refused(shape, fragment):
-    with pytest.raises(ValueError, match=r"\(N") as err:
+    with pytest.raises(ValueError) as err:
         channels_first_axes(shape)
-    assert fragment in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith("raw images") and fragment in str(err.value) and "\n" not in str(err.value)
     assert channels_first_axes((5, 3, 8, 3), "channels_last") == (0, 3, 1, 2)
     assert channels_first_axes((5, 3, 8, 3), "channels_first") == (0, 1, 2, 3)
 

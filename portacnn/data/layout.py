@@ -25,7 +25,8 @@ import numpy as np
 from .errors import DataError
 
 LAYOUTS = ("auto", "channels_first", "channels_last")
-_CHANNELS = (1, 3)
+#: the channel counts images have (grey, colour)
+CHANNELS = (1, 3)
 
 
 class _LayoutError(DataError):
@@ -42,7 +43,7 @@ def _check_layout_argument(layout) -> None:
         raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}, got {layout!r}")
 
 
-def _channel_layout(shape, layout: str = "auto") -> str:
+def channel_layout(shape, layout: str = "auto") -> str:
     """``"none"`` (a 3-D ``(N, H, W)`` shape), ``"channels_first"`` or ``"channels_last"`` for ``shape``.
 
     Needs only the shape (a ``.npy`` header is enough). Raises :class:`_LayoutError` (a DataError without a
@@ -56,7 +57,7 @@ def _channel_layout(shape, layout: str = "auto") -> str:
     if len(shape) != 4:
         raise _LayoutError("rank", f"has shape {shape}; expected images (N, H, W), (N, C, H, W) or (N, H, W, C) with "
                            f"C = 1 or 3")  # fmt: skip
-    first, last = shape[1] in _CHANNELS, shape[-1] in _CHANNELS
+    first, last = shape[1] in CHANNELS, shape[-1] in CHANNELS
     if layout == "auto":
         if first and last and shape[1] != 1:
             raise _LayoutError("ambiguous", f"has shape {shape}, which reads as channels-first (N, C, H, W) and as "
@@ -67,7 +68,7 @@ def _channel_layout(shape, layout: str = "auto") -> str:
         axis = 1 if shape[1] == 4 else -1 if shape[-1] == 4 else None
     else:
         axis = 1 if layout == "channels_first" else -1
-        if shape[axis] in _CHANNELS:
+        if shape[axis] in CHANNELS:
             return layout
         axis = axis if shape[axis] == 4 else None
     if axis is not None:
@@ -83,7 +84,7 @@ def _channel_layout(shape, layout: str = "auto") -> str:
 def _channels_first(a: np.ndarray, layout: str, where: str) -> np.ndarray:
     """``a`` as a channels-first view; a layout problem is a one-line DataError starting with ``where``."""
     try:
-        kind = _channel_layout(a.shape, layout)
+        kind = channel_layout(a.shape, layout)
     except _LayoutError as e:
         raise DataError(f"{where}: the images array {e}") from None
     if kind == "none":

@@ -27,7 +27,7 @@ from . import limits
 from ._checks import _check_image_side, _check_labels, _check_limit, _check_num_classes
 from ._io import _ZIP_MAGIC, _check_file, _read_payload
 from .errors import DataError, _fail
-from .layout import _channel_layout, _LayoutError
+from .layout import channel_layout, _LayoutError
 
 KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")
 """The keys of a Keras-style archive: the train split and the test split."""
@@ -202,7 +202,7 @@ def _image_layout(path, key, shape, dtype) -> tuple[int, int, int, str]:
         c, h, w, kind = 1, side, side, "flat"
     else:
         try:
-            kind = _channel_layout(shape)
+            kind = channel_layout(shape)
         except _LayoutError as e:
             if e.kind in ("rank", "channels"):
                 raise _fail(path, f"array {key!r} has shape {shape}; expected (N, H, W), (N, H*W), or "
