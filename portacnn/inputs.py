@@ -61,7 +61,8 @@ class Images:
         preprocessing.check_shape(self.shape, self.what)
         if self.kind != "dask":
             check_raw_values(self.x, self.what)
-            sample = self.x if self.kind == "host" else to_host(self.x[:BORDER_SAMPLE], self.what)
+            head = min(BORDER_SAMPLE, self.shape[0])  # in bounds and with every axis: array_api_strict's rules
+            sample = self.x if self.kind == "host" else to_host(self.x[:head, ...], self.what)
             preprocessing.warn_about(sample, self.what)
         self.raw = (channels_first_axes(self.x.shape), preprocessing)
 

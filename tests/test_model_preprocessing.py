@@ -136,6 +136,19 @@ def test_raw_images_are_preprocessed_on_the_models_backend_as_the_float64_oracle
     assert_close(m.predict_proba(x), m.predict_proba(oracle.astype(dtype)), dtype)
 
 
+@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict", "torch"])
+def test_raw_images_in_the_backends_own_arrays_are_read(backend_name):
+    """Raw integer images held by the model's own library (on its device) train, predict and evaluate."""
+    be = make_backend(backend_name)
+    x, y = _digits(10), np.arange(10) % 3
+    own = be.xp.asarray(x, device=be.device)
+    m = _model(backend=be)
+    m.fit(own, y, epochs=1, batch_size=4, progress=False, validation_split=0.2)
+    assert m.preprocessing == Preprocessing.from_images(x)
+    np.testing.assert_array_equal(m.predict(own), m.predict(x))
+    assert m.evaluate(own, y)["n"] == 10
+
+
 def test_fit_on_raw_images_records_the_preprocessing_and_trains_as_on_scaled_floats():
     x, y = _digits(24), np.arange(24) % 3
     a, b = _model(), _model()
