@@ -212,6 +212,36 @@ def test_checkpoints_keep_preprocessing_and_class_names(tmp_path):
     assert pc.load(tmp_path / "plain.safetensors").preprocessing is None
 
 
+def test_a_run_resumed_into_a_fresh_model_reads_raw_images_as_it_did(tmp_path):
+    """fit(resume=...) on a new model takes the run's preprocessing and class names (not a new, unnormalised
+    preprocessing recorded from the images): it trains as the loaded model does, and its checkpoint keeps them."""
+    x, y = _digits(12, channels=3), np.arange(12) % 3
+    m = _model(3)
+    m.preprocessing = Preprocessing.from_images(x, normalize=True)
+    m.class_names = ["cat", "dog", "ship"]
+    m.fit(x, y, epochs=1, batch_size=4, progress=False, checkpoint_path=tmp_path / "run.safetensors")
+    loaded = pc.load(tmp_path / "run.safetensors")
+    loaded.fit(x, y, epochs=2, batch_size=4, progress=False, resume=loaded)
+    for form in ("model", "dict"):  # the model (its weights go in) or its dict (weights put in by hand)
+        run = pc.load(tmp_path / "run.safetensors")
+        resume = run if form == "model" else run.checkpoint
+        fresh = _model(3)
+        if isinstance(resume, dict):
+            fresh.load_state_dict(run.state_dict())
+        fresh.fit(x, y, epochs=2, batch_size=4, progress=False, resume=resume,
+                  checkpoint_path=tmp_path / "fresh.safetensors")
+        assert fresh.preprocessing == m.preprocessing and fresh.class_names == m.class_names
+        for key, value in loaded.state_dict().items():
+            np.testing.assert_array_equal(value, fresh.state_dict()[key], err_msg=key)
+        back = pc.load(tmp_path / "fresh.safetensors")
+        assert back.preprocessing == m.preprocessing and back.class_names == m.class_names
+    other = _model(3)
+    other.preprocessing = Preprocessing.from_images(x)  # not normalised: another reading of the same images
+    with pytest.raises(ValueError, match="^resume: the model reads raw images otherwise") as err:
+        other.fit(x, y, epochs=2, batch_size=4, progress=False, resume=pc.load(tmp_path / "run.safetensors"))
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("meta, fragment", [
     ({"preprocessing": json.dumps({"channels": 1, "size": [8, 8], "x": 1})}, "unknown field"),
     ({"preprocessing": json.dumps({"channels": 3, "size": [8, 8]})}, "reads (3, 8, 8) images"),
