@@ -41,23 +41,22 @@ class InputWarning(UserWarning):
 
 def channels_first_axes(shape, layout: str = "auto") -> tuple[int, ...] | None:
     """The ``permute_dims`` axes that make raw images of ``shape`` channels-first (N, C, H, W); None when they are
-    (N, H, W) (one channel: a new axis, not a permutation). ``layout`` "auto" reads a 4-D shape as channels-first
-    when its axis 1 has 1 or 3 entries and channels-last when its last axis has, and refuses a shape that reads
-    both ways or neither (give ``layout="channels_first"`` or ``"channels_last"``)."""
+    (N, H, W) (one channel: a new axis, not a permutation). Where the channels are is decided by the one rule
+    of the data readers (:mod:`portacnn.data.layout`: ``layout`` "auto" reads axis 1 of 1 or 3 as channels-first
+    and a last axis of 1 or 3 as channels-last, an axis 1 of 1 winning; a shape that reads both ways or neither,
+    or holds 4 channels, is a one-line ValueError saying what to do)."""
+    from .data.layout import _channel_layout, _LayoutError
+
     check(layout, Options("auto", "channels_first", "channels_last"), "layout")
-    shape = tuple(int(d) for d in shape)
-    if len(shape) == 3:
-        return None
-    if len(shape) != 4:
-        raise ValueError(f"raw images must have shape (N, H, W), (N, C, H, W) or (N, H, W, C); got {shape}")
-    first, last = shape[1] in CHANNELS, shape[3] in CHANNELS
-    if layout == "auto":
-        if first == last:
-            what = "either" if first else "neither"
-            raise ValueError(f"raw images of shape {shape} read as {what} channels-first (N, C, H, W) or channels-last "
-                             "(N, H, W, C); say which with layout='channels_first' or 'channels_last'")
-        layout = "channels_first" if first else "channels_last"
-    return (0, 1, 2, 3) if layout == "channels_first" else (0, 3, 1, 2)
+    try:
+        kind = _channel_layout(shape, layout)
+    except _LayoutError as e:
+        hint = e.hint
+        if e.kind == "ambiguous":  # fit and predict take no layout=: the array is made channels-first first
+            hint = ("pass layout='channels_first' or 'channels_last' (for fit or predict, make them (N, C, H, W) "
+                    "first: portacnn.data.to_channels_first(x, layout=...))")
+        raise ValueError(f"the raw images array {e.problem}" + (f" -- {hint}" if hint else "")) from None
+    return None if kind == "none" else (0, 1, 2, 3) if kind == "channels_first" else (0, 3, 1, 2)
 
 
 def raw_shape(shape, layout: str = "auto") -> tuple[int, int, int, int]:

@@ -49,14 +49,27 @@ def test_raw_layouts_read_channels_first(shape, expected):
     np.testing.assert_array_equal(got, naive)
 
 
-@pytest.mark.parametrize("shape, fragment", [((5, 3, 8, 3), "either"), ((5, 8, 8, 8), "neither"),
-                                             ((5, 8), "(N, H, W)"), ((1, 2, 3, 4, 5), "(N, H, W)")])
+@pytest.mark.parametrize("shape, fragment", [((5, 3, 8, 3), "and as channels-last"), ((5, 8, 8, 8), "1 or 3 channels"),
+                                             ((5, 8, 8, 4), "RGBA"), ((5, 8), "(N, H, W)"),
+                                             ((1, 2, 3, 4, 5), "(N, H, W)")])
 def test_ambiguous_or_impossible_layouts_are_refused(shape, fragment):
-    with pytest.raises(ValueError, match=r"\(N") as err:
+    with pytest.raises(ValueError, match=r"^the raw images array has shape") as err:
         channels_first_axes(shape)
     assert fragment in str(err.value) and "\n" not in str(err.value)
     assert channels_first_axes((5, 3, 8, 3), "channels_last") == (0, 3, 1, 2)
     assert channels_first_axes((5, 3, 8, 3), "channels_first") == (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 6, 3), (2, 1, 5, 1), (2, 1, 6, 6), (2, 6, 6, 1), (2, 5, 6, 3),
+                                   (2, 3, 5, 6), (2, 5, 6)])
+def test_the_model_reads_layouts_as_the_data_readers_do(shape):
+    """One rule for where the channels are: a raw array the model reads is the array portacnn.data.preprocess
+    reads, channel for channel (an axis 1 of 1 wins over a last axis of 3, as it always has)."""
+    from portacnn.data import preprocess
+
+    x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(to_channels_first(x)), pc.data.to_channels_first(x))
+    np.testing.assert_array_equal(Preprocessing.for_shape(raw_shape(shape)[1:]).to_model_input(x), preprocess(x))
 
 
 # -- what is recorded --------------------------------------------------------------------------------------------
