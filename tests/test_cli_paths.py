@@ -180,3 +180,19 @@ def test_run_folder_failing_after_making_its_folders_removes_them(tmp_path, monk
     with pytest.raises(RunFolderError, match="for the test"):
         RunFolder(tmp_path / "a" / "b" / "c").__enter__()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["model", "image", "in folder"])
+def test_predict_csv_never_overwrites_the_checkpoint_or_an_input(tmp_path, capsys, model_path, target):
+    from PIL import Image
+
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(model_path.read_bytes())
+    (tmp_path / "imgs").mkdir()
+    image = tmp_path / "imgs" / "a.png"
+    Image.new("L", (28, 28)).save(image)
+    inputs = [tmp_path / "imgs"] if target == "in folder" else [image]
+    csv_path = model if target == "model" else image
+    before = csv_path.read_bytes()
+    cli_error(capsys, ["predict", model, *inputs, "--csv", csv_path], "--csv would overwrite", "give another name")
+    assert csv_path.read_bytes() == before

@@ -144,6 +144,20 @@ def _warn(caught, said) -> None:
     caught.clear()
 
 
+def _not_an_input(target: Path, models, inputs) -> None:
+    """A UsageError when writing ``target`` would replace a checkpoint or an input it reads: one named on the
+    command line, or an image file inside a folder given."""
+    for text in [*models, *inputs]:
+        given = Path(text)
+        same = target.resolve() == given.resolve()
+        inside = (given.is_dir() and target.suffix.lower() in data.IMAGE_SUFFIXES
+                  and given.resolve() in target.resolve().parents)
+        if same or inside:
+            what = "checkpoint" if text in models else "input"
+            raise UsageError(f"{target}: --csv would overwrite {'an image in ' if inside else ''}the {what} {text}; "
+                             "give another name")
+
+
 def cmd_predict(args) -> int:
     paths = [args.model]
     while args.inputs and args.inputs[0].lower().endswith(".safetensors"):  # never an input: more models
@@ -151,6 +165,8 @@ def cmd_predict(args) -> int:
     if not args.inputs:
         raise UsageError("predict needs at least one input file after the model checkpoints")
     csv_path = _output_file(args.csv) if args.csv else None  # checked before any work
+    if csv_path is not None:
+        _not_an_input(csv_path, paths, args.inputs)
     model = _load_models(args, paths)
     names_of = model.class_names
     said, rows = set(), []
