@@ -65,9 +65,9 @@ def _labels_for(model, split, source) -> np.ndarray:
 
 def cmd_evaluate(args) -> int:
     model = _load_models(args, args.model)
-    prep = model.preprocessing
-    split = data.load_split(args.data, args.split, size=None if prep is None else prep.size,
-                            channels=None if prep is None else prep.channels)
+    prep = model.preprocessing if data.splits.is_image_folder(args.data) else None  # other data are not resized:
+    split = data.load_split(args.data, args.split, size=None if prep is None else prep.size,  # _check_fits says
+                            channels=None if prep is None else prep.channels)  # what does not fit the model
     x = split.images
     source = args.data or f"embedded Kannada-MNIST {args.split}"
     if split.labels is None:

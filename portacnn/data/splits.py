@@ -124,6 +124,16 @@ def _load_folder(p: Path, split: str, any_pair: bool, size, channels) -> Split |
     return _check_fit(Split(*_read_pair(*pair), True, None), p, size, channels)
 
 
+def is_image_folder(path) -> bool:
+    """Whether ``path`` is a folder of image classes: the one source :func:`load_split` resizes and converts to a
+    ``size`` and ``channels`` (any other is only checked against them). False for anything else, unreadable
+    or not (reading it says what is wrong)."""
+    try:
+        return path is not None and Path(path).is_dir() and _folder_kind(Path(path)) == "images"
+    except (DataError, OSError):
+        return False
+
+
 def load_split(path: str | None, split: str, any_pair: bool = True, *, size=None, channels: int | None = None):
     """``Split(images, labels, exact, class_names)`` for ``split`` of the embedded data set or of ``path``.
 
