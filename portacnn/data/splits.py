@@ -212,7 +212,8 @@ def train_test(path: str | None, protocol: str = "full", seed: int = 0, limit: i
             raise _fail(where, "the test split holds no labels")
         if _chw(xte) != _chw(xtr):
             (c, h, w), (ct, ht, wt) = _chw(xtr), _chw(xte)
-            hint = f"pass an image size, e.g. size=({h}, {w})" if (h, w) != (ht, wt) else None
+            hint = (f"pass an image size, e.g. size=({h}, {w}) (--image-size {h} {w} on the command line)"
+                    if (h, w) != (ht, wt) else None)
             raise _fail(where, f"the test images are {ct}x{ht}x{wt} (CxHxW) but the training images {c}x{h}x{w}",
                         hint)  # fmt: skip
     else:

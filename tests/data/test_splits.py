@@ -225,7 +225,7 @@ def test_train_test_raw_images_and_class_names(tmp_path):
     with pytest.raises(DataError) as ei:
         data.train_test(str(root))
     assert str(ei.value) == (f"{root}: the test images are 3x6x6 (CxHxW) but the training images 3x4x5 -- pass an "
-                             f"image size, e.g. size=(4, 5)")  # fmt: skip
+                             f"image size, e.g. size=(4, 5) (--image-size 4 5 on the command line)")  # fmt: skip
     (xtr, _), (xte, _), _, _ = data.train_test(str(root), size=(6, 6), channels=1)
     assert xtr.shape == xte.shape == (4, 1, 6, 6) and xtr.dtype == np.float32
     cifar = tmp_path / "cifar"
