@@ -160,6 +160,8 @@ def _preprocessing(model, source: Images, learn: bool) -> Preprocessing:
     if model.preprocessing is not None:
         return model.preprocessing
     if learn:
+        if model.input_shape is not None and len(model.input_shape) == 3:  # said as predict says it, not as a
+            Preprocessing.for_shape(model.input_shape).check_shape(source.shape, source.what)  # clash of settings
         model.preprocessing = Preprocessing.from_images(to_host(source.x, source.what))
         return model.preprocessing
     shape = model.input_shape if model.input_shape is not None and len(model.input_shape) == 3 else source.shape[1:]

@@ -195,6 +195,18 @@ def test_raw_images_the_model_cannot_read_are_one_line_errors():
         m.preprocessing = Preprocessing(3, (8, 8))
 
 
+@pytest.mark.parametrize("shape, fragment", [((4, 8, 8, 3), "x holds 3-channel images; the model reads greyscale"),
+                                             ((4, 6, 6), "x holds 6x6 images; the model reads 8x8")])
+def test_fit_on_raw_images_the_model_cannot_read_says_so_as_predict_does(shape, fragment):
+    """A model that declares its input (no preprocessing yet) and raw training images of another shape: fit says
+    what the images hold and what the model reads, not that a preprocessing the user never set disagrees."""
+    m = _model()
+    m.input_shape = (1, 8, 8)
+    with pytest.raises(ValueError, match=f"^{fragment}"):
+        m.fit(np.zeros(shape, np.uint8), np.arange(4) % 3, epochs=1, progress=False)
+    assert m.preprocessing is None
+
+
 def test_images_unlike_the_training_ones_are_questioned_in_the_callers_name():
     x = _digits(30)
     m = _model()
