@@ -246,11 +246,12 @@ class Preprocessing:
         self.check_shape(a.shape, "images")
         return self.apply(a.astype(dtype), np, np.dtype(dtype))
 
-    def questions(self, images, names=None) -> list[str]:
+    def questions(self, images, names=None, were_inverted: bool = False) -> list[str]:
         """What looks wrong about host raw channels-first ``images`` (N, C, H, W) compared with the training
         images, one line each (empty: nothing): a border level far from theirs, and when it is near their
         opposite, a reversed polarity (a light background where theirs was dark). Any raw layout is taken; the
-        first odd images are named by ``names`` (one per image), else by their row numbers."""
+        first odd images are named by ``names`` (one per image), else by their row numbers. ``were_inverted``: the
+        images were inverted already (``--invert``), so a reversed polarity points at that, not at inverting."""
         if self.border is None or images.shape[0] == 0:
             return []
         a = np.asarray(to_channels_first(np.asarray(images)))
@@ -276,8 +277,10 @@ class Preprocessing:
             if why == "reversed":
                 dark = "dark" if self.border < 0.5 else "light"
                 opposite = "light" if dark == "dark" else "dark"
+                fix = ("they were inverted (--invert): drop it if so" if were_inverted else
+                       "invert them (portacnn predict --invert) if so")
                 text += (f": they look like {opposite} backgrounds where the model learnt {dark} ones (reversed "
-                         "polarity); invert them (portacnn predict --invert) if so")
+                         f"polarity); {fix}")
             else:
                 text += ": the model may answer confidently on images unlike anything it was trained on"
             found.append(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -98,3 +99,34 @@ def test_invert_and_the_model_as_the_source_of_the_size(tmp_path):
         read_images([path], m, resize="squash")
     with pytest.raises(ValueError, match="image size the model reads"):
         read_images([path], pc.Sequential([pc.layers.Flatten(), pc.layers.Dense(64, 2)]))
+
+
+def test_predict_invert_applies_to_data_files_and_its_warning_knows_it_was_given(tmp_path, capsys):
+    """--invert inverts the images of a data file as it does image files (it was ignored there); a reversed
+    polarity after --invert says to drop it, not to pass it again."""
+    from portacnn import cli
+
+    layers = [pc.layers.Flatten(), pc.layers.Dense(64, 3)]
+    model = pc.Sequential(layers, seed=0)
+    model.preprocessing = GREY  # dark backgrounds
+    model.save(tmp_path / "m.safetensors")
+    rng = np.random.default_rng(0)
+    dark = np.zeros((4, 8, 8), np.uint8)
+    dark[:, 2:6, 2:6] = rng.integers(100, 256, (4, 4, 4))
+    np.savez(tmp_path / "light.npz", x_train=255 - dark, y_train=np.zeros(4, int), x_test=255 - dark,
+             y_test=np.zeros(4, int))
+    np.savez(tmp_path / "dark.npz", x_train=dark, y_train=np.zeros(4, int), x_test=dark, y_test=np.zeros(4, int))
+
+    def predict(*flags):
+        assert cli.main(["predict", str(tmp_path / "m.safetensors"), *flags, "--json"]) == 0
+        out = capsys.readouterr()
+        return [p["probability"] for p in json.loads(out.out)["predictions"]], out.err
+
+    as_dark, said = predict(str(tmp_path / "dark.npz"))
+    assert said == ""
+    inverted, said = predict(str(tmp_path / "light.npz"), "--invert")
+    assert inverted == as_dark and said == ""
+    _, said = predict(str(tmp_path / "dark.npz"), "--invert")
+    assert "reversed polarity" in said and "drop it" in said and "invert them" not in said
+    _, said = predict(str(tmp_path / "light.npz"))
+    assert "invert them (portacnn predict --invert)" in said

@@ -105,14 +105,15 @@ def _data_file(path):
 def _inputs(args, model):
     """[(source, names, raw uint8 images)] in the order given: each run of image files (a folder's images, every
     one inside it in sorted path order) read for the model as one group (:func:`portacnn.read_images`), each data
-    file as it is (a plain IDX file read lazily). ``names`` is one id per image."""
+    file as it is (a plain IDX file read lazily; ``--invert`` applied to each chunk as it is read, see
+    :func:`_rows`). ``names`` is one id per image."""
     groups, files = [], []
 
     def flush():
         if files:
             names = [str(f) for f in files]
             groups.append((names[0] if len(names) == 1 else f"{len(names)} image files", names,
-                           read_images(files, model, resize=args.resize, invert=args.invert)))
+                           read_images(files, model, resize=args.resize, invert=args.invert), False))
             files.clear()
 
     for text in args.inputs:
@@ -129,9 +130,20 @@ def _inputs(args, model):
         flush()
         images, ids = _data_file(p)
         names = [str(i) for i in ids] if ids is not None else [f"{text}[{k}]" for k in range(len(images))]
-        groups.append((text, names, images))
+        groups.append((text, names, images, args.invert))
     flush()
     return groups
+
+
+def _rows(images, lo: int, hi: int, invert: bool) -> np.ndarray:
+    """Rows ``lo:hi`` of a group's images as a host array; raw ones of a data file turned dark-on-light to
+    light-on-dark (255 - v) with ``invert`` (image files are inverted as they are read)."""
+    rows = np.asarray(images[lo:hi])
+    if invert:
+        if rows.dtype.kind not in "iu":
+            raise UsageError("--invert needs raw images (integers 0..255); these hold floats")
+        rows = 255 - rows
+    return rows
 
 
 def _warn(caught, said) -> None:
@@ -174,23 +186,23 @@ def cmd_predict(args) -> int:
         warnings.simplefilter("always", InputWarning)
         groups = _inputs(args, model)
         prep = model.preprocessing
-        for source, names, images in groups:  # each odd image named by its file or row
+        for source, names, images, invert in groups:  # each odd image named by its file or row
             if prep is not None and np.dtype(images.dtype).kind in "iu":
-                head = np.asarray(images[:BORDER_SAMPLE])  # a data file may be read lazily: its first rows only
+                head = _rows(images, 0, BORDER_SAMPLE, invert)  # a data file may be read lazily: its first rows only
                 caught.extend(warnings.WarningMessage(text, InputWarning, "", 0)
-                              for text in prep.questions(head, names[:BORDER_SAMPLE]))
+                              for text in prep.questions(head, names[:BORDER_SAMPLE], were_inverted=args.invert))
         _warn(caught, said)
         warnings.simplefilter("ignore", InputWarning)  # said above, with names: not again, by row, when predicted
-        for source, _, images in groups:
+        for source, _, images, _ in groups:
             for member, path in zip(_members(model), paths):
                 _check_fits(member, images, source, path)
         out = sys.stdout
         if args.json:  # streamed, so a million predictions never sit in memory as Python objects
             out.write('{"predictions": [')
         first = True
-        for source, names, images in groups:
+        for source, names, images, invert in groups:
             for lo, hi in _chunks(images, args.batch_size):
-                proba = model.predict_proba(np.asarray(images[lo:hi]), batch_size=args.batch_size)
+                proba = model.predict_proba(_rows(images, lo, hi, invert), batch_size=args.batch_size)
                 _warn(caught, said)
                 classes = proba.argmax(axis=1)
                 for k, c in enumerate(classes):
