@@ -84,11 +84,11 @@ def _check_fit(split: Split, where, size, channels) -> Split:
     c, h, w = _chw(split.images)
     if size is not None and (h, w) != size:
         raise _fail(where, f"images are {h}x{w} (HxW), not the size={size} asked for",
-                    "only image folders are resized: drop size= or resize the images yourself "
+                    "only image folders are resized: drop size= (--image-size) or resize the images yourself "
                     "(portacnn.data.resize_images)")  # fmt: skip
     if channels is not None and c != channels:
         raise _fail(where, f"images have {c} channel{'s' if c > 1 else ''}, not the channels={channels} asked for",
-                    "only image folders are converted: drop channels=")  # fmt: skip
+                    "only image folders are converted: drop channels= (--channels)")  # fmt: skip
     return split
 
 

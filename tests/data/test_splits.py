@@ -189,8 +189,9 @@ def test_size_and_channels_are_never_silent_for_arrays(tmp_path):
     with pytest.raises(DataError) as ei:
         data.load_split(str(npz), "train", size=(5, 4))
     assert str(ei.value) == (f"{npz}: images are 4x4 (HxW), not the size=(5, 4) asked for -- only image folders are "
-                             f"resized: drop size= or resize the images yourself (portacnn.data.resize_images)")
-    with pytest.raises(DataError, match="images have 1 channel, not the channels=3 asked for"):
+                             f"resized: drop size= (--image-size) or resize the images yourself "
+                             f"(portacnn.data.resize_images)")  # the flag named: train's user gave no size=
+    with pytest.raises(DataError, match=r"images have 1 channel, not the channels=3 asked for .*\(--channels\)"):
         data.train_test(str(npz), channels=3)
     with pytest.raises(DataError, match="the embedded Kannada-MNIST: images are 28x28"):
         data.train_test(None, protocol="tutorial", size=(32, 32))
