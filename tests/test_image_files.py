@@ -130,3 +130,22 @@ def test_predict_invert_applies_to_data_files_and_its_warning_knows_it_was_given
     assert "reversed polarity" in said and "drop it" in said and "invert them" not in said
     _, said = predict(str(tmp_path / "light.npz"))
     assert "invert them (portacnn predict --invert)" in said
+
+
+def test_an_older_checkpoint_without_an_input_shape_reads_image_files_at_their_size(tmp_path, capsys):
+    """A checkpoint from before input shapes were stored (its first layer's channels only) predicts image files
+    of a size it takes, as it did before models owned their preprocessing."""
+    from portacnn import cli
+
+    from pathlib import Path
+
+    fixture = str(Path(__file__).parent / "fixtures" / "v1_sgd_no_input_shape.safetensors")
+    model = pc.load(fixture, allow_unsigned=True)
+    assert model.input_shape is None and model.preprocessing is None
+    digit = np.zeros((28, 28), np.uint8)
+    digit[8:20, 12:16] = 255
+    path = _save(tmp_path / "d.png", digit)
+    np.testing.assert_array_equal(read_images([path], model)[0, 0], digit)
+    assert cli.main(["predict", fixture, str(path), "--allow-unsigned", "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)["predictions"][0]["class"]
+    assert said == int(model.predict(digit[None, None] / np.float32(255))[0])
