@@ -224,3 +224,13 @@ def test_evaluate_says_what_the_model_reads_of_data_it_does_not_resize(tmp_path,
     where = [] if data == "embedded" else ["--data", tmp_path / data]
     line = cli_error(capsys, ["evaluate", tmp_path / "m.safetensors", *where], fragment)
     assert "asked for" not in line and "drop " not in line
+
+
+def test_evaluate_on_labels_beyond_the_models_classes_names_the_data(tmp_path, capsys, model_path):
+    import numpy as np
+
+    x = np.zeros((4, 28, 28), np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(4), x_test=x, y_test=np.arange(4) + 8)
+    line = cli_error(capsys, ["evaluate", model_path, "--data", tmp_path / "d.npz"], "d.npz: its labels run from 8 to 11",
+                     "the model has 10 classes")
+    assert "y must" not in line

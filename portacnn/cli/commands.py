@@ -75,6 +75,10 @@ def cmd_evaluate(args) -> int:
     y = _labels_for(model, split, source)
     for member, path in zip(_members(model), args.model):
         _check_fits(member, x, source, path)
+    classes = model.num_classes()
+    if classes is not None and y.size and not 0 <= int(y.min()) <= int(y.max()) < classes:
+        raise UsageError(f"{source}: its labels run from {int(y.min())} to {int(y.max())}, but the model has {classes} "
+                         f"classes (0..{classes - 1}); evaluate it on data of its classes")
     loss_sum, correct, n = 0.0, 0, int(x.shape[0])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
