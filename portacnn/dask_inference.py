@@ -125,7 +125,8 @@ def _num_classes(model) -> int:
 
 def predict_dask(model, x, batch_size: int, probabilities: bool):
     """``model``'s class ids (N,) or probabilities (N, classes) for the Dask array ``x`` (N, C, H, W) (or raw
-    integer images in any layout, read as the model reads them), as a lazy Dask array chunked like ``x``'s rows. Shape, channels and dtype are checked now (from metadata);
+    integer images in any layout, read as the model reads them), as a lazy Dask array chunked like ``x``'s rows.
+    Shape, channels and dtype are checked now (from metadata);
     when each chunk is computed, that it is the shape and dtype ``x`` declared for it, and holds no NaN or
     infinite value."""
     import dask  # optional: imported only when a Dask array arrives

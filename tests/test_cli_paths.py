@@ -231,6 +231,6 @@ def test_evaluate_on_labels_beyond_the_models_classes_names_the_data(tmp_path, c
 
     x = np.zeros((4, 28, 28), np.uint8)
     np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(4), x_test=x, y_test=np.arange(4) + 8)
-    line = cli_error(capsys, ["evaluate", model_path, "--data", tmp_path / "d.npz"], "d.npz: its labels run from 8 to 11",
-                     "the model has 10 classes")
+    line = cli_error(capsys, ["evaluate", model_path, "--data", tmp_path / "d.npz"],
+                     "d.npz: its labels run from 8 to 11", "the model has 10 classes")
     assert "y must" not in line
