@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import numpy_dtype
-from .inputs import Images
+from .inputs import images
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,17 @@ class ModelPayload:
     dtype: str
     token: str  # content hash: identifies the rebuilt model in a worker's cache
     model_class: type  # pickled by reference (module and name): the workers import it
+    preprocessing: dict | None = None  # how raw integer images are read (Preprocessing.to_config), None: floats
 
     @classmethod
-    def of(cls, model) -> "ModelPayload":
+    def of(cls, model, preprocessing=None) -> "ModelPayload":
         state = model.state_dict()
-        h = hashlib.sha256(repr((model.architecture(), model.backend.name, model.dtype)).encode())
+        config = None if preprocessing is None else preprocessing.to_config()
+        h = hashlib.sha256(repr((model.architecture(), model.backend.name, model.dtype, config)).encode())
         for key in sorted(state):
             h.update(key.encode())
             h.update(np.ascontiguousarray(state[key]).tobytes())
-        return cls(model.architecture(), state, model.backend.name, model.dtype, h.hexdigest(), type(model))
+        return cls(model.architecture(), state, model.backend.name, model.dtype, h.hexdigest(), type(model), config)
 
 
 _LOCAL = threading.local()  # per worker thread: token -> rebuilt model (layers keep per-call state)
@@ -62,6 +64,10 @@ def _model_for(payload: ModelPayload):
         model = payload.model_class.from_architecture(payload.architecture, backend=payload.backend,
                                                       dtype=payload.dtype, workers=1)
         model.load_state_dict(payload.state)
+        if payload.preprocessing is not None:
+            from .preprocessing import Preprocessing
+
+            model.preprocessing = Preprocessing.from_config(payload.preprocessing)
         while len(cache) >= _CACHE_SIZE:
             cache.pop(next(iter(cache)))
         cache[payload.token] = model
@@ -118,22 +124,24 @@ def _num_classes(model) -> int:
 
 
 def predict_dask(model, x, batch_size: int, probabilities: bool):
-    """``model``'s class ids (N,) or probabilities (N, classes) for the Dask array ``x`` (N, C, H, W), as a
-    lazy Dask array chunked like ``x``'s rows. Shape, channels and dtype are checked now (from metadata);
+    """``model``'s class ids (N,) or probabilities (N, classes) for the Dask array ``x`` (N, C, H, W) (or raw
+    integer images in any layout, read as the model reads them), as a lazy Dask array chunked like ``x``'s rows.
+    Shape, channels and dtype are checked now (from metadata);
     when each chunk is computed, that it is the shape and dtype ``x`` declared for it, and holds no NaN or
     infinite value."""
     import dask  # optional: imported only when a Dask array arrives
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    Images(x, model.backend, model.dtype).check(model.input_channels())  # metadata only for Dask
+    source = images(x, model)  # metadata only for Dask; raw integer images (any layout) read by a Preprocessing
     classes = _num_classes(model)
-    x = x.rechunk({1: -1, 2: -1, 3: -1})  # one task = whole images
-    payload = dask.delayed(ModelPayload.of(model), pure=True)
+    axes = list(range(1, x.ndim))  # raw greyscale images are (N, H, W)
+    x = x.rechunk({axis: -1 for axis in axes})  # one task = whole images
+    payload = dask.delayed(ModelPayload.of(model, None if source.raw is None else source.raw[1]), pure=True)
     declared = str(numpy_dtype(x.dtype))
     if probabilities:
         dtype = np.dtype(model.dtype)
-        return x.map_blocks(_predict_chunk, payload, int(batch_size), True, declared, drop_axis=[2, 3],
+        return x.map_blocks(_predict_chunk, payload, int(batch_size), True, declared, drop_axis=axes[1:],
                             chunks=(x.chunks[0], (classes,)), dtype=dtype, meta=np.empty((0, 0), dtype))
-    return x.map_blocks(_predict_chunk, payload, int(batch_size), False, declared, drop_axis=[1, 2, 3],
+    return x.map_blocks(_predict_chunk, payload, int(batch_size), False, declared, drop_axis=axes,
                         chunks=(x.chunks[0],), dtype=np.int64, meta=np.empty((0,), np.int64))

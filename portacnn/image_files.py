@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 
 from . import data
-from .preprocessing import InputWarning, Preprocessing
+from .preprocessing import CHANNELS, InputWarning, Preprocessing
 from .validation import Options, check
 
 #: how far (as a ratio, 0.1 = 10 %) an image's aspect may differ from the model's and still be resized by "auto"
@@ -72,15 +72,20 @@ def read_images(paths, model=None, preprocessing: Preprocessing | None = None, r
     :class:`~portacnn.data.DataError`."""
     check(resize, Options(*RESIZE_MODES), "resize")
     prep = preprocessing if preprocessing is not None else getattr(model, "preprocessing", None)
+    paths = list(paths)
     if prep is None:
         shape = getattr(model, "input_shape", None)
+        channels = model.input_channels() if hasattr(model, "input_channels") else None
+        if (shape is None or len(shape) != 3) and channels in CHANNELS and paths:
+            # an older checkpoint stores no size, only its first layer's channels: the first image's size, as
+            # predict has always read such a model's images (the model then says whether it takes them)
+            shape = (channels, *data.open_image(paths[0], channels=channels).shape[1:])
         if shape is None or len(shape) != 3:
             raise ValueError("read_images needs the image size the model reads: a model with a preprocessing or an "
                              "input_shape (C, H, W), or preprocessing=")
         prep = Preprocessing.for_shape(shape)
     size, channels = tuple(prep.size), prep.channels
     fill = 0 if prep.border is None else int(round(prep.border * 255))
-    paths = list(paths)
     out = np.empty((len(paths), channels, *size), np.uint8)
     coloured, resized, shaped = [], [], []
     for i, path in enumerate(paths):

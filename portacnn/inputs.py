@@ -46,7 +46,7 @@ class Images:
         self.x = x
         if any(d != d for d in x.shape):  # NaN: a Dask array whose chunk sizes are not known yet
             raise ValueError(f"{what} has unknown chunk sizes {tuple(x.shape)}; call x.compute_chunk_sizes() first")
-        self.shape = tuple(int(d) for d in x.shape)
+        self.shape = self.stored_shape = tuple(int(d) for d in x.shape)  # stored: the source's own layout
         try:
             self.source_dtype = numpy_dtype(x.dtype)
         except ValueError:
@@ -61,7 +61,8 @@ class Images:
         preprocessing.check_shape(self.shape, self.what)
         if self.kind != "dask":
             check_raw_values(self.x, self.what)
-            sample = self.x if self.kind == "host" else to_host(self.x[:BORDER_SAMPLE], self.what)
+            head = min(BORDER_SAMPLE, self.shape[0])  # in bounds and with every axis: array_api_strict's rules
+            sample = self.x if self.kind == "host" else to_host(self.x[:head, ...], self.what)
             preprocessing.warn_about(sample, self.what)
         self.raw = (channels_first_axes(self.x.shape), preprocessing)
 
@@ -69,21 +70,21 @@ class Images:
         """Rank 4, ``channels`` wide, not empty, float values, all finite (one reduction in the array's own
         library; Dask arrays are checked chunk by chunk as they are computed)."""
         shape, what = self.shape, self.what
+        if self.source_dtype.kind != "f" and self.raw is None:  # first: a bool array's shape is not its problem
+            raise ValueError(f"{what} has dtype {self.source_dtype}; expected float images in [0, 1] or raw integer "
+                             "pixels 0..255 (e.g. uint8)")
         if len(shape) != 4 or (channels is not None and shape[1] != channels):
             hint = " (scale uint8 (N, H, W) images with portacnn.data.preprocess)" if len(shape) == 3 else ""
             raise ValueError(f"{what} must have shape (N, {channels or 'C'}, H, W); got {shape}{hint}")
         if shape[0] == 0:
             raise ValueError(f"{what} is empty (0 samples)")
-        if self.source_dtype.kind != "f" and self.raw is None:
-            raise ValueError(f"{what} has dtype {self.source_dtype}; expected float images in [0, 1] "
-                             "(use portacnn.data.preprocess)")
         if self.kind != "dask" and self.raw is None:
             self._check_finite(self.x)
 
     def _computed(self, array, lo: int, hi: int):
         """A Dask array's rows ``lo:hi`` as computed, checked against what its chunks declare (a block that computes
         to other rows or another dtype would otherwise give a silently shorter or misaligned result)."""
-        want, what = (hi - lo, *self.shape[1:]), self.what
+        want, what = (hi - lo, *self.stored_shape[1:]), self.what
         fix = f"fix the code that builds {what} (its chunks= or the function that makes each block)"
         if tuple(array.shape) != want:
             raise ValueError(f"{what}'s Dask rows {lo}:{hi} computed to shape {tuple(array.shape)}, not the {want} its "
@@ -159,6 +160,8 @@ def _preprocessing(model, source: Images, learn: bool) -> Preprocessing:
     if model.preprocessing is not None:
         return model.preprocessing
     if learn:
+        if model.input_shape is not None and len(model.input_shape) == 3:  # said as predict says it, not as a
+            Preprocessing.for_shape(model.input_shape).check_shape(source.shape, source.what)  # clash of settings
         model.preprocessing = Preprocessing.from_images(to_host(source.x, source.what))
         return model.preprocessing
     shape = model.input_shape if model.input_shape is not None and len(model.input_shape) == 3 else source.shape[1:]

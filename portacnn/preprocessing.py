@@ -40,15 +40,21 @@ class InputWarning(UserWarning):
 
 def channels_first_axes(shape, layout: str = "auto") -> tuple[int, ...] | None:
     """The ``permute_dims`` axes that make raw images of ``shape`` channels-first (N, C, H, W); None when they are
-    (N, H, W) (one channel: a new axis, not a permutation). The reading of a shape is the data readers' one
-    (:func:`portacnn.data.layout.channel_layout`: "auto" decides from the shape, and a shape that reads both ways
-    or neither is refused, naming the ``layout=`` to give); a ValueError of one line."""
-    from .data.layout import _LayoutError, channel_layout
+    (N, H, W) (one channel: a new axis, not a permutation). Where the channels are is decided by the one rule
+    of the data readers (:mod:`portacnn.data.layout`: ``layout`` "auto" reads axis 1 of 1 or 3 as channels-first
+    and a last axis of 1 or 3 as channels-last, an axis 1 of 1 winning; a shape that reads both ways or neither,
+    or holds 4 channels, is a one-line ValueError saying what to do)."""
+    from .data.layout import channel_layout, _LayoutError
 
+    check(layout, Options("auto", "channels_first", "channels_last"), "layout")
     try:
         kind = channel_layout(shape, layout)
     except _LayoutError as e:
-        raise ValueError(f"raw images {e}") from None
+        hint = e.hint
+        if e.kind == "ambiguous":  # fit and predict take no layout=: the array is made channels-first first
+            hint = ("pass layout='channels_first' or 'channels_last' (for fit or predict, make them (N, C, H, W) "
+                    "first: portacnn.data.to_channels_first(x, layout=...))")
+        raise ValueError(f"the raw images array {e.problem}" + (f" -- {hint}" if hint else "")) from None
     return None if kind == "none" else (0, 1, 2, 3) if kind == "channels_first" else (0, 3, 1, 2)
 
 
@@ -239,11 +245,12 @@ class Preprocessing:
         self.check_shape(a.shape, "images")
         return self.apply(a.astype(dtype), np, np.dtype(dtype))
 
-    def questions(self, images, names=None) -> list[str]:
+    def questions(self, images, names=None, were_inverted: bool = False) -> list[str]:
         """What looks wrong about host raw channels-first ``images`` (N, C, H, W) compared with the training
         images, one line each (empty: nothing): a border level far from theirs, and when it is near their
         opposite, a reversed polarity (a light background where theirs was dark). Any raw layout is taken; the
-        first odd images are named by ``names`` (one per image), else by their row numbers."""
+        first odd images are named by ``names`` (one per image), else by their row numbers. ``were_inverted``: the
+        images were inverted already (``--invert``), so a reversed polarity points at that, not at inverting."""
         if self.border is None or images.shape[0] == 0:
             return []
         a = np.asarray(to_channels_first(np.asarray(images)))
@@ -269,8 +276,10 @@ class Preprocessing:
             if why == "reversed":
                 dark = "dark" if self.border < 0.5 else "light"
                 opposite = "light" if dark == "dark" else "dark"
+                fix = ("they were inverted (--invert): drop it if so" if were_inverted else
+                       "invert them (portacnn predict --invert) if so")
                 text += (f": they look like {opposite} backgrounds where the model learnt {dark} ones (reversed "
-                         "polarity); invert them (portacnn predict --invert) if so")
+                         f"polarity); {fix}")
             else:
                 text += ": the model may answer confidently on images unlike anything it was trained on"
             found.append(text)

@@ -180,3 +180,57 @@ def test_run_folder_failing_after_making_its_folders_removes_them(tmp_path, monk
     with pytest.raises(RunFolderError, match="for the test"):
         RunFolder(tmp_path / "a" / "b" / "c").__enter__()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["model", "image", "in folder"])
+def test_predict_csv_never_overwrites_the_checkpoint_or_an_input(tmp_path, capsys, model_path, target):
+    from PIL import Image
+
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(model_path.read_bytes())
+    (tmp_path / "imgs").mkdir()
+    image = tmp_path / "imgs" / "a.png"
+    Image.new("L", (28, 28)).save(image)
+    inputs = [tmp_path / "imgs"] if target == "in folder" else [image]
+    csv_path = model if target == "model" else image
+    before = csv_path.read_bytes()
+    cli_error(capsys, ["predict", model, *inputs, "--csv", csv_path], "--csv would overwrite", "give another name")
+    assert csv_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("data", ["cifar.bin", "grey.npz", "embedded"])
+def test_evaluate_says_what_the_model_reads_of_data_it_does_not_resize(tmp_path, capsys, data):
+    """Data other than an image folder are never resized or converted for a model: the error says what the model
+    reads (not a size= or channels= the user never gave)."""
+    import numpy as np
+
+    from portacnn.preprocessing import Preprocessing
+
+    layers = [pc.layers.Conv2D(3, 2, 3), pc.layers.ReLU(), pc.layers.Flatten(), pc.layers.Dense(200, 3)]
+    model = pc.Sequential(layers)
+    model.preprocessing = Preprocessing(3, (12, 12))
+    model.save(tmp_path / "m.safetensors")
+    rng = np.random.default_rng(0)
+    if data == "cifar.bin":
+        records = np.concatenate([np.zeros((4, 1), np.uint8), rng.integers(0, 256, (4, 3072), dtype=np.uint8)], 1)
+        (tmp_path / data).write_bytes(records.tobytes())
+        fragment = "the model reads 12x12"
+    elif data == "grey.npz":
+        x, y = rng.integers(0, 256, (4, 12, 12), dtype=np.uint8), np.zeros(4, np.int64)
+        np.savez(tmp_path / data, x_train=x, y_train=y, x_test=x, y_test=y)
+        fragment = "the model reads 3-channel colour images"
+    else:
+        fragment = "the model reads 3-channel colour images"
+    where = [] if data == "embedded" else ["--data", tmp_path / data]
+    line = cli_error(capsys, ["evaluate", tmp_path / "m.safetensors", *where], fragment)
+    assert "asked for" not in line and "drop " not in line
+
+
+def test_evaluate_on_labels_beyond_the_models_classes_names_the_data(tmp_path, capsys, model_path):
+    import numpy as np
+
+    x = np.zeros((4, 28, 28), np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(4), x_test=x, y_test=np.arange(4) + 8)
+    line = cli_error(capsys, ["evaluate", model_path, "--data", tmp_path / "d.npz"],
+                     "d.npz: its labels run from 8 to 11", "the model has 10 classes")
+    assert "y must" not in line

@@ -93,7 +93,8 @@ def test_model_is_rebuilt_once_per_worker_thread(model, monkeypatch):
 
 @pytest.mark.parametrize("make, match", [
     (lambda: da.zeros((4, 3, 28, 28), dtype=np.float32, chunks=2), r"x must have shape \(N, 1, H, W\)"),
-    (lambda: da.zeros((4, 1, 28, 28), dtype=np.uint8, chunks=2), "x has dtype uint8"),
+    (lambda: da.zeros((4, 3, 28, 28), dtype=np.uint8, chunks=2), "x holds 3-channel images; the model reads grey"),
+    (lambda: da.zeros((4, 28, 28), dtype=bool, chunks=2), "x has dtype bool"),
     (lambda: da.zeros((0, 1, 28, 28), dtype=np.float32, chunks=2), "x is empty"),
     (lambda: da.zeros((6, 1, 28, 28), dtype=np.float32, chunks=2)[da.arange(6) > 2], "unknown chunk sizes"),
 ])  # fmt: skip
@@ -267,3 +268,25 @@ def test_fit_reads_a_dask_array_of_unknown_chunk_sizes_whole():
     assert any(c != c for c in lazy.shape)  # unknown chunk sizes (NaN)
     model = pc.Sequential([pc.layers.Flatten(), pc.layers.Dense(784, 10)], seed=0)
     model.fit(lazy, np.arange(19) % 10, epochs=1, batch_size=8, progress=False)
+
+
+@pytest.mark.parametrize("layout", ["grey (N, H, W)", "channels-last", "channels-first"])
+def test_raw_integer_dask_images_are_read_as_host_ones_are(layout):
+    """Raw uint8 images in a Dask array, in any layout: fit reads them chunk by chunk (each chunk checked against
+    the array's own layout, not the channels-first one the model reads), predict and predict_proba read them on
+    the workers through the model's preprocessing (normalisation included), evaluate as host arrays."""
+    from portacnn.preprocessing import Preprocessing
+
+    rng = np.random.default_rng(3)
+    channels = 1 if layout.startswith("grey") else 3
+    shape = {"grey (N, H, W)": (20, 8, 8), "channels-last": (20, 8, 8, 3), "channels-first": (20, 3, 8, 8)}[layout]
+    x, y = rng.integers(0, 256, shape, dtype=np.uint8), np.arange(20) % 3
+    lazy = da.from_array(x, chunks=7)
+    layers = [pc.layers.Conv2D(channels, 2, 3), pc.layers.ReLU(), pc.layers.Flatten(), pc.layers.Dense(72, 3)]
+    model = pc.Sequential(layers, seed=0)
+    model.preprocessing = Preprocessing.from_images(x, normalize=True)
+    model.fit(lazy, y, epochs=1, batch_size=8, progress=False)
+    np.testing.assert_array_equal(model.predict(lazy).compute(scheduler="sync"), model.predict(x))
+    np.testing.assert_allclose(model.predict_proba(lazy).compute(scheduler="sync"), model.predict_proba(x),
+                               rtol=1e-6, atol=1e-7)
+    assert model.evaluate(lazy, y) == pytest.approx(model.evaluate(x, y), rel=1e-6)

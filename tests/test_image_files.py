@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -98,3 +99,53 @@ def test_invert_and_the_model_as_the_source_of_the_size(tmp_path):
         read_images([path], m, resize="squash")
     with pytest.raises(ValueError, match="image size the model reads"):
         read_images([path], pc.Sequential([pc.layers.Flatten(), pc.layers.Dense(64, 2)]))
+
+
+def test_predict_invert_applies_to_data_files_and_its_warning_knows_it_was_given(tmp_path, capsys):
+    """--invert inverts the images of a data file as it does image files (it was ignored there); a reversed
+    polarity after --invert says to drop it, not to pass it again."""
+    from portacnn import cli
+
+    layers = [pc.layers.Flatten(), pc.layers.Dense(64, 3)]
+    model = pc.Sequential(layers, seed=0)
+    model.preprocessing = GREY  # dark backgrounds
+    model.save(tmp_path / "m.safetensors")
+    rng = np.random.default_rng(0)
+    dark = np.zeros((4, 8, 8), np.uint8)
+    dark[:, 2:6, 2:6] = rng.integers(100, 256, (4, 4, 4))
+    np.savez(tmp_path / "light.npz", x_train=255 - dark, y_train=np.zeros(4, int), x_test=255 - dark,
+             y_test=np.zeros(4, int))
+    np.savez(tmp_path / "dark.npz", x_train=dark, y_train=np.zeros(4, int), x_test=dark, y_test=np.zeros(4, int))
+
+    def predict(*flags):
+        assert cli.main(["predict", str(tmp_path / "m.safetensors"), *flags, "--json"]) == 0
+        out = capsys.readouterr()
+        return [p["probability"] for p in json.loads(out.out)["predictions"]], out.err
+
+    as_dark, said = predict(str(tmp_path / "dark.npz"))
+    assert said == ""
+    inverted, said = predict(str(tmp_path / "light.npz"), "--invert")
+    assert inverted == as_dark and said == ""
+    _, said = predict(str(tmp_path / "dark.npz"), "--invert")
+    assert "reversed polarity" in said and "drop it" in said and "invert them" not in said
+    _, said = predict(str(tmp_path / "light.npz"))
+    assert "invert them (portacnn predict --invert)" in said
+
+
+def test_an_older_checkpoint_without_an_input_shape_reads_image_files_at_their_size(tmp_path, capsys):
+    """A checkpoint from before input shapes were stored (its first layer's channels only) predicts image files
+    of a size it takes, as it did before models owned their preprocessing."""
+    from portacnn import cli
+
+    from pathlib import Path
+
+    fixture = str(Path(__file__).parent / "fixtures" / "v1_sgd_no_input_shape.safetensors")
+    model = pc.load(fixture, allow_unsigned=True)
+    assert model.input_shape is None and model.preprocessing is None
+    digit = np.zeros((28, 28), np.uint8)
+    digit[8:20, 12:16] = 255
+    path = _save(tmp_path / "d.png", digit)
+    np.testing.assert_array_equal(read_images([path], model)[0, 0], digit)
+    assert cli.main(["predict", fixture, str(path), "--allow-unsigned", "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)["predictions"][0]["class"]
+    assert said == int(model.predict(digit[None, None] / np.float32(255))[0])

@@ -49,15 +49,27 @@ def test_raw_layouts_read_channels_first(shape, expected):
     np.testing.assert_array_equal(got, naive)
 
 
-@pytest.mark.parametrize("shape, fragment", [((5, 3, 8, 3), "reads as channels-first (N, C, H, W) and as channels-last"),
-                                             ((5, 8, 8, 8), "expected 1 or 3 channels"), ((5, 8), "(N, H, W)"),
-                                             ((1, 2, 3, 4, 5), "(N, H, W)"), ((5, 8, 8, 4), "RGBA")])
+@pytest.mark.parametrize("shape, fragment", [((5, 3, 8, 3), "and as channels-last"), ((5, 8, 8, 8), "1 or 3 channels"),
+                                             ((5, 8, 8, 4), "RGBA"), ((5, 8), "(N, H, W)"),
+                                             ((1, 2, 3, 4, 5), "(N, H, W)")])
 def test_ambiguous_or_impossible_layouts_are_refused(shape, fragment):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match=r"^the raw images array has shape") as err:
         channels_first_axes(shape)
-    assert str(err.value).startswith("raw images") and fragment in str(err.value) and "\n" not in str(err.value)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
     assert channels_first_axes((5, 3, 8, 3), "channels_last") == (0, 3, 1, 2)
     assert channels_first_axes((5, 3, 8, 3), "channels_first") == (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 6, 3), (2, 1, 5, 1), (2, 1, 6, 6), (2, 6, 6, 1), (2, 5, 6, 3),
+                                   (2, 3, 5, 6), (2, 5, 6)])
+def test_the_model_reads_layouts_as_the_data_readers_do(shape):
+    """One rule for where the channels are: a raw array the model reads is the array portacnn.data.preprocess
+    reads, channel for channel (an axis 1 of 1 wins over a last axis of 3, as it always has)."""
+    from portacnn.data import preprocess
+
+    x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(to_channels_first(x)), pc.data.to_channels_first(x))
+    np.testing.assert_array_equal(Preprocessing.for_shape(raw_shape(shape)[1:]).to_model_input(x), preprocess(x))
 
 
 # -- what is recorded --------------------------------------------------------------------------------------------
@@ -137,6 +149,19 @@ def test_raw_images_are_preprocessed_on_the_models_backend_as_the_float64_oracle
     assert_close(m.predict_proba(x), m.predict_proba(oracle.astype(dtype)), dtype)
 
 
+@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict", "torch"])
+def test_raw_images_in_the_backends_own_arrays_are_read(backend_name):
+    """Raw integer images held by the model's own library (on its device) train, predict and evaluate."""
+    be = make_backend(backend_name)
+    x, y = _digits(10), np.arange(10) % 3
+    own = be.xp.asarray(x, device=be.device)
+    m = _model(backend=be)
+    m.fit(own, y, epochs=1, batch_size=4, progress=False, validation_split=0.2)
+    assert m.preprocessing == Preprocessing.from_images(x)
+    np.testing.assert_array_equal(m.predict(own), m.predict(x))
+    assert m.evaluate(own, y)["n"] == 10
+
+
 def test_fit_on_raw_images_records_the_preprocessing_and_trains_as_on_scaled_floats():
     x, y = _digits(24), np.arange(24) % 3
     a, b = _model(), _model()
@@ -170,6 +195,18 @@ def test_raw_images_the_model_cannot_read_are_one_line_errors():
         m.preprocessing = Preprocessing(3, (8, 8))
 
 
+@pytest.mark.parametrize("shape, fragment", [((4, 8, 8, 3), "x holds 3-channel images; the model reads greyscale"),
+                                             ((4, 6, 6), "x holds 6x6 images; the model reads 8x8")])
+def test_fit_on_raw_images_the_model_cannot_read_says_so_as_predict_does(shape, fragment):
+    """A model that declares its input (no preprocessing yet) and raw training images of another shape: fit says
+    what the images hold and what the model reads, not that a preprocessing the user never set disagrees."""
+    m = _model()
+    m.input_shape = (1, 8, 8)
+    with pytest.raises(ValueError, match=f"^{fragment}"):
+        m.fit(np.zeros(shape, np.uint8), np.arange(4) % 3, epochs=1, progress=False)
+    assert m.preprocessing is None
+
+
 def test_images_unlike_the_training_ones_are_questioned_in_the_callers_name():
     x = _digits(30)
     m = _model()
@@ -198,6 +235,36 @@ def test_checkpoints_keep_preprocessing_and_class_names(tmp_path):
     plain = _model(3)
     plain.save(tmp_path / "plain.safetensors")
     assert pc.load(tmp_path / "plain.safetensors").preprocessing is None
+
+
+def test_a_run_resumed_into_a_fresh_model_reads_raw_images_as_it_did(tmp_path):
+    """fit(resume=...) on a new model takes the run's preprocessing and class names (not a new, unnormalised
+    preprocessing recorded from the images): it trains as the loaded model does, and its checkpoint keeps them."""
+    x, y = _digits(12, channels=3), np.arange(12) % 3
+    m = _model(3)
+    m.preprocessing = Preprocessing.from_images(x, normalize=True)
+    m.class_names = ["cat", "dog", "ship"]
+    m.fit(x, y, epochs=1, batch_size=4, progress=False, checkpoint_path=tmp_path / "run.safetensors")
+    loaded = pc.load(tmp_path / "run.safetensors")
+    loaded.fit(x, y, epochs=2, batch_size=4, progress=False, resume=loaded)
+    for form in ("model", "dict"):  # the model (its weights go in) or its dict (weights put in by hand)
+        run = pc.load(tmp_path / "run.safetensors")
+        resume = run if form == "model" else run.checkpoint
+        fresh = _model(3)
+        if isinstance(resume, dict):
+            fresh.load_state_dict(run.state_dict())
+        fresh.fit(x, y, epochs=2, batch_size=4, progress=False, resume=resume,
+                  checkpoint_path=tmp_path / "fresh.safetensors")
+        assert fresh.preprocessing == m.preprocessing and fresh.class_names == m.class_names
+        for key, value in loaded.state_dict().items():
+            np.testing.assert_array_equal(value, fresh.state_dict()[key], err_msg=key)
+        back = pc.load(tmp_path / "fresh.safetensors")
+        assert back.preprocessing == m.preprocessing and back.class_names == m.class_names
+    other = _model(3)
+    other.preprocessing = Preprocessing.from_images(x)  # not normalised: another reading of the same images
+    with pytest.raises(ValueError, match="^resume: the model reads raw images otherwise") as err:
+        other.fit(x, y, epochs=2, batch_size=4, progress=False, resume=pc.load(tmp_path / "run.safetensors"))
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("meta, fragment", [

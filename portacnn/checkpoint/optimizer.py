@@ -68,7 +68,8 @@ def optimizer_from_checkpoint(model, info: dict | None = None):
             j, name = key.split(".", 1)
             state[f"{position[int(j)]}.{name}"] = value
         opt.load_state_dict({"steps": [steps[j] for j in order], "state": state},
-                            lambda v, dtype: model.backend.asarray(v, dtype=dtype))
+                            lambda v, dtype: model.backend.asarray(np.array(v), dtype=dtype))  # a copy: the
+        # optimizer updates its buffers in place, and info's are the checkpoint's (a second resume from it reads them)
     except (TypeError, ValueError, KeyError, IndexError) as e:
         raise CheckpointError(f"{info.get('path')}: the saved optimizer state is unusable ({e})") from None
     return opt

@@ -65,9 +65,9 @@ def _labels_for(model, split, source) -> np.ndarray:
 
 def cmd_evaluate(args) -> int:
     model = _load_models(args, args.model)
-    prep = model.preprocessing
-    split = data.load_split(args.data, args.split, size=None if prep is None else prep.size,
-                            channels=None if prep is None else prep.channels)
+    prep = model.preprocessing if data.splits.is_image_folder(args.data) else None  # other data are not resized:
+    split = data.load_split(args.data, args.split, size=None if prep is None else prep.size,  # _check_fits says
+                            channels=None if prep is None else prep.channels)  # what does not fit the model
     x = split.images
     source = args.data or f"embedded Kannada-MNIST {args.split}"
     if split.labels is None:
@@ -75,6 +75,10 @@ def cmd_evaluate(args) -> int:
     y = _labels_for(model, split, source)
     for member, path in zip(_members(model), args.model):
         _check_fits(member, x, source, path)
+    classes = model.num_classes()
+    if classes is not None and y.size and not 0 <= int(y.min()) <= int(y.max()) < classes:
+        raise UsageError(f"{source}: its labels run from {int(y.min())} to {int(y.max())}, but the model has {classes} "
+                         f"classes (0..{classes - 1}); evaluate it on data of its classes")
     loss_sum, correct, n = 0.0, 0, int(x.shape[0])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
@@ -103,17 +107,19 @@ def _data_file(path):
 
 
 def _inputs(args, model):
-    """[(source, names, ids, raw uint8 images)] in the order given: each run of image files (a folder's images,
-    every one inside it in sorted path order) read for the model as one group (:func:`portacnn.read_images`), each
-    data file as it is (a plain IDX file read lazily). ``names`` is what the output calls each image (its path, or
-    ``FILE[row]``); ``ids`` what ``--csv`` does (its path, a Kaggle test CSV's id, or the row number)."""
+    """[(source, names, ids, raw uint8 images, invert)] in the order given: each run of image files (a folder's
+    images, every one inside it in sorted path order) read for the model as one group
+    (:func:`portacnn.read_images`, inverted there with ``--invert``), each data file as it is (a plain IDX file read
+    lazily; ``--invert`` applied to each chunk as it is read, see :func:`_rows`). ``names`` is what the output calls
+    each image (its path, or ``FILE[row]``); ``ids`` what ``--csv`` does (its path, a Kaggle test CSV's id, or the
+    row number)."""
     groups, files = [], []
 
     def flush():
         if files:
             names = [str(f) for f in files]
             groups.append((names[0] if len(names) == 1 else f"{len(names)} image files", names, names,
-                           read_images(files, model, resize=args.resize, invert=args.invert)))
+                           read_images(files, model, resize=args.resize, invert=args.invert), False))
             files.clear()
 
     for text in args.inputs:
@@ -130,9 +136,21 @@ def _inputs(args, model):
         flush()
         images, ids = _data_file(p)
         names = [f"{text}[{k}]" for k in range(len(images))]
-        groups.append((text, names, [str(i) for i in (ids if ids is not None else range(len(images)))], images))
+        ids = [str(i) for i in (ids if ids is not None else range(len(images)))]
+        groups.append((text, names, ids, images, args.invert))
     flush()
     return groups
+
+
+def _rows(images, lo: int, hi: int, invert: bool) -> np.ndarray:
+    """Rows ``lo:hi`` of a group's images as a host array; raw ones of a data file turned dark-on-light to
+    light-on-dark (255 - v) with ``invert`` (image files are inverted as they are read)."""
+    rows = np.asarray(images[lo:hi])
+    if invert:
+        if rows.dtype.kind not in "iu":
+            raise UsageError("--invert needs raw images (integers 0..255); these hold floats")
+        rows = 255 - rows
+    return rows
 
 
 def _warn(caught, said) -> None:
@@ -145,6 +163,20 @@ def _warn(caught, said) -> None:
     caught.clear()
 
 
+def _not_an_input(target: Path, models, inputs) -> None:
+    """A UsageError when writing ``target`` would replace a checkpoint or an input it reads: one named on the
+    command line, or an image file inside a folder given."""
+    for text in [*models, *inputs]:
+        given = Path(text)
+        same = target.resolve() == given.resolve()
+        inside = (given.is_dir() and target.suffix.lower() in data.IMAGE_SUFFIXES
+                  and given.resolve() in target.resolve().parents)
+        if same or inside:
+            what = "checkpoint" if text in models else "input"
+            raise UsageError(f"{target}: --csv would overwrite {'an image in ' if inside else ''}the {what} {text}; "
+                             "give another name")
+
+
 def cmd_predict(args) -> int:
     paths = [args.model]
     while args.inputs and args.inputs[0].lower().endswith(".safetensors"):  # never an input: more models
@@ -152,6 +184,8 @@ def cmd_predict(args) -> int:
     if not args.inputs:
         raise UsageError("predict needs at least one input file after the model checkpoints")
     csv_path = _output_file(args.csv) if args.csv else None  # checked before any work
+    if csv_path is not None:
+        _not_an_input(csv_path, paths, args.inputs)
     model = _load_models(args, paths)
     names_of = model.class_names
     said, rows = set(), []
@@ -159,23 +193,23 @@ def cmd_predict(args) -> int:
         warnings.simplefilter("always", InputWarning)
         groups = _inputs(args, model)
         prep = model.preprocessing
-        for source, names, _, images in groups:  # each odd image named by its file or row
+        for source, names, _, images, invert in groups:  # each odd image named by its file or row
             if prep is not None and np.dtype(images.dtype).kind in "iu":
-                head = np.asarray(images[:BORDER_SAMPLE])  # a data file may be read lazily: its first rows only
+                head = _rows(images, 0, BORDER_SAMPLE, invert)  # a data file may be read lazily: its first rows only
                 caught.extend(warnings.WarningMessage(text, InputWarning, "", 0)
-                              for text in prep.questions(head, names[:BORDER_SAMPLE]))
+                              for text in prep.questions(head, names[:BORDER_SAMPLE], were_inverted=args.invert))
         _warn(caught, said)
         warnings.simplefilter("ignore", InputWarning)  # said above, with names: not again, by row, when predicted
-        for source, _, _, images in groups:
+        for source, _, _, images, _ in groups:
             for member, path in zip(_members(model), paths):
                 _check_fits(member, images, source, path)
         out = sys.stdout
         if args.json:  # streamed, so a million predictions never sit in memory as Python objects
             out.write('{"predictions": [')
         first = True
-        for source, names, ids, images in groups:
+        for source, names, ids, images, invert in groups:
             for lo, hi in _chunks(images, args.batch_size):
-                proba = model.predict_proba(np.asarray(images[lo:hi]), batch_size=args.batch_size)
+                proba = model.predict_proba(_rows(images, lo, hi, invert), batch_size=args.batch_size)
                 _warn(caught, said)
                 classes = proba.argmax(axis=1)
                 for k, c in enumerate(classes):

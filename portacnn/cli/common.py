@@ -65,6 +65,8 @@ def _check_fits(model, images, source, model_path):
         raise UsageError(f"{source}: {e}") from None
     text = "x".join(str(d) for d in shape)
     try:
+        if raw and getattr(model, "preprocessing", None) is not None:  # its size and channels, said as such
+            model.preprocessing.check_shape((0, *shape), "the data")
         check_architecture(model.architecture(), shape, model.dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InputWarning)  # said once, when the images are predicted

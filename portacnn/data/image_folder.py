@@ -130,6 +130,14 @@ def _class_files(root: Path) -> tuple[list[str], list[list[Path]]]:
     return classes, files
 
 
+def _relative(path: Path, root) -> str:
+    """``path`` as a POSIX path below ``root`` (the class folder first), else as it is."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _read_images(where, paths: list[Path], size, channels) -> np.ndarray:
     """uint8 ``(N, C, H, W)`` of ``paths``: headers first (sides, final size, channels, data limit), then decoded."""
     heads = []
@@ -142,9 +150,10 @@ def _read_images(where, paths: list[Path], size, channels) -> np.ndarray:
         other = next((i for i, (h, w, _) in enumerate(heads) if (h, w) != first), None)
         if other is not None:
             h, w = heads[other][:2]
-            raise _fail(where, f"images of different sizes: {paths[0].name} is {first[0]}x{first[1]} (HxW), "
-                        f"{paths[other].name} is {h}x{w}", "pass an image size, e.g. size=(32, 32), to resize them "
-                        "all to it")  # fmt: skip
+            named = [_relative(paths[k], where) for k in (0, other)]  # 0.png is in every class: say which
+            raise _fail(where, f"images of different sizes: {named[0]} is {first[0]}x{first[1]} (HxW), "
+                        f"{named[1]} is {h}x{w}", "pass an image size to resize them all to it: size=(H, W), "
+                        "or --image-size H W on the command line")  # fmt: skip
         size = first
     n = len(paths)
     _check_limit(where, limits.MAX_DATA_BYTES, n * (channels * size[0] * size[1] + 8),

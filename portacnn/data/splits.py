@@ -84,11 +84,11 @@ def _check_fit(split: Split, where, size, channels) -> Split:
     c, h, w = _chw(split.images)
     if size is not None and (h, w) != size:
         raise _fail(where, f"images are {h}x{w} (HxW), not the size={size} asked for",
-                    "only image folders are resized: drop size= or resize the images yourself "
+                    "only image folders are resized: drop size= (--image-size) or resize the images yourself "
                     "(portacnn.data.resize_images)")  # fmt: skip
     if channels is not None and c != channels:
         raise _fail(where, f"images have {c} channel{'s' if c > 1 else ''}, not the channels={channels} asked for",
-                    "only image folders are converted: drop channels=")  # fmt: skip
+                    "only image folders are converted: drop channels= (--channels)")  # fmt: skip
     return split
 
 
@@ -122,6 +122,16 @@ def _load_folder(p: Path, split: str, any_pair: bool, size, channels) -> Split |
             return None
         return _check_fit(Split(*_read_pair(*find_idx_pair(p)), False, None), p, size, channels)
     return _check_fit(Split(*_read_pair(*pair), True, None), p, size, channels)
+
+
+def is_image_folder(path) -> bool:
+    """Whether ``path`` is a folder of image classes: the one source :func:`load_split` resizes and converts to a
+    ``size`` and ``channels`` (any other is only checked against them). False for anything else, unreadable
+    or not (reading it says what is wrong)."""
+    try:
+        return path is not None and Path(path).is_dir() and _folder_kind(Path(path)) == "images"
+    except (DataError, OSError):
+        return False
 
 
 def load_split(path: str | None, split: str, any_pair: bool = True, *, size=None, channels: int | None = None):
@@ -202,7 +212,8 @@ def train_test(path: str | None, protocol: str = "full", seed: int = 0, limit: i
             raise _fail(where, "the test split holds no labels")
         if _chw(xte) != _chw(xtr):
             (c, h, w), (ct, ht, wt) = _chw(xtr), _chw(xte)
-            hint = f"pass an image size, e.g. size=({h}, {w})" if (h, w) != (ht, wt) else None
+            hint = (f"pass an image size, e.g. size=({h}, {w}) (--image-size {h} {w} on the command line)"
+                    if (h, w) != (ht, wt) else None)
             raise _fail(where, f"the test images are {ct}x{ht}x{wt} (CxHxW) but the training images {c}x{h}x{w}",
                         hint)  # fmt: skip
     else:

@@ -125,6 +125,24 @@ def _read_data(model, x, y, validation_data, validation_split, seed, checkpoint_
     return _Data(source, labels, rows, validation_data)
 
 
+def _adopt_resumed(model, resume) -> None:
+    """The preprocessing and class names of the run ``resume`` continues (a loaded model or its ``.checkpoint``
+    dict) on ``model``, before its raw images are read: a fresh model would otherwise record another
+    preprocessing (no normalisation) and train the rest of the run on inputs read otherwise. A preprocessing
+    or class names of ``model``'s own that differ from the run's are refused in one line."""
+    saved = resume if isinstance(resume, dict) else {"preprocessing": getattr(resume, "preprocessing", None),
+                                                     "class_names": getattr(resume, "class_names", None)}
+    for key, what in (("preprocessing", "reads raw images"), ("class_names", "names its classes")):
+        theirs, ours = saved.get(key), getattr(model, key)
+        if theirs is None or resume is model:
+            continue
+        if ours is None:
+            setattr(model, key, theirs)
+        elif ours != theirs:
+            raise ValueError(f"resume: the model {what} otherwise than the run it continues ({_short(ours, 60)} "
+                             f"against {_short(theirs, 60)}); resume into a model without {key} or with the run's")
+
+
 def _check_optimizer(optimizer) -> None:
     """A ValueError unless ``optimizer`` is None, a portacnn optimizer or a name :func:`by_name` knows."""
     if isinstance(optimizer, str):
@@ -261,6 +279,8 @@ def fit(model, x, y, epochs=10, batch_size=128, optimizer=None, validation_data=
                 checked["verbose"] = 0  # only rank 0 shows progress
         settings = _Settings(shuffle=shuffle, seed=seed, augment=augment, validation_split=validation_split,
                              checkpoint_path=checkpoint_path, checkpoint_extra=checkpoint_extra, **checked)
+        if resume is not None:
+            _adopt_resumed(model, resume)
         data = _read_data(model, x, y, validation_data, validation_split, seed, checkpoint_path)
         return _Run(model, settings, data, _callbacks(model, callbacks, on_epoch_end, comm), optimizer, resume, comm)
 

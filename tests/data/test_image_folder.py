@@ -67,8 +67,8 @@ def test_size_resizes_every_image_and_mixed_sizes_need_it(tmp_path):
     save(root / "a" / "small.png", colour(2, 4, 5))
     save(root / "b" / "big.png", colour(3, 8, 6))
     msg = assert_data_error(lambda: data.load_image_folder(root), root, "images of different sizes",
-                            "small.png is 4x5 (HxW)", "big.png is 8x6", "pass an image size")  # fmt: skip
-    assert "size=(" in msg
+                            "a/small.png is 4x5 (HxW)", "b/big.png is 8x6", "pass an image size")  # fmt: skip
+    assert "size=(" in msg and "--image-size H W" in msg  # the class folder named: 0.png is in every class
     images, labels, _ = data.load_image_folder(root, size=(6, 7))
     assert images.shape == (2, 3, 6, 7) and labels.tolist() == [0, 1]
     np.testing.assert_array_equal(images[1], data.open_image(root / "b" / "big.png", size=(6, 7)))

@@ -189,8 +189,9 @@ def test_size_and_channels_are_never_silent_for_arrays(tmp_path):
     with pytest.raises(DataError) as ei:
         data.load_split(str(npz), "train", size=(5, 4))
     assert str(ei.value) == (f"{npz}: images are 4x4 (HxW), not the size=(5, 4) asked for -- only image folders are "
-                             f"resized: drop size= or resize the images yourself (portacnn.data.resize_images)")
-    with pytest.raises(DataError, match="images have 1 channel, not the channels=3 asked for"):
+                             f"resized: drop size= (--image-size) or resize the images yourself "
+                             f"(portacnn.data.resize_images)")  # the flag named: train's user gave no size=
+    with pytest.raises(DataError, match=r"images have 1 channel, not the channels=3 asked for .*\(--channels\)"):
         data.train_test(str(npz), channels=3)
     with pytest.raises(DataError, match="the embedded Kannada-MNIST: images are 28x28"):
         data.train_test(None, protocol="tutorial", size=(32, 32))
@@ -225,7 +226,7 @@ def test_train_test_raw_images_and_class_names(tmp_path):
     with pytest.raises(DataError) as ei:
         data.train_test(str(root))
     assert str(ei.value) == (f"{root}: the test images are 3x6x6 (CxHxW) but the training images 3x4x5 -- pass an "
-                             f"image size, e.g. size=(4, 5)")  # fmt: skip
+                             f"image size, e.g. size=(4, 5) (--image-size 4 5 on the command line)")  # fmt: skip
     (xtr, _), (xte, _), _, _ = data.train_test(str(root), size=(6, 6), channels=1)
     assert xtr.shape == xte.shape == (4, 1, 6, 6) and xtr.dtype == np.float32
     cifar = tmp_path / "cifar"

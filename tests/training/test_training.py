@@ -153,6 +153,22 @@ def test_resume_at_epoch_boundary_is_bit_for_bit(small, tmp_path):
     assert h.history == h_full.history
 
 
+def test_two_runs_resumed_from_one_loaded_model_train_alike(small, tmp_path):
+    """Resuming leaves the loaded checkpoint as it was: its optimizer buffers are copied, not updated in place
+    (a second model resumed from it trained on moments the first run had already moved)."""
+    (x, y), _ = small
+    _dropout_model().fit(x, y, epochs=1, batch_size=BATCH, seed=1, progress=False,
+                         checkpoint_path=tmp_path / "ck.safetensors")
+    run = pc.load(tmp_path / "ck.safetensors")
+    saved = {k: np.array(v) for k, v in run.checkpoint["optimizer_state"].items()}
+    a, b = _dropout_model(seed=7), _dropout_model(seed=8)
+    a.fit(x, y, epochs=2, batch_size=BATCH, seed=1, progress=False, resume=run)
+    for key, value in saved.items():
+        np.testing.assert_array_equal(run.checkpoint["optimizer_state"][key], value, err_msg=key)
+    b.fit(x, y, epochs=2, batch_size=BATCH, seed=1, progress=False, resume=run)
+    assert_same_state(a.state_dict(), b.state_dict())
+
+
 def test_resume_mid_epoch_after_ctrl_c_is_bit_for_bit(small, tmp_path):
     """SIGINT after the 3rd step: fit saves a step-level checkpoint and returns; resuming finishes exactly."""
     (x, y), _ = small
