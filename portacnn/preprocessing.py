@@ -248,7 +248,8 @@ class Preprocessing:
     def questions(self, images, names=None, were_inverted: bool = False) -> list[str]:
         """What looks wrong about host raw channels-first ``images`` (N, C, H, W) compared with the training
         images, one line each (empty: nothing): a border level far from theirs, and when it is near their
-        opposite, a reversed polarity (a light background where theirs was dark). Any raw layout is taken; the
+        opposite, a reversed polarity (a light background where theirs was dark; said only when theirs was clearly
+        dark or light, within :data:`BORDER_TOLERANCE` of 0 or 1). Any raw layout is taken; the
         first odd images are named by ``names`` (one per image), else by their row numbers. ``were_inverted``: the
         images were inverted already (``--invert``), so a reversed polarity points at that, not at inverting."""
         if self.border is None or images.shape[0] == 0:
@@ -264,7 +265,8 @@ class Preprocessing:
         if not odd.any():
             return []
         sampled = " sampled" if len(levels) < images.shape[0] else ""
-        inverted = odd & (np.abs((1.0 - levels) - self.border) <= tolerance)
+        clear = abs(self.border - 0.5) >= 0.5 - BORDER_TOLERANCE  # a dark or a light background, not a mid grey
+        inverted = odd & clear & (np.abs((1.0 - levels) - self.border) <= tolerance)
         found = []
         for group, why in ((inverted, "reversed"), (odd & ~inverted, "unlike")):
             if not group.any():

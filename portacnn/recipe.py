@@ -275,7 +275,6 @@ class Recipe:
         parts += [f"{self.schedule} schedule"] if self.schedule != "constant" else []
         parts += [f"label smoothing {self.label_smoothing:g}"] if self.label_smoothing else []
         parts += [f"{self.augment} augmentation"] if self.augment != "none" else []
-        parts += ["input normalised per channel"] if self.normalize else []
         parts += [f"early stopping after {self.early_stopping} epochs without progress"] if self.early_stopping else []
         return ", ".join(parts)
 

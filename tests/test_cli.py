@@ -234,7 +234,7 @@ def test_kannada_bn_trains_with_its_own_recipe_unless_told(data_dir, tmp_path):
     proc = run_cli("train", "--model", "kannada_bn", "--data", data_dir, "--limit", 64, "--batch-size", 32, "--epochs", 1,
                    "--no-plots", "--out", tmp_path / "a")
     assert proc.returncode == 0, proc.stderr
-    assert "(full training set; 6 of them held out for validation), read as 1x28x28, scaled to [0, 1], 1 epochs, " \
+    assert "(full training set; 6 of them held out for validation), read as 1x28x28, scaled to [0, 1], 1 epoch, " \
            "batch 32, adamw lr 0.003, onecycle schedule, label smoothing 0.1, affine augmentation" in proc.stdout
     proc = run_cli("train", "--model", "kannada_bn", "--data", data_dir, "--limit", 64, "--batch-size", 32, "--epochs", 1,
                    "--no-plots", "--out", tmp_path / "b", "--augment", "none", "--optimizer", "adam", "--lr", "0.01")

@@ -124,7 +124,7 @@ def test_a_cifar10_binary_file_trains(tmp_path, capsys):
                      "--batch-size", "16", "--out", str(tmp_path / "r20"), "--no-progress", "--no-plots"]) == 0
     r20 = pc.load(tmp_path / "r20" / "model.safetensors")
     assert r20.class_names == names and r20.preprocessing.mean is not None and r20.num_classes() == 10
-    assert "input normalised per channel" in capsys.readouterr().out
+    assert "read as 3x32x32, scaled to [0, 1], normalised per channel" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +175,22 @@ def test_predict_csv_takes_a_kaggle_files_ids(kannada_model, tmp_path, capsys):
     assert [int(r[1]) for r in rows[1:]] == model.predict(images).tolist()
     assert cli.main(["predict", str(kannada_model), str(source), "--csv", str(tmp_path / "no" / "x.csv")]) == 2
     assert_one_line_error(capsys.readouterr().err, "x.csv")
+
+
+def test_evaluate_reads_a_folder_as_predict_does_and_scores_one_class(trained, shapes, tmp_path, capsys):
+    """Images of another size are resized out loud (or refused for their aspect), and one class is enough."""
+    from PIL import Image
+
+    one = tmp_path / "one" / "square"
+    one.mkdir(parents=True)
+    for k, p in enumerate(sorted((shapes / "test" / "square").glob("*.png"))):
+        Image.open(p).resize((24, 24)).save(one / f"{k}.png")
+    assert cli.main(["evaluate", str(trained / "model.safetensors"), "--data", str(tmp_path / "one"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "resized to the 12x12 the model reads" in captured.err
+    assert json.loads(captured.out.splitlines()[-1])["n"] == 6
+    Image.open(next(one.glob("*.png"))).resize((36, 12)).save(one / "wide.png")
+    assert cli.main(["evaluate", str(trained / "model.safetensors"), "--data", str(tmp_path / "one")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "wide.png", "--resize stretch, pad or crop")
+    assert cli.main(["evaluate", str(trained / "model.safetensors"), "--data", str(tmp_path / "one"),
+                     "--resize", "crop"]) == 0

@@ -285,3 +285,13 @@ def test_hostile_preprocessing_and_class_names_are_refused(tmp_path, meta, fragm
     tensors, base = _read(tmp_path / "m.safetensors")
     path = _write(tmp_path / "bad.safetensors", tensors, {**base, **meta})
     _refused(path, fragment)
+
+
+def test_reversed_polarity_is_said_only_of_a_clearly_dark_or_light_training_background():
+    grey = Preprocessing(1, (8, 8), border=0.35, border_spread=0.01)  # a mid-grey training background
+    light = np.full((2, 8, 8), 173, np.uint8)  # 0.68: far from 0.35, near its opposite, yet not "reversed"
+    (text,) = grey.questions(light)
+    assert "unlike anything" in text and "reversed" not in text
+    dark = Preprocessing(1, (8, 8), border=0.05, border_spread=0.01)
+    (text,) = dark.questions(np.full((2, 8, 8), 240, np.uint8))
+    assert "reversed polarity" in text and "light backgrounds where the model learnt dark ones" in text

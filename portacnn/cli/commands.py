@@ -63,11 +63,24 @@ def _labels_for(model, split, source) -> np.ndarray:
     return np.array([ours.index(name) for name in theirs], dtype=np.int64)[y]
 
 
+def _image_folder(args, model) -> data.Split:
+    """The images of a class folder (its ``--split`` when it has train/ and test/) read for the model as
+    ``predict`` reads image files (:func:`portacnn.read_images`: converted, resized or refused out loud, with
+    ``--resize`` and ``--invert``); one class is enough to be scored."""
+    paths, labels, classes, _ = data.image_folder_files(args.data, args.split, min_classes=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        images = read_images(paths, model, resize=args.resize, invert=args.invert)
+    _warn(caught, set())
+    return data.Split(images, labels, True, classes)
+
+
 def cmd_evaluate(args) -> int:
     model = _load_models(args, args.model)
-    prep = model.preprocessing if data.splits.is_image_folder(args.data) else None  # other data are not resized:
-    split = data.load_split(args.data, args.split, size=None if prep is None else prep.size,  # _check_fits says
-                            channels=None if prep is None else prep.channels)  # what does not fit the model
+    if data.splits.is_image_folder(args.data):
+        split = _image_folder(args, model)  # read as predict reads image files: every change said
+    else:  # other data are not resized: _check_fits says what does not fit the model
+        split = data.load_split(args.data, args.split)
     x = split.images
     source = args.data or f"embedded Kannada-MNIST {args.split}"
     if split.labels is None:

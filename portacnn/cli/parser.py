@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help=f"{DATA_SOURCES} (default: the embedded Kannada-MNIST); the classes of a "
                                   "folder are matched to the model's by name")
     e.add_argument("--split", choices=["train", "test"], default="test")
+    e.add_argument("--invert", action="store_true", help="a folder's images are dark on a light background")
+    e.add_argument("--resize", choices=RESIZE_MODES, default="auto",
+                   help="a folder's images of another size than the model's: as for predict (default auto)")
     e.add_argument("--batch-size", type=_positive_int, default=1000)
     e.add_argument("--allow-unsigned", action="store_true",
                    help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")

@@ -186,7 +186,8 @@ def _train_into(args, recipe, out, model, optimizer, train, test_set, extra, not
     reads = "" if prep is None else f", read as {prep.describe()}"
     classes = "" if names is None else f", classes {_listed(names)}"
     _say(args, f"portacnn {__version__}: training {recipe.model} ({model.num_parameters()} parameters) on "
-               f"{model.backend.name}{ranks}, {len(ytr)} images ({note}{held}){reads}{classes}, {epochs} epochs, "
+               f"{model.backend.name}{ranks}, {len(ytr)} images ({note}{held}){reads}{classes}, {epochs} "
+               f"epoch{'s' if epochs != 1 else ''}, "
                f"batch {recipe.batch_size}, " + recipe.summary())
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported below

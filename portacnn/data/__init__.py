@@ -41,7 +41,8 @@ One idea per module; this package re-exports their public names:
 ``cifar``          CIFAR-10/100 binary files and folders: :func:`load_cifar`
 ``images``         image files via Pillow: :func:`open_image`, :func:`read_image`, :func:`resize_images`,
                    :data:`IMAGE_SUFFIXES`
-``image_folder``   one subfolder of images per class: :func:`load_image_folder`, :func:`list_images`
+``image_folder``   one subfolder of images per class: :func:`load_image_folder`, :func:`list_images`,
+                   :func:`image_folder_files`
 ``folders``        folders of IDX files: :func:`find_idx_pair`, :func:`load_folder_pair`
 ``sniff``          any data file by content: :func:`load_any`, :func:`open_any`, :func:`data_kind`
 ``catalogue``      the embedded Kannada-MNIST: :func:`load_kannada_mnist`, :func:`tutorial_split`
@@ -58,7 +59,7 @@ from .cifar import load_cifar
 from .errors import DataError, DataFileNotFoundError
 from .folders import find_idx_pair, load_folder_pair
 from .idx import IdxImages, load_idx, open_idx
-from .image_folder import list_images, load_image_folder
+from .image_folder import image_folder_files, list_images, load_image_folder
 from .images import IMAGE_SUFFIXES, open_image, read_image, resize_images
 from .kaggle_csv import load_csv
 from .layout import to_channels_first
@@ -84,6 +85,7 @@ __all__ = [
     "load_csv",
     "load_folder_pair",
     "load_idx",
+    "image_folder_files",
     "load_image_folder",
     "load_kannada_mnist",
     "load_npz",

@@ -112,10 +112,10 @@ def list_images(folder) -> list[Path]:
     return [root / rel for rel in _walk(root, limits.MAX_IMAGE_FILES.get(), folder)]
 
 
-def _class_files(root: Path) -> tuple[list[str], list[list[Path]]]:
-    """(classes, the image paths of each class) of a class root, checked: 2+ classes, none empty."""
+def _class_files(root: Path, min_classes: int = 2) -> tuple[list[str], list[list[Path]]]:
+    """(classes, the image paths of each class) of a class root, checked: ``min_classes``+ classes, none empty."""
     classes = _subfolders(root)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         found = f"{len(classes)} class folder" + (f" ({classes[0]!r})" if classes else "s")
         raise _fail(root, f"found {found}; a classifier needs at least 2",
                     "put the images of each class in a subfolder of its own, named for the class")  # fmt: skip
@@ -169,20 +169,13 @@ def _read_images(where, paths: list[Path], size, channels) -> np.ndarray:
     return images
 
 
-def load_image_folder(root, split: str | None = None, *, size=None, channels: int | None = None):
-    """An image-class folder as ``(images uint8 (N, C, H, W), labels int64 (N,), class_names)``.
-
-    ``root`` holds one subfolder per class (see the module docstring), or ``train`` and ``test`` (or ``val``)
-    folders that do: then ``split`` (``"train"`` or ``"test"``) picks one, and both must have the same
-    classes; a plain class root ignores ``split``. ``size`` ``(H, W)`` resizes every image to it (Pillow's
-    LANCZOS); None requires all images to share one size. ``channels`` 1 or 3 converts every image to it;
-    None takes 3 when any image has a colour mode, else 1. The images come in class order, each class's
-    sorted by relative path. Raises :class:`DataError`.
-    """
+def image_folder_files(root, split: str | None = None, *, min_classes: int = 2):
+    """``(paths, labels int64 (N,), class_names, folder)`` of an image-class folder (``folder``: the split's own
+    folder, which messages name), nothing decoded: the listing
+    :func:`load_image_folder` reads (the same classes, order, splits and checks). ``min_classes`` is 2 for
+    training (a classifier needs two); 1 lets a model be scored on the images of one of its classes."""
     if split not in (None, "train", "test"):
         raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
-    _check_channels(channels)
-    size = _image_size(size)
     root = _folder(root)
     splits = image_folder_splits(root)
     if splits is not None:
@@ -196,8 +189,22 @@ def load_image_folder(root, split: str | None = None, *, size=None, channels: in
             raise _fail(root, f"the train and test splits have different class folders ({differ})",
                         "give both splits the same class folders")  # fmt: skip
         root = splits[split]
-    classes, files = _class_files(root)
-    paths = [p for group in files for p in group]
-    images = _read_images(root, paths, size, channels)
+    classes, files = _class_files(root, min_classes)
     labels = np.repeat(np.arange(len(classes), dtype=np.int64), [len(group) for group in files])
-    return images, labels, classes
+    return [p for group in files for p in group], labels, classes, root
+
+
+def load_image_folder(root, split: str | None = None, *, size=None, channels: int | None = None):
+    """An image-class folder as ``(images uint8 (N, C, H, W), labels int64 (N,), class_names)``.
+
+    ``root`` holds one subfolder per class (see the module docstring), or ``train`` and ``test`` (or ``val``)
+    folders that do: then ``split`` (``"train"`` or ``"test"``) picks one, and both must have the same
+    classes; a plain class root ignores ``split``. ``size`` ``(H, W)`` resizes every image to it (Pillow's
+    LANCZOS); None requires all images to share one size. ``channels`` 1 or 3 converts every image to it;
+    None takes 3 when any image has a colour mode, else 1. The images come in class order, each class's
+    sorted by relative path. Raises :class:`DataError`.
+    """
+    _check_channels(channels)
+    size = _image_size(size)
+    paths, labels, classes, where = image_folder_files(root, split)
+    return _read_images(where, paths, size, channels), labels, classes

@@ -60,7 +60,7 @@ def _read_pair(images_path, labels_path):
     return open_idx(images_path, labels_path)
 
 
-def _folder_kind(folder: Path) -> str:
+def folder_kind(folder: Path) -> str:
     """``"idx"``, ``"cifar"`` or ``"images"``: what a data folder holds, by content (see the module docstring)."""
     if any(_is_images_name(f.name.lower()) or _is_labels_name(f.name.lower()) for f in _list_folder(folder)):
         return "idx"
@@ -99,7 +99,7 @@ def _check_label_floor(labels, path) -> None:
 
 
 def _load_folder(p: Path, split: str, any_pair: bool, size, channels) -> Split | None:
-    kind = _folder_kind(p)
+    kind = folder_kind(p)
     if kind == "images":  # the one source that is resized and converted
         if image_folder_splits(p) is not None:
             images, labels, names = load_image_folder(p, split, size=size, channels=channels)
@@ -129,7 +129,7 @@ def is_image_folder(path) -> bool:
     ``size`` and ``channels`` (any other is only checked against them). False for anything else, unreadable
     or not (reading it says what is wrong)."""
     try:
-        return path is not None and Path(path).is_dir() and _folder_kind(Path(path)) == "images"
+        return path is not None and Path(path).is_dir() and folder_kind(Path(path)) == "images"
     except (DataError, OSError):
         return False
 
@@ -203,7 +203,7 @@ def train_test(path: str | None, protocol: str = "full", seed: int = 0, limit: i
         if ytr is None:
             raise _fail(where, "holds no labels, so it cannot be used for training")
         note = "full training set"
-        if channels is None and path is not None and Path(path).is_dir() and _folder_kind(Path(path)) == "images":
+        if channels is None and path is not None and Path(path).is_dir() and folder_kind(Path(path)) == "images":
             channels = _chw(xtr)[0]  # an image folder's test split is read with the training split's channels
         test = load_split(path, "test", any_pair=False, size=size, channels=channels) if exact else None
     if test is not None:

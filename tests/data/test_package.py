@@ -59,7 +59,7 @@ def test_public_names_are_re_exported():
              "tutorial_split", "preprocess", "find_idx_pair", "load_folder_pair", "embedded_data_dir", "DataError",
              "DataFileNotFoundError", "EMBEDDED_DATA_DIR", "IdxImages", "IMAGE_SUFFIXES", "read_image", "load_split",
              "train_test", "limits", "to_channels_first", "open_image", "resize_images", "load_cifar",
-             "load_image_folder", "list_images", "Split", "data_kind"]  # fmt: skip
+             "load_image_folder", "list_images", "Split", "data_kind", "image_folder_files"]  # fmt: skip
     for name in names:
         assert hasattr(data, name), name
     assert sorted(data.__all__) == sorted(names)
