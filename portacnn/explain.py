@@ -175,7 +175,8 @@ def _untouched(model):
     try:
         yield
     except NotImplementedError as e:
-        raise ValueError(f"explaining needs every layer's backward pass; a layer has none ({e or 'not implemented'})") from None
+        raise ValueError("explaining needs every layer's backward pass; a layer has none "
+                         f"({e or 'not implemented'})") from None
     finally:
         for p, grad in kept:
             p.grad = grad

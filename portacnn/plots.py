@@ -345,7 +345,8 @@ def _test_scores(test) -> dict:
     if not isinstance(test, dict):
         raise ValueError(f"test must be a dict like {{'accuracy': 0.93, 'loss': 0.25}} (what model.evaluate "
                          f"returns) or None; got {type(test).__name__}")
-    return {key: check(test[key], Real(), f"test[{key!r}]") for key in ("loss", "accuracy") if test.get(key) is not None}
+    return {key: check(test[key], Real(), f"test[{key!r}]") for key in ("loss", "accuracy")
+            if test.get(key) is not None}
 
 
 def confusion_matrix(y_true, y_pred, path=None, num_classes: int = 10, class_names=None):

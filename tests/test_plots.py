@@ -131,7 +131,8 @@ def test_training_curves_with_and_without_validation(tmp_path):
     hist = {"loss": [1.0, 0.6, 0.4], "accuracy": [0.6, 0.8, 0.9],
             "val_loss": [0.9, 0.7, 0.5], "val_accuracy": [0.7, 0.8, 0.85]}  # fmt: skip
     assert_png(tmp_path / "curves.png", plots.training_curves(hist, tmp_path / "curves.png"))
-    assert_png(tmp_path / "c2.png", plots.training_curves({"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}, tmp_path / "c2.png"))
+    assert_png(tmp_path / "c2.png",
+               plots.training_curves({"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}, tmp_path / "c2.png"))
     assert_png(tmp_path / "c3.png", plots.training_curves({"loss": np.array([1.0])}, tmp_path / "c3.png"))
 
 
@@ -150,7 +151,8 @@ def test_confusion_matrix_png(tmp_path, rng):
 
 def test_conv_filters_png(tmp_path, rng):
     assert_png(tmp_path / "f1.png", plots.conv_filters(rng.normal(size=(32, 1, 3, 3)), tmp_path / "f1.png"))
-    assert_png(tmp_path / "f3.png", plots.conv_filters(rng.normal(size=(4, 3, 5, 5)).astype(np.float32), tmp_path / "f3.png"))
+    assert_png(tmp_path / "f3.png",
+               plots.conv_filters(rng.normal(size=(4, 3, 5, 5)).astype(np.float32), tmp_path / "f3.png"))
     assert_png(tmp_path / "zeros.png", plots.conv_filters(np.zeros((2, 1, 3, 3)), tmp_path / "zeros.png"))
 
 
@@ -354,7 +356,8 @@ def test_plots_take_arrays_on_another_device(tmp_path, rng):
     assert_png(tmp_path / "grid.png", plots.sample_grid(images, labels, tmp_path / "grid.png", n=12))
     proba = strict.asarray(rng.dirichlet(np.ones(10), 12).astype(np.float32), device=dev)
     assert_png(tmp_path / "worst.png", plots.worst_mistakes(images, labels, proba, tmp_path / "worst.png", n=4))
-    assert_png(tmp_path / "confusion.png", plots.confusion_matrix(labels, strict.argmax(proba, axis=1), tmp_path / "confusion.png"))
+    assert_png(tmp_path / "confusion.png",
+               plots.confusion_matrix(labels, strict.argmax(proba, axis=1), tmp_path / "confusion.png"))
 
 
 # ------------------------------------------------------------------------------------------------
