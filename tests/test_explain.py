@@ -328,3 +328,75 @@ def test_refusals_are_one_line_value_errors():
         with pytest.raises(ValueError, match=fragment) as e:
             call()
         assert "\n" not in str(e.value)
+
+
+# -- the command line -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def explained_model(tmp_path_factory):
+    """A seed_cnn trained briefly on raw Kannada digits (so it keeps their preprocessing), with class names, and one
+    test digit as a PNG file."""
+    from clihelp import subset
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("explain")
+    x, y = subset("train", 256)
+    model = pc.models.seed_cnn(seed=0)
+    model.fit(x, y, epochs=1, batch_size=32, seed=0, progress=False)
+    model.class_names = [f"digit{k}" for k in range(10)]
+    model.save(folder / "model.safetensors")
+    digit, _ = subset("test", 1)
+    Image.fromarray(digit[0]).save(folder / "digit.png")
+    return folder
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_cli_explain_writes_three_pngs(explained_model, tmp_path, monkeypatch, capsys):
+    import json
+
+    from clihelp import assert_usage_error, run_cli
+
+    model, digit = explained_model / "model.safetensors", explained_model / "digit.png"
+    proc = run_cli("explain", model, digit, "--out", tmp_path / "why")  # the real command, in a subprocess
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"{digit}: digit")  # the predicted class by its name, and its probability
+    assert "wrote" in lines[1]
+    for name in ("feature_maps.png", "saliency.png", "grad_cam.png"):
+        assert str(tmp_path / "why" / name) in lines[1]
+        assert (tmp_path / "why" / name).read_bytes()[:8] == PNG_SIGNATURE
+    assert sorted(p.name for p in (tmp_path / "why").iterdir()) == ["feature_maps.png", "grad_cam.png", "saliency.png"]
+
+    from portacnn import cli
+
+    monkeypatch.chdir(tmp_path)  # the default folder: after the image's name, here
+    assert cli.main(["explain", str(model), str(digit), "--layer", "0", "--class", "digit3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["explained_class"] == 3 and result["explained_label"] == "digit3" and result["layer"] == "0"
+    assert result["files"] == [f"digit-explain/{name}" for name in ("feature_maps.png", "saliency.png", "grad_cam.png")]
+    assert cli.main(["explain", str(model), str(digit), "--class", "7", "--layer", "-5", "--out", "x"]) == 0
+    assert "explaining class digit7" in capsys.readouterr().out
+
+    for flags, fragment in ((["--layer", "12"], "--layer '12'"), (["--layer", "3"], "gives flat output"),
+                            (["--class", "10"], "--class 10"), (["--class", "cat"], "not a class")):
+        assert cli.main(["explain", str(model), str(digit), *flags]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and fragment in err, err
+    (tmp_path / "data.csv").write_text("label,pixel0\n1,0\n")
+    assert cli.main(["explain", str(model), str(tmp_path / "data.csv")]) == 2
+    assert "not an image file" in capsys.readouterr().err
+
+    fake = tmp_path / "no_matplotlib" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('matplotlib is not here')\n")
+    import subprocess
+
+    from clihelp import REPO, cli_cmd, cli_env
+
+    proc = subprocess.run(cli_cmd("explain", model, digit), capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=cli_env(PYTHONPATH=f"{fake.parent}:{REPO}"))
+    assert_usage_error(proc, "pip install 'portacnn[plot]'")
