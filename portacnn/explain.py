@@ -218,14 +218,15 @@ def feature_maps(model, image, layer) -> np.ndarray:
     steps, _ = _path(model, layer)
     with _untouched(model):
         _, a = _forward(steps, x)
-        return np.asarray(model.backend.to_numpy(a[0, ...]))
+        return np.array(model.backend.to_numpy(a[0, ...]), copy=True)  # the caller's own, not a view of a cache
 
 
 def saliency(model, image, class_id=None) -> np.ndarray:
     """``S[i, j] = max_c |d y_k / d x[c, i, j]|`` (Simonyan et al. 2014): the gradient of the class score (the
     logit of ``class_id``, by default the predicted class) with respect to the model's input, from
     ``model.forward(x, training=False)`` and ``model.backward(one_hot_k)``, reduced over the channels by the
-    maximum of its absolute value. A host NumPy array (H, W) in the model's dtype."""
+    maximum of its absolute value. A host NumPy array (H, W) in the model's dtype. The model's weights, buffers and
+    gradients are left as they were."""
     model = _check_model(model)
     x = _model_input(model, image)
     with _untouched(model):
@@ -241,7 +242,7 @@ def grad_cam(model, image, class_id=None, layer=None) -> np.ndarray:
     default the last layer whose output is images): ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the mean over
     (h, w) of ``d y_k / d A_k``, resized bilinearly (half-pixel centres) to the input's (H, W) and divided by its
     maximum: a host NumPy array (H, W) in [0, 1], in the model's dtype. A layer whose output is not images is a
-    one-line ValueError."""
+    one-line ValueError. The model's weights, buffers and gradients are left as they were."""
     model = _check_model(model)
     x = _model_input(model, image)
     steps, name = _path(model, last_image_layer(model, x.shape[1:]) if layer is None else layer)

@@ -14,11 +14,12 @@ from oracles import numeric_grad
 
 import portacnn as pc
 from portacnn import explain
-from portacnn.layers import (BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU,
-                             Residual)
+from portacnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
+                             Layer, LeakyReLU, MaxPool2D, ReLU, Residual, Sigmoid, Tanh)
 
 BACKENDS = ["numpy", "array_api_strict",
-            pytest.param("torch", marks=pytest.mark.skipif(not TORCH_IMPORTABLE, reason="torch is not installed"))]
+            pytest.param("torch", marks=pytest.mark.skipif(not TORCH_IMPORTABLE, reason="torch is not installed")),
+            pytest.param("cupy", marks=pytest.mark.gpu)]
 
 
 def _with_state(model, rng, scale=0.5):
@@ -119,6 +120,20 @@ def _torch_saliency(twin, x, k):
     xt = torch.tensor(x[None], requires_grad=True)
     twin(xt)[0, k].backward()
     return xt.grad.abs().amax(dim=1)[0].numpy()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_every_layer_back_propagates_after_an_inference_forward(name):
+    """The layers the other tests leave out, each after a forward with training=False: the input gradient equals
+    torch autograd's on the twin in eval mode."""
+    pytest.importorskip("torch")
+    layers = [Conv2D(1, 3, 3, padding=1), AvgPool2D(2), LeakyReLU(0.1), Tanh(), Conv2D(3, 2, 1), Sigmoid(), Flatten(),
+              BatchNorm1D(32), Dropout(0.3), Dense(32, 3)]
+    model = _with_state(pc.Sequential(layers, backend=make_backend(name), dtype="float64"), np.random.default_rng(4))
+    x = image(channels=1)
+    twin = pc.to_torch(model).eval()
+    for k in range(3):
+        assert_close(explain.saliency(model, x, k), _torch_saliency(twin, x, k), "float64")
 
 
 # -- Grad-CAM ---------------------------------------------------------------------------------------------------
