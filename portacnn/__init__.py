@@ -4,7 +4,8 @@ The same layers train and run on NumPy (CPU), CuPy (CUDA), PyTorch tensors or ``
 chosen per model with ``backend=``.
 """
 
-from . import augment, callbacks, data, export, interop, labels, layers, losses, models, optim, preprocessing, training
+from . import (augment, callbacks, data, explain, export, interop, labels, layers, losses, models, optim, plots, preprocessing,
+               training)
 from ._version import __version__
 from .backend import Backend, BackendUnavailableError, available_backends, get_backend
 from .checkpoint import CheckpointError
@@ -19,6 +20,6 @@ from .sequential import Sequential, load
 __all__ = [
     "Backend", "BackendUnavailableError", "CheckpointError", "Ensemble", "InputWarning", "load", "Parameter", "Preprocessing",
     "Sequential", "available_backends", "get_backend", "read_images",
-    "augment", "callbacks", "data", "export", "interop", "labels", "layers", "losses", "to_onnx", "to_torch", "from_torch",
-    "models", "optim", "preprocessing", "training", "__version__",
+    "augment", "callbacks", "data", "explain", "export", "interop", "labels", "layers", "losses", "to_onnx", "to_torch",
+    "from_torch", "models", "optim", "plots", "preprocessing", "training", "__version__",
 ]  # fmt: skip

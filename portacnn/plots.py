@@ -1,20 +1,27 @@
-"""Diagnostic plots: sample digits, training curves, confusion matrix, first-layer filters, worst mistakes.
+"""Diagnostic plots: sample digits, training curves (with the final test score), confusion matrix, first-layer
+filters, worst mistakes, and what the network looks at (feature maps, saliency, Grad-CAM; see :mod:`portacnn.explain`).
 
 matplotlib is an optional extra (``pip install 'portacnn[plot]'``). It is imported lazily, inside the
 functions that draw, so ``import portacnn.plots`` always works; drawing without matplotlib raises
 :class:`PlotUnavailable`. The pure-NumPy helpers (:func:`confusion_counts`,
 :func:`worst_mistake_indices`) never need it.
 
+Every drawing function returns its ``matplotlib.figure.Figure``; given a ``path`` it also writes it there as
+PNG. A figure shows itself inline in Jupyter as the last value of a cell (it carries a ``_repr_png_``, which
+IPython's display machinery calls), so ``pc.plots.training_curves(history)`` in a notebook draws the curves.
+
 Figures are built with ``matplotlib.figure.Figure`` + ``FigureCanvasAgg`` rather than pyplot, so no
 global backend is selected, no GUI is touched and nothing is left registered in pyplot's figure
-manager. Every PNG is written atomically: rendered in memory, written to a temporary file in the destination folder,
-then renamed into place, so a reader never sees a half-written file.
+manager: a figure lives as long as the caller keeps it. Every PNG is written atomically: rendered in memory,
+written to a temporary file in the destination folder, then renamed into place, so a reader never sees a
+half-written file.
 
 All functions take host (NumPy) arrays; bring device arrays back first (e.g. ``backend.to_numpy``).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -22,11 +29,12 @@ import numpy as np
 
 from ._atomic import atomic_write
 from .backend import to_host
-from .validation import Integer, check
+from .validation import Integer, Real, check
 
 __all__ = [
     "PlotUnavailable", "plots_available", "sample_grid", "training_curves", "confusion_matrix",
     "confusion_counts", "conv_filters", "worst_mistakes", "worst_mistake_indices", "save_all",
+    "feature_maps", "saliency", "grad_cam",
 ]  # fmt: skip
 
 DPI = 100
@@ -65,20 +73,33 @@ def _new_figure(figsize):
     Figure, FigureCanvasAgg = _matplotlib()
     fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
+    # what IPython's display formatters call to show the figure inline: a Figure made without pyplot has no PNG
+    # representation of its own unless a notebook has switched matplotlib's inline backend on (its type printer
+    # then comes first; either way the figure shows once)
+    fig._repr_png_ = functools.partial(_png, fig)
     return fig
+
+
+def _png(fig) -> bytes:
+    """``fig`` rendered as PNG bytes (white background, :data:`DPI`)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()
 
 
 def _save(fig, path) -> Path:
     """Render ``fig`` to ``path`` as PNG atomically (see :func:`portacnn._atomic.atomic_write`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
-    finally:
-        fig.clear()  # drop artists now; the Figure is not registered anywhere, so GC frees the rest
-    atomic_write(path, buffer.getvalue())
+    atomic_write(path, _png(fig))
     return path
+
+
+def _finish(fig, path):
+    """``fig``, written to ``path`` first when one is given."""
+    if path is not None:
+        _save(fig, path)
+    return fig
 
 def _grid_shape(count: int, cols: int) -> tuple[int, int]:
     cols = max(1, min(cols, count))
@@ -221,10 +242,10 @@ def worst_mistake_indices(y_true, proba, n: int = 16) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def sample_grid(images, labels, path, n: int = 40, cols: int = 10, title: str = "Kannada-MNIST samples",
-                class_names=None) -> Path:
+def sample_grid(images, labels, path=None, n: int = 40, cols: int = 10, title: str = "Kannada-MNIST samples",
+                class_names=None):
     """A grid of the first ``n`` images (grey or colour) with each one's label (its class name, given
-    ``class_names``) above it."""
+    ``class_names``) above it. Returns the Figure (written to ``path`` as PNG when given)."""
     imgs = _images(images)
     labs = _labels(labels, "labels")
     _same_length(images=imgs, labels=labs)
@@ -245,7 +266,7 @@ def sample_grid(images, labels, path, n: int = 40, cols: int = 10, title: str = 
         ax.set_axis_off()
     _hide_unused(axes, count)
     fig.suptitle(title, fontsize=13)
-    return _save(fig, path)
+    return _finish(fig, path)
 
 
 def _series(history: dict, key: str, length: int | None):
@@ -265,12 +286,16 @@ def _series(history: dict, key: str, length: int | None):
     return arr
 
 
-def training_curves(history, path) -> Path:
-    """Two panels, loss and accuracy per (1-based) epoch, training vs validation.
+def training_curves(history, path=None, test=None):
+    """Two panels, loss and accuracy per (1-based) epoch, training vs validation, and the final test score.
 
     ``history`` is a dict like ``{"loss": [...], "accuracy": [...], "val_loss": [...],
     "val_accuracy": [...]}`` (the ``val_*`` series are optional) or an object with such a dict in
-    ``.history`` (portacnn's / Keras' ``History``).
+    ``.history`` (portacnn's / Keras' ``History``). ``test`` is the score on the test set after training, e.g.
+    ``model.evaluate(x_test, y_test)`` (``{"accuracy": 0.932, "loss": 0.25, ...}``; either key may be missing,
+    other keys are ignored): each of its values is drawn as a dotted horizontal line labelled "test" across its
+    panel, and written in the panel's title, so a gap between training and test is seen even without validation.
+    Returns the Figure (written to ``path`` as PNG when given).
     """
     if hasattr(history, "history") and isinstance(history.history, dict):
         history = history.history
@@ -283,32 +308,50 @@ def training_curves(history, path) -> Path:
         panels.append((key, label, train, val))
     if all(train is None and val is None for _, _, train, val in panels):
         raise ValueError("history has no non-empty 'loss', 'accuracy', 'val_loss' or 'val_accuracy' series")
+    scores = _test_scores(test)
 
     fig = _new_figure((10, 4))
     axes = fig.subplots(1, 2)
     for ax, (key, label, train, val) in zip(axes, panels):
+        score = scores.get(key)
         if train is None and val is None:
-            ax.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, f"no {label} recorded per epoch", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
-            ax.set_yticks([])
+            if score is None:
+                ax.set_yticks([])
         for series, name, style in ((train, "train", "o-"), (val, "validation", "s--")):
             if series is not None:
                 epochs = np.arange(1, series.size + 1)
                 ax.plot(epochs, series, style, label=name, markersize=4)
+        if score is not None:  # one value, after the last epoch: a line across the panel
+            ax.axhline(score, color="tab:red", linestyle=":", linewidth=2, label="test")
         if train is not None or val is not None:
             ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
             ax.grid(True, alpha=0.3)
-            ax.legend()
             ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_title(f"{label} per epoch")
+        if train is not None or val is not None or score is not None:
+            ax.set_ylabel(label)
+            ax.legend()
+        shown = "" if score is None else f" (test {score:.2%})" if key == "accuracy" else f" (test {score:.4f})"
+        ax.set_title(f"{label} per epoch{shown}")
     fig.suptitle("Training curves", fontsize=13)
-    return _save(fig, path)
+    return _finish(fig, path)
 
 
-def confusion_matrix(y_true, y_pred, path, num_classes: int = 10, class_names=None) -> Path:
+def _test_scores(test) -> dict:
+    """``{"loss": float, "accuracy": float}`` (the keys ``test`` has) of a test result; {} for None."""
+    if test is None:
+        return {}
+    if not isinstance(test, dict):
+        raise ValueError(f"test must be a dict like {{'accuracy': 0.93, 'loss': 0.25}} (what model.evaluate "
+                         f"returns) or None; got {type(test).__name__}")
+    return {key: check(test[key], Real(), f"test[{key!r}]") for key in ("loss", "accuracy")
+            if test.get(key) is not None}
+
+
+def confusion_matrix(y_true, y_pred, path=None, num_classes: int = 10, class_names=None):
     """The confusion-matrix counts as an image, with each count written in its cell; the axes name the classes
-    (``class_names``, else their ids)."""
+    (``class_names``, else their ids). Returns the Figure (written to ``path`` as PNG when given)."""
     counts = confusion_counts(y_true, y_pred, num_classes)
     if class_names is not None and len(class_names) != counts.shape[0]:
         raise ValueError(f"class_names holds {len(class_names)} names for {counts.shape[0]} classes")
@@ -340,14 +383,15 @@ def confusion_matrix(y_true, y_pred, path, num_classes: int = 10, class_names=No
     if total:
         title += f" (accuracy {accuracy:.2%}, n={total})"
     ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, path)
 
 
-def conv_filters(weight, path, max_filters: int = 128) -> Path:
+def conv_filters(weight, path=None, max_filters: int = 128):
     """First conv layer's kernels, one small image per (out channel, in channel).
 
     ``weight`` is ``(O, C, kh, kw)``. A diverging colormap shared by all kernels is centred at 0
-    (blue negative, red positive). At most ``max_filters`` kernels are drawn.
+    (blue negative, red positive). At most ``max_filters`` kernels are drawn. Returns the Figure (written to
+    ``path`` as PNG when given).
     """
     w = _as_host(weight, "weight")
     if w.ndim != 4:
@@ -380,13 +424,14 @@ def conv_filters(weight, path, max_filters: int = 128) -> Path:
     fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
     shown = f" (first {count} of {o * c})" if count < o * c else ""
     fig.suptitle(f"First conv layer filters, {o}x{c}x{w.shape[2]}x{w.shape[3]}{shown}", fontsize=12)
-    return _save(fig, path)
+    return _finish(fig, path)
 
 
-def worst_mistakes(images, y_true, proba, path, n: int = 16, cols: int = 8, class_names=None) -> Path:
+def worst_mistakes(images, y_true, proba, path=None, n: int = 16, cols: int = 8, class_names=None):
     """The ``n`` misclassified images whose wrong prediction was most confident.
 
-    Each is titled ``"true t / pred p (0.97)"``. With no mistakes the figure says so.
+    Each is titled ``"true t / pred p (0.97)"``. With no mistakes the figure says so. Returns the Figure
+    (written to ``path`` as PNG when given).
     """
     imgs = _images(images)
     p = _proba(proba)
@@ -402,7 +447,7 @@ def worst_mistakes(images, y_true, proba, path, n: int = 16, cols: int = 8, clas
         ax.text(0.5, 0.5, msg, ha="center", va="center", fontsize=13, transform=ax.transAxes)
         ax.set_axis_off()
         fig.suptitle("Worst mistakes", fontsize=13)
-        return _save(fig, path)
+        return _finish(fig, path)
 
     shown = imgs[idx]
     pred = p[idx].argmax(axis=1)
@@ -417,16 +462,122 @@ def worst_mistakes(images, y_true, proba, path, n: int = 16, cols: int = 8, clas
         ax.set_axis_off()
     _hide_unused(axes, idx.size)
     fig.suptitle(f"Most confident mistakes ({idx.size} shown)", fontsize=13)
-    return _save(fig, path)
+    return _finish(fig, path)
+
+
+# -- what the network looks at (the maps come from portacnn.explain) ---------------------------------------------
+
+
+def _one_image(image, name: str = "image") -> np.ndarray:
+    """One image on the host: (H, W) grey or (H, W, 3) colour, from (H, W), (1, H, W), (3, H, W), (H, W, 3) or a
+    batch of one (1, C, H, W)."""
+    arr = _as_host(image, name)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name} must be one image: (H, W), (C, H, W) or (H, W, C) with C 1 or 3; got shape "
+                         f"{arr.shape}")
+    return _images(arr[None], name)[0]
+
+
+def _heat_map(values, name: str, shape) -> np.ndarray:
+    """A finite real (H, W) map of the image's ``shape`` (H, W), as float64."""
+    arr = _as_host(values, name)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must be a real array; got dtype {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have the image's shape {tuple(shape)} (H, W); got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return arr
+
+
+def feature_maps(maps, path=None, max_maps: int = 64, cols: int = 8, title: str = "Feature maps"):
+    """A layer's activations for one image, ``maps`` (C, H, W) (:func:`portacnn.explain.feature_maps`): one small
+    image per channel, titled with its index, all on one colour scale (viridis from the smallest to the largest
+    value, with a colour bar), so a channel that responds weakly looks weak. At most ``max_maps`` channels are
+    drawn. Returns the Figure (written to ``path`` as PNG when given)."""
+    m = _as_host(maps, "maps")
+    if m.ndim != 3:
+        raise ValueError(f"maps must have shape (C, H, W), one map per channel; got shape {m.shape} (a layer with "
+                         "flat output has no maps to draw)")
+    if m.dtype == bool or not (np.issubdtype(m.dtype, np.floating) or np.issubdtype(m.dtype, np.integer)):
+        raise ValueError(f"maps must be a real array; got dtype {m.dtype}")
+    max_maps = _positive_int(max_maps, "max_maps")
+    cols = _positive_int(cols, "cols")
+    if m.shape[0] == 0:
+        raise ValueError("maps holds no channel; nothing to plot")
+    count = min(m.shape[0], max_maps)
+    shown = m[:count].astype(np.float64)
+    vmin, vmax = _image_range(shown)
+    rows, cols = _grid_shape(count, cols)
+
+    fig = _new_figure((max(1.3 * cols + 1.2, 5.0), 1.4 * rows + 1.0))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False))
+    im = None
+    for k, (ax, fmap) in enumerate(zip(axes.flat, shown)):
+        im = ax.imshow(fmap, cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"channel {k}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _hide_unused(axes, count)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="activation")
+    more = f", the first {count} shown" if count < m.shape[0] else ""
+    fig.suptitle(f"{title}\n{m.shape[0]} maps of {m.shape[1]}x{m.shape[2]}{more}", fontsize=11)
+    return _finish(fig, path)
+
+
+def _overlay(image, heat, path, title: str, heat_title: str, cmap: str, label: str, alpha: float):
+    """Three panels: the image, the map ``heat`` on its own (0 to its maximum, with a colour bar), the map over a
+    grey copy of the image."""
+    img = _one_image(image)
+    h = _heat_map(heat, "map", img.shape[:2])
+    alpha = check(alpha, Real(0.0, 1.0), "alpha")
+    vmin, vmax = _image_range(img)
+    top = float(h.max()) if h.size and h.max() > 0 else 1.0
+    grey = img if img.ndim == 2 else img.astype(np.float64).mean(axis=-1)
+
+    fig = _new_figure((10, 3.8))
+    axes = fig.subplots(1, 3)
+    _show(axes[0], img, vmin, vmax)
+    axes[0].set_title("image")
+    im = axes[1].imshow(h, cmap=cmap, vmin=0.0, vmax=top, interpolation="nearest")
+    axes[1].set_title(heat_title if h.any() else f"{heat_title}\n(all zero)")
+    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04, label=label)
+    axes[2].imshow(grey, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    axes[2].imshow(h, cmap=cmap, vmin=0.0, vmax=top, alpha=alpha, interpolation="bilinear")
+    axes[2].set_title("over the image")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=13)
+    return _finish(fig, path)
+
+
+def saliency(image, saliency_map, path=None, title: str = "Saliency", alpha: float = 0.6):
+    """The image, its saliency map (:func:`portacnn.explain.saliency`: how strongly each pixel changes the class
+    score; "hot" colours from 0 to the map's maximum) and the map over the image. ``image`` is the picture as the
+    model read it, raw (uint8) or float, (H, W), (C, H, W) or (H, W, C); the map (H, W). Returns the Figure (written
+    to ``path`` as PNG when given)."""
+    return _overlay(image, saliency_map, path, title, "|d score / d pixel|", "hot", "gradient magnitude", alpha)
+
+
+def grad_cam(image, cam, path=None, title: str = "Grad-CAM", alpha: float = 0.5):
+    """The image, its Grad-CAM map (:func:`portacnn.explain.grad_cam`: where the evidence for the class lies, in
+    [0, 1]; "jet" colours) and the map over the image. ``image`` as in :func:`saliency`, the map (H, W). Returns
+    the Figure (written to ``path`` as PNG when given)."""
+    return _overlay(image, cam, path, title, "class activation map", "jet", "relevance", alpha)
 
 
 def save_all(out_dir, history=None, model_weight=None, images=None, y_true=None, proba=None,
-             sample_images=None, sample_labels=None, class_names=None, title: str = "Kannada-MNIST samples") -> list[Path]:
-    """Write whichever plots the given inputs allow into ``out_dir``; return the paths written.
+             sample_images=None, sample_labels=None, class_names=None, title: str = "Kannada-MNIST samples",
+             test=None) -> list[Path]:
+    """Write whichever plots the given inputs allow into ``out_dir``; return the paths written (the figures are
+    released once written).
 
     * ``samples.png``   from ``sample_images`` + ``sample_labels``
       (falling back to ``images`` + ``y_true`` when no sample arrays are given)
-    * ``curves.png``    from ``history``
+    * ``curves.png``    from ``history`` (with the final ``test`` score, see :func:`training_curves`)
     * ``confusion.png`` from ``y_true`` + ``proba`` (predictions are ``proba.argmax(1)``)
     * ``filters.png``   from ``model_weight`` (first conv layer, ``(O, C, kh, kw)``)
     * ``mistakes.png``  from ``images`` + ``y_true`` + ``proba``
@@ -439,19 +590,24 @@ def save_all(out_dir, history=None, model_weight=None, images=None, y_true=None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+
+    def draw(plot, name, *args, **kwargs):
+        path = out / name
+        plot(*args, path=path, **kwargs).clear()  # written; its artists dropped now rather than at the next GC
+        written.append(path)
+
     if sample_images is not None:
-        written.append(sample_grid(sample_images, sample_labels, out / "samples.png", title=title,
-                                   class_names=class_names))
+        draw(sample_grid, "samples.png", sample_images, sample_labels, title=title, class_names=class_names)
     elif images is not None and y_true is not None:
-        written.append(sample_grid(images, y_true, out / "samples.png", title=title, class_names=class_names))
+        draw(sample_grid, "samples.png", images, y_true, title=title, class_names=class_names)
     if history is not None:
-        written.append(training_curves(history, out / "curves.png"))
+        draw(training_curves, "curves.png", history, test=test)
     if y_true is not None and proba is not None:
         p = _proba(proba)
-        written.append(confusion_matrix(y_true, p.argmax(axis=1), out / "confusion.png", num_classes=p.shape[1],
-                                        class_names=class_names))
+        draw(confusion_matrix, "confusion.png", y_true, p.argmax(axis=1), num_classes=p.shape[1],
+             class_names=class_names)
     if model_weight is not None:
-        written.append(conv_filters(model_weight, out / "filters.png"))
+        draw(conv_filters, "filters.png", model_weight)
     if images is not None and y_true is not None and proba is not None:
-        written.append(worst_mistakes(images, y_true, proba, out / "mistakes.png", class_names=class_names))
+        draw(worst_mistakes, "mistakes.png", images, y_true, proba, class_names=class_names)
     return written

@@ -17,7 +17,12 @@ pytestmark = pytest.mark.slow  # matplotlib renders every figure: run by .ci/run
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def assert_png(path):
+def assert_png(path, fig=None):
+    """``path`` holds a whole PNG; ``fig``, when given, is the Figure the plot returned for it."""
+    if fig is not None:
+        from matplotlib.figure import Figure
+
+        assert isinstance(fig, Figure), type(fig)
     assert path.exists(), path
     data = path.read_bytes()
     assert len(data) > len(PNG_SIGNATURE)
@@ -71,16 +76,15 @@ def test_plots_available():
 def test_sample_grid_uint8(tmp_path, rng):
     images = rng.integers(0, 256, size=(50, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=50)
-    out = plots.sample_grid(images, labels, tmp_path / "samples.png")
-    assert out == tmp_path / "samples.png"
-    assert_png(out)
+    fig = plots.sample_grid(images, labels, tmp_path / "samples.png")
+    assert_png(tmp_path / "samples.png", fig)
 
 
 def test_sample_grid_nchw_float_fewer_than_n(tmp_path, rng):
     images = rng.random((7, 1, 28, 28)).astype(np.float32)
     labels = np.arange(7)
-    out = plots.sample_grid(images, labels, tmp_path / "sub" / "s.png", n=40, cols=10, title="seven")
-    assert_png(out)
+    fig = plots.sample_grid(images, labels, tmp_path / "sub" / "s.png", n=40, cols=10, title="seven")
+    assert_png(tmp_path / "sub" / "s.png", fig)
 
 
 @pytest.fixture
@@ -105,7 +109,7 @@ def test_colour_images_are_drawn_in_colour_with_class_names(tmp_path, rng, drawn
     images = rng.random((5, 3, 6, 7)).astype(np.float32) * 4 - 2  # normalised colour images
     shown = images if layout == "channels_first" else np.moveaxis(images, 1, -1)
     names = ["cat", "dog", "ship"]
-    assert_png(plots.sample_grid(shown, [2, 0, 1, 1, 0], tmp_path / "s.png", class_names=names))
+    assert_png(tmp_path / "s.png", plots.sample_grid(shown, [2, 0, 1, 1, 0], tmp_path / "s.png", class_names=names))
     axes = drawn[0]
     assert [ax[0] for ax in axes[:5]] == ["ship", "cat", "dog", "dog", "cat"]
     lo, hi = float(images.min()), float(images.max())
@@ -126,42 +130,44 @@ def test_confusion_matrix_and_mistakes_name_the_classes(tmp_path, rng, drawn):
 def test_training_curves_with_and_without_validation(tmp_path):
     hist = {"loss": [1.0, 0.6, 0.4], "accuracy": [0.6, 0.8, 0.9],
             "val_loss": [0.9, 0.7, 0.5], "val_accuracy": [0.7, 0.8, 0.85]}  # fmt: skip
-    assert_png(plots.training_curves(hist, tmp_path / "curves.png"))
-    assert_png(plots.training_curves({"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}, tmp_path / "c2.png"))
-    assert_png(plots.training_curves({"loss": np.array([1.0])}, tmp_path / "c3.png"))
+    assert_png(tmp_path / "curves.png", plots.training_curves(hist, tmp_path / "curves.png"))
+    assert_png(tmp_path / "c2.png",
+               plots.training_curves({"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}, tmp_path / "c2.png"))
+    assert_png(tmp_path / "c3.png", plots.training_curves({"loss": np.array([1.0])}, tmp_path / "c3.png"))
 
 
 def test_training_curves_accepts_history_object(tmp_path):
     class History:
         history = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}
 
-    assert_png(plots.training_curves(History(), tmp_path / "curves.png"))
+    assert_png(tmp_path / "curves.png", plots.training_curves(History(), tmp_path / "curves.png"))
 
 
 def test_confusion_matrix_png(tmp_path, rng):
     y = rng.integers(0, 10, size=200)
     p = np.where(rng.random(200) < 0.8, y, rng.integers(0, 10, size=200))
-    assert_png(plots.confusion_matrix(y, p, tmp_path / "confusion.png"))
+    assert_png(tmp_path / "confusion.png", plots.confusion_matrix(y, p, tmp_path / "confusion.png"))
 
 
 def test_conv_filters_png(tmp_path, rng):
-    assert_png(plots.conv_filters(rng.normal(size=(32, 1, 3, 3)), tmp_path / "f1.png"))
-    assert_png(plots.conv_filters(rng.normal(size=(4, 3, 5, 5)).astype(np.float32), tmp_path / "f3.png"))
-    assert_png(plots.conv_filters(np.zeros((2, 1, 3, 3)), tmp_path / "zeros.png"))
+    assert_png(tmp_path / "f1.png", plots.conv_filters(rng.normal(size=(32, 1, 3, 3)), tmp_path / "f1.png"))
+    assert_png(tmp_path / "f3.png",
+               plots.conv_filters(rng.normal(size=(4, 3, 5, 5)).astype(np.float32), tmp_path / "f3.png"))
+    assert_png(tmp_path / "zeros.png", plots.conv_filters(np.zeros((2, 1, 3, 3)), tmp_path / "zeros.png"))
 
 
 def test_worst_mistakes_png(tmp_path, rng):
     images = rng.integers(0, 256, size=(100, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, size=100)
     proba = make_proba(rng, 100)
-    assert_png(plots.worst_mistakes(images, y, proba, tmp_path / "mistakes.png", n=16))
+    assert_png(tmp_path / "mistakes.png", plots.worst_mistakes(images, y, proba, tmp_path / "mistakes.png", n=16))
 
 
 def test_worst_mistakes_none(tmp_path, rng):
     proba = make_proba(rng, 5)
     y = proba.argmax(1)  # every prediction right
     images = rng.random((5, 1, 28, 28))
-    assert_png(plots.worst_mistakes(images, y, proba, tmp_path / "none.png"))
+    assert_png(tmp_path / "none.png", plots.worst_mistakes(images, y, proba, tmp_path / "none.png"))
 
 
 def test_png_replaces_existing_file(tmp_path, rng):
@@ -347,7 +353,145 @@ def test_plots_take_arrays_on_another_device(tmp_path, rng):
     dev = strict.Device("device1")
     images = strict.asarray(rng.random((12, 1, 28, 28)).astype(np.float32), device=dev)
     labels = strict.asarray(rng.integers(0, 10, 12), device=dev)
-    assert_png(plots.sample_grid(images, labels, tmp_path / "grid.png", n=12))
+    assert_png(tmp_path / "grid.png", plots.sample_grid(images, labels, tmp_path / "grid.png", n=12))
     proba = strict.asarray(rng.dirichlet(np.ones(10), 12).astype(np.float32), device=dev)
-    assert_png(plots.worst_mistakes(images, labels, proba, tmp_path / "worst.png", n=4))
-    assert_png(plots.confusion_matrix(labels, strict.argmax(proba, axis=1), tmp_path / "confusion.png"))
+    assert_png(tmp_path / "worst.png", plots.worst_mistakes(images, labels, proba, tmp_path / "worst.png", n=4))
+    assert_png(tmp_path / "confusion.png",
+               plots.confusion_matrix(labels, strict.argmax(proba, axis=1), tmp_path / "confusion.png"))
+
+
+# ------------------------------------------------------------------------------------------------
+# figures returned (notebooks), the test score on the curves, the explain plots
+# ------------------------------------------------------------------------------------------------
+
+
+def _shown(ax):
+    """The pixel arrays an axes shows, in drawing order."""
+    return [np.asarray(im.get_array()) for im in ax.images]
+
+
+def test_figures_are_returned_without_a_path_and_show_inline(tmp_path, rng, monkeypatch):
+    from matplotlib.figure import Figure
+
+    monkeypatch.chdir(tmp_path)
+    figs = [plots.sample_grid(rng.integers(0, 256, (3, 8, 8), dtype=np.uint8), [0, 1, 2]),
+            plots.training_curves({"loss": [1.0, 0.5]}),
+            plots.confusion_matrix([0, 1], [1, 1], num_classes=2),
+            plots.conv_filters(rng.normal(size=(2, 1, 3, 3))),
+            plots.worst_mistakes(np.zeros((2, 8, 8)), [0, 1], np.array([[0.1, 0.9], [0.2, 0.8]])),
+            plots.feature_maps(rng.random((3, 5, 5))),
+            plots.saliency(rng.random((8, 8)), rng.random((8, 8))),
+            plots.grad_cam(rng.random((8, 8)), rng.random((8, 8)))]
+    assert not list(tmp_path.iterdir())  # no path: nothing written
+    for fig in figs:
+        assert isinstance(fig, Figure) and fig.axes
+        assert fig._repr_png_()[:8] == PNG_SIGNATURE  # what a notebook calls to show it inline
+    try:
+        from IPython.core.interactiveshell import InteractiveShell
+    except ImportError:
+        return
+    data, _ = InteractiveShell.instance().display_formatter.format(figs[1])
+    assert data["image/png"][:8] == PNG_SIGNATURE
+
+
+def test_figure_written_to_path_is_still_whole(tmp_path):
+    fig = plots.training_curves({"loss": [1.0, 0.5]}, tmp_path / "c.png")
+    assert_png(tmp_path / "c.png", fig)
+    assert len(fig.axes) == 2 and fig.axes[0].lines  # not cleared: the caller can show or save it again
+    fig.savefig(tmp_path / "again.png")
+    assert_png(tmp_path / "again.png")
+
+
+def test_training_curves_mark_the_test_score(tmp_path):
+    hist = {"loss": [1.0, 0.6, 0.4], "accuracy": [0.6, 0.8, 0.985]}  # no validation: the default CLI run
+    fig = plots.training_curves(hist, tmp_path / "c.png", test={"accuracy": 0.932, "loss": 0.25, "n": 100})
+    assert_png(tmp_path / "c.png", fig)
+    for ax, value, shown in zip(fig.axes[:2], (0.25, 0.932), ("test 0.2500", "test 93.20%")):
+        lines = [line for line in ax.lines if line.get_label() == "test"]
+        assert len(lines) == 1
+        np.testing.assert_array_equal(lines[0].get_ydata(), [value, value])
+        assert shown in ax.get_title()
+        assert "test" in [t.get_text() for t in ax.get_legend().get_texts()]
+    only = plots.training_curves(hist, test={"accuracy": np.float32(0.5)})  # one key: one panel marked
+    assert [len([ln for ln in ax.lines if ln.get_label() == "test"]) for ax in only.axes[:2]] == [0, 1]
+    plain = plots.training_curves(hist)
+    assert not [ln for ax in plain.axes for ln in ax.lines if ln.get_label() == "test"]
+    for bad in ([0.9], {"accuracy": float("nan")}, {"loss": "low"}):
+        with pytest.raises(ValueError, match="test"):
+            plots.training_curves(hist, test=bad)
+
+
+def test_save_all_marks_the_test_score_on_the_curves(tmp_path, drawn):
+    plots.save_all(tmp_path, history={"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}, test={"accuracy": 0.6})
+    assert drawn[0][1][0] == "accuracy per epoch (test 60.00%)"
+
+
+def test_cli_curves_get_the_final_test_score(tmp_path, monkeypatch):
+    """``portacnn train`` passes its final test result to the curves."""
+    import portacnn as pc
+    from portacnn.cli import train
+
+    seen = {}
+
+    def save_all(out, **kwargs):
+        seen.update(kwargs)
+        return []
+
+    monkeypatch.setattr(plots, "save_all", save_all)
+
+    class Args:
+        data = None
+
+    class Recipe:
+        augment = None
+
+        def augmentation(self):
+            return None
+
+    class History:
+        history = {"loss": [1.0]}
+
+    x, y = np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, int)
+    train._draw(tmp_path, pc.models.seed_cnn(), History(), x, y, x, y, Args(), Recipe(),
+                {"accuracy": 0.93, "loss": 0.2, "n": 4})
+    assert seen["test"] == {"accuracy": 0.93, "loss": 0.2}
+
+
+def test_feature_maps_plot_shows_each_map(rng):
+    maps = rng.normal(size=(5, 6, 7)).astype(np.float32)
+    fig = plots.feature_maps(maps, cols=3)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 5
+    for k, ax in enumerate(panels):
+        np.testing.assert_array_equal(_shown(ax)[0], maps[k])
+        assert ax.get_title() == f"channel {k}"
+        assert ax.images[0].get_clim() == (float(maps.min()), float(maps.max()))  # one shared scale
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 5 + 1  # the maps and the colour bar
+    assert len([ax for ax in plots.feature_maps(maps, max_maps=2).axes if ax.images]) == 2
+    with pytest.raises(ValueError, match="maps"):
+        plots.feature_maps(rng.random(10))  # a flat layer's output
+
+
+@pytest.mark.parametrize("draw", ["saliency", "grad_cam"])
+def test_saliency_and_grad_cam_plots_show_image_map_and_overlay(rng, draw):
+    image = rng.integers(0, 256, (1, 9, 8), dtype=np.uint8)
+    heat = rng.random((9, 8))
+    fig = getattr(plots, draw)(image, heat, title="why")
+    image_ax, map_ax, over_ax = fig.axes[:3]
+    np.testing.assert_array_equal(_shown(image_ax)[0], image[0])
+    np.testing.assert_array_equal(_shown(map_ax)[0], heat)
+    grey, top = _shown(over_ax)
+    np.testing.assert_array_equal(grey, image[0])
+    np.testing.assert_array_equal(top, heat)
+    assert fig.get_suptitle() == "why"
+    colour = rng.random((3, 9, 8)).astype(np.float32)  # colour images show in colour, their map over a grey copy
+    fig = getattr(plots, draw)(colour, heat)
+    assert _shown(fig.axes[0])[0].shape == (9, 8, 3)
+    np.testing.assert_allclose(_shown(fig.axes[2])[0], colour.mean(axis=0), rtol=1e-6)
+    assert "(all zero)" in getattr(plots, draw)(image, np.zeros((9, 8))).axes[1].get_title()
+    with pytest.raises(ValueError, match="shape"):
+        getattr(plots, draw)(image, rng.random((8, 8)))
+    with pytest.raises(ValueError, match="NaN"):
+        getattr(plots, draw)(image, np.full((9, 8), np.nan))
+    with pytest.raises(ValueError, match="one image"):
+        getattr(plots, draw)(rng.random((2, 3, 9, 8)), heat)

@@ -163,7 +163,8 @@ def test_synopsis_values_are_accepted_and_complete():
     """Each ``--flag a|b`` value in the synopsis parses, and each choice the parser offers is written there
     (aliases of model names excepted: the README writes the canonical names)."""
     subs = _subparsers()
-    positional = {"evaluate": ["m.safetensors"], "predict": ["m.safetensors", "x.png"]}
+    positional = {"evaluate": ["m.safetensors"], "predict": ["m.safetensors", "x.png"],
+                  "explain": ["m.safetensors", "x.png"]}
     for command, text in _synopsis().items():
         options = _options(subs[command])
         for flag, values in _alternatives(text).items():

@@ -1,4 +1,4 @@
-"""The ``portacnn`` command: train, evaluate, predict, export, info.
+"""The ``portacnn`` command: train, evaluate, predict, explain, export, info.
 
 Every failure a user can cause (bad flags, bad files, a missing GPU, bad environment variables, running
 out of memory) ends with one line on stderr and exit code 2; a diverged training run exits 1; Ctrl-C saves
@@ -9,8 +9,8 @@ a checkpoint and exits 130, SIGTERM does the same and exits 143 (a second signal
 claims the output folder, writes files and prints; the other ranks train silently, and every rank exits with the
 same code.
 
-The commands live in :mod:`.train` (its recipe in :mod:`portacnn.recipe`) and :mod:`.commands`, the parser in
-:mod:`.parser`.
+The commands live in :mod:`.train` (its recipe in :mod:`portacnn.recipe`), :mod:`.commands` and :mod:`.explain`, the
+parser in :mod:`.parser`.
 """
 
 from __future__ import annotations
@@ -23,14 +23,15 @@ from ..backend import BackendUnavailableError, check_environment
 from ..data import limits
 from .commands import cmd_evaluate, cmd_export, cmd_info, cmd_predict
 from .common import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from .explain import cmd_explain
 from .parser import build_parser
 from .train import _out_folder, cmd_train
 
 __all__ = ["COMMANDS", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_USAGE", "UsageError", "_out_folder", "build_parser",
            "main"]
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
-            "info": cmd_info}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain,
+            "export": cmd_export, "info": cmd_info}
 
 
 def main(argv=None) -> int:

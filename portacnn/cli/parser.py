@@ -171,6 +171,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
     _common(pr)
 
+    ex = sub.add_parser("explain", help="draw what a saved model looks at in one image: a layer's feature maps, the "
+                                        "saliency map and Grad-CAM (pip install 'portacnn[plot]')")
+    ex.add_argument("model", help="a .safetensors checkpoint written by portacnn")
+    ex.add_argument("image", help="one PNG/JPEG image file, read as predict reads it")
+    ex.add_argument("--out", metavar="DIR", default=None,
+                    help="the folder to write feature_maps.png, saliency.png and grad_cam.png to (default: the "
+                         "image's name without its suffix, then -explain, in the current folder)")
+    ex.add_argument("--layer", metavar="N", default=None,
+                    help="the layer whose feature maps are drawn and which Grad-CAM uses: its index in the model "
+                         "(negative: from the end) or its name in the model's summary, such as 4.body.1 (default: the "
+                         "last layer whose output is images)")
+    ex.add_argument("--class", dest="class_id", metavar="C", default=None,
+                    help="the class to explain, by id or name (default: the predicted class)")
+    ex.add_argument("--invert", action="store_true",
+                    help="the image is dark on a light background (the Kannada models learnt light digits on black)")
+    ex.add_argument("--resize", choices=RESIZE_MODES, default="auto",
+                    help="an image of another size than the model's: as for predict (auto, stretch, pad or crop)")
+    ex.add_argument("--allow-unsigned", action="store_true",
+                    help="load a checkpoint without a SHA-256 (a foreign file; portacnn always writes one)")
+    ex.add_argument("--backend", choices=KNOWN_BACKENDS, default=None,
+                    help="array backend (default: $PORTACNN_BACKEND or numpy)")
+    ex.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
     x = sub.add_parser("export", help="write a checkpoint as an ONNX model (pip install 'portacnn[onnx]')")
     x.add_argument("model", help="a .safetensors checkpoint written by portacnn")
     x.add_argument("output", help="the .onnx file to write")

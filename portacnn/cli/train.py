@@ -235,7 +235,7 @@ def _train_into(args, recipe, out, model, optimizer, train, test_set, extra, not
     if not rank0:
         return 0  # the other ranks draw, write and print nothing
     if not args.no_plots:
-        result["plots"] = _draw(out, model, history, xtr, ytr, xte, yte, args, recipe)
+        result["plots"] = _draw(out, model, history, xtr, ytr, xte, yte, args, recipe, test)
     written = [str(p) for p in (ckpt, out / "history.json") if p.is_file()]  # say "saved" only of what exists
     _say(args, f"test accuracy {test['accuracy'] * 100:.2f} % (loss {test['loss']:.4f}) on {test['n']} images"
                + (f"; tutorial held-out accuracy {result['heldout_accuracy'] * 100:.2f} %" if "heldout_accuracy" in result else ""),
@@ -245,7 +245,8 @@ def _train_into(args, recipe, out, model, optimizer, train, test_set, extra, not
     return 0
 
 
-def _draw(out, model, history, xtr, ytr, xte, yte, args, recipe):
+def _draw(out, model, history, xtr, ytr, xte, yte, args, recipe, test=None):
+    """The run's figures in ``out``; the curves mark ``test``, the final test score (``evaluate``'s dict)."""
     if not plots.plots_available():
         print("portacnn: note: matplotlib is not installed, so no plots were drawn (pip install 'portacnn[plot]')",
               file=sys.stderr)
@@ -257,11 +258,13 @@ def _draw(out, model, history, xtr, ytr, xte, yte, args, recipe):
         images=xte, y_true=yte, proba=model.predict_proba(xte),
         sample_images=xtr[:40], sample_labels=ytr[:40], class_names=model.class_names,
         title="Kannada-MNIST samples" if args.data is None else f"Samples of {Path(args.data).name}",
+        test=None if test is None else {"accuracy": test["accuracy"], "loss": test["loss"]},
     )
     transform = recipe.augmentation()
     if transform is not None:  # the same samples as the training run's augmentation draws them
         shown = transform(xtr[:40], np.random.default_rng([recipe.seed, 0]))
-        paths.append(plots.sample_grid(shown, ytr[:40], out / "augmented.png", class_names=model.class_names,
-                                       title=f"Training samples, {recipe.augment} augmentation"))
+        plots.sample_grid(shown, ytr[:40], out / "augmented.png", class_names=model.class_names,
+                          title=f"Training samples, {recipe.augment} augmentation").clear()
+        paths.append(out / "augmented.png")
     _say(args, "plots: " + ", ".join(str(p) for p in paths))
     return [str(p) for p in paths]
