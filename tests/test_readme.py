@@ -1,12 +1,16 @@
-"""The README against the code: its Quick start commands, its command-line synopsis and its model names.
+"""The README and the documentation pages against the code: the Quick start commands, the command-line
+synopsis and the model names.
 
 * The Quick start block's two lines are exactly the install-and-train line and the line ``.ci/run`` executes.
-* The synopsis block under "## Command line" lists every subcommand and every flag of
+* The synopsis block under "## Command line" in the README lists every subcommand and every flag of
   ``portacnn.cli.build_parser()``, and nothing the parser does not have: adding a flag without documenting it
-  (or documenting one that does not exist) fails here.
-* Every model name written after ``--model`` anywhere in the README is one the code knows (a key of
-  ``portacnn.models.MODELS`` or of an alias table in ``portacnn.models``) and the parser accepts; the synopsis
-  names every network of the zoo; every ``pc.models.NAME`` in the README exists.
+  (or documenting one that does not exist) fails here. (The site's Command line page shows this same block,
+  taken from the README when the site is built: ``tools/docs/hooks.py``, checked by tests/test_docs.py.)
+* Every model name written after ``--model`` anywhere in the README or on the documentation pages
+  (``docs/**/*.md`` and the tutorial notebook) is one the code knows (a key of ``portacnn.models.MODELS`` or of
+  an alias table in ``portacnn.models``) and the parser accepts; the synopsis names every network of the zoo;
+  every ``pc.models.NAME(...)`` written there exists. Most of the README's prose moved to the pages, so these
+  checks read both, and require the pages to hold such names (a check that found nothing to check fails).
 
 Pure text and argparse: no training, no data, well under a second.
 """
@@ -17,7 +21,9 @@ import argparse
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
 QUICK_START = [
     'pip install ".[plot]" && portacnn train',
@@ -29,6 +35,22 @@ FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 
 def _text() -> str:
     return README.read_text(encoding="utf-8")
+
+
+def _user_docs() -> dict[str, str]:
+    """{path relative to the repository: text} of the README, every Markdown page under docs/ and the text of
+    every cell of the notebooks there."""
+    import json
+
+    texts = {"README.md": _text()}
+    pages = sorted(DOCS.rglob("*.md"))
+    assert pages, f"no documentation pages under {DOCS}"
+    for page in pages:
+        texts[str(page.relative_to(ROOT))] = page.read_text(encoding="utf-8")
+    for notebook in sorted(DOCS.rglob("*.ipynb")):
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        texts[str(notebook.relative_to(ROOT))] = "\n".join("".join(c["source"]) for c in cells)
+    return texts
 
 
 def _section(title: str) -> list[str]:
@@ -177,16 +199,19 @@ def test_synopsis_values_are_accepted_and_complete():
                 assert not missing, f"README synopsis: 'portacnn {command} {flag}' omits {sorted(missing)}"
 
 
-# -- (c) model names ---------------------------------------------------------------------------------------
-def test_model_names_in_readme_exist():
+# -- (c) model names, in the README and on the documentation pages -------------------------------------------
+def test_model_names_in_docs_exist():
     known = _model_names()
-    written = set()
-    for value in re.findall(r"--model[ =]([\w|]+)", _text()):
-        written.update(v for v in value.split("|") if v)
-    assert written, "the README names no network after --model"
-    unknown = sorted(written - set(known))
-    assert not unknown, (f"the README writes --model {unknown}, which portacnn.models does not know "
-                         f"(MODELS and aliases: {sorted(known)})")
+    written = {}  # name -> the files that write it
+    for path, text in _user_docs().items():
+        for value in re.findall(r"--model[ =]([\w|]+)", text):
+            for name in filter(None, value.split("|")):
+                written.setdefault(name, set()).add(path)
+    assert any(path != "README.md" for paths in written.values() for path in paths), \
+        "no documentation page under docs/ names a network after --model"
+    unknown = {name: sorted(paths) for name, paths in written.items() if name not in known}
+    assert not unknown, (f"--model names that portacnn.models does not know (MODELS and aliases: {sorted(known)}), "
+                         f"with where they are written: {unknown}")
     for name in written:
         assert _parses(["train", "--model", name]), f"'portacnn train --model {name}' is rejected by the parser"
 
@@ -204,7 +229,12 @@ def test_synopsis_names_every_network():
 def test_python_api_model_builders_exist():
     from portacnn import models
 
-    names = set(re.findall(r"pc\.models\.(\w+)\(", _text()))
-    assert names, "the README shows no pc.models.NAME() call"
-    for name in sorted(names):
-        assert callable(getattr(models, name, None)), f"the README calls pc.models.{name}(), which does not exist"
+    written = {}
+    for path, text in _user_docs().items():
+        for name in re.findall(r"pc\.models\.(\w+)\(", text):
+            written.setdefault(name, set()).add(path)
+    assert any(path != "README.md" for paths in written.values() for path in paths), \
+        "no documentation page under docs/ shows a pc.models.NAME() call"
+    for name, paths in sorted(written.items()):
+        assert callable(getattr(models, name, None)), \
+            f"{sorted(paths)} call pc.models.{name}(), which does not exist"
