@@ -1,26 +1,27 @@
 """What the network looks at, for one image: feature maps, saliency and Grad-CAM.
 
-With ``x`` the model's input (1, C, H, W), ``y = model(x)`` the logits and ``y_k`` the score of class ``k``
+With ``x`` the model's input (1, C, H, W), ``y = model(x)`` the logits and ``y_c`` the score of class ``c``
 (the logit, before the softmax; the predicted class unless one is named):
 
-* :func:`feature_maps` (model, image, layer): the activations ``A`` (K, h, w) a layer gives for the image: what
-  each of its channels responds to.
-* :func:`saliency` (model, image, class_id), after Simonyan, Vedaldi and Zisserman (2014), "Deep Inside
-  Convolutional Networks"::
+:func:`feature_maps` (model, image, layer) gives the activations ``A`` (K, h, w) a layer computes for the image:
+what each of its K channels responds to.
 
-      S[i, j] = max_c | d y_k / d x[c, i, j] |            (H, W): which pixels change the score most
+:func:`saliency` (model, image, class_id) follows Simonyan, Vedaldi and Zisserman (2014), "Deep Inside
+Convolutional Networks"; the channels are reduced by the maximum of the absolute value, as in the paper (a grey
+image has one)::
 
-  The channels are reduced by the maximum of the absolute value, as in the paper (a grey image has one).
-* :func:`grad_cam` (model, image, class_id, layer), after Selvaraju et al. (2017), "Grad-CAM: Visual
-  Explanations from Deep Networks via Gradient-based Localization"::
+    S[i, j] = max_ch | d y_c / d x[ch, i, j] |           (H, W): which pixels change the score most
 
-      alpha_k = mean_{i,j} d y_k / d A[k, i, j]           (K,): how much channel k matters for class k
-      cam     = ReLU( sum_k alpha_k A[k] )                 (h, w): where the evidence for the class lies
+:func:`grad_cam` (model, image, class_id, layer) follows Selvaraju et al. (2017), "Grad-CAM: Visual Explanations
+from Deep Networks via Gradient-based Localization"::
 
-  then resized to the input's H x W by bilinear interpolation with half-pixel centres (what
-  ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` computes) and divided by its maximum,
-  so it lies in [0, 1] (all zeros when no location speaks for the class). ``A`` is by default the output of the
-  last layer whose output is images (C, H, W), the layer before the network flattens or pools them away.
+    alpha_k = mean_{i,j} d y_c / d A[k, i, j]            (K,): how much channel k matters for class c
+    cam     = ReLU( sum_k alpha_k A[k] )                  (h, w): where the evidence for the class lies
+
+then resized to the input's H x W by bilinear interpolation with half-pixel centres (what
+``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` computes) and divided by its maximum,
+so it lies in [0, 1] (all zeros when no location speaks for the class). ``A`` is by default the output of the
+last layer whose output is images (C, H, W), the layer before the network flattens or pools them away.
 
 ``layer`` is an index into ``model.layers`` (negative ones count from the end), or its name as ``model.summary()``
 shows it: ``"3"``, or ``"4.body.1"`` for a layer inside a :class:`~portacnn.layers.Residual`.
