@@ -30,7 +30,8 @@ Everything is computed in the model's own backend, namespace and dtype, from the
 passes (``forward(x, training=False)``: BatchNorm normalises with its running statistics and Dropout passes
 everything, as in inference); only the finished map comes to the host, as a NumPy array. The image is anything
 ``model.predict`` takes, for one image: raw integer pixels (read by the model's preprocessing, as predict reads
-them) or float model input, (H, W), (C, H, W), channels-last (H, W, C), or a batch of one.
+them) as (H, W), (C, H, W), channels-last (H, W, C) or a batch of one; or float model input as (C, H, W) or a
+batch of one (floats are used as they are, channels first, as ``predict`` takes them).
 
 Nothing of the model changes: weights and buffers (running statistics) stay as they were, every
 ``Parameter.grad`` is put back as it was before the call (the same array, or None), and what the layers kept for
