@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from .data.layout import CHANNELS
+from .data.layout import CHANNELS, to_channels_first
 from .validation import Integer, NoneValue, Options, Pair, Real, Rule, _short, check, check_all
 
 #: how image files are resized to the model's size: Pillow's LANCZOS filter, what every portacnn reader uses
@@ -63,15 +63,6 @@ def raw_shape(shape, layout: str = "auto") -> tuple[int, int, int, int]:
     axes = channels_first_axes(shape, layout)
     shape = tuple(int(d) for d in shape)
     return (shape[0], 1, shape[1], shape[2]) if axes is None else tuple(shape[a] for a in axes)
-
-
-def to_channels_first(images, layout: str = "auto"):
-    """Raw images of any library as channels-first (N, C, H, W), in their own library (a view where it can)."""
-    from array_api_compat import array_namespace
-
-    xp = array_namespace(images)
-    axes = channels_first_axes(images.shape, layout)
-    return xp.expand_dims(images, axis=1) if axes is None else xp.permute_dims(images, axes)
 
 
 def border_levels(images) -> np.ndarray:
@@ -160,16 +151,18 @@ class Preprocessing:
     def from_images(cls, images, normalize: bool = False, resample: str = "lanczos", layout: str = "auto"):
         """The preprocessing of a model trained on ``images`` (raw integer pixels 0..255, host arrays):
         their channels and size, their border level, and with ``normalize`` their per-channel mean and
-        standard deviation (of pixels scaled to [0, 1], computed in float64 one channel at a time)."""
+        standard deviation (of pixels scaled to [0, 1], computed in float64 from each channel's counts of the 256
+        pixel values)."""
         a = _host_raw(images, "images", layout)
         n, c, h, w = a.shape
         mean = std = None
         if normalize:
             mean, std = [], []
-            for k in range(c):
-                plane = a[:, k]
-                m = float(plane.mean(dtype=np.float64)) / 255.0
-                s = float(np.sqrt(np.mean((plane.astype(np.float64) / 255.0 - m) ** 2)))
+            levels = np.arange(256, dtype=np.float64) / 255.0
+            for k in range(c):  # from the counts of each pixel value: exact, and no float64 copy of the images
+                counts = np.bincount(a[:, k].reshape(-1).astype(np.intp, copy=False), minlength=256)
+                m = float(counts @ levels) / counts.sum()
+                s = float(np.sqrt(counts @ (levels - m) ** 2 / counts.sum()))
                 if not s > 1e-6:
                     raise ValueError(f"cannot normalise: channel {k} of the training images is constant")
                 mean.append(m)
@@ -243,7 +236,11 @@ class Preprocessing:
         takes: what reading them in the model does, for code that needs the floats themselves."""
         a = _host_raw(images, "images")
         self.check_shape(a.shape, "images")
-        return self.apply(a.astype(dtype), np, np.dtype(dtype))
+        out = np.empty(a.shape, dtype=dtype)
+        step = max(1, (64 << 20) // max(1, out[:1].nbytes))  # 64 MiB of rows at a time: no full-size temporaries
+        for lo in range(0, a.shape[0], step):
+            out[lo:lo + step] = self.apply(a[lo:lo + step].astype(dtype), np, np.dtype(dtype))
+        return out
 
     def questions(self, images, names=None, were_inverted: bool = False) -> list[str]:
         """What looks wrong about host raw channels-first ``images`` (N, C, H, W) compared with the training
@@ -254,7 +251,7 @@ class Preprocessing:
         images were inverted already (``--invert``), so a reversed polarity points at that, not at inverting."""
         if self.border is None or images.shape[0] == 0:
             return []
-        a = np.asarray(to_channels_first(np.asarray(images)))
+        a = to_channels_first(images)
         rows = np.arange(a.shape[0])
         if a.shape[0] > BORDER_SAMPLE:  # evenly spread rows: cheap for a million images
             rows = np.linspace(0, a.shape[0] - 1, BORDER_SAMPLE).astype(np.int64)
@@ -316,11 +313,10 @@ def _host_raw(images, what: str, layout: str = "auto") -> np.ndarray:
     a = np.asarray(images)
     if a.dtype.kind not in "iu":
         raise ValueError(f"{what} must hold raw integer pixels 0..255 (e.g. uint8); got dtype {a.dtype}")
-    a = np.asarray(to_channels_first(a, layout))
+    a = to_channels_first(a, layout)
     if a.shape[0] == 0:
         raise ValueError(f"{what} is empty (0 images)")
-    if a.dtype != np.uint8 and (int(a.min()) < 0 or int(a.max()) > 255):
-        raise ValueError(f"{what} must hold pixels in 0..255; got {int(a.min())}..{int(a.max())}")
+    check_raw_values(a, what)
     return a
 
 
@@ -338,4 +334,4 @@ def check_raw_values(x, what: str = "x") -> None:
 
 
 __all__ = ["CHANNELS", "InputWarning", "Preprocessing", "RESAMPLE", "border_levels", "channels_first_axes",
-           "raw_shape", "to_channels_first"]
+           "raw_shape"]

@@ -390,7 +390,8 @@ def test_bad_arguments(make, match):
         assert info.type is ValueError and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("t", [RandomAffine(), RandomErasing()], ids=["affine", "erasing"])
+@pytest.mark.parametrize("t", [RandomAffine(), RandomErasing(), augment.RandomCrop(), augment.RandomHorizontalFlip()],
+                         ids=["affine", "erasing", "crop", "flip"])
 def test_bad_calls(t):
     with pytest.raises(ValueError, match=r"expects a batch of shape \(N, C, H, W\)"):
         t(np.zeros((2, 5, 5)), np.random.default_rng(0))
@@ -398,6 +399,8 @@ def test_bad_calls(t):
         t(np.zeros((2, 1, 5, 5), dtype=np.uint8), np.random.default_rng(0))
     with pytest.raises(ValueError, match="needs rng, a numpy.random.Generator"):
         t(np.zeros((2, 1, 5, 5)), 0)
+    with pytest.raises(ValueError, match="needs rng, a numpy.random.Generator"):
+        t(np.zeros((2, 1, 5, 5)), np.random.RandomState(0))
     with pytest.raises(ValueError, match="needs rng"):
         t(np.zeros((2, 1, 5, 5)), np.random.RandomState(0))
 

@@ -242,16 +242,6 @@ def test_bad_arguments(make, match):
         assert info.type is ValueError and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("t", [RandomCrop(), RandomHorizontalFlip()], ids=["crop", "flip"])
-def test_bad_calls(t):
-    with pytest.raises(ValueError, match=r"expects a batch of shape \(N, C, H, W\)"):
-        t(np.zeros((2, 5, 5)), np.random.default_rng(0))
-    with pytest.raises(ValueError, match="expects a real floating batch"):
-        t(np.zeros((2, 1, 5, 5), dtype=np.uint8), np.random.default_rng(0))
-    with pytest.raises(ValueError, match="needs rng, a numpy.random.Generator"):
-        t(np.zeros((2, 1, 5, 5)), np.random.RandomState(0))
-
-
 def test_a_window_larger_than_the_padded_image_is_refused_before_drawing():
     rng = np.random.default_rng(0)
     state = copy.deepcopy(rng.bit_generator.state)

@@ -121,6 +121,13 @@ class Transform:
     def __call__(self, x, rng):
         raise NotImplementedError
 
+    def _checked(self, x, rng) -> tuple[int, int, int]:
+        """(N, H, W) of batch ``x`` once it and ``rng`` are checked (what every call starts with)."""
+        check_batch(self, x)
+        check_rng(self, rng)
+        n, _, h, w = (int(d) for d in x.shape)
+        return n, h, w
+
     @classmethod
     def from_config(cls, config: dict) -> Transform:
         cfg = dict(config)
@@ -217,9 +224,7 @@ class RandomAffine(Transform):
                                (params["shear_x"], params["shear_y"]), height, width)
 
     def __call__(self, x, rng):
-        check_batch(self, x)
-        check_rng(self, rng)
-        n, _, h, w = (int(d) for d in x.shape)
+        n, h, w = self._checked(x, rng)
         self.check_fits(x.dtype, h, w)
         params = self.sample_params(n, h, w, rng)
         if self.is_identity:
@@ -252,9 +257,7 @@ class RandomErasing(Transform):
         return erase_boxes(rng.random((n, self.draws_per_image)), height, width, self.p, self.scale, self.ratio)
 
     def __call__(self, x, rng):
-        check_batch(self, x)
-        check_rng(self, rng)
-        n, _, h, w = (int(d) for d in x.shape)
+        n, h, w = self._checked(x, rng)
         check(self.value, dtype_values(x.dtype), "RandomErasing value")  # 1e300 is inf in float32
         boxes = self.sample_boxes(n, h, w, rng)
         if not np.any(boxes[:, 2] * boxes[:, 3]):
@@ -297,9 +300,7 @@ class RandomCrop(Transform):
         return np.minimum(np.floor(rng.random((n, 2)) * positions).astype(np.int64), positions - 1)
 
     def __call__(self, x, rng):
-        check_batch(self, x)
-        check_rng(self, rng)
-        n, _, h, w = (int(d) for d in x.shape)
+        n, h, w = self._checked(x, rng)
         check(self.fill, dtype_values(x.dtype), "RandomCrop fill")  # 1e300 is inf in float32
         corners = self.sample_corners(n, h, w, rng)
         size = self.output_size(h, w)
@@ -325,9 +326,8 @@ class RandomHorizontalFlip(Transform):
         return rng.random(n) < self.p
 
     def __call__(self, x, rng):
-        check_batch(self, x)
-        check_rng(self, rng)
-        which = self.sample_flips(int(x.shape[0]), rng)
+        n, _, _ = self._checked(x, rng)
+        which = self.sample_flips(n, rng)
         if not which.any():
             return x
         return flip_horizontal(x, which)
