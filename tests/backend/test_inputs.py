@@ -231,6 +231,30 @@ def test_model_builds_trains_and_predicts_under_cupy_conventions(cupy_like, dtyp
     np.testing.assert_array_equal(model.predict_proba(x), reference.predict_proba(x))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_raw_images_are_read_under_cupy_conventions_in_the_models_dtype(cupy_like, dtype):
+    """What a CuPy model does with raw uint8 images, run on the host: the layout, scaling and per-channel
+    normalisation happen on the model's side in its dtype (no float64 in a float32 model), and train and predict
+    as on NumPy, bit for bit."""
+    from portacnn.inputs import images
+    from portacnn.preprocessing import Preprocessing
+
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, (16, 12, 12, 3), dtype=np.uint8)  # channels-last colour
+    y = rng.integers(0, 10, 16)
+    prep = Preprocessing.from_images(raw, normalize=True)
+    models = [pc.models.seed_cnn(backend=b, dtype=dtype, seed=0, workers=1, input_shape=(3, 12, 12))
+              for b in (cupy_like, None)]
+    batch = None
+    for m in models:
+        m.preprocessing = prep
+        batch = images(raw, m).rows(slice(0, 4)) if batch is None else batch
+        m.fit(raw, y, epochs=1, batch_size=8, progress=False)
+    assert batch.dtype == np.dtype(dtype) and batch.shape == (4, 3, 12, 12)
+    np.testing.assert_allclose(batch, prep.to_model_input(raw[:4], dtype), rtol=0, atol=0)
+    np.testing.assert_array_equal(models[0].predict_proba(raw), models[1].predict_proba(raw))
+
+
 @pytest.mark.parametrize("dtype_spelling", [np.float32, np.dtype("float64"), "float32", "float64"])
 def test_sequential_accepts_numpy_dtype_objects(backend, dtype_spelling):
     model = pc.models.lenet5(backend=backend, dtype=dtype_spelling, seed=0)
