@@ -86,6 +86,11 @@ def read_images(paths, model=None, preprocessing: Preprocessing | None = None, r
         prep = Preprocessing.for_shape(shape)
     size, channels = tuple(prep.size), prep.channels
     fill = 0 if prep.border is None else int(round(prep.border * 255))
+    limit = data.limits.MAX_DATA_BYTES  # the data readers' limit, on what these files decode to
+    need, allowed = len(paths) * channels * size[0] * size[1], limit.get()
+    if need > allowed:
+        raise data.DataError(f"{len(paths)} image files of {channels}x{size[0]}x{size[1]} = {need} {limit.unit}, over "
+                             f"the limit of {limit.text(allowed)} set by {limit.env} -- {limit.hint(need)}")
     out = np.empty((len(paths), channels, *size), np.uint8)
     coloured, resized, shaped = [], [], []
     for i, path in enumerate(paths):

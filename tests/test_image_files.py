@@ -149,3 +149,14 @@ def test_an_older_checkpoint_without_an_input_shape_reads_image_files_at_their_s
     assert cli.main(["predict", fixture, str(path), "--allow-unsigned", "--json"]) == 0
     said = json.loads(capsys.readouterr().out)["predictions"][0]["class"]
     assert said == int(model.predict(digit[None, None] / np.float32(255))[0])
+
+
+def test_the_data_limit_bounds_what_the_files_decode_to(tmp_path, monkeypatch):
+    paths = [_save(tmp_path / f"{k}.png", np.zeros((8, 8))) for k in range(3)]
+    monkeypatch.setenv("PORTACNN_MAX_DATA_BYTES", "150")
+    with pytest.raises(DataError) as err:
+        read_images(paths, preprocessing=GREY)  # 3 x 64 bytes
+    text = str(err.value)
+    assert "3 image files of 1x8x8 = 192 bytes" in text and "PORTACNN_MAX_DATA_BYTES" in text and "\n" not in text
+    monkeypatch.setenv("PORTACNN_MAX_DATA_BYTES", "192")
+    assert read_images(paths, preprocessing=GREY).shape == (3, 1, 8, 8)
