@@ -24,7 +24,7 @@ import numpy as np
 
 from array_api_compat import array_namespace, device
 
-from .backend import is_dask_array, namespace_name, numpy_dtype, on_host, to_host
+from .backend import is_dask_array, namespace_name, numpy_dtype, on_host, to_host, wide_dtypes
 from .preprocessing import BORDER_SAMPLE, Preprocessing, channels_first_axes, check_raw_values, raw_shape
 
 
@@ -113,7 +113,7 @@ class Images:
         xp = array_namespace(x)
         if bool(xp.all(xp.isfinite(x))):
             return
-        bad = int(xp.sum(xp.astype(~xp.isfinite(x), xp.int64)))
+        bad = int(xp.sum(xp.astype(~xp.isfinite(x), wide_dtypes(xp)[0])))
         raise ValueError(f"{self.what} holds {bad} NaN or infinite values; clean the input first")
 
     def rows(self, idx):

@@ -10,7 +10,7 @@ import numbers
 
 from array_api_compat import array_namespace, device
 
-from .backend import asarray_like
+from .backend import asarray_like, wide_dtypes
 from .validation import _short
 
 
@@ -57,8 +57,9 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: b
         raise ValueError(f"labels must have shape ({n},) to match logits {tuple(logits.shape)}; got {tuple(labels.shape)}")
     if not xp.isdtype(labels.dtype, "integral"):
         raise ValueError(f"labels must be integer class ids; got dtype {labels.dtype}")
-    if labels.dtype != xp.int64:  # uint64 does not promote with int64, and torch has no min() for it
-        labels = xp.astype(labels, xp.int64)  # a uint64 label >= 2**63 wraps negative: the check refuses it
+    index_dtype = wide_dtypes(xp)[0]  # int64 (int32 on JAX without 64-bit arrays)
+    if labels.dtype != index_dtype:  # uint64 does not promote with int64, and torch has no min() for it
+        labels = xp.astype(labels, index_dtype)  # a uint64 label >= 2**63 wraps negative: the check refuses it
     if check and n > 0:
         lo, hi = int(xp.min(labels)), int(xp.max(labels))
         if lo < 0 or hi >= c:

@@ -20,6 +20,7 @@ import pytest
 import portacnn as pc
 
 TORCH_IMPORTABLE = importlib.util.find_spec("torch") is not None
+JAX_IMPORTABLE = importlib.util.find_spec("jax") is not None
 
 BACKEND_PARAMS = [
     pytest.param("numpy", id="numpy"),
@@ -29,6 +30,7 @@ BACKEND_PARAMS = [
         id="torch",
         marks=pytest.mark.skipif(not TORCH_IMPORTABLE, reason="torch is not installed"),
     ),
+    pytest.param("jax", id="jax", marks=pytest.mark.skipif(not JAX_IMPORTABLE, reason="jax is not installed")),
     pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
 ]
 
@@ -40,6 +42,13 @@ TOLERANCES = {"float32": 1e-5, "float64": 1e-10}
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a usable CUDA device (CuPy backend)")
+    if JAX_IMPORTABLE:
+        # float64 tests need JAX's 64-bit arrays; float32 tests then also catch any silent promotion to float64
+        # (without x64 JAX would turn it back into float32, hiding it). tests/backend/test_jax.py checks a
+        # process without it.
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
     if TORCH_IMPORTABLE:
         # The tensors here are tiny: torch's intra-op thread pool only oversubscribes a small machine
         # next to NumPy's BLAS threads (measured ~3-5x slower torch-oracle tests on 2 cores).
@@ -79,8 +88,8 @@ def make_backend(name: str):
         import array_api_strict
 
         return pc.get_backend("array_api_strict", device=array_api_strict.Device("device1"))
-    if name == "torch" and "torch" not in pc.available_backends():
-        pytest.skip("torch backend unavailable")
+    if name in ("torch", "jax") and name not in pc.available_backends():
+        pytest.skip(f"{name} backend unavailable")
     return pc.get_backend(name)
 
 

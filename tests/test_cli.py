@@ -148,7 +148,7 @@ def test_info_lists_backends_and_reasons():
     assert info["portacnn"] == pc.__version__ and info["backends"]["numpy"]["available"]
     for name, entry in info["backends"].items():
         assert entry["available"] or entry["reason"], name
-    assert set(info["backends"]) == {"numpy", "cupy", "array_api_strict", "torch"}
+    assert set(info["backends"]) == {"numpy", "cupy", "array_api_strict", "torch", "jax"}
     extras = info["deploy_and_scale_out"]
     assert set(extras) == {"onnx", "onnxruntime", "mpi4py", "mpiexec", "nccl"}
     for package in ("onnx", "onnxruntime", "mpi4py"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TORCH_IMPORTABLE, assert_close, make_backend, to_numpy
+from conftest import JAX_IMPORTABLE, TORCH_IMPORTABLE, assert_close, make_backend, to_numpy
 from oracles import numeric_grad
 
 import portacnn as pc
@@ -19,6 +19,7 @@ from portacnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense,
 
 BACKENDS = ["numpy", "array_api_strict",
             pytest.param("torch", marks=pytest.mark.skipif(not TORCH_IMPORTABLE, reason="torch is not installed")),
+            pytest.param("jax", marks=pytest.mark.skipif(not JAX_IMPORTABLE, reason="jax is not installed")),
             pytest.param("cupy", marks=pytest.mark.gpu)]
 
 

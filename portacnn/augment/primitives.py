@@ -9,7 +9,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
-from ..backend import asarray_like, numpy_dtype
+from ..backend import asarray_like, numpy_dtype, wide_dtypes
 from ..kernels.windows import pad_hw
 from ..validation import check
 from .rules import dtype_values
@@ -47,6 +47,7 @@ def warp_affine(x, matrices):
     device in ``x``'s dtype), zero outside the image. Returns a new array of ``x``'s dtype, on its device."""
     xp = array_namespace(x)
     dev, dt = device_of(x), x.dtype
+    index = wide_dtypes(xp)[0]  # int64 (int32 on JAX without 64-bit arrays)
     n, c, h, w = (int(d) for d in x.shape)
     if tuple(matrices.shape) != (n, 2, 3):
         raise ValueError(f"warp_affine needs matrices of shape ({n}, 2, 3) for a batch of {n}; got "
@@ -79,8 +80,8 @@ def warp_affine(x, matrices):
     j0, i0 = xp.floor(src_j), xp.floor(src_i)
     fx, fy = xp.reshape(src_j - j0, (-1, 1)), xp.reshape(src_i - i0, (-1, 1))  # (N*H*W, 1)
     hp, wp = h + 3, w + 3
-    base = xp.arange(n, dtype=xp.int64, device=dev)[:, None, None] * (hp * wp)
-    corner = xp.reshape(base + (xp.astype(i0, xp.int64) + 1) * wp + (xp.astype(j0, xp.int64) + 1), (-1,))
+    base = xp.arange(n, dtype=index, device=dev)[:, None, None] * (hp * wp)
+    corner = xp.reshape(base + (xp.astype(i0, index) + 1) * wp + (xp.astype(j0, index) + 1), (-1,))
     padded = pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), (1, 2), (1, 2))  # (N, H+3, W+3, C)
     flat = xp.reshape(padded, (n * hp * wp, c))  # one row per pixel
     g00, g01 = xp.take(flat, corner, axis=0), xp.take(flat, corner + 1, axis=0)  # (N*H*W, C)
@@ -102,6 +103,7 @@ def erase(x, boxes, value=0.0):
     (N, 4). Returns a new array of ``x``'s dtype, on its device."""
     xp = array_namespace(x)
     dev, dt = device_of(x), x.dtype
+    index = wide_dtypes(xp)[0]  # int64 (int32 on JAX without 64-bit arrays)
     n, _, h, w = (int(d) for d in x.shape)
     boxes = np.asarray(boxes, dtype=np.int64)
     if boxes.shape != (n, 4):
@@ -109,11 +111,11 @@ def erase(x, boxes, value=0.0):
     value = check(value, dtype_values(dt), "erase value")
     if n == 0:
         return xp.asarray(x, copy=True)
-    bounds = xp.astype(asarray_like(boxes, x), xp.int64)  # (N, 4) on x's device
+    bounds = xp.astype(asarray_like(boxes, x), index)  # (N, 4) on x's device
     top, left = bounds[:, 0, None, None, None], bounds[:, 1, None, None, None]
     bottom, right = top + bounds[:, 2, None, None, None], left + bounds[:, 3, None, None, None]
-    rows = xp.arange(h, dtype=xp.int64, device=dev)[None, None, :, None]
-    cols = xp.arange(w, dtype=xp.int64, device=dev)[None, None, None, :]
+    rows = xp.arange(h, dtype=index, device=dev)[None, None, :, None]
+    cols = xp.arange(w, dtype=index, device=dev)[None, None, None, :]
     inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)  # (N, 1, H, W)
     return xp.where(inside, xp.asarray(value, dtype=dt, device=dev), x)
 
@@ -149,6 +151,7 @@ def crop(x, corners, size, padding=0, fill=0.0):
     new array (N, C, h, w) of ``x``'s dtype, on its device."""
     xp = array_namespace(x)
     dev, dt = device_of(x), x.dtype
+    index = wide_dtypes(xp)[0]  # int64 (int32 on JAX without 64-bit arrays)
     n, c, height, width = (int(d) for d in x.shape)
     h, w = (int(v) for v in size)
     corners = np.asarray(corners, dtype=np.int64)
@@ -162,11 +165,11 @@ def crop(x, corners, size, padding=0, fill=0.0):
     fill = check(fill, dtype_values(dt), "crop fill")
     if n * c == 0:
         return xp.zeros((n, c, h, w), dtype=dt, device=dev)
-    at = xp.astype(asarray_like(corners, x), xp.int64)  # (N, 2) on x's device
-    rows = at[:, 0, None] + (xp.arange(h, dtype=xp.int64, device=dev)[None, :] - padding)  # (N, h) source rows
-    cols = at[:, 1, None] + (xp.arange(w, dtype=xp.int64, device=dev)[None, :] - padding)  # (N, w)
+    at = xp.astype(asarray_like(corners, x), index)  # (N, 2) on x's device
+    rows = at[:, 0, None] + (xp.arange(h, dtype=index, device=dev)[None, :] - padding)  # (N, h) source rows
+    cols = at[:, 1, None] + (xp.arange(w, dtype=index, device=dev)[None, :] - padding)  # (N, w)
     inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]  # (N, h, w)
-    base = xp.arange(n, dtype=xp.int64, device=dev)[:, None, None] * (height * width)
+    base = xp.arange(n, dtype=index, device=dev)[:, None, None] * (height * width)
     index = base + xp.clip(rows, 0, height - 1)[:, :, None] * width + xp.clip(cols, 0, width - 1)[:, None, :]
     flat = xp.reshape(xp.permute_dims(x, (0, 2, 3, 1)), (n * height * width, c))  # one row per pixel
     picked = xp.take(flat, xp.reshape(index, (-1,)), axis=0)  # (N*h*w, C)

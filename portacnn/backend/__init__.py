@@ -18,11 +18,12 @@ from .convert import (DTYPES, STANDARD_DTYPES, float_dtype_name, is_dask_array, 
                       to_host)
 from .cpu import blas_threads, cpu_block_bytes, one_blas_thread
 from .registry import (ENV_VAR, KNOWN_BACKENDS, Backend, BackendUnavailableError, asarray_like, available_backends,
-                       get_backend, unusable_reason)
+                       get_backend, unusable_reason, wide_dtypes)
 
 __all__ = ["Backend", "BackendUnavailableError", "DTYPES", "ENV_VAR", "KNOWN_BACKENDS", "STANDARD_DTYPES", "asarray_like",
            "available_backends", "blas_threads", "check_environment", "cpu_block_bytes", "float_dtype_name", "get_backend",
-           "is_dask_array", "namespace_name", "numpy_dtype", "on_host", "one_blas_thread", "to_host", "unusable_reason"]
+           "is_dask_array", "namespace_name", "numpy_dtype", "on_host", "one_blas_thread", "to_host", "unusable_reason",
+           "wide_dtypes"]
 
 
 def check_environment() -> None:

@@ -85,7 +85,11 @@ def namespace_name(x) -> str | None:
     mod = type(x).__module__.split(".")[0]
     if mod == "numpy" and isinstance(x, np.ndarray):
         return "numpy"
-    return {"cupy": "cupy", "array_api_strict": "array_api_strict", "torch": "torch"}.get(mod)
+    return _LIBRARIES.get(mod)
+
+
+#: the top-level module of each known backend's array type (JAX's arrays are ``jaxlib``'s ``ArrayImpl``)
+_LIBRARIES = {"cupy": "cupy", "array_api_strict": "array_api_strict", "torch": "torch", "jaxlib": "jax", "jax": "jax"}
 
 
 def is_dask_array(x) -> bool:
@@ -98,7 +102,8 @@ def on_host(x) -> bool:
     """Whether ``x`` already lives in host memory, so that :func:`to_host` is a view, not a transfer
     (NumPy arrays, lists and other Python objects, CPU torch tensors)."""
     name = namespace_name(x)
-    return name in (None, "numpy") or (name == "torch" and x.device.type == "cpu")
+    return (name in (None, "numpy") or (name == "torch" and x.device.type == "cpu")
+            or (name == "jax" and x.device.platform == "cpu"))
 
 
 def to_host(x, what: str = "input") -> np.ndarray:
@@ -140,4 +145,10 @@ def _cupy_to_numpy(x):
     return x.get()
 
 
-HOST_COPIES = {"cupy": _cupy_to_numpy, "array_api_strict": _strict_to_numpy, "torch": _torch_to_numpy}
+def _jax_to_numpy(x):
+    # a read-only view of a CPU array's buffer (a copy from an accelerator); copied so that callers may write
+    return np.array(x)
+
+
+HOST_COPIES = {"cupy": _cupy_to_numpy, "array_api_strict": _strict_to_numpy, "torch": _torch_to_numpy,
+               "jax": _jax_to_numpy}

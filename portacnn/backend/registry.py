@@ -21,7 +21,7 @@ import numpy as np
 
 from .convert import HOST_COPIES, _check_kind, namespace_name, numpy_dtype, to_host
 
-KNOWN_BACKENDS = ("numpy", "cupy", "array_api_strict", "torch")
+KNOWN_BACKENDS = ("numpy", "cupy", "array_api_strict", "torch", "jax")
 ENV_VAR = "PORTACNN_BACKEND"
 
 
@@ -63,6 +63,32 @@ def _load_torch():
     return xp, torch.device("cpu")
 
 
+def _load_jax():
+    try:
+        import jax
+        import jax.numpy as xp  # JAX's own namespace follows the standard (array-api-compat hands it back as is)
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"backend 'jax' is not installed ({e}); install it with: pip install 'portacnn[jax]'"
+        ) from None
+    return xp, jax.devices()[0]
+
+
+def jax_float64_enabled() -> bool:
+    """Whether JAX computes in float64 (``jax_enable_x64``; without it, JAX makes float64 arrays float32)."""
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
+
+
+def wide_dtypes(xp) -> tuple:
+    """``(int64, float64)`` of namespace ``xp``, for indices, counts and sums; ``(int32, float32)`` on JAX
+    without 64-bit arrays switched on, where asking for the others gives those anyway, with a warning."""
+    if getattr(xp, "__name__", "") == "jax.numpy" and not jax_float64_enabled():
+        return xp.int32, xp.float32
+    return xp.int64, xp.float64
+
+
 def _load_cupy():
     hint = "install the matching extra (pip install 'portacnn[cuda12]' or 'portacnn[cuda13]') on a machine with an NVIDIA GPU"
     try:
@@ -92,6 +118,7 @@ _SPECS = {
     "cupy": _Spec(_load_cupy, HOST_COPIES["cupy"], _cupy_sync),
     "array_api_strict": _Spec(_load_strict, HOST_COPIES["array_api_strict"]),
     "torch": _Spec(_load_torch, HOST_COPIES["torch"]),
+    "jax": _Spec(_load_jax, HOST_COPIES["jax"]),
 }
 
 
@@ -158,11 +185,21 @@ class Backend:
         """Whether arrays live in host memory and ops run on CPU cores (the data-parallel shards need that)."""
         if self.name in ("numpy", "array_api_strict"):
             return True
+        if self.name == "jax":
+            return getattr(self.device, "platform", None) == "cpu"
         return self.name == "torch" and getattr(self.device, "type", None) == "cpu"
 
     def dtype(self, dtype):
-        """This namespace's dtype equal to ``dtype`` (a name or a dtype object of any library)."""
-        return _namespace_dtype(self.xp, self.name, numpy_dtype(dtype).name)
+        """This namespace's dtype equal to ``dtype`` (a name or a dtype object of any library).
+
+        JAX without ``jax_enable_x64`` has no 64-bit arrays (it would make them 32-bit, silently): asking it for
+        one is a ValueError saying how to switch them on."""
+        name = numpy_dtype(dtype).name
+        if self.name == "jax" and name.endswith("64") and not jax_float64_enabled():
+            raise ValueError(f"backend 'jax' computes {name} only with 64-bit arrays switched on: set "
+                             "JAX_ENABLE_X64=1 (or call jax.config.update('jax_enable_x64', True)) before using "
+                             "JAX, or use float32")
+        return _namespace_dtype(self.xp, self.name, name)
 
     def __reduce__(self):
         """Pickled (and deep-copied) as its name and device: the namespace is a module, found again on load."""

@@ -20,6 +20,7 @@ from ..labels import class_label
 from ..preprocessing import BORDER_SAMPLE, InputWarning
 from .._version import __version__
 from ..backend import KNOWN_BACKENDS, get_backend, unusable_reason
+from ..backend.registry import jax_float64_enabled
 from ..ensemble import Ensemble
 from ..sequential import load
 from .common import UsageError, _check_fits, _chunks, _emit_json, _input_file, _output_file, _say
@@ -280,6 +281,11 @@ def cmd_info(args) -> int:
 
                 props = cupy.cuda.runtime.getDeviceProperties(be.device.id)
                 entry["device_name"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+            if name == "jax":
+                import jax
+
+                entry["version"] = jax.__version__
+                entry["float64"] = jax_float64_enabled()
         backends[name] = entry
     info = {"portacnn": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
             "array_api_compat": array_api_compat.__version__, "backends": backends,
@@ -294,7 +300,10 @@ def cmd_info(args) -> int:
     print(f"numpy kernels: {info['cpu_kernels']}")
     for name, e in backends.items():
         where = e.get("device_name") or e.get("device")
-        print(f"  {name:17s} " + (f"available on {where}" if e["available"] else f"unavailable: {e['reason']}"))
+        note = ""
+        if e.get("float64") is False:
+            note = " (float32 only; JAX_ENABLE_X64=1 for float64)"
+        print(f"  {name:17s} " + (f"available on {where}{note}" if e["available"] else f"unavailable: {e['reason']}"))
     extras = info["deploy_and_scale_out"]
     print("deploy and scale out:")
     for name, value in extras.items():

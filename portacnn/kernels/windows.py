@@ -7,7 +7,10 @@ slice of the padded input (dilation (dh, dw) spaces the taps of a window; 1 for 
     window(xp, i, j)[n, c, r, s] == xp[n, c, i*dh + r*sh, j*dw + s*sw]     for r < Ho, s < Wo
 
 so im2col stacks kh*kw slices and col2im adds kh*kw slices back. Within one slice no index repeats,
-which makes the slice ``+=`` of col2im an exact scatter-add. Padding may differ between the two sides of
+which makes each slice addition of col2im an exact scatter-add. Writes into an array go through
+array-api-extra's ``at(x, idx).set(v)`` / ``.add(v)``: in place on libraries whose arrays are mutable (NumPy,
+CuPy, torch, array_api_strict), a new array on JAX, whose arrays are immutable; callers always use the array
+it returns. Padding may differ between the two sides of
 an axis (``(before, after)``; an int pads both alike): a "same" convolution with an even window pads one
 more row at the bottom and one more column at the right, as PyTorch does.
 
@@ -27,6 +30,7 @@ which suits few channels. :func:`im2col_nhwc` works on a channels-last (N, H, W,
 from __future__ import annotations
 
 from array_api_compat import array_namespace, device
+from array_api_extra import at
 
 from ..backend import cpu_block_bytes
 from .registry import fast_path
@@ -68,8 +72,7 @@ def pad(x, ph: int, pw: int, value=0):
     xp = array_namespace(x)
     n, c, h, w = x.shape
     out = xp.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype, device=device(x))
-    out[:, :, ph : ph + h, pw : pw + w] = x
-    return out
+    return at(out, (slice(None), slice(None), slice(ph, ph + h), slice(pw, pw + w))).set(x)
 
 
 def crop(x, ph: int, pw: int):
@@ -98,8 +101,7 @@ def pad_hw(x4, ph, pw, value=0, copy=False):
     a, h, w, b = x4.shape
     shape = (a, top + h + bottom, left + w + right, b)
     out = xp.full(shape, value, dtype=x4.dtype, device=device(x4)) if padded else xp.empty(shape, dtype=x4.dtype, device=device(x4))
-    out[:, top : top + h, left : left + w, :] = x4
-    return out
+    return at(out, (slice(None), slice(top, top + h), slice(left, left + w), slice(None))).set(x4)
 
 
 def im2col_nhwc(xhpad, kernel, stride, out_hw, dilation=(1, 1)):
@@ -107,7 +109,7 @@ def im2col_nhwc(xhpad, kernel, stride, out_hw, dilation=(1, 1)):
 
     Row n*Ho*Wo + r*Wo + s holds the window of output pixel (n, r, s); the matching weight matrix is
     W (O, C, kh, kw) permuted to (O, kh, kw, C) and reshaped to (O, kh*kw*C). The buffer is filled by
-    kh*kw slice assignments (each writes contiguous runs of C values).
+    kh*kw slices stacked (each copied as contiguous runs of C values).
     """
     fast = fast_path(xhpad, "im2col_nhwc")
     if fast is not None:
@@ -117,10 +119,8 @@ def im2col_nhwc(xhpad, kernel, stride, out_hw, dilation=(1, 1)):
     n, c = xhpad.shape[0], xhpad.shape[3]
     if kh == 1 and kw == 1 and sh == 1 and sw == 1:
         return xp.reshape(xhpad[:, :ho, :wo, :], (n * ho * wo, c))
-    cols = xp.empty((n, ho, wo, kh, kw, c), dtype=xhpad.dtype, device=device(xhpad))
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = xhpad[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :]
+    cols = xp.stack([xhpad[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :] for i in range(kh) for j in range(kw)],
+                    axis=3)  # (N, Ho, Wo, kh*kw, C)
     return xp.reshape(cols, (n * ho * wo, kh * kw * c))
 
 
@@ -135,10 +135,8 @@ def im2col_chwn(xcpad, kernel, stride, out_hw, dilation=(1, 1)):
     xp = array_namespace(xcpad)
     (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
     c, n = xcpad.shape[0], xcpad.shape[3]
-    cols = xp.empty((c, kh, kw, ho, wo, n), dtype=xcpad.dtype, device=device(xcpad))
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j, ...] = xcpad[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :]
+    cols = xp.stack([xcpad[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :] for i in range(kh) for j in range(kw)],
+                    axis=1)  # (C, kh*kw, Ho, Wo, N)
     return xp.reshape(cols, (c * kh * kw, ho * wo * n))
 
 
@@ -151,7 +149,7 @@ def col2im_chwn(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
     out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
     for i in range(kh):
         for j in range(kw):
-            out[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :] += cols[:, i, j, ...]
+            out = at(out, (slice(None), taps(i * dh, sh, ho), taps(j * dw, sw, wo), slice(None))).add(cols[:, i, j, ...])
     return out
 
 
@@ -164,5 +162,5 @@ def col2im_nhwc(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
     out = xp.zeros(padded_shape, dtype=cols.dtype, device=device(cols))
     for i in range(kh):
         for j in range(kw):
-            out[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :] += cols[:, :, :, i, j, :]
+            out = at(out, (slice(None), taps(i * dh, sh, ho), taps(j * dw, sw, wo), slice(None))).add(cols[:, :, :, i, j, :])
     return out

@@ -38,6 +38,6 @@ class AvgPool2D(Pool2D):
         g = grad_out / float(kh * kw)
         dxpad = xp.zeros(padded_shape, dtype=grad_out.dtype, device=device(grad_out))
         for i, j in self._offsets():
-            self._add_back(dxpad, i, j, g, (ho, wo))
+            dxpad = self._add_back(dxpad, i, j, g, (ho, wo))
         return crop(dxpad, *self.padding)
 

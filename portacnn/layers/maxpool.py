@@ -68,7 +68,7 @@ class MaxPool2D(Pool2D):
             g = rest * xp.astype(hit, grad_out.dtype)
             if k + 1 < len(offsets):
                 rest = rest - g  # exactly 0 where g took it all, unchanged elsewhere
-            self._add_back(dxpad, i, j, g, (ho, wo))
+            dxpad = self._add_back(dxpad, i, j, g, (ho, wo))
         return crop(dxpad, *self.padding)
 
 

@@ -7,6 +7,8 @@ torch, so every window holds at least one real input.
 
 from __future__ import annotations
 
+from array_api_extra import at
+
 from ..kernels.windows import out_size, taps
 from ..validation import Integer, NoneValue, Pair, check_all
 from .base import Layer, check_input
@@ -71,11 +73,11 @@ class Pool2D(Layer):
         return out_hw
 
     def _add_back(self, dxpad, i, j, g, out_hw):
-        """Add ``g`` (N, C, Ho, Wo) into the cells of ``dxpad`` that kernel offset (i, j) saw (col2im for one
-        offset); when windows do not overlap each cell is written once, so a plain assignment does."""
+        """``dxpad`` with ``g`` (N, C, Ho, Wo) added into the cells kernel offset (i, j) saw (col2im for one
+        offset; in place where arrays are mutable, a new array on JAX); when windows do not overlap each cell is
+        written once, so a plain assignment does."""
         (sh, sw), (kh, kw), (ho, wo) = self.stride, self.kernel_size, out_hw
         sl = (slice(None), slice(None), taps(i, sh, ho), taps(j, sw, wo))
         if sh >= kh and sw >= kw:
-            dxpad[sl] = g
-        else:
-            dxpad[sl] += g
+            return at(dxpad, sl).set(g)
+        return at(dxpad, sl).add(g)

@@ -60,6 +60,7 @@ class Adam(Optimizer):
         update = m / denom
         update *= lr / (1.0 - b1**t)
         p.data -= update
+        state["m"], state["v"] = m, v  # the same arrays where they are mutable; JAX's ops made new ones
 
 
 class AdamW(Adam):

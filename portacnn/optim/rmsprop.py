@@ -36,13 +36,17 @@ class RMSprop(Optimizer):
             g = g + group["weight_decay"] * p.data
         if "squareavg" not in state:
             state["squareavg"] = xp.zeros_like(p.data)
+        # in place where arrays are mutable; on JAX each augmented assignment makes a new array, so every
+        # buffer is stored back into ``state``
         s = state["squareavg"]
         s *= alpha
         s += (1.0 - alpha) * (g * g)
+        state["squareavg"] = s
         if group["centered"]:
             a = state.setdefault("gradavg", xp.zeros_like(p.data))
             a *= alpha
             a += (1.0 - alpha) * g
+            state["gradavg"] = a
             denom = xp.sqrt(s - a * a)
         else:
             denom = xp.sqrt(s)
@@ -51,6 +55,7 @@ class RMSprop(Optimizer):
             b = state.setdefault("momentum", xp.zeros_like(p.data))
             b *= momentum
             b += g / denom
+            state["momentum"] = b
             p.data -= group["lr"] * b
         else:
             p.data -= group["lr"] * (g / denom)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend import to_host
+from ..backend import to_host, wide_dtypes
 from .builtin import FitCallback
 
 
@@ -31,7 +31,7 @@ def check_finite_weights(model, note: str = "") -> None:
     """TrainingDiverged when a weight of ``model`` is NaN or infinite (one host sync): the last update can
     overflow the weights even when the loss it followed was finite."""
     xp = model.backend.xp
-    bad = int(to_host(sum(xp.sum(xp.astype(~xp.isfinite(p.data), xp.int64)) for p in model.parameters())))
+    bad = int(to_host(sum(xp.sum(xp.astype(~xp.isfinite(p.data), wide_dtypes(xp)[0])) for p in model.parameters())))
     if bad:
         raise TrainingDiverged(f"training diverged: {bad} weights became NaN or infinite; lower the learning rate"
                                + note)

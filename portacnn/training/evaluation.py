@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import distributed
-from ..backend import to_host
+from ..backend import to_host, wide_dtypes
 from ..inputs import Images, images
 from ..losses import softmax_cross_entropy
 from ..validation import Integer, check
@@ -53,7 +53,8 @@ def evaluate(model, x, y, batch_size=1000, comm=None) -> dict:
     else:
         comm, parts = None, x.batches(batch_size)
     loss_sum = xp.asarray(0.0, dtype=xp.float64 if model.dtype == "float64" else xp.float32, device=backend.device)
-    correct = xp.asarray(0, dtype=xp.int64, device=backend.device)
+    count_dtype, sum_dtype = wide_dtypes(xp)
+    correct = xp.asarray(0, dtype=count_dtype, device=backend.device)
     error = None
     try:
         for lo, hi, xb in parts:
@@ -61,8 +62,8 @@ def evaluate(model, x, y, batch_size=1000, comm=None) -> dict:
             yb = backend.asarray(y_host[lo:hi])
             loss, _ = softmax_cross_entropy(logits, yb, check=False)
             loss_sum = loss_sum + loss * (hi - lo)
-            correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64))
-        sums = to_host(xp.stack([xp.astype(loss_sum, xp.float64), xp.astype(correct, xp.float64)]))
+            correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, count_dtype))
+        sums = to_host(xp.stack([xp.astype(loss_sum, sum_dtype), xp.astype(correct, sum_dtype)]))
     except Exception as e:  # under MPI the other ranks must learn of it
         if comm is None:
             raise

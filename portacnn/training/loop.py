@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import distributed
-from ..backend import to_host
+from ..backend import to_host, wide_dtypes
 from ..checkpoint import check_architecture, optimizer_from_checkpoint
 from ..inputs import Images, images
 from ..losses import get_loss
@@ -183,16 +183,17 @@ class _DeviceSums:
     def __init__(self, model, state: TrainState):
         backend, self.xp = model.backend, model.backend.xp
         self.loss = self.xp.asarray(state.loss_sum, dtype=backend.dtype(model.dtype), device=backend.device)
-        self.correct = self.xp.asarray(state.correct, dtype=self.xp.int64, device=backend.device)
+        self.count_dtype, self.sum_dtype = wide_dtypes(self.xp)
+        self.correct = self.xp.asarray(state.correct, dtype=self.count_dtype, device=backend.device)
 
     def add(self, loss, n, logits, labels) -> None:
         xp = self.xp
         self.loss = self.loss + loss * n
-        self.correct = self.correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, xp.int64))
+        self.correct = self.correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, self.count_dtype))
 
     def read(self) -> tuple[float, int]:
         xp = self.xp
-        sums = to_host(xp.stack([xp.astype(self.loss, xp.float64), xp.astype(self.correct, xp.float64)]))
+        sums = to_host(xp.stack([xp.astype(self.loss, self.sum_dtype), xp.astype(self.correct, self.sum_dtype)]))
         return float(sums[0]), int(sums[1])
 
 

@@ -22,7 +22,7 @@ import signal
 import numpy as np
 
 from .. import distributed
-from ..backend import to_host
+from ..backend import to_host, wide_dtypes
 from ..inputs import Images
 from ..losses import softmax_cross_entropy
 from .steps import augment_rng
@@ -224,9 +224,10 @@ def rank_step(comm, model, source, y_host, idx, augment, where, label_smoothing,
             if synced:
                 sums.completed()
             if mine:
-                host = to_host(xp.stack([xp.astype(loss, xp.float64) * n,
-                                         xp.astype(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, xp.int64)),
-                                                   xp.float64)]))
+                count_dtype, sum_dtype = wide_dtypes(xp)
+                host = to_host(xp.stack([xp.astype(loss, sum_dtype) * n,
+                                         xp.astype(xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, count_dtype)),
+                                                   sum_dtype)]))
                 loss_sum, correct = float(host[0]), float(host[1])
     except Exception as e:  # noqa: BLE001 - the other ranks must learn of it in this step's allreduce
         error = e

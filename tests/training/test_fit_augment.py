@@ -66,7 +66,7 @@ def test_only_training_batches_are_augmented_with_a_stream_per_step(data):
 
 def test_same_draws_on_every_backend(data):
     ref = _fit(data, dtype="float64", augment=AFFINE)
-    for name in ("array_api_strict", "torch"):
+    for name in ("array_api_strict", "torch", "jax"):
         if name not in pc.available_backends():
             continue
         other = _fit(data, backend=make_backend(name), dtype="float64", augment=AFFINE)

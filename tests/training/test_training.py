@@ -84,7 +84,7 @@ def test_predict_and_predict_proba(small):
     np.testing.assert_array_equal(pred, model.predict(xv, batch_size=1000))
 
 
-@pytest.mark.parametrize("name", ["array_api_strict", "torch"])
+@pytest.mark.parametrize("name", ["array_api_strict", "torch", "jax"])
 def test_backend_arrays_as_inputs_equal_host_inputs(small, name):
     (x, y), (xv, yv) = small
     be = make_backend(name)
@@ -110,11 +110,11 @@ def test_same_seed_same_run_bit_for_bit_and_other_seed_differs(small):
 
 
 def test_same_seed_same_history_and_weights_on_every_backend(small):
-    """numpy vs array_api_strict (non-default device) vs torch: one small epoch, same numbers (float32)."""
+    """numpy vs array_api_strict (non-default device) vs torch vs jax: one small epoch, same numbers (float32)."""
     (x, y), (xv, yv) = small
     results = {}
-    for name in ("numpy", "array_api_strict", "torch"):
-        if name == "torch" and "torch" not in pc.available_backends():
+    for name in ("numpy", "array_api_strict", "torch", "jax"):
+        if name in ("torch", "jax") and name not in pc.available_backends():
             continue
         m = tiny_model(backend=make_backend(name))
         h = m.fit(x[:128], y[:128], epochs=1, batch_size=BATCH, validation_data=(xv, yv), seed=5, progress=False)
