@@ -9,6 +9,7 @@
   loaded lazily; conv in cache-sized blocks on every core, BatchNorm in two passes each way with a following
   ReLU fused in, ReLU, max pooling), used when numba is importable;
 - :mod:`.torch_fast`: torch's own operators for the same primitives on the torch backend;
+- :mod:`.jax_fast`: XLA's convolution (jit-compiled per shape) on the jax backend;
 - :mod:`.cupy_fused`: BatchNorm and ReLU passes fused into single GPU kernels on CuPy (``cupy.fuse``);
 - :mod:`.registry`: the seam where fast paths are registered (``PORTACNN_PORTABLE=1`` turns them all off).
 
@@ -18,7 +19,7 @@ paths on and off.
 
 from __future__ import annotations
 
-from . import compiled, conv, cupy_fused, layout, numpy_compiled, numpy_fast, torch_fast  # noqa: F401  (registering their fast paths)
+from . import compiled, conv, cupy_fused, jax_fast, layout, numpy_compiled, numpy_fast, torch_fast  # noqa: F401  (registering their fast paths)
 from .registry import fast_path, portable_only, register
 from .registry import check_environment as _check_registry
 
