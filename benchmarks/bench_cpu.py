@@ -50,7 +50,7 @@ def parse(argv=None):
     ap.add_argument("--quick", action="store_true", help="small passes, batch 128 only, 1-2 repeats (< 2 min)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes for the test-suite (< 20 s); implies --quick")
     ap.add_argument("--threads", default=None, help="comma list of thread counts (default: 2,1; quick: 2)")
-    ap.add_argument("--backend", default=None, help="comma list of portacnn backends (default: every available CPU backend)")
+    ap.add_argument("--backend", default=None, help="comma list of portacnn backends (default: every available CPU backend but array_api_strict and jax)")
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--batches", default=None, help="comma list (default 32,128,512; quick: 128)")
     ap.add_argument("--repeats", type=int, default=None, help="timed passes per cell (default 3; quick 2; smoke 1)")
@@ -83,10 +83,15 @@ def images_for(net, x, y, n, seed=0):
             f"synthetic (seeded uniform {'x'.join(map(str, shape))})")
 
 
+#: not in the default run: array_api_strict (a correctness backend: one sanity cell) and jax (eager JAX on a CPU runs
+#: op by op, several times slower than NumPy; measured only when asked for, ``--backend jax``)
+NOT_BY_DEFAULT = ("array_api_strict", "jax")
+
+
 def default_backends() -> list[str]:
     import portacnn as pc
 
-    return [b for b in pc.available_backends() if b not in GPU_BACKENDS and b != "array_api_strict"]
+    return [b for b in pc.available_backends() if b not in GPU_BACKENDS and b not in NOT_BY_DEFAULT]
 
 
 # -- one thread count, in its own process ------------------------------------------------------------

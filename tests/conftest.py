@@ -30,7 +30,11 @@ BACKEND_PARAMS = [
         id="torch",
         marks=pytest.mark.skipif(not TORCH_IMPORTABLE, reason="torch is not installed"),
     ),
-    pytest.param("jax", id="jax", marks=pytest.mark.skipif(not JAX_IMPORTABLE, reason="jax is not installed")),
+    # eager JAX compiles every op for each new shape: its cases triple the layer suites' time, so the fast default
+    # run leaves them to the full run (the README's test line, which CI runs); tests/backend/test_jax.py keeps
+    # whole JAX runs in the fast loop
+    pytest.param("jax", id="jax", marks=[pytest.mark.skipif(not JAX_IMPORTABLE, reason="jax is not installed"),
+                                         pytest.mark.slow]),
     pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
 ]
 

@@ -19,7 +19,8 @@ from portacnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense,
 
 BACKENDS = ["numpy", "array_api_strict",
             pytest.param("torch", marks=pytest.mark.skipif(not TORCH_IMPORTABLE, reason="torch is not installed")),
-            pytest.param("jax", marks=pytest.mark.skipif(not JAX_IMPORTABLE, reason="jax is not installed")),
+            pytest.param("jax", marks=[pytest.mark.skipif(not JAX_IMPORTABLE, reason="jax is not installed"),
+                                       pytest.mark.slow]),
             pytest.param("cupy", marks=pytest.mark.gpu)]
 
 

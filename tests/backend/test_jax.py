@@ -75,6 +75,7 @@ def test_float64_without_64_bit_arrays_is_one_clear_error(without_x64):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_float64_on_jax_without_x64_is_a_one_line_error(tmp_path):
     proc = run_cli("train", "--backend", "jax", "--dtype", "float64", "--epochs", "1", "--limit", "64",
                    "--out", tmp_path / "run")
@@ -92,6 +93,7 @@ def test_wide_dtypes_follow_the_64_bit_switch(without_x64):
     assert pc.backend.wide_dtypes(pc.get_backend("numpy").xp) == (np.int64, np.float64)
 
 
+@pytest.mark.slow
 def test_info_reports_jax_and_its_64_bit_switch():
     info = __import__("json").loads(run_cli("info", "--json").stdout.strip().splitlines()[-1])
     entry = info["backends"]["jax"]
@@ -148,6 +150,7 @@ RUNS = {  # optimizer, its arguments, schedule, augmentation, label smoothing
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", list(RUNS))
 def test_every_optimizer_schedule_and_augmentation_trains_as_on_numpy(data, run):
     """float64, 2 epochs with a validation split: JAX's run ends at NumPy's weights, history and learning rate."""
@@ -167,6 +170,7 @@ def test_every_optimizer_schedule_and_augmentation_trains_as_on_numpy(data, run)
     _state_close(s_jax, s_np, "float64", 1e-8, run)
 
 
+@pytest.mark.slow
 def test_batchnorm_network_trains_as_on_numpy():
     """kannada_bn's building blocks (BatchNorm, Residual, Dropout, its running statistics): one epoch on 64 images in
     float64, the weights and the buffers JAX ends with are NumPy's."""
