@@ -130,7 +130,7 @@ def test_config_round_trip_through_json():
 
 
 # -- applying it ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict", "torch", "jax"])
+@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict", "torch", pytest.param("jax", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_raw_images_are_preprocessed_on_the_models_backend_as_the_float64_oracle(backend_name, dtype):
     be = make_backend(backend_name)
@@ -150,7 +150,7 @@ def test_raw_images_are_preprocessed_on_the_models_backend_as_the_float64_oracle
     assert_close(m.predict_proba(x), m.predict_proba(oracle.astype(dtype)), dtype)
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict", "torch", "jax"])
+@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict", "torch", pytest.param("jax", marks=pytest.mark.slow)])
 def test_raw_images_in_the_backends_own_arrays_are_read(backend_name):
     """Raw integer images held by the model's own library (on its device) train, predict and evaluate."""
     be = make_backend(backend_name)

@@ -42,7 +42,7 @@ def test_shard_spans_cover_the_batch_evenly(n, shards):
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
 
-@pytest.mark.parametrize("name", [p.values[0] for p in BACKEND_PARAMS if p.values[0] != "cupy"])
+@pytest.mark.parametrize("name", [p for p in BACKEND_PARAMS if p.values[0] != "cupy"])  # with their marks
 @pytest.mark.parametrize("workers", [2, 3])
 def test_sharded_step_equals_one_thread(name, workers):
     """Logits, input gradient and every parameter gradient: equal to float32 rounding; the dropout
@@ -61,7 +61,7 @@ def test_sharded_step_equals_one_thread(name, workers):
     assert many.rng.bit_generator.state == one.rng.bit_generator.state
 
 
-@pytest.mark.parametrize("name", [p.values[0] for p in BACKEND_PARAMS if p.values[0] != "cupy"])
+@pytest.mark.parametrize("name", [p for p in BACKEND_PARAMS if p.values[0] != "cupy"])  # with their marks
 def test_dropout_masks_are_exactly_the_unsharded_ones(name):
     """Two dropout layers on one generator, no arithmetic but the masks: the outputs are bit-identical."""
     backend = make_backend(name)
