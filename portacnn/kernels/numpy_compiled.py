@@ -266,15 +266,16 @@ def maxpool2d_backward(saved, dy):
 @register("numpy", "adam_update", when=compiled.usable)
 def adam_update(w, g, m, v, t, lr, b1, b2, eps, weight_decay, decoupled):
     """Adam/AdamW's update of ``w``, ``m`` and ``v`` in place, one pass (the portable update makes ten); the same
-    float operations in the same order, so the same bits."""
+    float operations in the same order, so the same bits. Returns ``(w, m, v)`` (the same arrays), or None for
+    arrays it does not take (then the portable update runs)."""
     if not (w.flags.c_contiguous and g.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
-        return False
+        return None
     dt = w.dtype.type
     mode = 0 if not weight_decay else 2 if decoupled else 1
     wd = dt(1.0 - lr * weight_decay) if mode == 2 else dt(weight_decay)
     _k().adam_update(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), dt(b1), dt(1.0 - b1), dt(b2),
                      dt(1.0 - b2), dt(math.sqrt(1.0 - b2**t)), dt(eps), dt(lr / (1.0 - b1**t)), wd, mode)
-    return True
+    return w, m, v
 
 
 # -- convolution, channels-last, in cache-sized blocks of images on every core ---------------------------------

@@ -27,49 +27,54 @@ from array_api_compat import array_namespace, device
 from ..kernels import fast_path
 from ..kernels.layout import in_layout_of
 from ..kernels.windows import crop, pad, window
-from .pooling import Pool2D
+from .pooling import Pool2D, add_back, offsets
 
 
 class MaxPool2D(Pool2D):
     """MaxPool2D(kernel_size, stride=None, padding=0), like torch.nn.MaxPool2d; stride defaults to kernel_size."""
 
     def forward(self, x, training=False):
-        xp = array_namespace(x)
         out_hw = self._out_hw(x)
         fast = fast_path(x, "maxpool2d_forward")  # a backend's one-pass version (kernels/): the same values
-        if fast is not None:
-            y, saved = fast(x, self.kernel_size, self.stride, self.padding, out_hw)
-            self._cache = (fast_path(x, "maxpool2d_backward"), saved)
-            return y
-        ph, pw = self.padding
-        xpad = pad(x, ph, pw, -float("inf"))
-        y = None
-        for i, j in self._offsets():
-            v = window(xpad, i, j, out_hw, self.stride)
-            y = v if y is None else xp.maximum(y, v)
-        self._cache = (xpad, y, out_hw, tuple(x.shape[2:]))
+        y, saved = (fast or max_pool)(x, self.kernel_size, self.stride, self.padding, out_hw)
+        self._cache = (fast_path(x, "maxpool2d_backward") if fast else max_pool_backward, saved)
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        if len(self._cache) == 2:  # the forward pass ran a backend's fast path: its backward twin
-            fast, saved = self._cache
-            return fast(saved, grad_out)
-        xp = array_namespace(grad_out)
-        xpad, y, (ho, wo), (h, w) = self._cache
-        ph, pw = self.padding
-        dxpad = xp.zeros_like(xpad)  # keeps xpad's memory layout on NumPy/torch (channels-last stays so)
-        rest = in_layout_of(grad_out, y)  # gradient not yet handed out (becomes 0 where an offset took it)
-        offsets = self._offsets()
-        for k, (i, j) in enumerate(offsets):
-            # a 0/1 mask in the gradient's dtype: multiplying by it is far cheaper than where() on NumPy
-            hit = window(xpad, i, j, (ho, wo), self.stride) == y
-            if ph or pw:  # a padded cell can equal y only when y is -inf: it must never take the gradient
-                hit = hit & _real_cells(xp, i, j, (ho, wo), self.stride, (ph, pw), (h, w), device(y))
-            g = rest * xp.astype(hit, grad_out.dtype)
-            if k + 1 < len(offsets):
-                rest = rest - g  # exactly 0 where g took it all, unchanged elsewhere
-            dxpad = self._add_back(dxpad, i, j, g, (ho, wo))
-        return crop(dxpad, *self.padding)
+        backward, saved = self._cache
+        return backward(saved, grad_out)
+
+
+def max_pool(x, kernel, stride, padding, out_hw):
+    """The reference forward: ``(y, saved)`` for :func:`max_pool_backward`, y (N, C, Ho, Wo) the maximum over the
+    kh*kw window views of x padded with -inf."""
+    xp = array_namespace(x)
+    xpad = pad(x, *padding, -float("inf"))
+    y = None
+    for i, j in offsets(kernel):
+        v = window(xpad, i, j, out_hw, stride)
+        y = v if y is None else xp.maximum(y, v)
+    return y, (xpad, y, tuple(kernel), tuple(stride), tuple(padding), tuple(out_hw), tuple(x.shape[2:]))
+
+
+def max_pool_backward(saved, grad_out):
+    """The reference backward: dx (N, C, H, W), each output's gradient at the first input of its window (row by row)
+    that equals its maximum."""
+    xp = array_namespace(grad_out)
+    xpad, y, kernel, stride, (ph, pw), (ho, wo), (h, w) = saved
+    dxpad = xp.zeros_like(xpad)  # keeps xpad's memory layout on NumPy/torch (channels-last stays so)
+    rest = in_layout_of(grad_out, y)  # gradient not yet handed out (becomes 0 where an offset took it)
+    taken = offsets(kernel)
+    for k, (i, j) in enumerate(taken):
+        # a 0/1 mask in the gradient's dtype: multiplying by it is far cheaper than where() on NumPy
+        hit = window(xpad, i, j, (ho, wo), stride) == y
+        if ph or pw:  # a padded cell can equal y only when y is -inf: it must never take the gradient
+            hit = hit & _real_cells(xp, i, j, (ho, wo), stride, (ph, pw), (h, w), device(y))
+        g = rest * xp.astype(hit, grad_out.dtype)
+        if k + 1 < len(taken):
+            rest = rest - g  # exactly 0 where g took it all, unchanged elsewhere
+        dxpad = add_back(dxpad, i, j, g, (ho, wo), kernel, stride)
+    return crop(dxpad, ph, pw)
 
 
 def _real_cells(xp, i, j, out_hw, stride, padding, in_hw, dev):

@@ -60,8 +60,7 @@ class Pool2D(Layer):
                 "temporaries": c * (h + 2 * ph) * (w + 2 * pw) if ph or pw else 0}
 
     def _offsets(self):
-        kh, kw = self.kernel_size
-        return [(i, j) for i in range(kh) for j in range(kw)]
+        return offsets(self.kernel_size)
 
     def _out_hw(self, x):
         """(Ho, Wo) for a batch ``x`` (N, C, H, W); a wrong rank or a window larger than the input is a ValueError."""
@@ -73,11 +72,20 @@ class Pool2D(Layer):
         return out_hw
 
     def _add_back(self, dxpad, i, j, g, out_hw):
-        """``dxpad`` with ``g`` (N, C, Ho, Wo) added into the cells kernel offset (i, j) saw (col2im for one
-        offset; in place where arrays are mutable, a new array on JAX); when windows do not overlap each cell is
-        written once, so a plain assignment does."""
-        (sh, sw), (kh, kw), (ho, wo) = self.stride, self.kernel_size, out_hw
-        sl = (slice(None), slice(None), taps(i, sh, ho), taps(j, sw, wo))
-        if sh >= kh and sw >= kw:
-            return at(dxpad, sl).set(g)
-        return at(dxpad, sl).add(g)
+        return add_back(dxpad, i, j, g, out_hw, self.kernel_size, self.stride)
+
+
+def offsets(kernel) -> list[tuple[int, int]]:
+    """The kernel offsets (i, j), row by row."""
+    return [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
+
+
+def add_back(dxpad, i, j, g, out_hw, kernel, stride):
+    """``dxpad`` with ``g`` (N, C, Ho, Wo) added into the cells kernel offset (i, j) saw (col2im for one offset; in
+    place where arrays are mutable, a new array on JAX); when windows do not overlap each cell is written once, so
+    a plain assignment does."""
+    (sh, sw), (kh, kw), (ho, wo) = stride, kernel, out_hw
+    sl = (slice(None), slice(None), taps(i, sh, ho), taps(j, sw, wo))
+    if sh >= kh and sw >= kw:
+        return at(dxpad, sl).set(g)
+    return at(dxpad, sl).add(g)

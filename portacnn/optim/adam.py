@@ -38,8 +38,10 @@ class Adam(Optimizer):
             state["m"] = xp.zeros_like(p.data)
             state["v"] = xp.zeros_like(p.data)
         fast = fast_path(p.data, "adam_update")  # a backend's one-pass version (kernels/): the same operations
-        if fast is not None and fast(p.data, g, state["m"], state["v"], t, lr, b1, b2, eps, weight_decay,
-                                     self._decoupled):
+        done = None if fast is None else fast(p.data, g, state["m"], state["v"], t, lr, b1, b2, eps, weight_decay,
+                                              self._decoupled)
+        if done is not None:  # the updated (w, m, v): the same arrays on NumPy (in place), new ones on JAX
+            p.data, state["m"], state["v"] = done
             return
         if weight_decay:
             if self._decoupled:
