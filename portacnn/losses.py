@@ -52,7 +52,7 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, check: b
     if batch_rows is not None and (isinstance(rows, bool) or not isinstance(rows, numbers.Integral)
                                    or rows < max(n, 1)):
         raise ValueError(f"batch_rows must be an integer of at least the {n} rows given; got {batch_rows!r}")
-    labels = asarray_like(labels, logits)
+    labels = asarray_like(labels, logits, "labels")
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},) to match logits {tuple(logits.shape)}; got {tuple(labels.shape)}")
     if not xp.isdtype(labels.dtype, "integral"):

@@ -194,7 +194,9 @@ class Sequential:
             for p in layer.parameters():
                 state[p.name] = np.array(self.backend.to_numpy(p.data), copy=True)
             for name, value in layer.buffers().items():
-                state[f"{prefix}.{name}"] = np.array(self.backend.to_numpy(value), copy=True)
+                host = np.array(self.backend.to_numpy(value), copy=True)
+                # counts are int64 here whatever the backend holds them in (int32 on JAX without 64-bit arrays)
+                state[f"{prefix}.{name}"] = host.astype(np.int64) if host.dtype.kind in "iu" else host
 
         for i, layer in enumerate(self.layers):
             add(str(i), layer)
@@ -247,7 +249,8 @@ class Sequential:
         (integer buffers stay int64)."""
         for key, (layer, name, _) in self._buffer_slots().items():
             value = host[key]
-            layer.set_buffer(name, self.backend.asarray(value, dtype=None if value.dtype.kind in "iu" else self.dtype))
+            layer.set_buffer(name, self.backend.asarray(value, dtype=None if value.dtype.kind in "iu" else self.dtype,
+                                                        what=f"state dict entry {key!r}"))
 
     def to(self, backend, dtype=None) -> "Sequential":
         """Move the parameters and buffers to another backend (and optionally dtype); returns ``self``.
@@ -256,7 +259,9 @@ class Sequential:
         """
         state = self.state_dict()
         new_dtype = self.dtype if dtype is None else float_dtype_name(dtype)  # checked before anything moves
-        self.backend = get_backend(backend)
+        new_backend = get_backend(backend)
+        new_backend.check_dtype(new_dtype)  # e.g. float64 on JAX without its 64-bit arrays
+        self.backend = new_backend
         self.dtype = new_dtype
         self._output_shape = None
         for p in self.parameters():

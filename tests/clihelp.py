@@ -100,6 +100,7 @@ def cli_env(**extra) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("PORTACNN_BACKEND", None)
+    env.pop("JAX_ENABLE_X64", None)  # the subprocess runs with JAX's default (no 64-bit arrays), as a user's does
     env.setdefault("OPENBLAS_NUM_THREADS", "1")  # the machine is shared; also keeps CLI runs comparable
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra)

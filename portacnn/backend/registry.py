@@ -74,6 +74,10 @@ def _load_jax():
     return xp, jax.devices()[0]
 
 
+#: the dtypes JAX makes 32-bit (int32, float32, complex64) unless its 64-bit arrays are switched on
+_JAX_64_BIT = frozenset({"int64", "uint64", "float64", "complex128"})
+
+
 def jax_float64_enabled() -> bool:
     """Whether JAX computes in float64 (``jax_enable_x64``; without it, JAX makes float64 arrays float32)."""
     import jax
@@ -155,6 +159,8 @@ class Backend:
         kind of information (complex -> real, float -> integer) raise one ValueError naming ``what``.
         """
         target = None if dtype is None else numpy_dtype(dtype)
+        if target is not None:
+            self.check_dtype(target.name)
         source = namespace_name(x)
         if source == self.name:
             _check_kind(numpy_dtype(x.dtype), target, what)
@@ -165,6 +171,8 @@ class Backend:
         _check_kind(host.dtype, target, what)
         if target is not None:
             host = host.astype(target, copy=False)
+        elif self.name == "jax" and host.dtype.kind in "iu" and host.dtype.itemsize == 8 and not jax_float64_enabled():
+            _check_int32(host, what)  # JAX would wrap what int32 cannot hold
         if self.name != "numpy" and any(s < 0 for s in host.strides):
             host = np.ascontiguousarray(host)  # torch cannot wrap negative strides (np.flip, x[:, ::-1])
         return self.xp.asarray(host, device=self.device)
@@ -193,16 +201,24 @@ class Backend:
         """This namespace's dtype equal to ``dtype`` (a name or a dtype object of any library).
 
         JAX without ``jax_enable_x64`` has no 64-bit arrays (it would make them 32-bit, silently): asking it for
-        one is a ValueError saying how to switch them on."""
+        one is a ValueError saying how to switch them on (:meth:`check_dtype`)."""
         name = numpy_dtype(dtype).name
-        if self.name == "jax" and name.endswith("64") and not jax_float64_enabled():
+        self.check_dtype(name)
+        return _namespace_dtype(self.xp, self.name, name)
+
+    def check_dtype(self, name: str) -> None:
+        """A ValueError when this backend cannot hold dtype ``name`` as it is: 64-bit types on JAX without
+        ``jax_enable_x64``, where JAX would silently make them 32-bit."""
+        if self.name == "jax" and name in _JAX_64_BIT and not jax_float64_enabled():
             raise ValueError(f"backend 'jax' computes {name} only with 64-bit arrays switched on: set "
                              "JAX_ENABLE_X64=1 (or call jax.config.update('jax_enable_x64', True)) before using "
                              "JAX, or use float32")
-        return _namespace_dtype(self.xp, self.name, name)
 
     def __reduce__(self):
-        """Pickled (and deep-copied) as its name and device: the namespace is a module, found again on load."""
+        """Pickled (and deep-copied) as its name and device: the namespace is a module, found again on load (a JAX
+        device, which does not pickle, as its platform and id)."""
+        if self.name == "jax":
+            return (_jax_backend, (self.device.platform, self.device.id))
         return (get_backend, (self.name, self.device))
 
     def __deepcopy__(self, memo):
@@ -224,12 +240,13 @@ def _namespace_dtype(xp, backend_name: str, name: str):
     return found
 
 
-def asarray_like(x, ref):
-    """``x`` as an array of the same backend and device as the array ``ref`` (no copy when it already is)."""
+def asarray_like(x, ref, what: str = "input"):
+    """``x`` as an array of the same backend and device as the array ``ref`` (no copy when it already is);
+    ``what`` names it in errors."""
     name = namespace_name(ref) or "numpy"
     if namespace_name(x) == name and (name == "numpy" or x.device == ref.device):
         return x
-    return get_backend(name, device=ref.device if name != "numpy" else None).asarray(x)
+    return get_backend(name, device=ref.device if name != "numpy" else None).asarray(x, what=what)
 
 
 def unusable_reason(name: str) -> str | None:
@@ -262,6 +279,26 @@ def get_backend(name: str | Backend | None = None, device=None) -> Backend:
         raise BackendUnavailableError(reason)
     xp, default_device = loaded
     return Backend(name, xp, default_device if device is None else device)
+
+
+def _jax_backend(platform: str, device_id: int) -> Backend:
+    """The jax backend on JAX's device ``device_id`` of ``platform`` (what a pickled JAX model is loaded onto)."""
+    be = get_backend("jax")
+    import jax
+
+    found = [d for d in jax.devices(platform) if d.id == device_id]
+    if not found:
+        raise BackendUnavailableError(f"backend 'jax' has no {platform} device {device_id} here (the model was saved "
+                                      f"on it); load it with pc.load or move it with model.to('jax')")
+    return get_backend(be, device=found[0])
+
+
+def _check_int32(host: np.ndarray, what: str) -> None:
+    """A ValueError when the 64-bit integers ``host`` hold values int32 cannot (JAX without 64-bit arrays wraps
+    them silently)."""
+    if host.size and (int(host.min()) < -2**31 or int(host.max()) >= 2**31):
+        raise ValueError(f"{what} holds integers beyond int32 ({int(host.min())}..{int(host.max())}), which backend "
+                         "'jax' holds only with 64-bit arrays switched on: set JAX_ENABLE_X64=1")
 
 
 def _to_device(x, device):

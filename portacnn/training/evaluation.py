@@ -15,6 +15,20 @@ from ..losses import softmax_cross_entropy
 from ..validation import Integer, check
 
 
+
+def read_loss_and_count(xp, loss_sum, count) -> tuple[float, int]:
+    """A loss sum and a count of correct predictions, 0-d arrays on the device, read back in ONE transfer: stacked in
+    float64 (exact for counts below 2**53); where the backend has no 64-bit floats (JAX without 64-bit arrays) in
+    float32 with the count as two halves, count // 4096 and count % 4096, each exact in float32."""
+    count_dtype, sum_dtype = wide_dtypes(xp)
+    if sum_dtype == xp.float64:
+        host = to_host(xp.stack([xp.astype(loss_sum, sum_dtype), xp.astype(count, sum_dtype)]))
+        return float(host[0]), int(host[1])
+    high = count // 4096
+    host = to_host(xp.stack([xp.astype(loss_sum, sum_dtype), xp.astype(high, sum_dtype),
+                             xp.astype(count - high * 4096, sum_dtype)]))
+    return float(host[0]), int(host[1]) * 4096 + int(host[2])
+
 def check_labels(model, y, n, what="y") -> np.ndarray:
     """Labels (any array library, or a list) as a host int64 array of length ``n``, each a valid class id."""
     y = to_host(y, what)
@@ -53,7 +67,7 @@ def evaluate(model, x, y, batch_size=1000, comm=None) -> dict:
     else:
         comm, parts = None, x.batches(batch_size)
     loss_sum = xp.asarray(0.0, dtype=xp.float64 if model.dtype == "float64" else xp.float32, device=backend.device)
-    count_dtype, sum_dtype = wide_dtypes(xp)
+    count_dtype = wide_dtypes(xp)[0]
     correct = xp.asarray(0, dtype=count_dtype, device=backend.device)
     error = None
     try:
@@ -63,7 +77,7 @@ def evaluate(model, x, y, batch_size=1000, comm=None) -> dict:
             loss, _ = softmax_cross_entropy(logits, yb, check=False)
             loss_sum = loss_sum + loss * (hi - lo)
             correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == yb, count_dtype))
-        sums = to_host(xp.stack([xp.astype(loss_sum, sum_dtype), xp.astype(correct, sum_dtype)]))
+        sums = read_loss_and_count(xp, loss_sum, correct)
     except Exception as e:  # under MPI the other ranks must learn of it
         if comm is None:
             raise

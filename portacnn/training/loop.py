@@ -33,7 +33,7 @@ from . import mpi_step
 from .callbacks import Callback, LearningRateScheduler, ModelCheckpoint, as_callbacks
 from .checkpointing import TrainingCheckpoint, restore_callbacks, resume_state
 from .divergence import StopOnNonFinite, TrainingDiverged
-from .evaluation import check_labels, evaluate
+from .evaluation import check_labels, evaluate, read_loss_and_count
 from .history import History, RecordHistory
 from .progress import ProgressDisplay
 from .signals import Interrupt
@@ -183,7 +183,7 @@ class _DeviceSums:
     def __init__(self, model, state: TrainState):
         backend, self.xp = model.backend, model.backend.xp
         self.loss = self.xp.asarray(state.loss_sum, dtype=backend.dtype(model.dtype), device=backend.device)
-        self.count_dtype, self.sum_dtype = wide_dtypes(self.xp)
+        self.count_dtype = wide_dtypes(self.xp)[0]
         self.correct = self.xp.asarray(state.correct, dtype=self.count_dtype, device=backend.device)
 
     def add(self, loss, n, logits, labels) -> None:
@@ -192,9 +192,7 @@ class _DeviceSums:
         self.correct = self.correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, self.count_dtype))
 
     def read(self) -> tuple[float, int]:
-        xp = self.xp
-        sums = to_host(xp.stack([xp.astype(self.loss, self.sum_dtype), xp.astype(self.correct, self.sum_dtype)]))
-        return float(sums[0]), int(sums[1])
+        return read_loss_and_count(self.xp, self.loss, self.correct)
 
 
 class _HostSums:

@@ -69,10 +69,82 @@ def test_float32_trains_without_64_bit_arrays_and_without_a_warning(without_x64,
     _state_close(model.state_dict(), ref.state_dict(), "float32", 1e-4, "jax without x64")
 
 
+def test_a_batchnorm_network_keeps_float32_and_int64_counts_without_64_bit_arrays(without_x64):
+    """kannada_bn with augmentation and label smoothing on JAX without 64-bit arrays: every weight and buffer on
+    the device is 32-bit (no silent float64 anywhere, which JAX would warn about), the state dict holds float32
+    arrays and int64 counts as on NumPy, and the run ends where NumPy's ends."""
+    x, y = float_subset("train", 64)
+    out = {}
+    for backend in ("numpy", "jax"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            m = pc.models.kannada_bn(backend=backend, seed=2)
+            m.fit(x, y, epochs=1, batch_size=BATCH, augment=RandomAffine(), label_smoothing=0.1, progress=False)
+        out[backend] = m
+    jm = out["jax"]
+    assert all(p.data.dtype == jax.numpy.float32 for p in jm.parameters())
+    bn = jm.layers[1]
+    assert bn.running_mean.dtype == jax.numpy.float32 and bn.num_batches_tracked.dtype == jax.numpy.int32
+    state, ref = jm.state_dict(), out["numpy"].state_dict()
+    assert {k: v.dtype for k, v in state.items()} == {k: v.dtype for k, v in ref.items()}
+    assert int(state["1.num_batches_tracked"]) == int(ref["1.num_batches_tracked"]) == 2
+    _state_close(state, ref, "float32", 1e-3, "kannada_bn without x64")
+
+
 def test_float64_without_64_bit_arrays_is_one_clear_error(without_x64):
     with pytest.raises(ValueError, match="JAX_ENABLE_X64=1") as err:
         tiny_model(backend="jax", dtype="float64")
     assert "\n" not in str(err.value)
+    be = pc.get_backend("jax")
+    with pytest.raises(ValueError, match="JAX_ENABLE_X64=1"):  # never float32 arrays under a float64 label
+        be.asarray(np.zeros(3), dtype="float64")
+    model = tiny_model(dtype="float64")
+    before = model.state_dict()
+    with pytest.raises(ValueError, match="JAX_ENABLE_X64=1"):
+        model.to("jax")
+    assert model.backend.name == "numpy" and model.dtype == "float64"  # nothing moved
+    assert_same_state(model.state_dict(), before)
+    assert be.dtype("complex64") == jax.numpy.complex64  # 32-bit halves: JAX has it without x64
+
+
+def test_integers_beyond_int32_are_refused_without_64_bit_arrays(without_x64):
+    """JAX without 64-bit arrays would wrap them silently (a label 2**32 + 3 read as class 3)."""
+    be = pc.get_backend("jax")
+    logits = be.asarray(np.zeros((2, 10)), dtype="float32")
+    with pytest.raises(ValueError, match="labels holds integers beyond int32"):
+        pc.losses.softmax_cross_entropy(logits, np.array([2**32 + 3, 1]))
+    model = pc.models.kannada_bn(backend="jax")
+    state = model.state_dict()
+    assert state["1.num_batches_tracked"].dtype == np.int64
+    with pytest.raises(ValueError, match="'1.num_batches_tracked' holds integers beyond int32"):
+        model.load_state_dict({**state, "1.num_batches_tracked": np.array(2**32 + 5)})
+    model.load_state_dict({**state, "1.num_batches_tracked": np.array(2**31 - 1)})
+    assert int(model.state_dict()["1.num_batches_tracked"]) == 2**31 - 1
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_counts_are_read_back_exactly_beyond_float32(without_x64, x64):
+    """The loss sum and the count of correct predictions come back in one transfer; without 64-bit arrays the
+    count travels as two float32 halves, so 2**24 + 1 (the first integer float32 cannot hold) stays exact."""
+    from portacnn.training.evaluation import read_loss_and_count
+
+    jax.config.update("jax_enable_x64", x64)
+    xp = pc.get_backend("jax").xp
+    count_dtype, sum_dtype = pc.backend.wide_dtypes(xp)
+    for count in (0, 4095, 4096, 2**24 + 1, 2**31 - 1):
+        loss = xp.asarray(2.5, dtype=sum_dtype)
+        assert read_loss_and_count(xp, loss, xp.asarray(count, dtype=count_dtype)) == (2.5, count)
+
+
+def test_jax_models_pickle_and_predict_alike(data):
+    import pickle
+
+    (x, y), (xv, _) = data
+    model = tiny_model(backend="jax")
+    model.fit(x, y, epochs=1, batch_size=BATCH, progress=False)
+    again = pickle.loads(pickle.dumps(model))
+    assert again.backend == model.backend and again.backend.name == "jax"
+    np.testing.assert_array_equal(again.predict_proba(xv), model.predict_proba(xv))
 
 
 @pytest.mark.slow

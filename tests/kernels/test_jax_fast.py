@@ -72,6 +72,14 @@ def test_batchnorm_fast_path_is_the_portable_math(monkeypatch, dtype, layer, sha
 def test_adam_fast_path_is_the_portable_update(monkeypatch, dtype, cls, weight_decay):
     """Five steps with a rate that changes every step: the compiled update ends where the portable one ends (to
     rounding: XLA may fuse the operations), and the changing rate and bias corrections compile nothing new."""
+    compiled_update = jax_fast._adam()
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["mode"])
+        return compiled_update(*args, **kwargs)
+
+    monkeypatch.setattr(jax_fast, "_adam", lambda: counted)
     results = []
     for portable in (False, True):
         _portable(monkeypatch, portable)
@@ -86,9 +94,12 @@ def test_adam_fast_path_is_the_portable_update(monkeypatch, dtype, cls, weight_d
                 p.grad = be.asarray(rng.standard_normal(tuple(p.data.shape)) * (step + 1), dtype=dtype)
             opt.step()
             if not portable and step == 0:
-                compiled = jax_fast._adam()._cache_size()
+                compiled = compiled_update._cache_size()
         if not portable:
-            assert jax_fast._adam()._cache_size() == compiled  # steps 2..5 compiled nothing new
+            assert compiled_update._cache_size() == compiled  # steps 2..5 compiled nothing new
+            assert len(calls) == 10  # the compiled update ran: 5 steps x 2 parameters
+        else:
+            assert len(calls) == 10  # and the portable run did not call it
         results.append([p.data for p in params] + [s for st in opt.state.values() for s in st.values()])
     for fast, portable in zip(*results):
         assert fast.dtype == portable.dtype == getattr(jax.numpy, dtype)
