@@ -2,6 +2,9 @@
 
 - ``im2col_nhwc``: one copy out of an overlapping window view (``sliding_window_view``, strided again for a
   dilated window) instead of kh*kw slice copies;
+- ``col2im_chwn``: the portable loop's kh*kw slice additions written straight into the buffer (NumPy's ``+=``),
+  without array-api-extra's ``at()`` (about 5 us of Python per slice, which the portable code pays so that JAX's
+  immutable arrays work too: 25 slices on every LeNet-5 training step);
 - ``short_wide_matmul``: a (few rows) x (many columns) product cut into column blocks that stay in cache
   (OpenBLAS runs the one long product at memory speed);
 - ``matmul``: a large 2-D product cut into fixed blocks of rows run on the kernel threads, BLAS on one
@@ -32,6 +35,19 @@ def _numpy_im2col_nhwc(xhpad, kernel, stride, out_hw, dilation=(1, 1)):
     cols = np.empty((n, ho, wo, kh, kw, c), dtype=xhpad.dtype)
     np.copyto(cols, view.transpose(0, 1, 2, 4, 5, 3))
     return cols.reshape(n * ho * wo, kh * kw * c)
+
+
+@register("numpy", "col2im_chwn")
+def _numpy_col2im_chwn(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
+    """NumPy: :func:`.windows.col2im_chwn`'s slice additions, in place."""
+    (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
+    c, n = padded_shape[0], padded_shape[3]
+    cols = cols.reshape(c, kh, kw, ho, wo, n)
+    out = np.zeros(padded_shape, dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, taps(i * dh, sh, ho), taps(j * dw, sw, wo), :] += cols[:, i, j, ...]
+    return out
 
 
 #: NumPy/OpenBLAS: products with at most this many rows in ``a`` are cut into column blocks

@@ -142,6 +142,9 @@ def im2col_chwn(xcpad, kernel, stride, out_hw, dilation=(1, 1)):
 
 def col2im_chwn(cols, padded_shape, kernel, stride, out_hw, dilation=(1, 1)):
     """Adjoint of :func:`im2col_chwn`: (C*kh*kw, Ho*Wo*N) columns added back into a (C, Hp, Wp, N) buffer."""
+    fast = fast_path(cols, "col2im_chwn")
+    if fast is not None:
+        return fast(cols, padded_shape, kernel, stride, out_hw, dilation)
     xp = array_namespace(cols)
     (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
     c, n = padded_shape[0], padded_shape[3]

@@ -55,6 +55,22 @@ def test_fast_im2col_equals_the_portable_loop(monkeypatch, geometry, dtype, prim
         np.testing.assert_array_equal(getattr(_windows, primitive)(arg, kernel, stride, out_hw), reference)
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g[:4])) + f"-k{g[4]}-s{g[5]}-p{g[6]}-d{g[7]}")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_col2im_equals_the_portable_loop(monkeypatch, geometry, dtype):
+    """NumPy's in-place col2im_chwn adds the same slices in the same order as the portable at() loop: the same bits."""
+    n, c, h, w, kernel, stride, padding, dilation = geometry
+    out_hw = tuple(_windows.out_size(*a) for a in zip((h, w), kernel, stride, padding, dilation))
+    padded = (c, h + sum(padding[0]), w + sum(padding[1]), n)
+    cols = np.random.default_rng(1).standard_normal((c * kernel[0] * kernel[1], out_hw[0] * out_hw[1] * n)).astype(dtype)
+    assert kernels.fast_path(cols, "col2im_chwn") is not None
+    fast = _windows.col2im_chwn(cols, padded, kernel, stride, out_hw, dilation)
+    _portable(monkeypatch)
+    reference = _windows.col2im_chwn(cols, padded, kernel, stride, out_hw, dilation)
+    assert fast.dtype == reference.dtype and fast.shape == reference.shape == padded
+    np.testing.assert_array_equal(fast, reference)
+
+
 def test_pad_hw_and_out_size_take_ints_or_sides():
     """Pools pass ints (both sides); convs pass (before, after): the same numbers where they agree."""
     x = np.arange(2 * 3 * 4 * 1, dtype=np.float64).reshape(2, 3, 4, 1)
