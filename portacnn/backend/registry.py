@@ -286,7 +286,10 @@ def _jax_backend(platform: str, device_id: int) -> Backend:
     be = get_backend("jax")
     import jax
 
-    found = [d for d in jax.devices(platform) if d.id == device_id]
+    try:
+        found = [d for d in jax.devices(platform) if d.id == device_id]
+    except RuntimeError:  # JAX knows no such platform here (a model pickled on a GPU, loaded on a CPU machine)
+        found = []
     if not found:
         raise BackendUnavailableError(f"backend 'jax' has no {platform} device {device_id} here (the model was saved "
                                       f"on it); load it with pc.load or move it with model.to('jax')")

@@ -94,7 +94,7 @@ def _pool():
 
     def forward(x, kernel, stride, padding, out_hw):
         y, saved = max_pool(x, kernel, stride, padding, out_hw)
-        return y, saved[:2]  # the arrays; the geometry stays on the host
+        return y, saved[0]  # y and the padded input; the geometry stays on the host
 
     def backward(xpad, y, grad_out, geometry):
         return max_pool_backward((xpad, y, *geometry), grad_out)
@@ -107,8 +107,8 @@ def _pool():
 def maxpool2d_forward(x, kernel, stride, padding, out_hw):
     """``(y, saved)`` of :func:`portacnn.layers.maxpool.max_pool`, compiled."""
     kernel, stride, padding, out_hw = (tuple(int(v) for v in a) for a in (kernel, stride, padding, out_hw))
-    y, (xpad, y_saved) = _pool()[0](x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw)
-    return y, (xpad, y_saved, (kernel, stride, padding, out_hw, tuple(int(v) for v in x.shape[2:])))
+    y, xpad = _pool()[0](x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw)
+    return y, (xpad, y, (kernel, stride, padding, out_hw, tuple(int(v) for v in x.shape[2:])))
 
 
 @register("jax", "maxpool2d_backward")

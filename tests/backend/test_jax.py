@@ -136,6 +136,16 @@ def test_counts_are_read_back_exactly_beyond_float32(without_x64, x64):
         assert read_loss_and_count(xp, loss, xp.asarray(count, dtype=count_dtype)) == (2.5, count)
 
 
+def test_a_pickled_model_whose_jax_device_is_missing_is_one_clear_error():
+    """What a model pickled on a GPU meets on a CPU machine (no GPU here: the lookup itself is what is tested)."""
+    from portacnn.backend.registry import _jax_backend
+
+    assert _jax_backend("cpu", 0).device == jax.devices("cpu")[0]
+    for platform, device_id in (("cpu", 99), ("gpu", 0), ("no_such_platform", 0)):
+        with pytest.raises(pc.BackendUnavailableError, match=f"has no {platform} device {device_id} here"):
+            _jax_backend(platform, device_id)
+
+
 def test_jax_models_pickle_and_predict_alike(data):
     import pickle
 
