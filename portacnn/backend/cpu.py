@@ -96,12 +96,14 @@ PARALLEL_MIN_WORK = 1 << 20
 
 def run_tasks(task, count: int, work: int | None = None, blas: bool = True) -> None:
     """``task(k)`` for k in 0..count-1, on :func:`compute_threads` threads with BLAS on one thread each (in
-    order on this thread when that is one, or when ``work`` is under :data:`PARALLEL_MIN_WORK`). Each task must
-    write only its own part of the results. ``blas=False``: the tasks call no BLAS (its threads are left alone)."""
+    order on this thread when that is one, or when ``work`` is under :data:`PARALLEL_MIN_WORK`, BLAS still on one
+    thread). Each task must write only its own part of the results. ``blas=False``: the tasks call no BLAS (its
+    threads are left alone)."""
     threads = min(compute_threads(), count)
     if threads <= 1 or (work is not None and work < PARALLEL_MIN_WORK):
-        for k in range(count):
-            task(k)
+        with one_blas_thread() if blas else contextlib.nullcontext():  # here too: a multi-threaded BLAS call
+            for k in range(count):  # would leave OpenBLAS's workers spinning against the next kernel's threads
+                task(k)
         return
     pool = thread_pool("kernel", threads - 1)
     with one_blas_thread() if blas else contextlib.nullcontext():

@@ -34,6 +34,14 @@ def tap_source(pos, offset, stride, count):
     return d // stride
 
 
+@njit(**_OPTS)
+def tap_range(start, step, count, first, stop):
+    """(lo, hi): the taps k in 0..count whose position ``start + k * step`` lies in first..stop (hi <= lo: none)."""
+    lo = max(0, -((start - first) // step))  # ceil((first - start) / step)
+    hi = min(count, -((start - stop) // step))  # ceil((stop - start) / step)
+    return lo, max(lo, hi)
+
+
 # -- BatchNorm -------------------------------------------------------------------------------------------
 @njit(**_OPTS)
 def affine_rows(x, scale, shift, relu, out):
@@ -310,84 +318,133 @@ def adam_update(w, g, m, v, b1, omb1, b2, omb2, c2, eps, step, wd, mode):
 
 # -- narrow convolutions on batch-last arrays, vectorised over the batch ---------------------------------------
 @njit(**_OPTS)
-def conv_chwn(x, w, b, sh, sw, dh, dw, pt, pl, t0, t1, y):
-    """Rows t0..t1 (o*Ho + r) of y (O, Ho, Wo, N) = b + sum over (c, i, j) of w[o, c, i, j] times the batch-last
-    input x (C, H, W, N) at the tap, padding read as 0; the innermost loop runs over the N images."""
-    c_in, h, wd, n = x.shape
-    _, _, kh, kw = w.shape
-    _, ho, wo, _ = y.shape
-    for t in range(t0, t1):
-        o, r = t // ho, t % ho
+def conv_chwn(x, w, b, sh, sw, dh, dw, rows, cols, relu, t0, t1, y):
+    """Output rows t0..t1 of y (O, Ho, Wo, N): ``b[o]`` plus, in (c, i, j) order, ``w[o, c, i, j]`` times the padded
+    batch-last input x (C, Hp, Wp, N) at the tap; then max(., 0) when ``relu``. Taps that read outside the rows
+    ``rows`` = (first, stop) and columns ``cols`` of x are skipped (the input gradient's padding: only zeros
+    there); the forward pass gives x's whole extent, so its padding is multiplied as the portable code does.
+    The innermost loops run over the N images. Each output pixel's sums build up in an (O, N) accumulator that
+    stays in the L1 cache; one pass over it adds up to four taps of a kernel row for two outputs at a time (the
+    accumulator plus each product in turn: the same sums, rounded the same way, as one tap per pass)."""
+    c_in, n = x.shape[0], x.shape[3]
+    o_n, _, kh, kw = w.shape
+    wo = y.shape[2]
+    acc = np.empty((o_n, n), dtype=y.dtype)
+    for r in range(t0, t1):
+        i0, i1 = tap_range(r * sh, dh, kh, rows[0], rows[1])
         for s in range(wo):
-            for q in range(n):
-                y[o, r, s, q] = b[o]
+            j0, j1 = tap_range(s * sw, dw, kw, cols[0], cols[1])
+            for o in range(o_n):
+                bo = b[o]
+                for q in range(n):
+                    acc[o, q] = bo
             for c in range(c_in):
-                for i in range(kh):
-                    hh = r * sh + i * dh - pt
-                    if hh < 0 or hh >= h:
-                        continue
-                    for j in range(kw):
-                        ww = s * sw + j * dw - pl
-                        if ww < 0 or ww >= wd:
-                            continue
-                        wv = w[o, c, i, j]
-                        for q in range(n):
-                            y[o, r, s, q] += wv * x[c, hh, ww, q]
+                for i in range(i0, i1):
+                    row = x[c, r * sh + i * dh]
+                    j = j0
+                    while j < j1:
+                        col = s * sw + j * dw
+                        if j + 4 <= j1:
+                            x0, x1, x2, x3 = row[col], row[col + dw], row[col + 2 * dw], row[col + 3 * dw]
+                            o = 0
+                            while o < o_n:
+                                a0, a1, a2, a3 = w[o, c, i, j], w[o, c, i, j + 1], w[o, c, i, j + 2], w[o, c, i, j + 3]
+                                ar = acc[o]
+                                if o + 1 < o_n:
+                                    b0, b1 = w[o + 1, c, i, j], w[o + 1, c, i, j + 1]
+                                    b2, b3 = w[o + 1, c, i, j + 2], w[o + 1, c, i, j + 3]
+                                    br = acc[o + 1]
+                                    for q in range(n):
+                                        v0, v1, v2, v3 = x0[q], x1[q], x2[q], x3[q]
+                                        ar[q] = (((ar[q] + a0 * v0) + a1 * v1) + a2 * v2) + a3 * v3
+                                        br[q] = (((br[q] + b0 * v0) + b1 * v1) + b2 * v2) + b3 * v3
+                                    o += 2
+                                else:
+                                    for q in range(n):
+                                        ar[q] = (((ar[q] + a0 * x0[q]) + a1 * x1[q]) + a2 * x2[q]) + a3 * x3[q]
+                                    o += 1
+                            j += 4
+                        elif j + 2 <= j1:
+                            x0, x1 = row[col], row[col + dw]
+                            for o in range(o_n):
+                                a0, a1 = w[o, c, i, j], w[o, c, i, j + 1]
+                                ar = acc[o]
+                                for q in range(n):
+                                    ar[q] = (ar[q] + a0 * x0[q]) + a1 * x1[q]
+                            j += 2
+                        else:
+                            x0 = row[col]
+                            for o in range(o_n):
+                                a0 = w[o, c, i, j]
+                                ar = acc[o]
+                                for q in range(n):
+                                    ar[q] += a0 * x0[q]
+                            j += 1
+            for o in range(o_n):
+                for q in range(n):
+                    v = acc[o, q]
+                    y[o, r, s, q] = v if not (relu and v <= 0) else 0
     return y
 
 
-@njit(**_OPTS)
-def conv_chwn_dw(x, dy, kh, kw, sh, sw, dh, dw, pt, pl, t0, t1, out):
-    """out[o, c, i, j] for the pairs t = o*C + c in t0..t1: the sum over output pixels and images of dy times the
-    input at the tap (per image a float32 partial over the pixels, the N partials then added in float64)."""
-    c_in, h, wd, n = x.shape
-    _, ho, wo, _ = dy.shape
-    acc = np.empty(n, dtype=x.dtype)
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def conv_chwn_dw(x, dy, dh, dw, t0, t1, out):
+    """out[o, c, i, j] (float64) for the pairs t = o*C + c in t0..t1 of a stride-1 conv: the sum over output
+    pixels and images of dy (O, Ho, Wo, N) times the padded batch-last input x (C, Hp, Wp, N) at the tap. With
+    stride 1 an output row's Wo*N values of dy meet Wo*N consecutive values of an input row, so each row's
+    share of a tap is one dot product over contiguous memory, summed in x's dtype (a vectorised reduction:
+    ``reassoc`` lets the compiler keep vector partial sums, in an order fixed by the compiled code); the rows'
+    shares are added in float64, row by row. A row of dy is read once for every tap while it is in the L1
+    cache, and up to four taps of a kernel row share each pass over it."""
+    c_in, wp, n = x.shape[0], x.shape[2], x.shape[3]
+    o_n, ho, wo, _ = dy.shape
+    kh, kw = out.shape[2], out.shape[3]
+    m, step = wo * n, dw * n
+    zero = x.dtype.type(0)
+    total = np.empty((kh, kw), dtype=np.float64)
     for t in range(t0, t1):
         o, c = t // c_in, t % c_in
+        total[:, :] = 0.0
+        for r in range(ho):
+            d = dy[o, r].reshape(m)
+            for i in range(kh):
+                row = x[c, r + i * dh].reshape(wp * n)
+                j = 0
+                while j < kw:
+                    e0 = j * step
+                    if j + 4 <= kw:
+                        x0, x1 = row[e0 : e0 + m], row[e0 + step : e0 + step + m]
+                        x2, x3 = row[e0 + 2 * step : e0 + 2 * step + m], row[e0 + 3 * step : e0 + 3 * step + m]
+                        p0 = p1 = p2 = p3 = zero
+                        for e in range(m):
+                            v = d[e]
+                            p0 += v * x0[e]
+                            p1 += v * x1[e]
+                            p2 += v * x2[e]
+                            p3 += v * x3[e]
+                        total[i, j] += p0
+                        total[i, j + 1] += p1
+                        total[i, j + 2] += p2
+                        total[i, j + 3] += p3
+                        j += 4
+                    elif j + 2 <= kw:
+                        x0, x1 = row[e0 : e0 + m], row[e0 + step : e0 + step + m]
+                        p0 = p1 = zero
+                        for e in range(m):
+                            v = d[e]
+                            p0 += v * x0[e]
+                            p1 += v * x1[e]
+                        total[i, j] += p0
+                        total[i, j + 1] += p1
+                        j += 2
+                    else:
+                        x0 = row[e0 : e0 + m]
+                        p0 = zero
+                        for e in range(m):
+                            p0 += d[e] * x0[e]
+                        total[i, j] += p0
+                        j += 1
         for i in range(kh):
             for j in range(kw):
-                for q in range(n):
-                    acc[q] = 0
-                for r in range(ho):
-                    hh = r * sh + i * dh - pt
-                    if hh < 0 or hh >= h:
-                        continue
-                    for s in range(wo):
-                        ww = s * sw + j * dw - pl
-                        if ww < 0 or ww >= wd:
-                            continue
-                        for q in range(n):
-                            acc[q] += dy[o, r, s, q] * x[c, hh, ww, q]
-                total = 0.0
-                for q in range(n):
-                    total += np.float64(acc[q])
-                out[o, c, i, j] = total
+                out[o, c, i, j] = total[i, j]
     return out
-
-
-@njit(**_OPTS)
-def conv_chwn_dx(dy, w, sh, sw, dh, dw, pt, pl, t0, t1, dx):
-    """Rows t0..t1 (c*H + h) of dx (C, H, W, N): for each input cell the sum over (o, i, j) of w[o, c, i, j] times
-    dy at the output pixel whose tap (i, j) read it; the innermost loop runs over the N images."""
-    o_n, ho, wo, n = dy.shape
-    _, _, kh, kw = w.shape
-    _, h, wd, _ = dx.shape
-    for t in range(t0, t1):
-        c, hh = t // h, t % h
-        for ww in range(wd):
-            for q in range(n):
-                dx[c, hh, ww, q] = 0
-            for o in range(o_n):
-                for i in range(kh):
-                    r = tap_source(hh + pt, i * dh, sh, ho)
-                    if r < 0:
-                        continue
-                    for j in range(kw):
-                        s = tap_source(ww + pl, j * dw, sw, wo)
-                        if s < 0:
-                            continue
-                        wv = w[o, c, i, j]
-                        for q in range(n):
-                            dx[c, hh, ww, q] += wv * dy[o, r, s, q]
-    return dx

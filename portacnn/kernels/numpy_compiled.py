@@ -281,17 +281,13 @@ def adam_update(w, g, m, v, t, lr, b1, b2, eps, weight_decay, decoupled):
 # -- convolution, channels-last, in cache-sized blocks of images on every core ---------------------------------
 #: bytes of columns one task makes and multiplies while they sit in its core's cache
 CONV_BLOCK_BYTES = 1 << 20
-#: convolutions with at most this many multiply-adds per output pixel (taps x input channels x outputs) run as
-#: direct loops vectorised over the batch (the tutorial net's 1 -> 2 5x5 conv: 50): too little work per pixel
-#: for a GEMM to pay for its columns (LeNet-5's 1 -> 6 5x5, 150, measured faster as a GEMM); the others as blocks
-#: of columns and GEMMs
-DIRECT_MAX_WORK = 64
-#: narrow convolutions above DIRECT_MAX_WORK run the generic kernel (:mod:`.conv`), one batch-last GEMM over the
-#: whole batch, instead of blocks of images: those with fewer outputs than NARROW_BELOW, whose block GEMMs would
-#: be narrower than one AVX-512 vector of float32 (LeNet-5's 1 -> 6: blocks 3x slower to train), and those with
-#: fewer than NARROW_UP_TO outputs on images of at most SMALL_IMAGE output pixels (LeNet-5's 6 -> 16 on 10x10:
-#: blocks 1.4x slower). A 16-output conv on larger images runs as blocks: ResNet-20's 16-channel 3x3 convs on
-#: 32x32 (measured 2026-12-07, 2 threads, batch 128: inference 296 -> 189 ms, a training step 781 -> 536 ms)
+#: narrow convolutions run as direct loops on batch-last arrays, vectorised over the batch (:func:`_direct_forward`):
+#: those with fewer outputs than NARROW_BELOW, whose block GEMMs would be narrower than one AVX-512 vector of
+#: float32 (LeNet-5's 1 -> 6, the tutorial net's 1 -> 2), and those with fewer than NARROW_UP_TO outputs on images of
+#: at most SMALL_IMAGE output pixels (LeNet-5's 6 -> 16 on 10x10). A 16-output conv on larger images runs as
+#: blocks: ResNet-20's 16-channel 3x3 convs on 32x32 (measured 2026-12-07, 2 threads, batch 128: inference
+#: 296 -> 189 ms, a training step 781 -> 536 ms). A strided narrow conv runs the generic kernel (:mod:`.conv`),
+#: one batch-last GEMM over the whole batch (the direct input gradient is a stride-1 convolution).
 NARROW_BELOW = 16
 NARROW_UP_TO = 32
 SMALL_IMAGE = 256
@@ -355,24 +351,13 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), 
     kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
     kk = kh * kw * c
     narrow = o < NARROW_BELOW or (o < NARROW_UP_TO and ho * wo <= SMALL_IMAGE)
-    if narrow and kk * o > DIRECT_MAX_WORK:  # narrow convs: the generic kernel's batch-last GEMMs
+    if narrow and (geo[2], geo[3]) == (1, 1) and _flip_pads(padding, geo) is not None:
+        return _direct_forward(x, w, b, padding, geo, relu)
+    if narrow:  # strided: the generic kernel's batch-last GEMMs
         from .conv import _generic_forward
 
         y, saved = _generic_forward(x, w, b, stride, padding, out_hw, training, dilation)
         return (relu_forward(y) if relu else y), ("generic", saved)
-    if kk * o <= DIRECT_MAX_WORK:  # tiny convs: direct loops on batch-last arrays, vectorised over the images
-        from ..backend.cpu import run_tasks as run
-
-        xc = _batch_last(x)
-        y = np.empty((o, ho, wo, n), dtype=x.dtype)
-        bias = np.zeros(o, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
-        spans = _spans(o * ho, max(1, CHUNK_ELEMENTS // max(1, wo * n * kk)))
-        wc = np.ascontiguousarray(w)
-        run(lambda t: k.conv_chwn(xc, wc, bias, *geo[2:8], *spans[t], y), len(spans), work=n * ho * wo * kk * o // 4,
-            blas=False)
-        y = y.transpose(3, 0, 1, 2)
-        saved = (x, xc, stride, padding, out_hw, dilation, geo, b is not None)  # what _narrow_backward needs
-        return (relu_forward(y) if relu else y), ("narrow", saved)
     xl = _channels_last(x)
     wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kk, o))  # (K, O), K in (i, j, c) order
     y = np.empty((n, ho, wo, o), dtype=x.dtype)
@@ -457,25 +442,78 @@ def _batch_last(x):
     return xc if xc.flags.c_contiguous else np.ascontiguousarray(xc)
 
 
-def _narrow_backward(saved, w, grad_out, need_input_grad):
+def _padded_batch_last(x, pads):
+    """x (N, C, H, W) as a contiguous batch-last (C, top + H + bottom, left + W + right, N) array, zeros around
+    (a view of a batch-last activation when nothing is padded)."""
+    (pt, pb), (pl, pr) = pads
+    if pt == pb == pl == pr == 0:
+        return _batch_last(x)
+    n, c, h, w = x.shape
+    out = np.zeros((c, pt + h + pb, pl + w + pr, n), dtype=x.dtype)
+    out[:, pt : pt + h, pl : pl + w, :] = x.transpose(1, 2, 3, 0)
+    return out
+
+
+def _flip_pads(padding, geo):
+    """The padding of dy that turns the input gradient into a stride-1 convolution of dy with the flipped kernel
+    (the kernel's dilated extent less 1, less the forward's padding, on each side), or None when the forward pads
+    more than that (the direct path is then not taken)."""
+    kh, kw, dh, dw = geo[0], geo[1], geo[4], geo[5]
+    (pt, pb), (pl, pr) = padding
+    eh, ew = dh * (kh - 1), dw * (kw - 1)
+    pads = ((eh - pt, eh - pb), (ew - pl, ew - pr))
+    return None if min(pads[0] + pads[1]) < 0 else pads
+
+
+def _direct(x, w, b, geo, relu, y, inside=None):
+    """``y`` (O, Ho, Wo, N) = the direct conv of the padded batch-last ``x``, one task per output row; ``inside``:
+    the ((first, stop), (first, stop)) rows and columns of x outside which it holds only zeros, whose taps are
+    skipped (None: all of x is read, padding included)."""
     from ..backend.cpu import run_tasks
 
-    x, xc, stride, padding, out_hw, dilation, geo, biased = saved
+    k = _k()
+    kh, kw, sh, sw, dh, dw = geo[:6]
+    rows, cols = inside or ((0, x.shape[1]), (0, x.shape[2]))
+    bias = np.zeros(w.shape[0], dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    work = y.size * w.shape[1] * kh * kw // 4
+    run_tasks(lambda t: k.conv_chwn(x, w, bias, sh, sw, dh, dw, rows, cols, relu, t, t + 1, y), y.shape[1],
+              work=work, blas=False)
+    return y
+
+
+def _direct_forward(x, w, b, padding, geo, relu):
+    """y (a batch-last view) of a narrow conv by :func:`.numba_kernels.conv_chwn`; keeps the padded input."""
+    n, ho, wo = x.shape[0], geo[8], geo[9]
+    xc = _padded_batch_last(x, padding)
+    y = np.empty((w.shape[0], ho, wo, n), dtype=x.dtype)
+    _direct(xc, np.ascontiguousarray(w, dtype=x.dtype), b, geo, relu, y)
+    return y.transpose(3, 0, 1, 2), ("narrow", (xc, x.shape, padding, geo, b is not None))
+
+
+def _narrow_backward(saved, w, grad_out, need_input_grad):
+    """dw by :func:`.numba_kernels.conv_chwn_dw` (one task per (output, input) channel pair); dx as the stride-1
+    convolution of dy, padded by :func:`_flip_pads`, with the kernel flipped and its channel axes swapped:
+    ``dx[c, h, w] = sum over (o, i, j) of w[o, c, kh-1-i, kw-1-j] * dy_padded[o, h + i*dh, w + j*dw]``."""
+    from ..backend.cpu import run_tasks
+
+    xc, x_shape, padding, geo, biased = saved
     o, c, kh, kw = w.shape
     k = _k()
     dyc = _batch_last(grad_out)  # (O, Ho, Wo, N)
     dw64 = np.empty(w.shape, dtype=np.float64)
     work = dyc.size * c * kh * kw // 4
-    run_tasks(lambda t: k.conv_chwn_dw(xc, dyc, kh, kw, *geo[2:8], t, t + 1, dw64), o * c, work=work, blas=False)
+    run_tasks(lambda t: k.conv_chwn_dw(xc, dyc, geo[4], geo[5], t, t + 1, dw64), o * c, work=work, blas=False)
     dw = dw64.astype(w.dtype)
     db = dyc.reshape(o, -1).sum(axis=1) if biased else None
     if not need_input_grad:
         return None, dw, db
-    n, _, h, wd = x.shape
-    dx = np.empty((c, h, wd, n), dtype=grad_out.dtype)
-    spans = _spans(c * h, max(1, CHUNK_ELEMENTS // max(1, wd * n * o * kh * kw)))
-    wc = np.ascontiguousarray(w)
-    run_tasks(lambda t: k.conv_chwn_dx(dyc, wc, *geo[2:8], *spans[t], dx), len(spans), work=work, blas=False)
+    n, _, h, wd = x_shape
+    (top, _), (left, _) = pads = _flip_pads(padding, geo)
+    dyp = _padded_batch_last(dyc.transpose(3, 0, 1, 2), pads)
+    wf = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype=grad_out.dtype)
+    flipped = (kh, kw, 1, 1) + geo[4:8] + (h, wd)
+    inside = ((top, top + geo[8]), (left, left + geo[9]))  # dy itself: the taps on its padding add nothing
+    dx = _direct(dyp, wf, None, flipped, False, np.empty((c, h, wd, n), dtype=grad_out.dtype), inside)
     return dx.transpose(3, 0, 1, 2), dw, db
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import compiled
 from .registry import register
 from .windows import taps
 
@@ -87,10 +88,17 @@ def _numpy_matmul(a, b):
     many columns) is cut
     into such blocks, run on the kernel threads with BLAS on one thread each (a dense layer's products; every
     output element is then one single-threaded dot product whatever the thread count). Anything else is one
-    call (a narrow conv's stacked or short products ran slower cut up)."""
+    call (a narrow conv's stacked or short products ran slower cut up), on one BLAS thread while the compiled
+    kernels are on: OpenBLAS's workers spin for about 0.1 s after a multi-threaded call, and the kernel threads
+    that run next lost a third of their speed to them (a LeNet-5 training step, 2 threads: 9.7 -> 7.0 ms)."""
     if (a.ndim != 2 or b.ndim != 2 or a.shape[0] < 2 * MATMUL_BLOCK or a.shape[1] < MATMUL_BLOCK
             or a.shape[0] * a.shape[1] * b.shape[1] < MATMUL_SPLIT_FROM):
-        return np.matmul(a, b)
+        if not compiled.usable():
+            return np.matmul(a, b)
+        from ..backend.cpu import one_blas_thread
+
+        with one_blas_thread():  # the compiled kernels' threads run next, and OpenBLAS's would spin against them
+            return np.matmul(a, b)
     return _blocked(a, b, MATMUL_BLOCK)
 
 

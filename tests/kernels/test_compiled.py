@@ -144,8 +144,13 @@ CONVS = [  # (in, out, kernel, stride, padding, dilation, bias, input (N, H, W))
     (6, 32, 1, 2, 0, 1, True, (3, 8, 7)),
     (7, 33, 1, 1, 0, 1, True, (3, 8, 7)),  # 1x1, stride 1: the input is the columns, their gradient dx
     (1, 32, 3, 1, 1, 1, False, (5, 9, 8)),  # one input channel (a first layer)
-    (2, 3, 5, 1, 2, 1, True, (3, 11, 10)),  # tiny: direct loops over the batch
-    (4, 3, 3, 1, 1, 1, True, (4, 7, 9)),  # narrow: the generic batch-last kernel
+    (2, 3, 5, 1, 2, 1, True, (3, 11, 10)),  # narrow: direct loops over the batch
+    (4, 3, 3, 1, 1, 1, True, (4, 7, 9)),
+    (1, 6, 5, 1, 2, 1, True, (5, 12, 12)),  # LeNet-5's first conv: four-tap passes, two outputs at a time
+    (6, 16, 5, 1, 0, 1, True, (3, 14, 14)),  # LeNet-5's second: 16 outputs on a 10x10 image
+    (3, 5, (3, 6), 1, "same", (2, 1), False, (3, 9, 11)),  # dilated, uneven "same" padding, a six-wide kernel
+    (2, 4, 3, 2, 1, 1, True, (3, 9, 8)),  # strided: the generic batch-last kernel
+    (2, 4, 3, 1, 3, 1, True, (2, 6, 7)),  # padded past the kernel's extent: the generic kernel too
 ]
 
 
@@ -178,6 +183,28 @@ def test_conv_with_relu_epilogue(spec, bias, monkeypatch):
     assert (got >= 0).all() and ((got == 0) == (want == 0)).mean() > 0.99
 
 
+@pytest.mark.parametrize("padding", [2, 0])
+def test_narrow_input_gradient_skips_only_the_padding(padding, monkeypatch):
+    """The direct input gradient is a convolution of dy padded with zeros; it multiplies no weight by that
+    padding, so an infinite weight makes inf/NaN exactly where the portable col2im puts them."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 9, 9)).astype(np.float32)
+    outs = []
+    for portable in ("0", "1"):
+        monkeypatch.setenv("PORTACNN_PORTABLE", portable)
+        layer = pc.Sequential([Conv2D(2, 3, 5, padding=padding)], seed=0).layers[0]
+        layer.weight.data[1, 0, 0, 0] = np.inf
+        with np.errstate(invalid="ignore"):  # inf times a padding zero: NaN, as expected
+            y = layer.forward(x, True)
+            outs.append(np.asarray(layer.backward(np.ones(y.shape, np.float32))))
+    fast, ref = outs
+    assert np.isinf(ref).any() or np.isnan(ref).any()
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(fast), np.isinf(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(fast[finite], ref[finite], rtol=2e-5, atol=2e-5 * np.abs(ref[finite]).max())
+
+
 def test_conv_in_many_blocks_equals_one_block(monkeypatch):
     """Blocks of images are multiplied apart and their weight gradients added in block order."""
     from portacnn.kernels import numpy_compiled
@@ -197,8 +224,9 @@ def test_conv_in_many_blocks_equals_one_block(monkeypatch):
     np.testing.assert_allclose(results[0][2], results[1][2], rtol=1e-5, atol=1e-5 * np.abs(results[0][2]).max())
 
 
-def test_results_do_not_depend_on_the_thread_count():
-    """A kannada_bn training step gives the same bits on one thread and on two (fixed sum orders)."""
+@pytest.mark.parametrize("net", ["kannada_bn", "lenet5"])
+def test_results_do_not_depend_on_the_thread_count(net):
+    """A training step gives the same bits on one thread and on two (fixed sum orders)."""
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
@@ -207,7 +235,7 @@ def test_results_do_not_depend_on_the_thread_count():
     states = []
     for threads in (1, 2):
         with threadpool_limits(threads, user_api="blas"):
-            m = pc.models.kannada_bn(seed=0, workers=1)
+            m = getattr(pc.models, net)(seed=0, workers=1)
             m.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=0)
             states.append(m.state_dict())
     for k in states[0]:
