@@ -389,24 +389,27 @@ def conv_chwn(x, w, b, sh, sw, dh, dw, rows, cols, relu, t0, t1, y):
 
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
 def conv_chwn_dw(x, dy, dh, dw, t0, t1, out):
-    """out[o, c, i, j] (float64) for the pairs t = o*C + c in t0..t1 of a stride-1 conv: the sum over output
-    pixels and images of dy (O, Ho, Wo, N) times the padded batch-last input x (C, Hp, Wp, N) at the tap. With
-    stride 1 an output row's Wo*N values of dy meet Wo*N consecutive values of an input row, so each row's
-    share of a tap is one dot product over contiguous memory, summed in x's dtype (a vectorised reduction:
-    ``reassoc`` lets the compiler keep vector partial sums, in an order fixed by the compiled code); the rows'
-    shares are added in float64, row by row. A row of dy is read once for every tap while it is in the L1
-    cache, and up to four taps of a kernel row share each pass over it."""
+    """out[o, c, i, j] (float64) of a stride-1 conv for the tasks t in t0..t1, task t = p*C + c covering outputs
+    2p and 2p + 1 (when there is one) and input channel c: the sum over output pixels and images of dy
+    (O, Ho, Wo, N) times the padded batch-last input x (C, Hp, Wp, N) at the tap. With stride 1 an output row's
+    Wo*N values of dy meet Wo*N consecutive values of an input row, so each row's share of a tap is one dot
+    product over contiguous memory, summed in x's dtype (a vectorised reduction: ``reassoc`` lets the compiler
+    keep vector partial sums, in an order fixed by the compiled code); the rows' shares are added in float64,
+    row by row. The two outputs' rows of dy are read for every tap while in the L1 cache, and one pass over
+    them takes up to four taps of a kernel row."""
     c_in, wp, n = x.shape[0], x.shape[2], x.shape[3]
     o_n, ho, wo, _ = dy.shape
     kh, kw = out.shape[2], out.shape[3]
     m, step = wo * n, dw * n
     zero = x.dtype.type(0)
-    total = np.empty((kh, kw), dtype=np.float64)
+    total = np.empty((2, kh, kw), dtype=np.float64)
     for t in range(t0, t1):
-        o, c = t // c_in, t % c_in
-        total[:, :] = 0.0
+        o, c = 2 * (t // c_in), t % c_in
+        two = o + 1 < o_n
+        total[:, :, :] = 0.0
         for r in range(ho):
             d = dy[o, r].reshape(m)
+            d2 = dy[o + 1, r].reshape(m) if two else d  # one output left: its row twice, the copy unused
             for i in range(kh):
                 row = x[c, r + i * dh].reshape(wp * n)
                 j = 0
@@ -415,36 +418,54 @@ def conv_chwn_dw(x, dy, dh, dw, t0, t1, out):
                     if j + 4 <= kw:
                         x0, x1 = row[e0 : e0 + m], row[e0 + step : e0 + step + m]
                         x2, x3 = row[e0 + 2 * step : e0 + 2 * step + m], row[e0 + 3 * step : e0 + 3 * step + m]
-                        p0 = p1 = p2 = p3 = zero
+                        p0 = p1 = p2 = p3 = q0 = q1 = q2 = q3 = zero
                         for e in range(m):
-                            v = d[e]
-                            p0 += v * x0[e]
-                            p1 += v * x1[e]
-                            p2 += v * x2[e]
-                            p3 += v * x3[e]
-                        total[i, j] += p0
-                        total[i, j + 1] += p1
-                        total[i, j + 2] += p2
-                        total[i, j + 3] += p3
+                            u, v = d[e], d2[e]
+                            a0, a1, a2, a3 = x0[e], x1[e], x2[e], x3[e]
+                            p0 += u * a0
+                            p1 += u * a1
+                            p2 += u * a2
+                            p3 += u * a3
+                            q0 += v * a0
+                            q1 += v * a1
+                            q2 += v * a2
+                            q3 += v * a3
+                        total[0, i, j] += p0
+                        total[0, i, j + 1] += p1
+                        total[0, i, j + 2] += p2
+                        total[0, i, j + 3] += p3
+                        total[1, i, j] += q0
+                        total[1, i, j + 1] += q1
+                        total[1, i, j + 2] += q2
+                        total[1, i, j + 3] += q3
                         j += 4
                     elif j + 2 <= kw:
                         x0, x1 = row[e0 : e0 + m], row[e0 + step : e0 + step + m]
-                        p0 = p1 = zero
+                        p0 = p1 = q0 = q1 = zero
                         for e in range(m):
-                            v = d[e]
-                            p0 += v * x0[e]
-                            p1 += v * x1[e]
-                        total[i, j] += p0
-                        total[i, j + 1] += p1
+                            u, v = d[e], d2[e]
+                            a0, a1 = x0[e], x1[e]
+                            p0 += u * a0
+                            p1 += u * a1
+                            q0 += v * a0
+                            q1 += v * a1
+                        total[0, i, j] += p0
+                        total[0, i, j + 1] += p1
+                        total[1, i, j] += q0
+                        total[1, i, j + 1] += q1
                         j += 2
                     else:
                         x0 = row[e0 : e0 + m]
-                        p0 = zero
+                        p0 = q0 = zero
                         for e in range(m):
-                            p0 += d[e] * x0[e]
-                        total[i, j] += p0
+                            a0 = x0[e]
+                            p0 += d[e] * a0
+                            q0 += d2[e] * a0
+                        total[0, i, j] += p0
+                        total[1, i, j] += q0
                         j += 1
-        for i in range(kh):
-            for j in range(kw):
-                out[o, c, i, j] = total[i, j]
+        for k in range(2 if two else 1):
+            for i in range(kh):
+                for j in range(kw):
+                    out[o + k, c, i, j] = total[k, i, j]
     return out

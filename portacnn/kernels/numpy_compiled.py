@@ -476,9 +476,21 @@ def _direct(x, w, b, geo, relu, y, inside=None):
     rows, cols = inside or ((0, x.shape[1]), (0, x.shape[2]))
     bias = np.zeros(w.shape[0], dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     work = y.size * w.shape[1] * kh * kw // 4
-    run_tasks(lambda t: k.conv_chwn(x, w, bias, sh, sw, dh, dw, rows, cols, relu, t, t + 1, y), y.shape[1],
+    spans = _task_spans(y.shape[1])
+    run_tasks(lambda t: k.conv_chwn(x, w, bias, sh, sw, dh, dw, rows, cols, relu, *spans[t], y), len(spans),
               work=work, blas=False)
     return y
+
+
+#: the direct convolutions' work is cut into this many tasks at most (whole output rows or channel pairs each,
+#: so every number is computed by one task in one order whatever the thread count)
+DIRECT_TASKS = 8
+
+
+def _task_spans(count):
+    """[(start, stop), ...]: 0..count in at most :data:`DIRECT_TASKS` nearly equal pieces."""
+    per = -(-count // DIRECT_TASKS)
+    return _spans(count, per)
 
 
 def _direct_forward(x, w, b, padding, geo, relu):
@@ -502,7 +514,8 @@ def _narrow_backward(saved, w, grad_out, need_input_grad):
     dyc = _batch_last(grad_out)  # (O, Ho, Wo, N)
     dw64 = np.empty(w.shape, dtype=np.float64)
     work = dyc.size * c * kh * kw // 4
-    run_tasks(lambda t: k.conv_chwn_dw(xc, dyc, geo[4], geo[5], t, t + 1, dw64), o * c, work=work, blas=False)
+    spans = _task_spans(((o + 1) // 2) * c)  # (output pair, input channel) tasks
+    run_tasks(lambda t: k.conv_chwn_dw(xc, dyc, geo[4], geo[5], *spans[t], dw64), len(spans), work=work, blas=False)
     dw = dw64.astype(w.dtype)
     db = dyc.reshape(o, -1).sum(axis=1) if biased else None
     if not need_input_grad:
