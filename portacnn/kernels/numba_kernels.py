@@ -156,10 +156,12 @@ def relu_backward(y, dy, out):
 
 # -- max pooling on channels-last (N, H, W, C) ---------------------------------------------------------------
 @njit(**_OPTS)
-def maxpool_nhwc(x, kh, kw, sh, sw, ph, pw, y, arg):
+def maxpool_nhwc(x, kh, kw, sh, sw, ph, pw, relu, y, arg):
     """y[n, r, s, c] = max over the window's real cells (NaN wins, as ``maximum``); ``arg`` the window offset
-    i*kw + j of the FIRST cell equal to it in row-major order (-1 when none is: a NaN maximum)."""
+    i*kw + j of the FIRST cell equal to it in row-major order (-1 when none is: a NaN maximum). With ``relu``,
+    each cell is read as max(cell, 0) (``relu``'s rule): the pooling of a ReLU's output that is never made."""
     n, h, w, c = x.shape
+    zero = x.dtype.type(0)
     ho, wo = y.shape[1], y.shape[2]
     for t in range(n * ho):
         b, r = t // ho, t % ho
@@ -177,6 +179,8 @@ def maxpool_nhwc(x, kh, kw, sh, sw, ph, pw, y, arg):
                         continue
                     for ch in range(c):
                         v = x[b, hh, ww, ch]
+                        if relu and v <= 0:
+                            v = zero
                         m = y[b, r, s, ch]
                         # a strictly larger value, the first real cell, or the first NaN takes the window
                         if v > m or arg[b, r, s, ch] == -1 or (v != v and m == m):
@@ -189,8 +193,10 @@ def maxpool_nhwc(x, kh, kw, sh, sw, ph, pw, y, arg):
 
 
 @njit(**_OPTS)
-def maxpool_backward_nhwc(dy, arg, kh, kw, sh, sw, ph, pw, dx):
-    """dx (zeros on entry) += dy at each output's ``arg`` cell."""
+def maxpool_backward_nhwc(dy, arg, y, kh, kw, sh, sw, ph, pw, relu, dx):
+    """dx (zeros on entry) += dy at each output's ``arg`` cell; with ``relu`` (a pooled ReLU, :func:`maxpool_nhwc`),
+    times the ReLU's mask there, [not y <= 0] of the output y, which is the ReLU's output at that cell (``relu_backward``'s
+    rule)."""
     n, ho, wo, c = dy.shape
     for b in range(n):
         for r in range(ho):
@@ -198,14 +204,18 @@ def maxpool_backward_nhwc(dy, arg, kh, kw, sh, sw, ph, pw, dx):
                 for ch in range(c):
                     a = arg[b, r, s, ch]
                     if a >= 0:
-                        dx[b, r * sh + a // kw - ph, s * sw + a % kw - pw, ch] += dy[b, r, s, ch]
+                        g = dy[b, r, s, ch]
+                        if relu:
+                            g = g * (0 if y[b, r, s, ch] <= 0 else 1)
+                        dx[b, r * sh + a // kw - ph, s * sw + a % kw - pw, ch] += g
     return dx
 
 
 @njit(**_OPTS)
-def maxpool_backward_tiled_nhwc(dy, arg, kh, kw, dx):
+def maxpool_backward_tiled_nhwc(dy, arg, y, kh, kw, relu, dx):
     """The same for windows that tile the input (stride = kernel, no padding) as one gather pass: each input cell
-    takes its window's gradient when it is that window's ``arg`` cell, else 0 (no zero-fill pass first)."""
+    takes its window's gradient (times the ReLU's mask with ``relu``) when it is that window's ``arg`` cell, else
+    0 (no zero-fill pass first)."""
     n, h, w, c = dx.shape
     ho, wo = dy.shape[1], dy.shape[2]
     for b in range(n):
@@ -219,7 +229,10 @@ def maxpool_backward_tiled_nhwc(dy, arg, kh, kw, dx):
                     continue
                 a = i * kw + j
                 for ch in range(c):
-                    dx[b, hh, ww, ch] = dy[b, r, s, ch] if arg[b, r, s, ch] == a else 0
+                    g = dy[b, r, s, ch]
+                    if relu:
+                        g = g * (0 if y[b, r, s, ch] <= 0 else 1)
+                    dx[b, hh, ww, ch] = g if arg[b, r, s, ch] == a else 0
     return dx
 
 

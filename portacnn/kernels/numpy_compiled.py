@@ -231,21 +231,27 @@ def _pool_back(a, back, nchw_shape):
     return a.reshape(nchw_shape) if back is None else a.transpose(back)
 
 
+@register("numpy", "maxpool2d_forward_relu", when=compiled.usable)
+def maxpool2d_forward_relu(x, kernel, stride, padding, out_hw):
+    """The max pooling of max(x, 0), the ReLU's output never made; its backward applies the ReLU's mask."""
+    return maxpool2d_forward(x, kernel, stride, padding, out_hw, relu=True)
+
+
 @register("numpy", "maxpool2d_forward", when=compiled.usable)
-def maxpool2d_forward(x, kernel, stride, padding, out_hw):
+def maxpool2d_forward(x, kernel, stride, padding, out_hw, relu=False):
     v, back = _pool_view(x)
     (ho, wo), (kh, kw), (sh, sw), (ph, pw) = out_hw, kernel, stride, padding
     shape = (v.shape[0], ho, wo, v.shape[3])
     y = np.empty(shape, dtype=x.dtype)
     arg = np.empty(shape, dtype=np.int16 if kh * kw < 32768 else np.int32)
-    _map(_k().maxpool_nhwc, _chunks(v), (v, kh, kw, sh, sw, ph, pw, y, arg), {0, 7, 8})
+    _map(_k().maxpool_nhwc, _chunks(v), (v, kh, kw, sh, sw, ph, pw, relu, y, arg), {0, 8, 9})
     n, c = x.shape[:2]
-    return _pool_back(y, back, (n, c, ho, wo)), (arg, back, x.shape, kernel, stride, padding)
+    return _pool_back(y, back, (n, c, ho, wo)), (arg, y, relu, back, x.shape, kernel, stride, padding)
 
 
 @register("numpy", "maxpool2d_backward", when=compiled.usable)
 def maxpool2d_backward(saved, dy):
-    arg, back, x_shape, (kh, kw), (sh, sw), (ph, pw) = saved
+    arg, y, relu, back, x_shape, (kh, kw), (sh, sw), (ph, pw) = saved
     if back is None:
         dyv = np.ascontiguousarray(dy).reshape(arg.shape)
     else:
@@ -255,10 +261,10 @@ def maxpool2d_backward(saved, dy):
     shape = arg.shape[:1] + (x_shape[2], x_shape[3]) + arg.shape[3:]
     if (sh, sw) == (kh, kw) and (ph, pw) == (0, 0):  # the windows tile the input: one gather pass
         dx = np.empty(shape, dtype=dy.dtype)
-        _map(_k().maxpool_backward_tiled_nhwc, _chunks(dyv), (dyv, arg, kh, kw, dx), {0, 1, 4})
+        _map(_k().maxpool_backward_tiled_nhwc, _chunks(dyv), (dyv, arg, y, kh, kw, relu, dx), {0, 1, 2, 6})
     else:
         dx = np.zeros(shape, dtype=dy.dtype)
-        _map(_k().maxpool_backward_nhwc, _chunks(dyv), (dyv, arg, kh, kw, sh, sw, ph, pw, dx), {0, 1, 8})
+        _map(_k().maxpool_backward_nhwc, _chunks(dyv), (dyv, arg, y, kh, kw, sh, sw, ph, pw, relu, dx), {0, 1, 2, 10})
     return _pool_back(dx, back, x_shape)
 
 

@@ -40,6 +40,22 @@ class MaxPool2D(Pool2D):
         self._cache = (fast_path(x, "maxpool2d_backward") if fast else max_pool_backward, saved)
         return y
 
+    def fuse_after(self, before, x, training=False):
+        """``self.forward(before.forward(x))`` in one pass when ``before`` is a ReLU and the backend's fast path
+        pools max(x, 0) directly (the ReLU's output is never made); the ReLU then passes gradients through and
+        this layer's backward applies its mask. Else None."""
+        from .relu import ReLU
+
+        if type(before) is not ReLU:
+            return None
+        fast = fast_path(x, "maxpool2d_forward_relu")
+        if fast is None:
+            return None
+        y, saved = fast(x, self.kernel_size, self.stride, self.padding, self._out_hw(x))
+        self._cache = (fast_path(x, "maxpool2d_backward"), saved)
+        before.fused_into_next()
+        return y
+
     def backward(self, grad_out, need_input_grad=True):
         backward, saved = self._cache
         return backward(saved, grad_out)

@@ -26,6 +26,12 @@ class ReLU(Layer):
             self._y = y
         return y
 
+    def fused_into_next(self):
+        """The layer after this one computed this ReLU inside its own forward pass (``MaxPool2D.fuse_after``) and
+        applies its mask in its backward: this layer passes gradients through until its next forward."""
+        self._fused = True
+        self._y = None
+
     def forward(self, x, training=False):
         self._fused = False
         fast = fast_path(x, "relu_forward")  # a backend's one-pass version (kernels/): the same values
@@ -39,7 +45,7 @@ class ReLU(Layer):
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        if getattr(self, "_fused", False):  # the layer before applies the mask (fuse_after)
+        if getattr(self, "_fused", False):  # a neighbour applies the mask (fuse_after)
             return grad_out
         fast = fast_path(grad_out, "relu_backward")
         if fast is not None:

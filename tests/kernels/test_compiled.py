@@ -75,7 +75,8 @@ def _compare(layer_fn, shape, layout, dtype, monkeypatch, exact=False, seed=0):
 def test_the_fast_paths_are_registered_for_numpy_only():
     a = np.zeros((1, 1, 1, 1), np.float32)
     for name in ("batchnorm_forward_train", "batchnorm_backward_train", "relu_forward", "relu_backward",
-                 "maxpool2d_forward", "maxpool2d_backward", "conv2d_forward", "conv2d_backward"):
+                 "maxpool2d_forward", "maxpool2d_forward_relu", "maxpool2d_backward", "conv2d_forward",
+                 "conv2d_backward"):
         assert fast_path(a, name) is not None, name
     import array_api_strict as xps
 
@@ -118,6 +119,34 @@ def test_relu_is_exact_with_nan_and_infinities(layout, monkeypatch):
 def test_maxpool_equals_the_portable_pool(layout, kernel, stride, padding, monkeypatch):
     _compare(lambda: MaxPool2D(kernel, stride, padding), (3, 4, 9, 8), layout, "float32", monkeypatch,
              exact=stride is None)  # non-overlapping windows: every cell takes one gradient, exactly
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "chwn"])
+@pytest.mark.parametrize("kernel,stride,padding", [(2, None, 0), (3, 2, 1), (2, 1, 0)])
+def test_relu_then_maxpool_in_one_pass_is_exact(layout, kernel, stride, padding, monkeypatch):
+    """A ReLU followed by max pooling runs as one pass (the pool reads max(x, 0); its backward applies the mask):
+    the same bits as the two portable layers, with ties, zeros, NaN and infinities, tiling and overlapping
+    windows."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 9, 8)).astype(np.float32)
+    x[0, 0, :4, :4] = -1.0  # whole windows below zero: the pooled ReLU is 0, its gradient masked
+    x[1, 1, :3, :3] = 0.0
+    x.flat[[5, 77, 150, 301]] = [np.nan, -np.inf, np.inf, -0.0]
+    x = _in_layout(x, layout)
+    outs = []
+    for portable in ("0", "1"):
+        monkeypatch.setenv("PORTACNN_PORTABLE", portable)
+        m = pc.Sequential([ReLU(), MaxPool2D(kernel, stride, padding)], workers=1)
+        y = np.asarray(m.forward(x, training=True))
+        assert m.layers[0]._fused == (portable == "0")  # the fused pass ran, or the two layers
+        dy = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
+        outs.append((y, np.asarray(m.backward(dy))))
+    (y_fast, dx_fast), (y_ref, dx_ref) = outs
+    np.testing.assert_array_equal(y_fast, y_ref)
+    if stride is None:  # every cell takes at most one gradient: exact
+        np.testing.assert_array_equal(dx_fast, dx_ref)
+    else:  # overlapping windows add their gradients in another order
+        np.testing.assert_allclose(dx_fast, dx_ref, rtol=1e-6, atol=1e-6)
 
 
 def test_maxpool_ties_and_nan_follow_the_portable_rules(monkeypatch):
