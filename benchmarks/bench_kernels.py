@@ -1,4 +1,5 @@
-"""Each compiled NumPy kernel against its portable twin, at the sizes of a kannada_bn training step (batch 128).
+"""Each compiled NumPy kernel against its portable twin, at the sizes of a kannada_bn, LeNet-5 and tutorial-net
+training step (batch 128).
 
 For every layer kind the step uses, one forward (training) and one backward pass of a single layer are timed
 with the compiled kernels on and with ``PORTACNN_COMPILED=0`` (the layers' portable math, or for convolutions
@@ -34,6 +35,10 @@ CASES = [  # (name, layer factory source, input shape (N, C, H, W) at batch 128)
     ("batchnorm 32 @28 + relu (fused)", "fused", (128, 32, 28, 28)),
     ("relu 32 @28", "ReLU()", (128, 32, 28, 28)),
     ("maxpool 2 on 32 @28", "MaxPool2D(2)", (128, 32, 28, 28)),
+    ("relu + maxpool 2 on 32 @28 (fused)", "relu_pool", (128, 32, 28, 28)),
+    ("conv 1->6 5x5 pad 2 @28 (LeNet-5, first layer)", "Conv2D(1, 6, 5, padding=2)", (128, 1, 28, 28)),
+    ("conv 6->16 5x5 @14 (LeNet-5)", "Conv2D(6, 16, 5)", (128, 6, 14, 14)),
+    ("conv 1->2 5x5 @28 (tutorial net, first layer)", "Conv2D(1, 2, 5)", (128, 1, 28, 28)),
 ]
 
 
@@ -51,6 +56,8 @@ def _layers(spec):
 
     if spec == "fused":
         return [BatchNorm2D(32), ReLU()]
+    if spec == "relu_pool":
+        return [ReLU(), MaxPool2D(2)]
     return [eval(spec)]
 
 
@@ -97,11 +104,14 @@ COMPILE_CHILD = ("import time; t0 = time.perf_counter()\n"
                  "t1 = time.perf_counter()\n"
                  "m.fit(x, np.arange(8) % 10, epochs=1, batch_size=8, verbose=0)\n"
                  "m.infer(x)\n"
+                 "m = pc.models.lenet5(seed=0, workers=1)\n"
+                 "m.fit(x, np.arange(8) % 10, epochs=1, batch_size=8, verbose=0)\n"
+                 "m.infer(x)\n"
                  "print(time.perf_counter() - t1)\n")
 
 
 def compile_cost() -> dict:
-    """Seconds of the first kannada_bn training step + inference in a fresh process: with an empty numba cache
+    """Seconds of the first kannada_bn and LeNet-5 training step + inference in a fresh process: with an empty numba cache
     (compiling every kernel it uses), then again in a second process (loading them from the cache), and with
     the compiled kernels off (the work itself)."""
     with tempfile.TemporaryDirectory() as cache:
@@ -128,7 +138,7 @@ def main(argv=None):
              "| kernel | compiled ms | portable ms | speed-up |", "|---|---|---|---|"]
     lines += [f"| {r['kernel']} | {r['compiled_ms']} | {r['portable_ms']} | **x{r['speedup']}** |" for r in result["cases"]]
     c = result["compile"]
-    lines += ["", f"First kannada_bn step + inference in a fresh process: {c['first_process_s']} s with an empty numba "
+    lines += ["", f"First kannada_bn and LeNet-5 step + inference in a fresh process: {c['first_process_s']} s with an empty numba "
               f"cache (compiling), {c['second_process_s']} s in the next process (cache loaded), {c['portable_s']} s "
               "with the compiled kernels off.", ""]
     C.write_text(C.RESULTS / f"{stem}.md", "\n".join(lines))

@@ -303,6 +303,8 @@ def test_a_second_process_loads_the_kernels_from_the_disk_cache(tmp_path):
             "m = pc.models.kannada_bn(seed=0)\n"
             "x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)\n"
             "m.fit(x, np.arange(4), epochs=1, batch_size=4, verbose=0)\n"
+            "m = pc.models.lenet5(seed=0)\n"  # the narrow convs' direct loops and the fused ReLU + pool
+            "m.fit(x, np.arange(4), epochs=1, batch_size=4, verbose=0)\n"
             "k = compiled.kernels()\n"
             "used = [f for f in vars(k).values() if hasattr(f, 'stats') and f.signatures]\n"
             "print(sum(len(f.stats.cache_misses) for f in used), sum(len(f.stats.cache_hits) for f in used))\n")
