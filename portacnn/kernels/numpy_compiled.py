@@ -12,9 +12,10 @@ Primitives (the contracts the layers rely on; the torch backend registers the sa
 - ``batchnorm_backward_train(saved, w, dy, need_input_grad) -> (dx or None, dw, db)``;
 - ``relu_forward(x) -> y`` and ``relu_backward(y, dy) -> dx``;
 - ``maxpool2d_forward(x, kernel, stride, padding, out_hw) -> (y, saved)`` and
-  ``maxpool2d_backward(saved, dy) -> dx``;
+  ``maxpool2d_backward(saved, dy) -> dx``; ``maxpool2d_forward_relu``: the same on max(x, 0), its backward applying
+  the ReLU's mask (a ReLU followed by max pooling in one pass);
 - ``conv2d_forward`` / ``conv2d_backward``: blocks of images made into columns and multiplied in cache on every
-  core; tiny convs as direct loops vectorised over the batch;
+  core; narrow stride-1 convs as direct loops vectorised over the batch, on every core;
 - ``adam_update``: Adam/AdamW in one pass.
 """
 
