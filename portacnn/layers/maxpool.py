@@ -28,6 +28,7 @@ from ..kernels import fast_path
 from ..kernels.layout import in_layout_of
 from ..kernels.windows import crop, pad, window
 from .pooling import Pool2D, add_back, offsets
+from .relu import ReLU
 
 
 class MaxPool2D(Pool2D):
@@ -44,8 +45,6 @@ class MaxPool2D(Pool2D):
         """``self.forward(before.forward(x))`` in one pass when ``before`` is a ReLU and the backend's fast path
         pools max(x, 0) directly (the ReLU's output is never made); the ReLU then passes gradients through and
         this layer's backward applies its mask. Else None."""
-        from .relu import ReLU
-
         if type(before) is not ReLU:
             return None
         fast = fast_path(x, "maxpool2d_forward_relu")
