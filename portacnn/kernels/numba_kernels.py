@@ -482,3 +482,107 @@ def conv_chwn_dw(x, dy, dh, dw, t0, t1, out):
                 for j in range(kw):
                     out[o + k, c, i, j] = total[k, i, j]
     return out
+
+
+# -- Winograd F(2x2, 3x3) tile transforms (the math: :mod:`.winograd`) -----------------------------------
+@njit(**_OPTS)
+def winograd_weights(w, u):
+    """u (16, C, O) = G w[o, c] G^T (4x4, row-major) for w (O, C, 3, 3), computed in float64 and rounded once."""
+    o, c = w.shape[:2]
+    g = np.empty((4, 3))
+    h = np.empty((16, c))
+    for k in range(o):
+        for ch in range(c):
+            for j in range(3):  # G w: rows w0, (w0 + w1 + w2) / 2, (w0 - w1 + w2) / 2, w2 of each column
+                w0, w1, w2 = np.float64(w[k, ch, 0, j]), np.float64(w[k, ch, 1, j]), np.float64(w[k, ch, 2, j])
+                g[0, j] = w0
+                g[1, j] = (w0 + w1 + w2) * 0.5
+                g[2, j] = (w0 - w1 + w2) * 0.5
+                g[3, j] = w2
+            for i in range(4):  # (G w) G^T: the same along each row
+                h[4 * i, ch] = g[i, 0]
+                h[4 * i + 1, ch] = (g[i, 0] + g[i, 1] + g[i, 2]) * 0.5
+                h[4 * i + 2, ch] = (g[i, 0] - g[i, 1] + g[i, 2]) * 0.5
+                h[4 * i + 3, ch] = g[i, 2]
+        for p in range(16):
+            for ch in range(c):
+                u[p, ch, k] = h[p, ch]
+    return u
+
+
+@njit(**_OPTS)
+def winograd_input_block(x, n0, n1, pt, pl, th, tw, d, v):
+    """v (16, (n1-n0)*th*tw, C) = B^T d B for the 4x4 input tile d of every 2x2 output tile of images n0..n1 of
+    channels-last x (N, H, W, C), padding read as 0; tile (n, ty, tx) starts at input (2*ty - pt, 2*tx - pl).
+    ``d`` (4, 4, C) is scratch."""
+    _, h, w, c = x.shape
+    t = 0
+    for b in range(n0, n1):
+        for ty in range(th):
+            for tx in range(tw):
+                for i in range(4):
+                    hh = 2 * ty + i - pt
+                    for j in range(4):
+                        ww = 2 * tx + j - pl
+                        if hh < 0 or hh >= h or ww < 0 or ww >= w:
+                            for ch in range(c):
+                                d[i, j, ch] = 0
+                        else:
+                            for ch in range(c):
+                                d[i, j, ch] = x[b, hh, ww, ch]
+                for j in range(4):  # B^T d: along the rows, one column at a time (in place)
+                    for ch in range(c):
+                        d0, d1, d2, d3 = d[0, j, ch], d[1, j, ch], d[2, j, ch], d[3, j, ch]
+                        d[0, j, ch] = d0 - d2
+                        d[1, j, ch] = d1 + d2
+                        d[2, j, ch] = d2 - d1
+                        d[3, j, ch] = d1 - d3
+                for i in range(4):  # (B^T d) B: along the columns
+                    for ch in range(c):
+                        u0, u1, u2, u3 = d[i, 0, ch], d[i, 1, ch], d[i, 2, ch], d[i, 3, ch]
+                        v[4 * i, t, ch] = u0 - u2
+                        v[4 * i + 1, t, ch] = u1 + u2
+                        v[4 * i + 2, t, ch] = u2 - u1
+                        v[4 * i + 3, t, ch] = u1 - u3
+                t += 1
+    return v
+
+
+@njit(**_OPTS)
+def winograd_output_block(m, n0, n1, th, tw, b, relu, q, y):
+    """y[n, 2*ty:2*ty+2, 2*tx:2*tx+2, :] = A^T m A + b (then max(., 0) when ``relu``) of every tile of images
+    n0..n1, m (16, (n1-n0)*th*tw, O) in :func:`winograd_input_block`'s tile order; y (N, Ho, Wo, O) channels-last,
+    the row and column past its edge dropped. ``q`` (4, O) is scratch."""
+    _, ho, wo, o = y.shape
+    t = 0
+    for n in range(n0, n1):
+        for ty in range(th):
+            for tx in range(tw):
+                for ch in range(o):
+                    # A^T m: rows 0 + 1 + 2 and 1 - 2 - 3 of the 4x4 tile, column by column
+                    a0 = m[0, t, ch] + m[4, t, ch] + m[8, t, ch]
+                    a1 = m[1, t, ch] + m[5, t, ch] + m[9, t, ch]
+                    a2 = m[2, t, ch] + m[6, t, ch] + m[10, t, ch]
+                    a3 = m[3, t, ch] + m[7, t, ch] + m[11, t, ch]
+                    c0 = m[4, t, ch] - m[8, t, ch] - m[12, t, ch]
+                    c1 = m[5, t, ch] - m[9, t, ch] - m[13, t, ch]
+                    c2 = m[6, t, ch] - m[10, t, ch] - m[14, t, ch]
+                    c3 = m[7, t, ch] - m[11, t, ch] - m[15, t, ch]
+                    # (A^T m) A: columns 0 + 1 + 2 and 1 - 2 - 3, then the bias
+                    q[0, ch] = (a0 + a1 + a2) + b[ch]
+                    q[1, ch] = (a1 - a2 - a3) + b[ch]
+                    q[2, ch] = (c0 + c1 + c2) + b[ch]
+                    q[3, ch] = (c1 - c2 - c3) + b[ch]
+                for p in range(4):
+                    r, s = 2 * ty + p // 2, 2 * tx + p % 2
+                    if r >= ho or s >= wo:
+                        continue
+                    if relu:
+                        for ch in range(o):
+                            v = q[p, ch]
+                            y[n, r, s, ch] = v if not v <= 0 else 0
+                    else:
+                        for ch in range(o):
+                            y[n, r, s, ch] = q[p, ch]
+                t += 1
+    return y

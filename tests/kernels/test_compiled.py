@@ -180,6 +180,8 @@ CONVS = [  # (in, out, kernel, stride, padding, dilation, bias, input (N, H, W))
     (3, 5, (3, 6), 1, "same", (2, 1), False, (3, 9, 11)),  # dilated, uneven "same" padding, a six-wide kernel
     (2, 4, 3, 2, 1, 1, True, (3, 9, 8)),  # strided: the generic batch-last kernel
     (2, 4, 3, 1, 3, 1, True, (2, 6, 7)),  # padded past the kernel's extent: the generic kernel too
+    (16, 32, 3, 1, 1, 1, True, (3, 7, 9)),  # Winograd F(2x2, 3x3): odd sizes, the last tiles half outside
+    (24, 16, 3, 1, (2, 0), 1, False, (2, 6, 8)),  # Winograd, tiles starting two rows above the image
 ]
 
 
@@ -234,17 +236,18 @@ def test_narrow_input_gradient_skips_only_the_padding(padding, monkeypatch):
     np.testing.assert_allclose(fast[finite], ref[finite], rtol=2e-5, atol=2e-5 * np.abs(ref[finite]).max())
 
 
-def test_conv_in_many_blocks_equals_one_block(monkeypatch):
+@pytest.mark.parametrize("c", [6, 16], ids=["im2col", "winograd"])
+def test_conv_in_many_blocks_equals_one_block(c, monkeypatch):
     """Blocks of images are multiplied apart and their weight gradients added in block order."""
     from portacnn.kernels import numpy_compiled
 
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((9, 6, 8, 8)).astype(np.float32)
+    x = rng.standard_normal((9, c, 8, 8)).astype(np.float32)
     dy = rng.standard_normal((9, 32, 8, 8)).astype(np.float32)
     results = []
     for block in (1 << 30, 1):  # one block; one image per block
         monkeypatch.setattr(numpy_compiled, "CONV_BLOCK_BYTES", block)
-        layer = pc.Sequential([Conv2D(6, 32, 3, padding=1)], seed=0).layers[0]
+        layer = pc.Sequential([Conv2D(c, 32, 3, padding=1)], seed=0).layers[0]
         y = layer.forward(x, True)
         dx = layer.backward(dy)
         results.append((np.array(y), np.array(dx), layer.weight.grad.copy()))
