@@ -413,7 +413,11 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     n, c, h, wd = x_shape
     o = w.shape[0]
     kk = kh * kw * c
-    dyl = _channels_last(grad_out).reshape(-1, o)  # (N*Ho*Wo, O)
+    dy4 = _channels_last(grad_out)
+    dyl = dy4.reshape(-1, o)  # (N*Ho*Wo, O)
+    flipped = _winograd_input_grad(geo, o, x_shape) if need_input_grad else None
+    if flipped is not None:  # dx by Winograd below: the blocks make the weight gradient only
+        need_input_grad = False
     parts = np.empty((len(blocks), o, kk), dtype=grad_out.dtype)
     bias_parts = np.empty((len(blocks), o), dtype=grad_out.dtype)
     dxl = np.empty((n, h, wd, c), dtype=grad_out.dtype) if need_input_grad else None
@@ -445,7 +449,21 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     dwm = parts[0] if len(blocks) == 1 else _ordered_sum(parts)
     dw = np.ascontiguousarray(dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     db = None if not biased else bias_parts[0] if len(blocks) == 1 else _ordered_sum(bias_parts)
+    if flipped is not None:
+        wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, 3, 3): the kernel flipped, its channel axes swapped
+        dxl = winograd.forward(dy4, wf, None, flipped, False, lambda per_image: _image_blocks(n, per_image))
     return (None if dxl is None else dxl.transpose(0, 3, 1, 2)), dw, db
+
+
+def _winograd_input_grad(geo, o, x_shape):
+    """The geometry of dx as a stride-1 convolution of dy with the flipped kernel (dy padded by the kernel's
+    extent less the forward's padding, :func:`_flip_pads`; a negative padding skips dy's rows that saw only the
+    forward's padding) when :mod:`.winograd` computes it, else None."""
+    kh, kw, sh, sw, dh, dw, pt, pl = geo[:8]
+    if (kh, kw, sh, sw, dh, dw) != (3, 3, 1, 1, 1, 1):
+        return None
+    flipped = (3, 3, 1, 1, 1, 1, 2 - pt, 2 - pl, x_shape[2], x_shape[3])
+    return flipped if winograd.applies(o, flipped) else None
 
 
 def _batch_last(x):

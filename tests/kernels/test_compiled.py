@@ -182,6 +182,7 @@ CONVS = [  # (in, out, kernel, stride, padding, dilation, bias, input (N, H, W))
     (2, 4, 3, 1, 3, 1, True, (2, 6, 7)),  # padded past the kernel's extent: the generic kernel too
     (16, 32, 3, 1, 1, 1, True, (3, 7, 9)),  # Winograd F(2x2, 3x3): odd sizes, the last tiles half outside
     (24, 16, 3, 1, (2, 0), 1, False, (2, 6, 8)),  # Winograd, tiles starting two rows above the image
+    (16, 20, 3, 1, 3, 1, True, (2, 5, 6)),  # Winograd, padded past the kernel: dx skips dy's outer rows
 ]
 
 
