@@ -512,9 +512,9 @@ def winograd_weights(w, u):
 
 @njit(**_OPTS)
 def winograd_input_block(x, n0, n1, pt, pl, th, tw, d, v):
-    """v (16, (n1-n0)*th*tw, C) = B^T d B for the 4x4 input tile d of every 2x2 output tile of images n0..n1 of
-    channels-last x (N, H, W, C), padding read as 0; tile (n, ty, tx) starts at input (2*ty - pt, 2*tx - pl).
-    ``d`` (4, 4, C) is scratch."""
+    """v[p, t*C : (t+1)*C] = (B^T d B)[p] for the 4x4 input tile d of every 2x2 output tile t of images n0..n1
+    of channels-last x (N, H, W, C), padding read as 0; tile (n, ty, tx) starts at input (2*ty - pt, 2*tx - pl).
+    v (16, >= tiles*C): position p's (tiles, C) matrix at the start of row p. ``d`` (4, 4, C) is scratch."""
     _, h, w, c = x.shape
     t = 0
     for b in range(n0, n1):
@@ -537,37 +537,93 @@ def winograd_input_block(x, n0, n1, pt, pl, th, tw, d, v):
                         d[1, j, ch] = d1 + d2
                         d[2, j, ch] = d2 - d1
                         d[3, j, ch] = d1 - d3
+                base = t * c
                 for i in range(4):  # (B^T d) B: along the columns
                     for ch in range(c):
                         u0, u1, u2, u3 = d[i, 0, ch], d[i, 1, ch], d[i, 2, ch], d[i, 3, ch]
-                        v[4 * i, t, ch] = u0 - u2
-                        v[4 * i + 1, t, ch] = u1 + u2
-                        v[4 * i + 2, t, ch] = u2 - u1
-                        v[4 * i + 3, t, ch] = u1 - u3
+                        v[4 * i, base + ch] = u0 - u2
+                        v[4 * i + 1, base + ch] = u1 + u2
+                        v[4 * i + 2, base + ch] = u2 - u1
+                        v[4 * i + 3, base + ch] = u1 - u3
                 t += 1
     return v
 
 
 @njit(**_OPTS)
+def winograd_dy_block(dy, n0, n1, th, tw, z):
+    """z[p, t*O : (t+1)*O] = (A e A^T)[p] for the 2x2 tile e of dy (N, Ho, Wo, O) channels-last of every tile t
+    of images n0..n1 (the adjoint of :func:`winograd_output_block`; the row and column past dy's edge read as
+    0); z laid out as :func:`winograd_input_block`'s v."""
+    _, ho, wo, o = dy.shape
+    zero = np.zeros(1, dtype=dy.dtype)[0]
+    t = 0
+    for n in range(n0, n1):
+        for ty in range(th):
+            r = 2 * ty
+            low = r + 1 < ho
+            for tx in range(tw):
+                s = 2 * tx
+                right = s + 1 < wo
+                r1, s1 = min(r + 1, ho - 1), min(s + 1, wo - 1)  # read in bounds, then replaced by 0 outside
+                base = t * o
+                for ch in range(o):
+                    e00 = dy[n, r, s, ch]
+                    e01 = dy[n, r, s1, ch] if right else zero
+                    e10 = dy[n, r1, s, ch] if low else zero
+                    e11 = dy[n, r1, s1, ch] if low and right else zero
+                    # A e: rows e0, e0 + e1, e0 - e1, -e1 (e0, e1 the tile's rows); then (A e) A^T along each row
+                    f0, f1 = e00 + e10, e01 + e11
+                    g0, g1 = e00 - e10, e01 - e11
+                    z[0, base + ch], z[1, base + ch], z[2, base + ch], z[3, base + ch] = e00, e00 + e01, e00 - e01, -e01
+                    z[4, base + ch], z[5, base + ch], z[6, base + ch], z[7, base + ch] = f0, f0 + f1, f0 - f1, -f1
+                    z[8, base + ch], z[9, base + ch], z[10, base + ch], z[11, base + ch] = g0, g0 + g1, g0 - g1, -g1
+                    z[12, base + ch], z[13, base + ch], z[14, base + ch], z[15, base + ch] = -e10, -e10 - e11, e11 - e10, e11
+                t += 1
+    return z
+
+
+@njit(**_OPTS)
+def winograd_weights_grad(ug, dw):
+    """dw (O, C, 3, 3) = G^T ug[:, c, o] G (ug (16, C, O) the gradient of the transformed weights, 4x4 row-major;
+    the adjoint of :func:`winograd_weights`), in float64, rounded once."""
+    _, c, o = ug.shape
+    h = np.empty((4, 3))
+    for ch in range(c):
+        for k in range(o):
+            for i in range(4):  # (ug G) along each row: columns u0 + (u1 + u2) / 2, (u1 - u2) / 2, (u1 + u2) / 2 + u3
+                u0, u1, u2, u3 = (np.float64(ug[4 * i, ch, k]), np.float64(ug[4 * i + 1, ch, k]),
+                                  np.float64(ug[4 * i + 2, ch, k]), np.float64(ug[4 * i + 3, ch, k]))
+                h[i, 0] = u0 + (u1 + u2) * 0.5
+                h[i, 1] = (u1 - u2) * 0.5
+                h[i, 2] = (u1 + u2) * 0.5 + u3
+            for j in range(3):  # G^T (ug G): the same down each column
+                dw[k, ch, 0, j] = h[0, j] + (h[1, j] + h[2, j]) * 0.5
+                dw[k, ch, 1, j] = (h[1, j] - h[2, j]) * 0.5
+                dw[k, ch, 2, j] = (h[1, j] + h[2, j]) * 0.5 + h[3, j]
+    return dw
+
+
+@njit(**_OPTS)
 def winograd_output_block(m, n0, n1, th, tw, b, relu, q, y):
     """y[n, 2*ty:2*ty+2, 2*tx:2*tx+2, :] = A^T m A + b (then max(., 0) when ``relu``) of every tile of images
-    n0..n1, m (16, (n1-n0)*th*tw, O) in :func:`winograd_input_block`'s tile order; y (N, Ho, Wo, O) channels-last,
-    the row and column past its edge dropped. ``q`` (4, O) is scratch."""
+    n0..n1, m (16, >= tiles*O) laid out as :func:`winograd_input_block`'s v; y (N, Ho, Wo, O) channels-last, the
+    row and column past its edge dropped. ``q`` (4, O) is scratch."""
     _, ho, wo, o = y.shape
     t = 0
     for n in range(n0, n1):
         for ty in range(th):
             for tx in range(tw):
+                base = t * o
                 for ch in range(o):
                     # A^T m: rows 0 + 1 + 2 and 1 - 2 - 3 of the 4x4 tile, column by column
-                    a0 = m[0, t, ch] + m[4, t, ch] + m[8, t, ch]
-                    a1 = m[1, t, ch] + m[5, t, ch] + m[9, t, ch]
-                    a2 = m[2, t, ch] + m[6, t, ch] + m[10, t, ch]
-                    a3 = m[3, t, ch] + m[7, t, ch] + m[11, t, ch]
-                    c0 = m[4, t, ch] - m[8, t, ch] - m[12, t, ch]
-                    c1 = m[5, t, ch] - m[9, t, ch] - m[13, t, ch]
-                    c2 = m[6, t, ch] - m[10, t, ch] - m[14, t, ch]
-                    c3 = m[7, t, ch] - m[11, t, ch] - m[15, t, ch]
+                    a0 = m[0, base + ch] + m[4, base + ch] + m[8, base + ch]
+                    a1 = m[1, base + ch] + m[5, base + ch] + m[9, base + ch]
+                    a2 = m[2, base + ch] + m[6, base + ch] + m[10, base + ch]
+                    a3 = m[3, base + ch] + m[7, base + ch] + m[11, base + ch]
+                    c0 = m[4, base + ch] - m[8, base + ch] - m[12, base + ch]
+                    c1 = m[5, base + ch] - m[9, base + ch] - m[13, base + ch]
+                    c2 = m[6, base + ch] - m[10, base + ch] - m[14, base + ch]
+                    c3 = m[7, base + ch] - m[11, base + ch] - m[15, base + ch]
                     # (A^T m) A: columns 0 + 1 + 2 and 1 - 2 - 3, then the bias
                     q[0, ch] = (a0 + a1 + a2) + b[ch]
                     q[1, ch] = (a1 - a2 - a3) + b[ch]

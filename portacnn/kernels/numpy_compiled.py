@@ -15,8 +15,9 @@ Primitives (the contracts the layers rely on; the torch backend registers the sa
   ``maxpool2d_backward(saved, dy) -> dx``; ``maxpool2d_forward_relu``: the same on max(x, 0), its backward applying
   the ReLU's mask (a ReLU followed by max pooling in one pass);
 - ``conv2d_forward`` / ``conv2d_backward``: blocks of images made into columns and multiplied in cache on every
-  core; narrow stride-1 convs as direct loops vectorised over the batch, on every core; the forward of 3x3
-  stride-1 convs with 16 inputs or more by Winograd's F(2x2, 3x3) (:mod:`.winograd`, 2.25x fewer multiply-adds);
+  core; narrow stride-1 convs as direct loops vectorised over the batch, on every core; 3x3 stride-1 convs
+  by Winograd's F(2x2, 3x3) (:mod:`.winograd`, 2.25x fewer multiply-adds): the forward with 16 inputs or more,
+  the input gradient with 16 outputs or more, the weight gradient with both;
 - ``adam_update``: Adam/AdamW in one pass.
 """
 
@@ -415,9 +416,17 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     kk = kh * kw * c
     dy4 = _channels_last(grad_out)
     dyl = dy4.reshape(-1, o)  # (N*Ho*Wo, O)
-    flipped = _winograd_input_grad(geo, o, x_shape) if need_input_grad else None
-    if flipped is not None:  # dx by Winograd below: the blocks make the weight gradient only
+    flipped = _winograd_input_grad(geo, o, x_shape)
+    if flipped is not None and winograd.applies(c, geo):  # both gradients by Winograd
+        dw, db = winograd.weight_grad(xl, dy4, geo, biased, lambda per_image: _image_blocks(n, per_image))
+        wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, 3, 3): the kernel flipped, its channel axes swapped
+        dxl = winograd.forward(dy4, wf, None, flipped, False, lambda per_image: _image_blocks(n, per_image)) \
+            if need_input_grad else None
+        return (None if dxl is None else dxl.transpose(0, 3, 1, 2)), dw, db
+    if flipped is not None and need_input_grad:  # dx by Winograd below: the blocks make the weight gradient only
         need_input_grad = False
+    else:
+        flipped = None
     parts = np.empty((len(blocks), o, kk), dtype=grad_out.dtype)
     bias_parts = np.empty((len(blocks), o), dtype=grad_out.dtype)
     dxl = np.empty((n, h, wd, c), dtype=grad_out.dtype) if need_input_grad else None

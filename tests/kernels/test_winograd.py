@@ -94,3 +94,44 @@ def test_non_finite_inputs_give_non_finite_outputs_where_the_portable_conv_does(
 def test_which_convolutions_take_it(c, k, stride, dilation, takes):
     geo = (k, k, stride, stride, dilation, dilation, 1, 1, 8, 8)
     assert winograd.applies(c, geo) is takes
+
+
+def test_the_weight_gradient_transform_is_the_adjoint_of_the_weight_transform():
+    """<T(w), U> == <w, T^T(U)> for the weight transform T and its adjoint (float64 dot products)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((6, 5, 3, 3))
+    ug = rng.standard_normal((16, 5, 6))
+    tw = winograd.transform_weights(w, np.dtype(np.float64))
+    back = compiled.kernels().winograd_weights_grad(ug, np.empty((6, 5, 3, 3)))
+    np.testing.assert_allclose(np.sum(tw * ug), np.sum(w * back), rtol=1e-13)
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 2e-6), ("float64", 1e-14)])
+@pytest.mark.parametrize("shape, pads, images_per_block", [
+    ((5, 16, 9, 7), ((1, 1), (1, 1)), 1),  # odd sizes; one image a block, gathered into groups
+    ((3, 20, 6, 6), ((0, 0), (2, 1)), 2),
+    ((2, 32, 8, 8), ((1, 1), (1, 1)), 2),
+])
+def test_the_weight_gradient_equals_float64_loops(shape, pads, images_per_block, dtype, tol):
+    rng = np.random.default_rng(4)
+    n, c, h, w = shape
+    o = 18
+    x = rng.standard_normal(shape).astype(dtype)
+    ho, wo = h + sum(pads[0]) - 2, w + sum(pads[1]) - 2
+    dy = rng.standard_normal((n, o, ho, wo)).astype(dtype)
+    geo = (3, 3, 1, 1, 1, 1, pads[0][0], pads[1][0], ho, wo)
+    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    dyl = np.ascontiguousarray(dy.transpose(0, 2, 3, 1))
+    spans = [(a, min(n, a + images_per_block)) for a in range(0, n, images_per_block)]
+    dw, db = winograd.weight_grad(xl, dyl, geo, True, lambda per_image: spans)
+    assert dw.dtype == db.dtype == np.dtype(dtype) and dw.shape == (o, c, 3, 3)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), *pads))
+    want = np.zeros((o, c, 3, 3))
+    scale = np.zeros((o, c, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            window = xp[:, :, i : i + ho, j : j + wo]
+            want[:, :, i, j] = np.einsum("nohw,nchw->oc", dy.astype(np.float64), window)
+            scale[:, :, i, j] = np.einsum("nohw,nchw->oc", np.abs(dy).astype(np.float64), np.abs(window))
+    assert (np.abs(dw - want) <= tol * scale).all(), np.max(np.abs(dw - want) / scale)
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=tol * 10, atol=tol * 10 * n * ho * wo)
