@@ -1,5 +1,5 @@
 """Each compiled NumPy kernel against its portable twin, at the sizes of a kannada_bn, LeNet-5 and tutorial-net
-training step (batch 128).
+training step (batch 128); kannada_bn's 3x3 convolutions after the first run by Winograd's F(2x2, 3x3).
 
 For every layer kind the step uses, one forward (training) and one backward pass of a single layer are timed
 with the compiled kernels on and with ``PORTACNN_COMPILED=0`` (the layers' portable math, or for convolutions
@@ -28,8 +28,10 @@ import _common as C
 PASSES = 5
 CASES = [  # (name, layer factory source, input shape (N, C, H, W) at batch 128); a first conv takes no input grad
     ("conv 1->32 3x3 @28 (first layer)", "Conv2D(1, 32, 3, padding=1, bias=False)", (128, 1, 28, 28)),
-    ("conv 32->32 3x3 @28", "Conv2D(32, 32, 3, padding=1, bias=False)", (128, 32, 28, 28)),
-    ("conv 64->64 3x3 @14", "Conv2D(64, 64, 3, padding=1, bias=False)", (128, 64, 14, 14)),
+    ("conv 32->32 3x3 @28 (Winograd)", "Conv2D(32, 32, 3, padding=1, bias=False)", (128, 32, 28, 28)),
+    ("conv 32->64 3x3 @14 (Winograd)", "Conv2D(32, 64, 3, padding=1, bias=False)", (128, 32, 14, 14)),
+    ("conv 64->64 3x3 @14 (Winograd)", "Conv2D(64, 64, 3, padding=1, bias=False)", (128, 64, 14, 14)),
+    ("conv 64->128 3x3 @7 (Winograd)", "Conv2D(64, 128, 3, padding=1, bias=False)", (128, 64, 7, 7)),
     ("conv 32->64 1x1 @14", "Conv2D(32, 64, 1, bias=False)", (128, 32, 14, 14)),
     ("batchnorm 32 @28", "BatchNorm2D(32)", (128, 32, 28, 28)),
     ("batchnorm 32 @28 + relu (fused)", "fused", (128, 32, 28, 28)),
