@@ -550,6 +550,15 @@ def winograd_input_block(x, n0, n1, pt, pl, th, tw, d, v):
 
 
 @njit(**_OPTS)
+def _a_row(z, i, col, f0, f1):
+    """Row i of (A e) A^T: A^T's columns applied to the row (f0, f1) of A e."""
+    z[4 * i, col] = f0
+    z[4 * i + 1, col] = f0 + f1
+    z[4 * i + 2, col] = f0 - f1
+    z[4 * i + 3, col] = -f1
+
+
+@njit(**_OPTS)
 def winograd_dy_block(dy, n0, n1, th, tw, z):
     """z[p, t*O : (t+1)*O] = (A e A^T)[p] for the 2x2 tile e of dy (N, Ho, Wo, O) channels-last of every tile t
     of images n0..n1 (the adjoint of :func:`winograd_output_block`; the row and column past dy's edge read as
@@ -572,12 +581,10 @@ def winograd_dy_block(dy, n0, n1, th, tw, z):
                     e10 = dy[n, r1, s, ch] if low else zero
                     e11 = dy[n, r1, s1, ch] if low and right else zero
                     # A e: rows e0, e0 + e1, e0 - e1, -e1 (e0, e1 the tile's rows); then (A e) A^T along each row
-                    f0, f1 = e00 + e10, e01 + e11
-                    g0, g1 = e00 - e10, e01 - e11
-                    z[0, base + ch], z[1, base + ch], z[2, base + ch], z[3, base + ch] = e00, e00 + e01, e00 - e01, -e01
-                    z[4, base + ch], z[5, base + ch], z[6, base + ch], z[7, base + ch] = f0, f0 + f1, f0 - f1, -f1
-                    z[8, base + ch], z[9, base + ch], z[10, base + ch], z[11, base + ch] = g0, g0 + g1, g0 - g1, -g1
-                    z[12, base + ch], z[13, base + ch], z[14, base + ch], z[15, base + ch] = -e10, -e10 - e11, e11 - e10, e11
+                    _a_row(z, 0, base + ch, e00, e01)
+                    _a_row(z, 1, base + ch, e00 + e10, e01 + e11)
+                    _a_row(z, 2, base + ch, e00 - e10, e01 - e11)
+                    _a_row(z, 3, base + ch, -e10, -e11)
                 t += 1
     return z
 

@@ -27,14 +27,13 @@ flipped and its channel axes swapped (:func:`forward` on dy), and the weight gra
 steps above (:func:`weight_grad`: V again, dy's tiles carried to 4x4 by A, 16 products summed over the tiles,
 and G^T . G back to 3x3).
 
-Blocks of images are transformed, multiplied and transformed back while their ``V`` and ``M`` sit in one
-core's cache, one block per task on every core (:func:`portacnn.backend.cpu.run_tasks`); the block size does
-not depend on the thread count, so results repeat bit for bit.
+Blocks of images (of :data:`.numpy_compiled.CONV_BLOCK_BYTES` of ``V`` and ``M``) are transformed, multiplied
+and transformed back while they sit in one core's cache, one block per task on every core
+(:func:`portacnn.backend.cpu.run_tasks`); the block size does not depend on the thread count, so results repeat
+bit for bit.
 """
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 
@@ -46,11 +45,6 @@ G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0
 #: convolutions with fewer input channels run as im2col GEMMs: a (tiles x C) @ (C x O) product is too thin to
 #: pay for the transforms' passes over memory
 MIN_CHANNELS = 16
-
-#: bytes of V and M (module docstring) one task transforms and multiplies at once, to stay in its core's cache
-BLOCK_BYTES = 1 << 20
-
-_SCRATCH = threading.local()
 
 
 def applies(c: int, geo) -> bool:
@@ -86,17 +80,11 @@ def _positions(buf, start, count, width):
     return rows, rows[:, : count * width].reshape(16, count, width), start + 16 * step
 
 
-def _scratch(size, dtype):
-    buf = getattr(_SCRATCH, "buf", None)
-    if buf is None or buf.dtype != dtype or buf.size < size:
-        buf = _SCRATCH.buf = np.empty(size, dtype=dtype)
-    return buf[:size]
-
-
 def forward(xl, w, b, geo, relu, blocks_for):
     """y (N, Ho, Wo, O) channels-last = conv(xl) (+ b, then max(., 0) when ``relu``) for channels-last xl
     (N, H, W, C) and w (O, C, 3, 3); ``blocks_for(bytes_per_image)`` cuts the batch into blocks of images."""
     from ..backend.cpu import run_tasks
+    from .numpy_compiled import _scratch
 
     k = compiled.kernels()
     n, _, _, c = xl.shape
@@ -112,7 +100,7 @@ def forward(xl, w, b, geo, relu, blocks_for):
     def task(t):
         a, e = blocks[t]
         count = (e - a) * per_image
-        buf = _scratch(16 * (count * (c + o) + 2 * POSITION_PAD) + 16 * c + 4 * o, xl.dtype)
+        buf = _scratch((16 * (count * (c + o) + 2 * POSITION_PAD) + 16 * c + 4 * o,), xl.dtype)
         v_rows, v, at = _positions(buf, 0, count, c)
         m_rows, m, at = _positions(buf, at, count, o)
         d = buf[at : at + 16 * c].reshape(4, 4, c)
@@ -123,7 +111,6 @@ def forward(xl, w, b, geo, relu, blocks_for):
 
     run_tasks(task, len(blocks), work=n * per_image * 16 * c * o // 16)
     return y
-
 
 
 #: the weight gradient's blocks are gathered into at most this many groups of consecutive images, each summing
@@ -141,6 +128,7 @@ def weight_grad(xl, dy, geo, biased, blocks_for):
     the batch cut into :data:`GRAD_GROUPS` groups of blocks, each summing its blocks' 16 products in block
     order, the groups then added in group order (as are the bias's sums)."""
     from ..backend.cpu import run_tasks
+    from .numpy_compiled import _scratch
 
     k = compiled.kernels()
     n, _, _, c = xl.shape
@@ -159,7 +147,7 @@ def weight_grad(xl, dy, geo, biased, blocks_for):
     def task(g):
         for b, (a, e) in enumerate(groups[g]):
             count = (e - a) * per_image
-            buf = _scratch(16 * (count * (c + o) + c * o + 3 * POSITION_PAD) + 16 * c, xl.dtype)
+            buf = _scratch((16 * (count * (c + o) + c * o + 3 * POSITION_PAD) + 16 * c,), xl.dtype)
             v_rows, v, at = _positions(buf, 0, count, c)
             z_rows, z, at = _positions(buf, at, count, o)
             _, more, at = _positions(buf, at, c, o)
