@@ -611,6 +611,27 @@ def winograd_weights_grad(ug, dw):
 
 
 @njit(**_OPTS)
+def _output_tile(m, base, b, q):
+    """q (4, O) = A^T m A + b for the tile whose 16 positions are m[:, base : base + O] (row-major 2x2)."""
+    o = q.shape[1]
+    for ch in range(o):
+        # A^T m: rows 0 + 1 + 2 and 1 - 2 - 3 of the 4x4 tile, column by column
+        a0 = m[0, base + ch] + m[4, base + ch] + m[8, base + ch]
+        a1 = m[1, base + ch] + m[5, base + ch] + m[9, base + ch]
+        a2 = m[2, base + ch] + m[6, base + ch] + m[10, base + ch]
+        a3 = m[3, base + ch] + m[7, base + ch] + m[11, base + ch]
+        c0 = m[4, base + ch] - m[8, base + ch] - m[12, base + ch]
+        c1 = m[5, base + ch] - m[9, base + ch] - m[13, base + ch]
+        c2 = m[6, base + ch] - m[10, base + ch] - m[14, base + ch]
+        c3 = m[7, base + ch] - m[11, base + ch] - m[15, base + ch]
+        # (A^T m) A: columns 0 + 1 + 2 and 1 - 2 - 3, then the bias
+        q[0, ch] = (a0 + a1 + a2) + b[ch]
+        q[1, ch] = (a1 - a2 - a3) + b[ch]
+        q[2, ch] = (c0 + c1 + c2) + b[ch]
+        q[3, ch] = (c1 - c2 - c3) + b[ch]
+
+
+@njit(**_OPTS)
 def winograd_output_block(m, n0, n1, th, tw, b, relu, q, y):
     """y[n, 2*ty:2*ty+2, 2*tx:2*tx+2, :] = A^T m A + b (then max(., 0) when ``relu``) of every tile of images
     n0..n1, m (16, >= tiles*O) laid out as :func:`winograd_input_block`'s v; y (N, Ho, Wo, O) channels-last, the
@@ -620,22 +641,7 @@ def winograd_output_block(m, n0, n1, th, tw, b, relu, q, y):
     for n in range(n0, n1):
         for ty in range(th):
             for tx in range(tw):
-                base = t * o
-                for ch in range(o):
-                    # A^T m: rows 0 + 1 + 2 and 1 - 2 - 3 of the 4x4 tile, column by column
-                    a0 = m[0, base + ch] + m[4, base + ch] + m[8, base + ch]
-                    a1 = m[1, base + ch] + m[5, base + ch] + m[9, base + ch]
-                    a2 = m[2, base + ch] + m[6, base + ch] + m[10, base + ch]
-                    a3 = m[3, base + ch] + m[7, base + ch] + m[11, base + ch]
-                    c0 = m[4, base + ch] - m[8, base + ch] - m[12, base + ch]
-                    c1 = m[5, base + ch] - m[9, base + ch] - m[13, base + ch]
-                    c2 = m[6, base + ch] - m[10, base + ch] - m[14, base + ch]
-                    c3 = m[7, base + ch] - m[11, base + ch] - m[15, base + ch]
-                    # (A^T m) A: columns 0 + 1 + 2 and 1 - 2 - 3, then the bias
-                    q[0, ch] = (a0 + a1 + a2) + b[ch]
-                    q[1, ch] = (a1 - a2 - a3) + b[ch]
-                    q[2, ch] = (c0 + c1 + c2) + b[ch]
-                    q[3, ch] = (c1 - c2 - c3) + b[ch]
+                _output_tile(m, t * o, b, q)
                 for p in range(4):
                     r, s = 2 * ty + p // 2, 2 * tx + p % 2
                     if r >= ho or s >= wo:
@@ -647,5 +653,29 @@ def winograd_output_block(m, n0, n1, th, tw, b, relu, q, y):
                     else:
                         for ch in range(o):
                             y[n, r, s, ch] = q[p, ch]
+                t += 1
+    return y
+
+
+@njit(**_OPTS)
+def winograd_output_pool_block(m, n0, n1, th, tw, b, q, y):
+    """y[n, ty, tx, :] = the maximum of max(tile + b, 0) over each tile's four outputs (NaN wins, as in
+    :func:`maxpool_nhwc`): relu(conv) pooled 2x2 with stride 2, the conv's output never made. y (N, Ho // 2,
+    Wo // 2, O) channels-last; a half tile past the last full one (odd Ho or Wo) is dropped, as the pool does."""
+    _, hp, wp, o = y.shape
+    zero = np.zeros(1, dtype=y.dtype)[0]
+    t = 0
+    for n in range(n0, n1):
+        for ty in range(th):
+            for tx in range(tw):
+                if ty < hp and tx < wp:
+                    _output_tile(m, t * o, b, q)
+                    for ch in range(o):
+                        best = q[0, ch] if not q[0, ch] <= 0 else zero
+                        for p in range(1, 4):
+                            v = q[p, ch] if not q[p, ch] <= 0 else zero
+                            if best == best and (v > best or v != v):  # a NaN stays; a NaN or a larger value wins
+                                best = v
+                        y[n, ty, tx, ch] = best
                 t += 1
     return y

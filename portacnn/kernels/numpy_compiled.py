@@ -17,7 +17,9 @@ Primitives (the contracts the layers rely on; the torch backend registers the sa
 - ``conv2d_forward`` / ``conv2d_backward``: blocks of images made into columns and multiplied in cache on every
   core; narrow stride-1 convs as direct loops vectorised over the batch, on every core; 3x3 stride-1 convs
   by Winograd's F(2x2, 3x3) (:mod:`.winograd`, 2.25x fewer multiply-adds): the forward with 16 inputs or more,
-  the input gradient with 16 outputs or more, the weight gradient with both;
+  the input gradient with 16 outputs or more, the weight gradient with both; ``conv2d_forward_relu_pool``:
+  inference's conv + ReLU + 2x2 max pool as one Winograd pass, each window one tile (None where that does not
+  apply);
 - ``adam_update``: Adam/AdamW in one pass.
 """
 
@@ -348,6 +350,24 @@ def conv2d_forward_relu(x, w, b, stride, padding, out_hw, training, dilation=(1,
     return conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation, relu=True)
 
 
+@register("numpy", "conv2d_forward_relu_pool", when=compiled.usable)
+def conv2d_forward_relu_pool(x, w, b, stride, padding, out_hw, dilation=(1, 1)):
+    """max_pool_2x2(max(conv(x), 0)) with stride 2 (inference), or None where the conv is not computed by
+    :mod:`.winograd` (the caller then runs the three layers): each 2x2 window is one Winograd tile, pooled while
+    in cache, so the conv's output is never made."""
+    n, c, o = x.shape[0], x.shape[1], w.shape[0]
+    geo = _geometry(x.shape, w.shape, stride, padding, out_hw, dilation)
+    if _narrow(o, geo) or not winograd.applies(c, geo) or min(geo[8], geo[9]) < 2:  # (the pool explains < 2)
+        return None
+    y = winograd.forward(_channels_last(x), w, b, geo, True, lambda per_image: _image_blocks(n, per_image), pool=True)
+    return y.transpose(0, 3, 1, 2)
+
+
+def _narrow(o, geo):
+    """Whether a conv of ``o`` outputs runs as the direct loops or the generic kernel (:data:`NARROW_BELOW`)."""
+    return o < NARROW_BELOW or (o < NARROW_UP_TO and geo[8] * geo[9] <= SMALL_IMAGE)
+
+
 @register("numpy", "conv2d_forward", when=compiled.usable)
 def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), relu=False):
     """y = conv(x) as the generic kernel computes it (:mod:`.conv`, channels-last), each block of images made into
@@ -359,7 +379,7 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), 
     geo = _geometry(x.shape, w.shape, stride, padding, out_hw, dilation)
     kh, kw, ho, wo = geo[0], geo[1], geo[8], geo[9]
     kk = kh * kw * c
-    narrow = o < NARROW_BELOW or (o < NARROW_UP_TO and ho * wo <= SMALL_IMAGE)
+    narrow = _narrow(o, geo)
     if narrow and (geo[2], geo[3]) == (1, 1) and _flip_pads(padding, geo) is not None:
         return _direct_forward(x, w, b, padding, geo, relu)
     if narrow:  # strided: the generic kernel's batch-last GEMMs

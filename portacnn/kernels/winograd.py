@@ -80,9 +80,11 @@ def _positions(buf, start, count, width):
     return rows, rows[:, : count * width].reshape(16, count, width), start + 16 * step
 
 
-def forward(xl, w, b, geo, relu, blocks_for):
+def forward(xl, w, b, geo, relu, blocks_for, pool=False):
     """y (N, Ho, Wo, O) channels-last = conv(xl) (+ b, then max(., 0) when ``relu``) for channels-last xl
-    (N, H, W, C) and w (O, C, 3, 3); ``blocks_for(bytes_per_image)`` cuts the batch into blocks of images."""
+    (N, H, W, C) and w (O, C, 3, 3); ``blocks_for(bytes_per_image)`` cuts the batch into blocks of images.
+    ``pool``: relu(conv(xl) + b) max-pooled 2x2 with stride 2 instead, y (N, Ho // 2, Wo // 2, O): each pooling
+    window is one tile, pooled as it is made."""
     from ..backend.cpu import run_tasks
     from .numpy_compiled import _scratch
 
@@ -93,7 +95,7 @@ def forward(xl, w, b, geo, relu, blocks_for):
     pt, pl = geo[6], geo[7]
     u = transform_weights(w, xl.dtype)
     bias = np.zeros(o, dtype=xl.dtype) if b is None else np.ascontiguousarray(b, dtype=xl.dtype)
-    y = np.empty((n, geo[8], geo[9], o), dtype=xl.dtype)
+    y = np.empty((n, geo[8] // 2, geo[9] // 2, o) if pool else (n, geo[8], geo[9], o), dtype=xl.dtype)
     per_image = th * tw
     blocks = blocks_for(16 * per_image * (c + o) * xl.itemsize)
 
@@ -107,7 +109,10 @@ def forward(xl, w, b, geo, relu, blocks_for):
         q = buf[at + 16 * c : at + 16 * c + 4 * o].reshape(4, o)
         k.winograd_input_block(xl, a, e, pt, pl, th, tw, d, v_rows)
         np.matmul(v, u, out=m)
-        k.winograd_output_block(m_rows, a, e, th, tw, bias, relu, q, y)
+        if pool:
+            k.winograd_output_pool_block(m_rows, a, e, th, tw, bias, q, y)
+        else:
+            k.winograd_output_block(m_rows, a, e, th, tw, bias, relu, q, y)
 
     run_tasks(task, len(blocks), work=n * per_image * 16 * c * o // 16)
     return y

@@ -156,6 +156,15 @@ class Conv2D(Layer):
             return self._convolve(x, weight, bias, False)[0], False
         return self._convolve(x, weight, bias, False)[0]
 
+    def apply_relu_pool(self, x, weight, bias=None):
+        """``max_pool_2x2(max(conv(x), 0))`` with stride 2 and other weights (like :meth:`apply`) in one pass where
+        the backend's fast path computes each pooling window as one piece of the convolution; else None (the
+        caller runs the convolution, the ReLU and the pool)."""
+        fast = fast_path(x, "conv2d_forward_relu_pool")
+        if fast is None:
+            return None
+        return fast(x, weight, bias, self.stride, self.padding_sides(), self._geometry(x), self.dilation)
+
     def _convolve(self, x, w, b, training):
         """(y, what backward needs) for weights ``w`` and bias ``b``."""
         out_hw = self._geometry(x)

@@ -18,6 +18,7 @@ from array_api_compat import array_namespace
 
 from .batchnorm import BatchNorm2D
 from .conv import Conv2D
+from .maxpool import MaxPool2D
 from .relu import ReLU
 
 
@@ -38,7 +39,8 @@ def folded(conv: Conv2D, bn: BatchNorm2D):
 def run_infer(layers, x):
     """``x`` through ``layers`` for inference (each layer's :meth:`~portacnn.layers.Layer.infer`), every Conv2D
     directly followed by a BatchNorm2D of its width run as one folded convolution, and a ReLU after a
-    convolution applied in its epilogue where the backend can (:meth:`Conv2D.apply`)."""
+    convolution applied in its epilogue where the backend can (:meth:`Conv2D.apply`), with a 2x2 max pool after
+    that ReLU too (:meth:`Conv2D.apply_relu_pool`)."""
     i, n = 0, len(layers)
     while i < n:
         layer = layers[i]
@@ -54,9 +56,19 @@ def run_infer(layers, x):
             w, b = layer.weight.data, None if layer.bias is None else layer.bias.data
             i += 1
         if i < n and type(layers[i]) is ReLU:
+            y = layer.apply_relu_pool(x, w, b) if i + 1 < n and _pools_2x2(layers[i + 1]) else None
+            if y is not None:  # the convolution, its ReLU and the pool after it in one pass
+                x, i = y, i + 2
+                continue
             x, fused = layer.apply(x, w, b, relu=True)
             if fused:
                 i += 1
         else:
             x = layer.apply(x, w, b)
     return x
+
+
+def _pools_2x2(layer):
+    """Whether ``layer`` is a 2x2 max pool with stride 2 and no padding (each window one 2x2 block of outputs)."""
+    return type(layer) is MaxPool2D and layer.kernel_size == (2, 2) and layer.stride == (2, 2) and \
+        layer.padding == (0, 0)

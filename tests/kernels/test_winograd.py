@@ -136,3 +136,52 @@ def test_the_weight_gradient_equals_float64_loops(shape, pads, images_per_block,
     assert (np.abs(dw - want) <= tol * scale).all(), np.max(np.abs(dw - want) / scale)
     want_db = dy.astype(np.float64).sum(axis=(0, 2, 3))
     np.testing.assert_allclose(db, want_db, rtol=tol * 10, atol=tol * 10 * n * ho * wo)
+
+
+@pytest.mark.parametrize("size", [8, 7, 9])
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_conv_relu_and_2x2_pool_in_one_pass_give_the_three_layers_bits(size, batchnorm):
+    """Inference runs conv (+ folded BatchNorm) + ReLU + MaxPool2D(2) as one Winograd pass, each pooling window
+    one tile: the same bits as the layers one by one, NaN and infinities included; odd sizes drop the last half
+    tile as the pool drops its last row."""
+    from portacnn.layers import BatchNorm2D, MaxPool2D, ReLU
+    from portacnn.layers.fold import run_infer
+
+    rng = np.random.default_rng(5)
+    convs = [Conv2D(16, 32, 3, padding=1, bias=not batchnorm)] + ([BatchNorm2D(32)] if batchnorm else [])
+    model = pc.Sequential([*convs, ReLU(), MaxPool2D(2)], seed=0)
+    if batchnorm:
+        bn = model.layers[1]
+        bn.running_mean[...] = rng.standard_normal(32).astype(np.float32)
+        bn.running_var[...] = rng.random(32).astype(np.float32) + 0.5
+    x = rng.standard_normal((3, 16, size, size)).astype(np.float32)
+    x[0, 2, 3, 3], x[1, 0, 0, 0], x[2, 5, size - 1, 2] = np.nan, np.inf, -np.inf
+    calls = []
+    conv = model.layers[0]
+    original = conv.apply_relu_pool
+    conv.apply_relu_pool = lambda *a: calls.append(original(*a)) or calls[-1]
+    with np.errstate(invalid="ignore"):
+        fused = np.asarray(run_infer(model.layers, x))
+        y = run_infer(model.layers[: len(convs)], x)  # the (folded) convolution alone
+        relu, pool = model.layers[len(convs) :]
+        one_by_one = np.asarray(pool.forward(relu.forward(y, False), False))
+    assert calls and calls[0] is not None and fused.shape == (3, 32, size // 2, size // 2)
+    assert np.isnan(fused).any()
+    np.testing.assert_array_equal(fused, one_by_one)
+
+
+@pytest.mark.parametrize("c, o, k, size", [(8, 24, 3, 8), (16, 8, 3, 8), (16, 24, 5, 8), (16, 24, 3, 1)])
+def test_the_one_pass_pool_declines_what_it_does_not_compute(c, o, k, size):
+    """Too few inputs, a narrow conv, another kernel size, an output under 2x2: None, and the layers run apart
+    (a 1x1 output still gets the pool's own error)."""
+    from portacnn.layers import MaxPool2D, ReLU
+
+    conv = Conv2D(c, o, k, padding=k // 2)
+    model = pc.Sequential([conv, ReLU(), MaxPool2D(2)], seed=0)
+    x = np.random.default_rng(6).standard_normal((2, c, size, size)).astype(np.float32)
+    assert conv.apply_relu_pool(x, conv.weight.data, conv.bias.data) is None
+    if size >= 2:
+        np.testing.assert_allclose(np.asarray(model.infer(x)), np.asarray(model.forward(x, False)), rtol=1e-6)
+    else:
+        with pytest.raises(ValueError):
+            model.infer(x)
