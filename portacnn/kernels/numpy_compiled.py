@@ -439,10 +439,7 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     flipped = _winograd_input_grad(geo, o, x_shape)
     if flipped is not None and winograd.applies(c, geo):  # both gradients by Winograd
         dw, db = winograd.weight_grad(xl, dy4, geo, biased, lambda per_image: _image_blocks(n, per_image))
-        wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, 3, 3): the kernel flipped, its channel axes swapped
-        dxl = winograd.forward(dy4, wf, None, flipped, False, lambda per_image: _image_blocks(n, per_image)) \
-            if need_input_grad else None
-        return (None if dxl is None else dxl.transpose(0, 3, 1, 2)), dw, db
+        return (_winograd_dx(dy4, w, flipped) if need_input_grad else None), dw, db
     if flipped is not None and need_input_grad:  # dx by Winograd below: the blocks make the weight gradient only
         need_input_grad = False
     else:
@@ -479,9 +476,17 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     dw = np.ascontiguousarray(dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     db = None if not biased else bias_parts[0] if len(blocks) == 1 else _ordered_sum(bias_parts)
     if flipped is not None:
-        wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, 3, 3): the kernel flipped, its channel axes swapped
-        dxl = winograd.forward(dy4, wf, None, flipped, False, lambda per_image: _image_blocks(n, per_image))
+        return _winograd_dx(dy4, w, flipped), dw, db
     return (None if dxl is None else dxl.transpose(0, 3, 1, 2)), dw, db
+
+
+def _winograd_dx(dy4, w, flipped):
+    """dx (an NCHW view of channels-last memory) by :func:`.winograd.forward` on channels-last dy4 with the kernel
+    flipped and its channel axes swapped, geometry ``flipped`` (:func:`_winograd_input_grad`)."""
+    wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, 3, 3)
+    n = dy4.shape[0]
+    return winograd.forward(dy4, wf, None, flipped, False, lambda per_image: _image_blocks(n, per_image)).transpose(
+        0, 3, 1, 2)
 
 
 def _winograd_input_grad(geo, o, x_shape):
