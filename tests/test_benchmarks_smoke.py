@@ -76,7 +76,8 @@ def test_tutorial_baseline_smoke(tmp_path):
 
 def test_bench_kernels_smoke(tmp_path):
     d = run("bench_kernels.py", tmp_path=tmp_path)
-    assert {c["kernel"] for c in d["cases"]} >= {"conv 32->32 3x3 @28", "batchnorm 32 @28", "maxpool 2 on 32 @28"}
+    want = {"conv 32->32 3x3 @28 (Winograd)", "batchnorm 32 @28", "maxpool 2 on 32 @28"}
+    assert {c["kernel"] for c in d["cases"]} >= want
     for c in d["cases"]:
         assert c["compiled_ms"] > 0 and c["portable_ms"] > 0
     assert set(d["compile"]) == {"first_process_s", "second_process_s", "portable_s"}
