@@ -359,7 +359,7 @@ def conv2d_forward_relu_pool(x, w, b, stride, padding, out_hw, dilation=(1, 1)):
     geo = _geometry(x.shape, w.shape, stride, padding, out_hw, dilation)
     if _narrow(o, geo) or not winograd.applies(c, geo) or min(geo[8], geo[9]) < 2:  # (the pool explains < 2)
         return None
-    y = winograd.forward(_channels_last(x), w, b, geo, True, lambda per_image: _image_blocks(n, per_image), pool=True)
+    y = winograd.forward(_channels_last(x), w, b, geo, True, pool=True)
     return y.transpose(0, 3, 1, 2)
 
 
@@ -391,7 +391,7 @@ def conv2d_forward(x, w, b, stride, padding, out_hw, training, dilation=(1, 1), 
     blocks = _image_blocks(n, ho * wo * kk * x.itemsize)
     saved = ("blocks", (xl, x.shape, geo, blocks, b is not None))
     if winograd.applies(c, geo):
-        y = winograd.forward(xl, w, b, geo, relu, lambda per_image: _image_blocks(n, per_image))
+        y = winograd.forward(xl, w, b, geo, relu)
         return y.transpose(0, 3, 1, 2), saved
     wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kk, o))  # (K, O), K in (i, j, c) order
     y = np.empty((n, ho, wo, o), dtype=x.dtype)
@@ -438,7 +438,7 @@ def conv2d_backward(saved, w, grad_out, need_input_grad):
     dyl = dy4.reshape(-1, o)  # (N*Ho*Wo, O)
     flipped = _winograd_input_grad(geo, o, x_shape)
     if flipped is not None and winograd.applies(c, geo):  # both gradients by Winograd
-        dw, db = winograd.weight_grad(xl, dy4, geo, biased, lambda per_image: _image_blocks(n, per_image))
+        dw, db = winograd.weight_grad(xl, dy4, geo, biased)
         return (_winograd_dx(dy4, w, flipped) if need_input_grad else None), dw, db
     if flipped is not None and need_input_grad:  # dx by Winograd below: the blocks make the weight gradient only
         need_input_grad = False
@@ -484,9 +484,7 @@ def _winograd_dx(dy4, w, flipped):
     """dx (an NCHW view of channels-last memory) by :func:`.winograd.forward` on channels-last dy4 with the kernel
     flipped and its channel axes swapped, geometry ``flipped`` (:func:`_winograd_input_grad`)."""
     wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, 3, 3)
-    n = dy4.shape[0]
-    return winograd.forward(dy4, wf, None, flipped, False, lambda per_image: _image_blocks(n, per_image)).transpose(
-        0, 3, 1, 2)
+    return winograd.forward(dy4, wf, None, flipped, False).transpose(0, 3, 1, 2)
 
 
 def _winograd_input_grad(geo, o, x_shape):

@@ -80,13 +80,14 @@ def _positions(buf, start, count, width):
     return rows, rows[:, : count * width].reshape(16, count, width), start + 16 * step
 
 
-def forward(xl, w, b, geo, relu, blocks_for, pool=False):
+def forward(xl, w, b, geo, relu, pool=False, blocks_for=None):
     """y (N, Ho, Wo, O) channels-last = conv(xl) (+ b, then max(., 0) when ``relu``) for channels-last xl
-    (N, H, W, C) and w (O, C, 3, 3); ``blocks_for(bytes_per_image)`` cuts the batch into blocks of images.
+    (N, H, W, C) and w (O, C, 3, 3); ``blocks_for(bytes_per_image)`` cuts the batch into blocks of images
+    (default: the compiled convolutions' cache-sized blocks, :func:`.numpy_compiled._image_blocks`).
     ``pool``: relu(conv(xl) + b) max-pooled 2x2 with stride 2 instead, y (N, Ho // 2, Wo // 2, O): each pooling
     window is one tile, pooled as it is made."""
     from ..backend.cpu import run_tasks
-    from .numpy_compiled import _scratch
+    from .numpy_compiled import _image_blocks, _scratch
 
     k = compiled.kernels()
     n, _, _, c = xl.shape
@@ -97,7 +98,7 @@ def forward(xl, w, b, geo, relu, blocks_for, pool=False):
     bias = np.zeros(o, dtype=xl.dtype) if b is None else np.ascontiguousarray(b, dtype=xl.dtype)
     y = np.empty((n, geo[8] // 2, geo[9] // 2, o) if pool else (n, geo[8], geo[9], o), dtype=xl.dtype)
     per_image = th * tw
-    blocks = blocks_for(16 * per_image * (c + o) * xl.itemsize)
+    blocks = (blocks_for or (lambda size: _image_blocks(n, size)))(16 * per_image * (c + o) * xl.itemsize)
 
     def task(t):
         a, e = blocks[t]
@@ -123,17 +124,18 @@ def forward(xl, w, b, geo, relu, blocks_for, pool=False):
 GRAD_GROUPS = 8
 
 
-def weight_grad(xl, dy, geo, biased, blocks_for):
+def weight_grad(xl, dy, geo, biased, blocks_for=None):
     """(dw (O, C, 3, 3), db (O,) or None) of the convolution :func:`forward` computes, for channels-last xl
     (N, H, W, C) and dy (N, Ho, Wo, O): the adjoint of its three steps,
 
         dU[p] (C, O) = sum over tiles of V[p]^T @ (A e A^T)[p]    (e: a tile's 2x2 block of dy)
         dw[o, c]     = G^T dU[:, c, o] G                           (in float64)
 
-    the batch cut into :data:`GRAD_GROUPS` groups of blocks, each summing its blocks' 16 products in block
-    order, the groups then added in group order (as are the bias's sums)."""
+    the batch cut into blocks (``blocks_for`` as in :func:`forward`) gathered into :data:`GRAD_GROUPS` groups, each
+    summing its blocks' 16 products in block order, the groups then added in group order (as are the bias's
+    sums)."""
     from ..backend.cpu import run_tasks
-    from .numpy_compiled import _scratch
+    from .numpy_compiled import _image_blocks, _scratch
 
     k = compiled.kernels()
     n, _, _, c = xl.shape
@@ -141,7 +143,7 @@ def weight_grad(xl, dy, geo, biased, blocks_for):
     th, tw = tiles(geo)
     pt, pl = geo[6], geo[7]
     per_image = th * tw
-    blocks = blocks_for(16 * per_image * (c + o) * xl.itemsize)
+    blocks = (blocks_for or (lambda size: _image_blocks(n, size)))(16 * per_image * (c + o) * xl.itemsize)
     per_group = -(-len(blocks) // GRAD_GROUPS)
     groups = [blocks[g : g + per_group] for g in range(0, len(blocks), per_group)]
     parts = np.empty((len(groups), 16, c, o), dtype=dy.dtype)

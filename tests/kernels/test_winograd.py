@@ -55,7 +55,7 @@ def test_the_convolution_equals_float64_loops(shape, pads, relu, dtype, tol):
     geo = (3, 3, 1, 1, 1, 1, pads[0][0], pads[1][0], ho, wo)
     assert winograd.applies(c, geo)
     xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    y = winograd.forward(xl, wt, b, geo, relu, lambda per_image: [(0, 1)] + [(k, k + 1) for k in range(1, n)])
+    y = winograd.forward(xl, wt, b, geo, relu, blocks_for=lambda per_image: [(k, k + 1) for k in range(n)])
     assert y.dtype == np.dtype(dtype) and y.shape == (n, ho, wo, o)
     want = _direct64(x, wt, b, pads, (ho, wo)).transpose(0, 2, 3, 1)
     if relu:
@@ -123,7 +123,7 @@ def test_the_weight_gradient_equals_float64_loops(shape, pads, images_per_block,
     xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     dyl = np.ascontiguousarray(dy.transpose(0, 2, 3, 1))
     spans = [(a, min(n, a + images_per_block)) for a in range(0, n, images_per_block)]
-    dw, db = winograd.weight_grad(xl, dyl, geo, True, lambda per_image: spans)
+    dw, db = winograd.weight_grad(xl, dyl, geo, True, blocks_for=lambda per_image: spans)
     assert dw.dtype == db.dtype == np.dtype(dtype) and dw.shape == (o, c, 3, 3)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), *pads))
     want = np.zeros((o, c, 3, 3))
